@@ -1,0 +1,1 @@
+"""The receiver-less direct Kafka stream: per-batch offset ranges read by partition tasks."""

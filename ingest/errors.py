@@ -1,0 +1,61 @@
+"""The one exception hierarchy of ingest.
+
+Every error raised on purpose by `ingest`, `receivers`, `direct` or `offsets`
+derives from `IngestError`. Messages name the input (stream, batch, file,
+option), say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Root of every error ingest raises on purpose."""
+
+
+class ConfigError(IngestError, ValueError):
+    """A bad argument or option, raised at construction time."""
+
+
+class StateError(IngestError, RuntimeError):
+    """An operation that is not allowed in the object's current state
+    (for example adding a stream after `start()`)."""
+
+
+class BatchFailedError(IngestError):
+    """A batch could not be processed; the cause is chained."""
+
+    def __init__(self, message: str, batch_time_ms: int | None = None):
+        super().__init__(message)
+        self.batch_time_ms = batch_time_ms
+
+
+class SourceError(IngestError):
+    """An input source failed in a way the framework could not recover from."""
+
+
+class ReceiverError(SourceError):
+    """A receiver reported an error or could not be (re)started."""
+
+
+class StorageError(IngestError, OSError):
+    """Reading or writing durable storage (checkpoint, WAL, output) failed."""
+
+
+class CheckpointError(StorageError):
+    """A checkpoint directory cannot be used as it is."""
+
+
+class CorruptRecordError(StorageError):
+    """A durable record failed its checksum or framing checks.
+
+    Carries the file and byte offset so that a person can inspect it."""
+
+    def __init__(self, message: str, path: str | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+
+class ServiceError(IngestError):
+    """A test or development service (Kafka broker, Flume agent, ...) could not
+    be started or reached."""

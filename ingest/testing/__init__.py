@@ -1,0 +1,1 @@
+"""Test support: real services (a Kafka broker) and the pytest plugin that offers them."""
