@@ -1,0 +1,44 @@
+"""The intent and commit logs of the batch lifecycle, behind one interface.
+
+For every batch the scheduler writes the intent (each input's plan) before any
+work runs, and the commit after every output operation succeeded. Without a
+checkpoint directory the log lives in memory and a restart starts afresh; with
+one (`ssc.checkpoint(dir)`) the durable implementation in `ingest.checkpoint`
+is used and `recover()` tells the scheduler what to re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a restart resumes from."""
+
+    zero_time_ms: int
+    last_committed_ms: int | None
+    pending: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
+    """Batches with an intent and no commit, oldest first, with their plans."""
+
+
+class BatchLog:
+    """In-memory log: the default when no checkpoint directory is set."""
+
+    durable = False
+
+    def recover(self, batch_interval_ms: int) -> Recovery | None:
+        return None
+
+    def start(self, zero_time_ms: int, batch_interval_ms: int) -> None:
+        """Called once before the first batch of a fresh (not recovered) run."""
+
+    def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
+        pass
+
+    def write_commit(self, time_ms: int, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

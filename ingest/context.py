@@ -1,0 +1,374 @@
+"""`StreamingContext`: the entry point of every job.
+
+It owns the graph, the batch clock and scheduler thread, the executor for
+partition tasks, the listener bus and the receivers of its inputs. Whoever
+starts a thread here stops and joins it in `stop()`.
+
+Stopping: `stop(graceful=True)` stops the receivers (their buffered data is
+cut into blocks), runs batches until every input's received data has been
+processed (bounded by `timeout`), then closes everything. SIGTERM and Ctrl-C
+trigger a graceful stop; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterable, TypeVar
+
+from ingest.batch_log import BatchLog
+from ingest.clock import Clock, ManualClock, SystemClock
+from ingest.dstream import DStream
+from ingest.errors import ConfigError, IngestError, StateError
+from ingest.executor import TaskExecutor, make_executor
+from ingest.graph import StreamGraph
+from ingest.listener import (
+    ListenerBus,
+    LoggingListener,
+    ProgressTracker,
+    StreamingListener,
+    StreamingStarted,
+    StreamingStopped,
+)
+from ingest.queue_stream import QueueInputDStream
+from ingest.scheduler import BatchScheduler
+
+if TYPE_CHECKING:
+    from receivers.receiver import Receiver
+
+log = logging.getLogger("ingest.context")
+
+T = TypeVar("T")
+
+INITIALIZED, ACTIVE, STOPPING, STOPPED = "initialized", "active", "stopping", "stopped"
+
+
+def _seconds_to_ms(name: str, value: float) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    ms = round(value * 1000)
+    if ms < 1 or abs(ms - value * 1000) > 1e-6:
+        raise ConfigError(f"{name} must be a whole number of milliseconds (>= 0.001 s), got {value!r}")
+    return int(ms)
+
+
+class StreamingContext:
+    """Micro-batch streaming: build a graph of DStreams, then `start()`.
+
+    >>> ssc = StreamingContext(batch_interval=1.0)
+    >>> lines = ssc.socket_text_stream("localhost", 7777)      # doctest: +SKIP
+    >>> lines.filter(lambda line: "error" in line).pprint()    # doctest: +SKIP
+    >>> ssc.start(); ssc.await_termination()                   # doctest: +SKIP
+
+    Options:
+      batch_interval: seconds between batches.
+      clock: `SystemClock()` (default) or `ManualClock()` for tests; with a
+        manual clock, `step()` runs one batch at a time.
+      executor / parallelism: where partition tasks run: "inline" (default),
+        "threads", "processes", or a `TaskExecutor` such as `DaskExecutor`.
+      block_interval: how often receivers cut received records into blocks.
+      max_batch_retries: how often a failed batch is retried with the same
+        inputs before the context stops with the error (default 0).
+      write_ahead_log: make receivers store blocks in a write-ahead log under
+        the checkpoint directory before acknowledging them.
+      stop_on_signal: stop gracefully on SIGTERM/SIGINT (main thread only).
+      log_batches: log one line per batch at INFO on logger "ingest.batches".
+    """
+
+    def __init__(
+        self,
+        batch_interval: float,
+        *,
+        clock: Clock | None = None,
+        executor: str | TaskExecutor | None = "inline",
+        parallelism: int | None = None,
+        block_interval: float = 0.2,
+        max_batch_retries: int = 0,
+        write_ahead_log: bool = False,
+        stop_on_signal: bool = True,
+        log_batches: bool = True,
+    ) -> None:
+        self.batch_interval_ms = _seconds_to_ms("batch_interval", batch_interval)
+        self.block_interval_ms = _seconds_to_ms("block_interval", block_interval)
+        if self.block_interval_ms > self.batch_interval_ms:
+            raise ConfigError(
+                f"block_interval ({block_interval} s) must not exceed batch_interval ({batch_interval} s): "
+                "a batch would often get no block at all")
+        if not isinstance(max_batch_retries, int) or max_batch_retries < 0:
+            raise ConfigError(f"max_batch_retries must be an integer >= 0, got {max_batch_retries!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigError(f"clock must be a SystemClock or ManualClock, got {type(clock).__name__}")
+        self.clock: Clock = clock or SystemClock()
+        self.executor: TaskExecutor = make_executor(executor, parallelism)
+        self.max_batch_retries = max_batch_retries
+        self.write_ahead_log = bool(write_ahead_log)
+        self.stop_on_signal = stop_on_signal
+        self.checkpoint_dir: str | None = None
+
+        self._graph = StreamGraph(self)
+        self._bus = ListenerBus()
+        self._progress = ProgressTracker()
+        self._bus.add(self._progress)
+        if log_batches:
+            self._bus.add(LoggingListener())
+        self._log: BatchLog = BatchLog()
+        self._scheduler = BatchScheduler(self)
+        self._state = INITIALIZED
+        self._state_lock = threading.RLock()
+        self._terminated = threading.Event()
+        self._error: BaseException | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self._signals_seen = 0
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def batch_interval(self) -> float:
+        return self.batch_interval_ms / 1000.0
+
+    @property
+    def state(self) -> str:
+        """'initialized', 'active', 'stopping' or 'stopped'."""
+        return self._state
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error the context stopped with, if any."""
+        return self._error
+
+    # -- sources ---------------------------------------------------------------------
+
+    def queue_stream(self, batches: Iterable[Iterable[T]] = (), *, one_at_a_time: bool = True,
+                     default: Iterable[T] | None = None, num_partitions: int = 1,
+                     name: str | None = None) -> QueueInputDStream[T]:
+        """A stream fed from in-memory lists, one list per batch; more can be
+        queued with `.push(records)`. Meant for tests and demos."""
+        return QueueInputDStream(self, batches, one_at_a_time=one_at_a_time, default=default,
+                                 num_partitions=num_partitions, name=name)
+
+    def socket_text_stream(self, host: str, port: int, *, encoding: str = "utf-8",
+                           errors: str = "report", max_rate: float | None = None,
+                           name: str | None = None, **receiver_options: Any) -> DStream[str]:
+        """Lines of text read from a TCP server (the receiver connects to it).
+
+        `errors`: what to do with a line that is not valid in `encoding`:
+        "report" (skip it and report it to listeners, the default), "replace"
+        (keep it with U+FFFD) or "strict" (stop the stream with an error).
+        A closed connection is reopened with backoff. A socket cannot be
+        replayed: see the README's guarantees table."""
+        from receivers.socket import SocketTextReceiver
+
+        return self.receiver_stream(
+            SocketTextReceiver(host, port, encoding=encoding, errors=errors, **receiver_options),
+            max_rate=max_rate, name=name, kind="socket")
+
+    def receiver_stream(self, receiver: "Receiver[T]", *, max_rate: float | None = None,
+                        name: str | None = None, kind: str = "receiver", **options: Any) -> DStream[T]:
+        """A stream fed by a custom `receivers.Receiver`."""
+        from receivers.input import ReceiverInputDStream
+
+        return ReceiverInputDStream(self, receiver, max_rate=max_rate, name=name, kind=kind, **options)
+
+    def union(self, *streams: DStream[T]) -> DStream[T]:
+        if not streams:
+            raise ConfigError("union() needs at least one stream")
+        return streams[0].union(*streams[1:])
+
+    # -- listeners and status -----------------------------------------------------------
+
+    def add_listener(self, listener: StreamingListener) -> None:
+        self._bus.add(listener)
+
+    def remove_listener(self, listener: StreamingListener) -> None:
+        self._bus.remove(listener)
+
+    def status(self) -> dict[str, Any]:
+        """A readable snapshot: state, batches, records, last batch, receivers."""
+        snap = self._progress.snapshot()
+        snap["state"] = self._state
+        snap["batch_interval_s"] = self.batch_interval
+        snap["next_batch_time_ms"] = self._scheduler.next_time_ms
+        snap["error"] = None if self._error is None else f"{type(self._error).__name__}: {self._error}"
+        return snap
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start receiving and processing. Returns at once."""
+        with self._state_lock:
+            if self._state == ACTIVE:
+                raise StateError("StreamingContext.start() was already called")
+            if self._state != INITIALIZED:
+                raise StateError("a stopped StreamingContext cannot be restarted: create a new one")
+            self._graph.validate()
+            interval = self.batch_interval_ms
+            recovery = self._log.recover(interval)
+            if recovery is not None:
+                zero = recovery.zero_time_ms
+                now = self.clock.now_ms()
+                first = zero + (max(0, now - zero) // interval + 1) * interval
+                done = [t for t, _ in recovery.pending] + ([recovery.last_committed_ms] if recovery.last_committed_ms else [])
+                if done:
+                    first = max(first, max(done) + interval)
+                pending = recovery.pending
+            else:
+                zero = (self.clock.now_ms() // interval) * interval
+                first = zero + interval
+                pending = []
+                self._log.start(zero, interval)
+            self._graph.zero_time_ms = zero
+            self._graph.frozen = True
+            started: list[Any] = []
+            try:
+                for inp in self._graph.inputs:
+                    inp.start()
+                    started.append(inp)
+            except BaseException:
+                for inp in started:
+                    inp.stop_input(graceful=False, timeout=5.0)
+                    inp.close()
+                self._state = STOPPED
+                self._terminated.set()
+                raise
+            self._state = ACTIVE
+            self._install_signal_handlers()
+            self._bus.post(StreamingStarted(time.time()))
+            self._scheduler.start(first, pending)
+        log.info("streaming started: batch interval %.3f s, %d input(s), %d output operation(s)%s",
+                 self.batch_interval, len(self._graph.inputs), len(self._graph.outputs),
+                 f", re-running {len(pending)} uncommitted batch(es)" if pending else "")
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        """Block until the context stopped (True) or `timeout` seconds passed
+        (False). Raises the error the context stopped with, if any."""
+        if self._state == INITIALIZED:
+            raise StateError("await_termination() before start()")
+        terminated = self._terminated.wait(timeout)
+        if terminated and self._error is not None:
+            raise self._error
+        return terminated
+
+    def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop the context. Graceful: stop receivers, then process the data
+        they already received (at most `timeout` seconds; default 10 batch
+        intervals, at least 10 s), then release everything. Idempotent."""
+        if timeout is None:
+            timeout = max(10.0, 10 * self.batch_interval)
+        with self._state_lock:
+            if self._state in (STOPPING, STOPPED):
+                pass_through = True
+            else:
+                pass_through = False
+                if self._state == INITIALIZED:
+                    self._state = STOPPED
+                    self._terminated.set()
+                    return
+                self._state = STOPPING
+        if pass_through:
+            if threading.current_thread() is not self._scheduler._thread:
+                self._terminated.wait(timeout)
+            return
+        self._shutdown(graceful, timeout)
+
+    def step(self, batches: int = 1, timeout: float = 30.0) -> None:
+        """With a `ManualClock`: advance to the next batch time(s) and wait
+        until those batches completed. Raises the context's error if a batch failed."""
+        if not isinstance(self.clock, ManualClock):
+            raise StateError("step() needs StreamingContext(clock=ManualClock())")
+        if self._state != ACTIVE:
+            raise StateError(f"step() needs an active context (state: {self._state})")
+        for _ in range(batches):
+            target = self._scheduler.next_time_ms
+            assert target is not None
+            if self.clock.now_ms() < target:
+                self.clock.set_time(target / 1000.0)
+            if not self._scheduler.wait_for_batch(target, timeout):
+                if self._error is not None:
+                    raise self._error
+                raise IngestError(f"batch {target} did not complete within {timeout} s")
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        """Called from the scheduler or a receiver when the job cannot go on."""
+        with self._state_lock:
+            if self._error is None:
+                self._error = exc
+            if self._state in (STOPPING, STOPPED):
+                return
+            self._state = STOPPING
+        log.error("stopping the streaming context: %s: %s", type(exc).__name__, exc)
+        # Receivers' threads and the scheduler must not join themselves: stop from a fresh thread.
+        threading.Thread(target=self._shutdown, args=(False, 10.0), name="ingest-stopper").start()
+
+    def _shutdown(self, graceful: bool, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            for inp in self._graph.inputs:
+                try:
+                    inp.stop_input(graceful, max(0.0, deadline - time.monotonic()))
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("stopping input %s failed", inp.name)
+                    if self._error is None:
+                        self._error = exc
+            self._scheduler.request_stop(graceful, max(0.0, deadline - time.monotonic()))
+            if not self._scheduler.join(max(1.0, deadline - time.monotonic())):
+                log.warning("the batch in progress did not finish within the stop timeout; "
+                            "it stays uncommitted and is re-run on restart if a checkpoint is set")
+            for inp in self._graph.inputs:
+                try:
+                    inp.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing input %s failed", inp.name)
+            self._log.close()
+            self.executor.shutdown()
+        finally:
+            self._restore_signal_handlers()
+            with self._state_lock:
+                self._state = STOPPED
+            err = None if self._error is None else f"{type(self._error).__name__}: {self._error}"
+            self._bus.post(StreamingStopped(time.time(), err))
+            self._terminated.set()
+            log.info("streaming stopped%s", f" with error: {err}" if err else "")
+
+    def _install_signal_handlers(self) -> None:
+        if not self.stop_on_signal or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            except (ValueError, OSError):  # not allowed here (embedded interpreter)
+                pass
+
+    def _restore_signal_handlers(self) -> None:
+        if not self._old_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._old_handlers.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals_seen += 1
+        name = signal.Signals(signum).name
+        graceful = self._signals_seen == 1
+        if graceful:
+            log.warning("%s received: stopping gracefully (send it again to stop at once)", name)
+        else:
+            log.warning("%s received again: stopping now", name)
+            self._scheduler.request_stop(graceful=False, timeout=0)
+        threading.Thread(target=self.stop, kwargs={"graceful": graceful}, name="ingest-signal-stop").start()
+
+    def __enter__(self) -> "StreamingContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop(graceful=exc[0] is None)
+
+
+__all__ = ["StreamingContext"]

@@ -1,0 +1,394 @@
+"""`Dataset`: the data of one batch, split into partitions.
+
+A dataset is a list of partitions; each partition is a *source* (something
+with `read()`, such as a list of records or a Kafka offset range) plus a chain
+of narrow operations (`map`, `filter`, ...). Narrow operations only extend the
+chain; nothing runs until an action (`collect`, `count`, a shuffle) needs the
+records. Then every partition runs as one task on the context's executor.
+
+Wide operations (`reduce_by_key`, `group_by_key`, joins, `repartition`) shuffle:
+map-side tasks combine and bucket records by key; the buckets become the
+sources of the new dataset's partitions. Buckets are chosen with
+`portable_hash`, which does not depend on `PYTHONHASHSEED`, so a batch replayed
+after a restart is partitioned exactly as the first time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+
+from ingest.executor import InlineExecutor, TaskExecutor
+
+T = TypeVar("T")
+U = TypeVar("U")
+K = TypeVar("K")
+V = TypeVar("V")
+
+# An operation maps (partition index, records) to records.
+PartitionOp = Callable[[int, Iterable[Any]], Iterable[Any]]
+
+
+class ListSource:
+    """A partition whose records are already in memory."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def read(self) -> Sequence[Any]:
+        return self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Partition:
+    source: Any  # anything with read() -> Iterable
+    ops: tuple[PartitionOp, ...] = ()
+
+
+def _compute(task: tuple[int, Partition]) -> list[Any]:
+    index, part = task
+    records: Iterable[Any] = part.source.read()
+    for op in part.ops:
+        records = op(index, records)
+    return records if isinstance(records, list) else list(records)
+
+
+def _compute_then(task: tuple[int, Partition, Callable[[int, list[Any]], Any]]) -> Any:
+    index, part, finish = task
+    return finish(index, _compute((index, part)))
+
+
+def portable_hash(key: Any) -> int:
+    """A hash that is the same in every process and run (unlike `hash(str)`)."""
+    if key is None:
+        return 0
+    if isinstance(key, bool):
+        return int(key)
+    if isinstance(key, int):
+        return key & 0x7FFFFFFFFFFFFFFF
+    if isinstance(key, str):
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if isinstance(key, (bytes, bytearray)):
+        return zlib.crc32(key)
+    if isinstance(key, float):
+        return portable_hash(int(key)) if key.is_integer() else zlib.crc32(repr(key).encode())
+    if isinstance(key, tuple):
+        h = 0x345678
+        for item in key:
+            h = ((h * 1000003) ^ portable_hash(item)) & 0xFFFFFFFFFFFF
+        return h
+    return zlib.crc32(repr(key).encode("utf-8", "replace"))
+
+
+class Dataset(Generic[T]):
+    """Immutable, lazily computed, partitioned records of one batch."""
+
+    __slots__ = ("_parts", "_executor")
+
+    def __init__(self, parts: Sequence[Partition], executor: TaskExecutor | None = None) -> None:
+        self._parts: tuple[Partition, ...] = tuple(parts)
+        self._executor = executor or InlineExecutor()
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_partitions(cls, partitions: Iterable[Sequence[Any]], executor: TaskExecutor | None = None) -> "Dataset[Any]":
+        return cls([Partition(ListSource(list(p))) for p in partitions], executor)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Any], num_partitions: int = 1, executor: TaskExecutor | None = None) -> "Dataset[Any]":
+        items = list(records)
+        if num_partitions <= 1:
+            return cls.from_partitions([items], executor)
+        size = -(-len(items) // num_partitions) or 1
+        return cls.from_partitions([items[i : i + size] for i in range(0, len(items), size)] or [[]], executor)
+
+    def empty(self) -> "Dataset[Any]":
+        return Dataset([], self._executor)
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self._parts)
+
+    @property
+    def partitions(self) -> tuple[Partition, ...]:
+        return self._parts
+
+    @property
+    def executor(self) -> TaskExecutor:
+        return self._executor
+
+    def _with_op(self, op: PartitionOp) -> "Dataset[Any]":
+        return Dataset([Partition(p.source, p.ops + (op,)) for p in self._parts], self._executor)
+
+    # -- narrow transformations --------------------------------------------
+
+    def map(self, fn: Callable[[T], U]) -> "Dataset[U]":
+        return self._with_op(lambda _i, it: map(fn, it))
+
+    def flat_map(self, fn: Callable[[T], Iterable[U]]) -> "Dataset[U]":
+        return self._with_op(lambda _i, it: itertools.chain.from_iterable(map(fn, it)))
+
+    def filter(self, fn: Callable[[T], bool]) -> "Dataset[T]":
+        return self._with_op(lambda _i, it: filter(fn, it))
+
+    def map_partitions(self, fn: Callable[[Iterator[T]], Iterable[U]]) -> "Dataset[U]":
+        return self._with_op(lambda _i, it: fn(iter(it)))
+
+    def map_partitions_with_index(self, fn: Callable[[int, Iterator[T]], Iterable[U]]) -> "Dataset[U]":
+        return self._with_op(lambda i, it: fn(i, iter(it)))
+
+    def map_values(self, fn: Callable[[V], U]) -> "Dataset[tuple[Any, U]]":
+        return self._with_op(lambda _i, it: ((k, fn(v)) for k, v in it))
+
+    def flat_map_values(self, fn: Callable[[V], Iterable[U]]) -> "Dataset[tuple[Any, U]]":
+        return self._with_op(lambda _i, it: ((k, u) for k, v in it for u in fn(v)))
+
+    def keys(self) -> "Dataset[Any]":
+        return self._with_op(lambda _i, it: (k for k, _v in it))
+
+    def values(self) -> "Dataset[Any]":
+        return self._with_op(lambda _i, it: (v for _k, v in it))
+
+    def union(self, *others: "Dataset[T]") -> "Dataset[T]":
+        parts = list(self._parts)
+        for other in others:
+            parts.extend(other._parts)
+        return Dataset(parts, self._executor)
+
+    # -- actions --------------------------------------------------------------
+
+    def glom(self) -> list[list[T]]:
+        """Compute every partition; return their records, partition by partition."""
+        return self._executor.map(_compute, list(enumerate(self._parts)))
+
+    def _run(self, finish: Callable[[int, list[Any]], Any]) -> list[Any]:
+        return self._executor.map(_compute_then, [(i, p, finish) for i, p in enumerate(self._parts)])
+
+    def collect(self) -> list[T]:
+        return [record for part in self.glom() for record in part]
+
+    def count(self) -> int:
+        return sum(self._run(lambda _i, records: len(records)))
+
+    def is_empty(self) -> bool:
+        return self.count() == 0
+
+    def take(self, n: int) -> list[T]:
+        out: list[T] = []
+        for i, part in enumerate(self._parts):
+            if len(out) >= n:
+                break
+            out.extend(_compute((i, part))[: n - len(out)])
+        return out
+
+    def first(self) -> T:
+        head = self.take(1)
+        if not head:
+            raise ValueError("first() of an empty dataset")
+        return head[0]
+
+    def reduce(self, fn: Callable[[T, T], T]) -> T:
+        """Reduce all records with an associative function. Raises ValueError
+        when there is nothing to reduce."""
+        marker = _EMPTY
+        partials = [p for p in self._run(lambda _i, records: _reduce_or(records, fn, marker)) if p is not marker]
+        if not partials:
+            raise ValueError("reduce() of an empty dataset")
+        return _reduce_or(partials, fn, marker)
+
+    def foreach_partition(self, fn: Callable[[Iterator[T]], None]) -> None:
+        self._run(lambda _i, records: fn(iter(records)))
+
+    def foreach(self, fn: Callable[[T], None]) -> None:
+        def apply(_i: int, records: list[Any]) -> None:
+            for record in records:
+                fn(record)
+
+        self._run(apply)
+
+    def cache(self) -> "Dataset[T]":
+        """Compute now and keep the records in memory, so later actions and
+        shuffles do not run the chain again."""
+        return Dataset.from_partitions(self.glom(), self._executor)
+
+    # -- wide transformations (shuffles) ---------------------------------------
+
+    def _shuffle(
+        self,
+        num_partitions: int,
+        map_side: Callable[[int, list[Any]], list[list[Any]]],
+        reduce_side: PartitionOp,
+    ) -> "Dataset[Any]":
+        buckets_per_task = self._run(map_side)
+        parts = []
+        for b in range(num_partitions):
+            merged = [rec for task_buckets in buckets_per_task for rec in task_buckets[b]]
+            parts.append(Partition(ListSource(merged), (reduce_side,)))
+        return Dataset(parts, self._executor)
+
+    def _default_partitions(self, num_partitions: int | None) -> int:
+        if num_partitions is not None:
+            if num_partitions < 1:
+                raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
+            return num_partitions
+        return max(1, self.num_partitions)
+
+    def combine_by_key(
+        self,
+        create: Callable[[V], Any],
+        merge_value: Callable[[Any, V], Any],
+        merge_combiners: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+    ) -> "Dataset[tuple[Any, Any]]":
+        n = self._default_partitions(num_partitions)
+
+        def map_side(_i: int, records: list[Any]) -> list[list[Any]]:
+            combined: dict[Any, Any] = {}
+            for k, v in records:
+                if k in combined:
+                    combined[k] = merge_value(combined[k], v)
+                else:
+                    combined[k] = create(v)
+            buckets: list[list[Any]] = [[] for _ in range(n)]
+            for k, c in combined.items():
+                buckets[portable_hash(k) % n].append((k, c))
+            return buckets
+
+        def reduce_side(_i: int, pairs: Iterable[Any]) -> Iterable[Any]:
+            merged: dict[Any, Any] = {}
+            for k, c in pairs:
+                merged[k] = merge_combiners(merged[k], c) if k in merged else c
+            return merged.items()
+
+        return self._shuffle(n, map_side, reduce_side)
+
+    def reduce_by_key(self, fn: Callable[[V, V], V], num_partitions: int | None = None) -> "Dataset[tuple[Any, V]]":
+        return self.combine_by_key(_identity, fn, fn, num_partitions)
+
+    def group_by_key(self, num_partitions: int | None = None) -> "Dataset[tuple[Any, list[Any]]]":
+        return self.combine_by_key(_single, _append, _extend, num_partitions)
+
+    def count_by_value(self) -> "Dataset[tuple[Any, int]]":
+        return self.map(lambda x: (x, 1)).reduce_by_key(operator.add)
+
+    def partition_by(self, num_partitions: int) -> "Dataset[tuple[Any, Any]]":
+        """Hash-partition `(key, value)` pairs by key, keeping every pair."""
+        n = self._default_partitions(num_partitions)
+
+        def map_side(_i: int, records: list[Any]) -> list[list[Any]]:
+            buckets: list[list[Any]] = [[] for _ in range(n)]
+            for rec in records:
+                buckets[portable_hash(rec[0]) % n].append(rec)
+            return buckets
+
+        return self._shuffle(n, map_side, _pass)
+
+    def repartition(self, num_partitions: int) -> "Dataset[T]":
+        """Spread records evenly over `num_partitions` partitions (round robin,
+        deterministic)."""
+        n = self._default_partitions(num_partitions)
+
+        def map_side(i: int, records: list[Any]) -> list[list[Any]]:
+            buckets: list[list[Any]] = [[] for _ in range(n)]
+            for j, rec in enumerate(records):
+                buckets[(i + j) % n].append(rec)
+            return buckets
+
+        return self._shuffle(n, map_side, _pass)
+
+    def cogroup(self, *others: "Dataset[Any]", num_partitions: int | None = None) -> "Dataset[tuple[Any, tuple[list[Any], ...]]]":
+        """For each key of any input, `(key, (values_in_self, values_in_other, ...))`."""
+        width = 1 + len(others)
+        n = self._default_partitions(num_partitions if num_partitions is not None else max(
+            [self.num_partitions] + [o.num_partitions for o in others]))
+        tagged = [self.map(_tagger(0))] + [o.map(_tagger(i + 1)) for i, o in enumerate(others)]
+        union = tagged[0].union(*tagged[1:])
+
+        def map_side(_i: int, records: list[Any]) -> list[list[Any]]:
+            buckets: list[list[Any]] = [[] for _ in range(n)]
+            for rec in records:
+                buckets[portable_hash(rec[0]) % n].append(rec)
+            return buckets
+
+        def reduce_side(_i: int, tagged_pairs: Iterable[Any]) -> Iterable[Any]:
+            groups: dict[Any, tuple[list[Any], ...]] = {}
+            for k, (tag, v) in tagged_pairs:
+                group = groups.get(k)
+                if group is None:
+                    group = groups[k] = tuple([] for _ in range(width))
+                group[tag].append(v)
+            return groups.items()
+
+        return union._shuffle(n, map_side, reduce_side)
+
+    def join(self, other: "Dataset[Any]", num_partitions: int | None = None) -> "Dataset[tuple[Any, tuple[Any, Any]]]":
+        return self.cogroup(other, num_partitions=num_partitions).flat_map(
+            lambda kv: [(kv[0], (v, w)) for v in kv[1][0] for w in kv[1][1]])
+
+    def left_outer_join(self, other: "Dataset[Any]", num_partitions: int | None = None) -> "Dataset[tuple[Any, tuple[Any, Any]]]":
+        return self.cogroup(other, num_partitions=num_partitions).flat_map(
+            lambda kv: [(kv[0], (v, w)) for v in kv[1][0] for w in (kv[1][1] or [None])])
+
+    def right_outer_join(self, other: "Dataset[Any]", num_partitions: int | None = None) -> "Dataset[tuple[Any, tuple[Any, Any]]]":
+        return self.cogroup(other, num_partitions=num_partitions).flat_map(
+            lambda kv: [(kv[0], (v, w)) for v in (kv[1][0] or [None]) for w in kv[1][1]])
+
+    def full_outer_join(self, other: "Dataset[Any]", num_partitions: int | None = None) -> "Dataset[tuple[Any, tuple[Any, Any]]]":
+        return self.cogroup(other, num_partitions=num_partitions).flat_map(
+            lambda kv: [(kv[0], (v, w)) for v in (kv[1][0] or [None]) for w in (kv[1][1] or [None])])
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.num_partitions} partitions)"
+
+
+class _Empty:
+    __slots__ = ()
+
+
+_EMPTY = _Empty()
+
+
+def _reduce_or(records: Iterable[Any], fn: Callable[[Any, Any], Any], default: Any) -> Any:
+    it = iter(records)
+    try:
+        acc = next(it)
+    except StopIteration:
+        return default
+    for rec in it:
+        acc = fn(acc, rec)
+    return acc
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _single(x: Any) -> list[Any]:
+    return [x]
+
+
+def _append(acc: list[Any], x: Any) -> list[Any]:
+    acc.append(x)
+    return acc
+
+
+def _extend(acc: list[Any], more: list[Any]) -> list[Any]:
+    acc.extend(more)
+    return acc
+
+
+def _pass(_i: int, records: Iterable[Any]) -> Iterable[Any]:
+    return records
+
+
+def _tagger(tag: int) -> Callable[[Any], Any]:
+    return lambda kv: (kv[0], (tag, kv[1]))

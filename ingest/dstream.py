@@ -1,0 +1,327 @@
+"""DStreams: a stream as a sequence of per-batch datasets.
+
+Each `DStream` computes one `Dataset` per batch time. Transformations build new
+DStreams whose datasets are computed from their parents' datasets of the same
+batch; output operations (`pprint`, `foreach_batch`, `save_as_text_files`)
+consume them. The graph is rebuilt by the application's code on every start, so
+nothing here is ever serialized: a checkpoint stores only data (plans, state).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+
+from ingest.dataset import Dataset
+from ingest.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ingest.batch import Batch
+    from ingest.context import StreamingContext
+    from ingest.output import OutputOperation
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+def _our_code(filename: str) -> bool:
+    parts = os.path.normpath(filename).split(os.sep)
+    return any(p in ("ingest", "receivers", "direct", "offsets") for p in parts[-3:-1]) and "tests" not in parts
+
+
+def creation_site() -> str:
+    """`file:line` of the user code that called into the DStream API."""
+    for frame in reversed(traceback.extract_stack(limit=30)[:-1]):
+        if not _our_code(frame.filename):
+            return f"{os.path.basename(frame.filename)}:{frame.lineno}"
+    return "<unknown>"
+
+
+class DStream(Generic[T]):
+    """A discretized stream: one `Dataset` per batch.
+
+    Build DStreams from a `StreamingContext` (`queue_stream`,
+    `socket_text_stream`, ...) and from other DStreams' transformations."""
+
+    def __init__(self, ssc: "StreamingContext", parents: Sequence["DStream[Any]"], op_name: str) -> None:
+        for p in parents:
+            if p.ssc is not ssc:
+                raise ConfigError(
+                    f"cannot combine stream {p.describe()} with a stream of another StreamingContext")
+        self.ssc = ssc
+        self.parents: tuple[DStream[Any], ...] = tuple(parents)
+        self.op_name = op_name
+        self.site = creation_site()
+        self.slide_ms: int = parents[0].slide_ms if parents else ssc.batch_interval_ms
+        self._generated: dict[int, Dataset[T]] = {}
+        self.id = ssc._graph.add_stream(self)
+
+    # -- graph plumbing ---------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"{self.op_name} (#{self.id}, {self.site})"
+
+    def __repr__(self) -> str:
+        return f"<DStream {self.describe()}>"
+
+    def is_time_valid(self, time_ms: int) -> bool:
+        zero = self.ssc._graph.zero_time_ms
+        return zero is not None and time_ms > zero and (time_ms - zero) % self.slide_ms == 0
+
+    def compute(self, time_ms: int) -> Dataset[T]:
+        raise NotImplementedError
+
+    def get_or_compute(self, time_ms: int) -> Dataset[T]:
+        """The dataset of batch `time_ms`, computed once per batch."""
+        ds = self._generated.get(time_ms)
+        if ds is None:
+            ds = self.compute(time_ms) if self.is_time_valid(time_ms) else Dataset([], self.ssc.executor)
+            self._generated[time_ms] = ds
+        return ds
+
+    def forget(self, before_ms: int) -> None:
+        """Drop datasets of batches before `before_ms` (after they completed)."""
+        for t in [t for t in self._generated if t < before_ms]:
+            del self._generated[t]
+
+    def _derive(self, op_name: str, fn: Callable[[Dataset[Any]], Dataset[Any]]) -> "DStream[Any]":
+        return TransformedDStream(self.ssc, [self], lambda datasets, _t: fn(datasets[0]), op_name)
+
+    # -- stateless transformations -------------------------------------------------
+
+    def map(self, fn: Callable[[T], U]) -> "DStream[U]":
+        return self._derive("map", lambda ds: ds.map(fn))
+
+    def flat_map(self, fn: Callable[[T], Iterable[U]]) -> "DStream[U]":
+        return self._derive("flat_map", lambda ds: ds.flat_map(fn))
+
+    def filter(self, fn: Callable[[T], bool]) -> "DStream[T]":
+        return self._derive("filter", lambda ds: ds.filter(fn))
+
+    def map_partitions(self, fn: Callable[[Iterator[T]], Iterable[U]]) -> "DStream[U]":
+        return self._derive("map_partitions", lambda ds: ds.map_partitions(fn))
+
+    def map_values(self, fn: Callable[[Any], U]) -> "DStream[tuple[Any, U]]":
+        return self._derive("map_values", lambda ds: ds.map_values(fn))
+
+    def flat_map_values(self, fn: Callable[[Any], Iterable[U]]) -> "DStream[tuple[Any, U]]":
+        return self._derive("flat_map_values", lambda ds: ds.flat_map_values(fn))
+
+    def transform(self, fn: Callable[..., Dataset[U]]) -> "DStream[U]":
+        """Apply any dataset-to-dataset function to each batch.
+
+        `fn(dataset)` or `fn(batch_time_ms, dataset)`; it must return a Dataset."""
+        two_args = _arity(fn) >= 2
+
+        def apply(datasets: Sequence[Dataset[Any]], time_ms: int) -> Dataset[Any]:
+            out = fn(time_ms, datasets[0]) if two_args else fn(datasets[0])
+            if not isinstance(out, Dataset):
+                raise TypeError(f"transform() function must return a Dataset, got {type(out).__name__}")
+            return out
+
+        return TransformedDStream(self.ssc, [self], apply, "transform")
+
+    def transform_with(self, other: "DStream[Any]", fn: Callable[..., Dataset[U]]) -> "DStream[U]":
+        """Combine this stream's and `other`'s dataset of each batch:
+        `fn(ds, other_ds)` or `fn(batch_time_ms, ds, other_ds)`."""
+        three_args = _arity(fn) >= 3
+        return TransformedDStream(
+            self.ssc, [self, other],
+            lambda dss, t: fn(t, dss[0], dss[1]) if three_args else fn(dss[0], dss[1]),
+            "transform_with")
+
+    def union(self, *others: "DStream[T]") -> "DStream[T]":
+        for o in others:
+            if o.slide_ms != self.slide_ms:
+                raise ConfigError(
+                    f"union of streams with different slide intervals: {self.describe()} slides every "
+                    f"{self.slide_ms} ms, {o.describe()} every {o.slide_ms} ms")
+        return TransformedDStream(
+            self.ssc, [self, *others], lambda dss, _t: dss[0].union(*dss[1:]), "union")
+
+    def repartition(self, num_partitions: int) -> "DStream[T]":
+        if num_partitions < 1:
+            raise ConfigError(f"repartition({num_partitions}): the number of partitions must be >= 1")
+        return self._derive("repartition", lambda ds: ds.repartition(num_partitions))
+
+    def count(self) -> "DStream[int]":
+        """A stream with one record per batch: the number of records (0 for an empty batch)."""
+        return self._derive("count", lambda ds: Dataset.from_partitions([[ds.count()]], ds.executor))
+
+    def count_by_value(self) -> "DStream[tuple[T, int]]":
+        return self._derive("count_by_value", lambda ds: ds.count_by_value())
+
+    def reduce(self, fn: Callable[[T, T], T]) -> "DStream[T]":
+        """A stream with one record per non-empty batch: all records reduced with `fn`."""
+
+        def apply(ds: Dataset[Any]) -> Dataset[Any]:
+            try:
+                return Dataset.from_partitions([[ds.reduce(fn)]], ds.executor)
+            except ValueError:
+                return Dataset.from_partitions([[]], ds.executor)
+
+        return self._derive("reduce", apply)
+
+    def reduce_by_key(self, fn: Callable[[Any, Any], Any], num_partitions: int | None = None) -> "DStream[tuple[Any, Any]]":
+        return self._derive("reduce_by_key", lambda ds: ds.reduce_by_key(fn, num_partitions))
+
+    def combine_by_key(self, create: Callable[[Any], Any], merge_value: Callable[[Any, Any], Any],
+                       merge_combiners: Callable[[Any, Any], Any], num_partitions: int | None = None,
+                       ) -> "DStream[tuple[Any, Any]]":
+        return self._derive("combine_by_key",
+                            lambda ds: ds.combine_by_key(create, merge_value, merge_combiners, num_partitions))
+
+    def group_by_key(self, num_partitions: int | None = None) -> "DStream[tuple[Any, list[Any]]]":
+        return self._derive("group_by_key", lambda ds: ds.group_by_key(num_partitions))
+
+    def _pair(self, op: str, other: "DStream[Any]", num_partitions: int | None) -> "DStream[Any]":
+        if other.slide_ms != self.slide_ms:
+            raise ConfigError(f"{op} of streams with different slide intervals ({self.slide_ms} ms and "
+                              f"{other.slide_ms} ms)")
+        return TransformedDStream(
+            self.ssc, [self, other],
+            lambda dss, _t: getattr(dss[0], op)(dss[1], num_partitions=num_partitions), op)
+
+    def join(self, other: "DStream[Any]", num_partitions: int | None = None) -> "DStream[tuple[Any, tuple[Any, Any]]]":
+        return self._pair("join", other, num_partitions)
+
+    def left_outer_join(self, other: "DStream[Any]", num_partitions: int | None = None) -> "DStream[tuple[Any, tuple[Any, Any]]]":
+        return self._pair("left_outer_join", other, num_partitions)
+
+    def right_outer_join(self, other: "DStream[Any]", num_partitions: int | None = None) -> "DStream[tuple[Any, tuple[Any, Any]]]":
+        return self._pair("right_outer_join", other, num_partitions)
+
+    def full_outer_join(self, other: "DStream[Any]", num_partitions: int | None = None) -> "DStream[tuple[Any, tuple[Any, Any]]]":
+        return self._pair("full_outer_join", other, num_partitions)
+
+    def cogroup(self, other: "DStream[Any]", num_partitions: int | None = None) -> "DStream[tuple[Any, tuple[list[Any], list[Any]]]]":
+        return self._pair("cogroup", other, num_partitions)
+
+    def cache(self) -> "DStream[T]":
+        """Compute each batch's dataset once and keep it in memory for the
+        batch, so several outputs do not recompute it."""
+        return self._derive("cache", lambda ds: ds.cache())
+
+    # -- output operations ------------------------------------------------------
+
+    def foreach_batch(self, fn: Callable[["Batch"], None], name: str | None = None) -> "OutputOperation":
+        """Run `fn(batch)` for every batch. `batch.time`, `batch.collect()`,
+        `batch.offset_ranges` and `batch.positions` are available; the batch
+        commits only after every output operation returned."""
+        from ingest.output import OutputOperation
+
+        return OutputOperation(self, fn, name or "foreach_batch")
+
+    def pprint(self, num: int = 10) -> "OutputOperation":
+        """Print the first `num` records of every batch under a `Time:` header."""
+        from ingest.output import pprint_batch, OutputOperation
+
+        return OutputOperation(self, lambda batch: pprint_batch(batch, num), "pprint")
+
+    def save_as_text_files(self, prefix: str, suffix: str | None = None) -> "OutputOperation":
+        """Write each batch to the directory `prefix-<batch time ms>[.suffix]`,
+        one `part-NNNNN` file per partition, atomically (a re-run batch
+        replaces its directory as a whole)."""
+        from ingest.output import OutputOperation, TextFilesWriter
+
+        return OutputOperation(self, TextFilesWriter(prefix, suffix), "save_as_text_files")
+
+
+class TransformedDStream(DStream[T]):
+    """A stream computed from its parents' datasets of the same batch."""
+
+    def __init__(self, ssc: "StreamingContext", parents: Sequence[DStream[Any]],
+                 fn: Callable[[Sequence[Dataset[Any]], int], Dataset[T]], op_name: str) -> None:
+        super().__init__(ssc, parents, op_name)
+        self._fn = fn
+
+    def compute(self, time_ms: int) -> Dataset[T]:
+        return self._fn([p.get_or_compute(time_ms) for p in self.parents], time_ms)
+
+
+class InputDStream(DStream[T]):
+    """A stream fed by a source. The scheduler drives it through the batch lifecycle:
+
+    1. `plan(t)` decides what batch `t` reads and returns it as plain,
+       JSON-serializable data (offset ranges, file names, block ids, records);
+    2. the plan is written to the intent log before anything runs;
+    3. `materialize(t, plan)` turns a plan into a Dataset, also when the plan
+       comes back from the intent log after a restart;
+    4. `on_batch_committed(t, plan)` runs after the batch's commit is durable:
+       the place to acknowledge the source and clean up.
+    """
+
+    kind = "input"
+
+    def __init__(self, ssc: "StreamingContext", name: str | None = None) -> None:
+        self.name = ssc._graph.input_name(self.kind, name)
+        self._plans: dict[int, Any] = {}
+        super().__init__(ssc, [], self.kind)
+        ssc._graph.add_input(self)
+
+    def describe(self) -> str:
+        return f"{self.kind} stream '{self.name}' ({self.site})"
+
+    # lifecycle hooks, called by the context ---------------------------------
+
+    def start(self) -> None:
+        """Start receiving (if this input receives). Must not block."""
+
+    def stop_input(self, graceful: bool, timeout: float | None) -> None:
+        """Stop taking in new data. Graceful: keep what was received so that
+        the remaining batches can process it."""
+
+    def has_unplanned_data(self) -> bool:
+        """True while data has been received that no batch has planned yet."""
+        return False
+
+    def close(self) -> None:
+        """Release resources after the last batch."""
+
+    # batch lifecycle ---------------------------------------------------------
+
+    def plan(self, time_ms: int) -> Any:
+        raise NotImplementedError
+
+    def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
+        raise NotImplementedError
+
+    def plan_records(self, plan: Any) -> int | None:
+        """The number of records a plan covers, if known without reading."""
+        if isinstance(plan, dict) and isinstance(plan.get("records"), int):
+            return plan["records"]
+        return None
+
+    def plan_description(self, plan: Any) -> str:
+        return ""
+
+    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
+        """The batch that used `plan` committed."""
+
+    def set_plan(self, time_ms: int, plan: Any) -> None:
+        self._plans[time_ms] = plan
+
+    def compute(self, time_ms: int) -> Dataset[T]:
+        if time_ms not in self._plans:
+            return Dataset([], self.ssc.executor)
+        return self.materialize(time_ms, self._plans[time_ms])
+
+    def forget(self, before_ms: int) -> None:
+        super().forget(before_ms)
+        for t in [t for t in self._plans if t < before_ms]:
+            del self._plans[t]
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+
+
+__all__ = ["DStream", "InputDStream", "TransformedDStream"]
