@@ -1,0 +1,139 @@
+"""The socket receiver: lines of text from a TCP server.
+
+The receiver connects to `host:port` and reads newline-separated lines (a line
+may arrive split over many packets; `\\r\\n` and `\\n` both end a line). When
+the server closes the connection or cannot be reached, the receiver is
+restarted with backoff and reconnects. Lines that are not valid in the
+encoding are skipped and reported (`errors="report"`), kept with replacement
+characters (`"replace"`), or stop the stream (`"strict"`).
+
+A socket cannot be replayed: records are durable once stored (with the
+write-ahead log on), but whatever the server sent that was not yet received
+when the process died is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from ingest.errors import ConfigError, ReceiverError
+from receivers.receiver import Receiver
+
+log = logging.getLogger("receivers.socket")
+
+ERROR_POLICIES = ("report", "replace", "strict")
+
+
+class SocketTextReceiver(Receiver[str]):
+    def __init__(self, host: str, port: int, *, encoding: str = "utf-8", errors: str = "report",
+                 connect_timeout: float = 10.0, max_line_bytes: int = 1 << 20, name: str | None = None) -> None:
+        super().__init__(name or f"socket {host}:{port}")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"socket_text_stream: host must be a non-empty string, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"socket_text_stream: port must be an integer in 1..65535, got {port!r}")
+        if errors not in ERROR_POLICIES:
+            raise ConfigError(f"socket_text_stream: errors must be one of {ERROR_POLICIES}, got {errors!r}")
+        try:
+            "".encode(encoding)
+        except LookupError:
+            raise ConfigError(f"socket_text_stream: unknown encoding {encoding!r}") from None
+        self.host, self.port = host, port
+        self.encoding, self.errors = encoding, errors
+        self.connect_timeout = connect_timeout
+        self.max_line_bytes = max_line_bytes
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.lines_received = 0
+        self.bad_lines = 0
+
+    def on_start(self) -> None:
+        self._thread = threading.Thread(target=self._receive, name=f"socket-receiver-{self.host}:{self.port}")
+        self._thread.start()
+
+    def on_stop(self) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.connect_timeout + 5)
+        self._thread = None
+
+    def _receive(self) -> None:
+        where = f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as exc:
+            if not self.stop_event.is_set():
+                self.restart(f"could not connect to {where}: {exc.strerror or exc}; is the server running "
+                             "and listening on that address?", exc)
+            return
+        sock.settimeout(None)
+        with self._lock:
+            self._sock = sock
+        try:
+            with sock, sock.makefile("rb") as stream:
+                offset = 0
+                while not self.stop_event.is_set():
+                    raw = stream.readline(self.max_line_bytes + 1)
+                    if not raw:
+                        break
+                    line_offset = offset
+                    offset += len(raw)
+                    if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
+                        rest = self._skip_to_newline(stream)
+                        offset += rest
+                        self.bad_lines += 1
+                        self.report_error(f"{where}: a line at byte {line_offset} is longer than "
+                                          f"max_line_bytes={self.max_line_bytes}; skipped it")
+                        continue
+                    line = self._decode(raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw, line_offset)
+                    if line is None:
+                        continue
+                    self.lines_received += 1
+                    self.store(line)
+        except (OSError, ValueError) as exc:
+            if not self.stop_event.is_set():
+                self.restart(f"connection to {where} failed: {exc}", exc)
+            return
+        except ReceiverError:
+            return  # store() after stop: we are being stopped
+        finally:
+            with self._lock:
+                self._sock = None
+        if not self.stop_event.is_set():
+            self.restart(f"connection to {where} was closed by the server")
+
+    def _skip_to_newline(self, stream: Any) -> int:
+        skipped = 0
+        while True:
+            chunk = stream.readline(self.max_line_bytes)
+            skipped += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                return skipped
+
+    def _decode(self, raw: bytes, offset: int) -> str | None:
+        try:
+            return raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            where = f"{self.host}:{self.port}"
+            message = (f"{where}: line at byte {offset} is not valid {self.encoding} "
+                       f"({exc.reason} at position {exc.start}: {raw[max(0, exc.start - 8):exc.start + 8]!r})")
+            if self.errors == "replace":
+                return raw.decode(self.encoding, errors="replace")
+            self.bad_lines += 1
+            if self.errors == "strict":
+                self.stop(message + "; errors='strict' stops the stream (use errors='report' to skip such lines)",
+                          exc)
+                raise ReceiverError(message)
+            self.report_error(message + "; skipped it (errors='report')", exc)
+            return None
