@@ -1,0 +1,111 @@
+"""The `ingest` command.
+
+    ingest run APP.py [ARGS...]     run an application file as __main__
+    ingest demo [--port 7777]       the seed example against a built-in line generator
+    ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
+    ingest checkpoint ls|show|fsck DIR
+                                    inspect a checkpoint directory
+
+Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+from typing import Sequence
+
+from ingest.errors import ConfigError, IngestError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.app)
+    if not os.path.isfile(path):
+        raise ConfigError(f"application file {args.app!r} does not exist")
+    sys.argv = [path, *args.args]
+    sys.path.insert(0, os.path.dirname(path))
+    runpy.run_path(path, run_name="__main__")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ingest.demo import run_demo
+
+    return run_demo(port=args.port, duration=args.duration, rate=args.rate, batch_interval=args.batch_interval)
+
+
+def _cmd_services(args: argparse.Namespace) -> int:
+    if args.service == "kafka":
+        from ingest.testing.kafka import run_forever
+
+        return run_forever(args.kafka_version)
+    raise ConfigError(f"unknown service {args.service!r}")
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    from ingest.checkpoint_cli import run_checkpoint_command
+
+    return run_checkpoint_command(args.action, args.directory, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingest", description="Reliable streaming ingestion in plain Python.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an application file as __main__")
+    run.add_argument("app", help="path of the Python file that builds and starts a StreamingContext")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the application")
+    run.set_defaults(fn=_cmd_run)
+
+    demo = sub.add_parser("demo", help="run the seed example against a built-in line generator")
+    demo.add_argument("--port", type=int, default=7777, help="local port of the line generator (0: any free port)")
+    demo.add_argument("--duration", type=float, default=10.0, help="seconds to run before stopping (default 10)")
+    demo.add_argument("--rate", type=float, default=20.0, help="lines per second from the generator (default 20)")
+    demo.add_argument("--batch-interval", type=float, default=1.0, help="seconds per batch (default 1)")
+    demo.set_defaults(fn=_cmd_demo)
+
+    services = sub.add_parser("services", help="start a real service for development")
+    services.add_argument("service", choices=["kafka"], help="the service to start")
+    services.add_argument("--kafka-version", default=None, help="Apache Kafka version (default: the tested one)")
+    services.set_defaults(fn=_cmd_services)
+
+    ckpt = sub.add_parser("checkpoint", help="inspect a checkpoint directory")
+    ckpt.add_argument("action", choices=["ls", "show", "fsck"],
+                      help="ls: batches; show: everything; fsck: check every file")
+    ckpt.add_argument("directory", help="the checkpoint directory")
+    ckpt.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ckpt.set_defaults(fn=_cmd_checkpoint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    except IngestError as exc:
+        print(f"ingest: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
