@@ -1,0 +1,960 @@
+"""Segmented write-ahead log for data that a source cannot replay.
+
+A receiver appends each block here before it acknowledges the source; the block
+tracker keeps the returned `RecordHandle`s and reads the blocks back after a
+crash. Clean-up is logical: the caller names the oldest record it still needs
+(`delete_segments_before`) and whole segments older than that are deleted. No
+wall-clock time is ever used to decide what to delete.
+
+Guarantees (what is durable when a call returns)
+-------------------------------------------------
+- `append` / `append_many` write every record of the call with one `pwrite`.
+  With ``fsync="always"`` the records are on stable storage (``fdatasync``)
+  when the call returns; `append_many` pays for one sync for the whole group.
+  With ``fsync="interval"`` a record is durable after the next sync point: an
+  append at least ``fsync_interval_s`` after the previous sync, `sync()`, a
+  segment roll or `close()`. With ``fsync="never"`` only `sync()`, a segment roll
+  and `close()` are sync points.
+- A segment is synced before the next one is started, so every segment but the
+  last is complete on disk. A new segment's header is written to
+  ``<segment>.tmp``, fsynced, renamed into place and the directory fsynced: a
+  segment under its final name always has a whole header.
+- A crash during `append_many` may leave a prefix of its records in the log
+  (each record is checked on its own); the call did not return their handles.
+- Offsets are never reused: on open the log continues in a new segment (or in
+  an empty, undamaged last segment), so a handle issued before a crash can never
+  name a different record after recovery truncated a torn tail.
+- `delete_segments_before` deletes oldest first and fsyncs the directory, so the
+  segments left are always a contiguous run.
+- One writer per log: a ``<name>.lock`` file in the directory is locked with
+  ``flock`` while the log is open.
+
+Recovery on open
+----------------
+Every segment is read once and every record's CRC checked.
+
+- Torn tail: in the last segment, the first record that fails its checks
+  (partial header, bad magic, length past the end of the file or above
+  ``max_record_bytes``, CRC mismatch) is a torn tail when no valid record
+  follows it anywhere in the file. The file is truncated there and a WARNING
+  names the file, the offset and the number of bytes dropped. A last segment
+  shorter than its header whose bytes are a prefix of the expected header (a
+  crash between creating and renaming cannot produce one, but a copy can) gets
+  its header rewritten the same way.
+- Anything else is corruption and raises `CorruptRecordError` naming the file
+  and byte offset: a bad record with a valid record after it, any bad record in
+  a segment that is not the last one, a bad segment header, a valid record longer
+  than ``max_record_bytes`` (reopen with a larger bound). No length field is
+  trusted before it is checked against the file size and the bound.
+- A gap in the segment numbers (a segment deleted by hand) raises
+  `CorruptRecordError` naming the missing segment.
+
+Write errors (ENOSPC, EIO...) raise `StorageError` naming the file, with
+``errno`` set to the cause's. A failed write is truncated back, so the log stays
+readable and appendable once the cause is fixed. A failed fsync makes the log
+refuse further writes, because the kernel may have dropped the unsynced pages:
+close and reopen it, and recovery checks what reached the disk.
+
+On-disk format, version 1 (integers big-endian)
+-----------------------------------------------
+Segment file ``<name>-<seq>.wal``, ``seq`` zero-padded to 20 digits, from 1::
+
+    file header, 24 bytes
+      0   8  magic  89 57 41 4C 0D 0A 1A 0A  ("\\x89WAL\\r\\n\\x1a\\n")
+      8   2  format version, u16 = 1
+     10   2  reserved, u16 = 0
+     12   8  segment sequence number, u64 (equal to the number in the file name)
+     20   4  CRC32C of bytes 0..19
+    records, back to back from offset 24:
+      0   4  magic "WREC"
+      4   1  record format version, u8 = 1
+      5   1  flags, u8 = 0 (reserved)
+      6   2  record type, u16 (the caller's; 1 by default)
+      8   4  payload length L, u32, at most max_record_bytes
+     12   4  CRC32C of bytes 0..11 of this header followed by the payload
+     16   L  payload
+
+A `RecordHandle` is ``(segment, offset of the record header, L)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import mmap
+import os
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal, Sequence, get_args
+
+from crc32c import crc32c
+
+from ingest.errors import ConfigError, CorruptRecordError, StateError, StorageError
+
+__all__ = [
+    "FILE_HEADER_SIZE",
+    "FORMAT_VERSION",
+    "RECORD_HEADER_SIZE",
+    "FsyncPolicy",
+    "RecordHandle",
+    "WriteAheadLog",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILE_MAGIC = b"\x89WAL\r\n\x1a\n"
+RECORD_MAGIC = b"WREC"
+
+_FILE_HEADER_BODY = struct.Struct(">8sHHQ")
+_RECORD_HEADER_BODY = struct.Struct(">4sBBHI")
+_U32 = struct.Struct(">I")
+FILE_HEADER_SIZE = _FILE_HEADER_BODY.size + 4  # 24
+RECORD_HEADER_SIZE = _RECORD_HEADER_BODY.size + 4  # 16
+_MAX_LENGTH = 0xFFFFFFFF
+_MAX_RECORD_TYPE = 0xFFFF
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+FsyncPolicy = Literal["always", "interval", "never"]
+
+# macOS has no fdatasync; fsync is the portable superset.
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+@dataclass(frozen=True, order=True)
+class RecordHandle:
+    """Where one record lives. Plain data: store it as `to_dict()`.
+
+    Handles order by position in the log (segment, then offset)."""
+
+    segment: int
+    """Segment sequence number."""
+    offset: int
+    """Byte offset of the record's header in the segment file."""
+    length: int
+    """Payload length in bytes."""
+
+    def to_dict(self) -> dict[str, int]:
+        """A JSON-able form, read back by `from_dict`."""
+        return {"segment": self.segment, "offset": self.offset, "length": self.length}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> RecordHandle:
+        """Rebuild a handle from `to_dict()` output; raises `ConfigError` if it is not one."""
+        if not isinstance(d, dict) or set(d) != {"segment", "offset", "length"}:
+            raise ConfigError(
+                f"not a WAL record handle: {d!r}; expected a dict with exactly the keys "
+                "'segment', 'offset' and 'length'"
+            )
+        for key, value in d.items():
+            if type(value) is not int or value < 0:
+                raise ConfigError(
+                    f"WAL record handle {d!r}: {key!r} must be a non-negative integer"
+                )
+        return cls(d["segment"], d["offset"], d["length"])
+
+
+class _BadRecord(Exception):
+    """A record failed a check. The caller decides: torn tail or corruption."""
+
+    def __init__(self, reason: str, *, valid: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # A record whose CRC matched but breaks a bound: never a torn tail.
+        self.valid = valid
+
+
+def _file_header(seq: int) -> bytes:
+    body = _FILE_HEADER_BODY.pack(FILE_MAGIC, FORMAT_VERSION, 0, seq)
+    return body + _U32.pack(crc32c(body))
+
+
+def _record_header(record_type: int, payload: bytes) -> bytes:
+    body = _RECORD_HEADER_BODY.pack(RECORD_MAGIC, FORMAT_VERSION, 0, record_type, len(payload))
+    return body + _U32.pack(crc32c(payload, crc32c(body)))
+
+
+def _parse_record_header(header: bytes, available: int) -> tuple[int, int, int]:
+    """Check a 16-byte record header; `available` is how many bytes follow it in
+    the segment. Returns (record type, payload length, crc)."""
+    magic, version, flags, record_type, length = _RECORD_HEADER_BODY.unpack_from(header)
+    if magic != RECORD_MAGIC:
+        raise _BadRecord(f"bad record magic {magic!r}")
+    if version != FORMAT_VERSION:
+        raise _BadRecord(f"unknown record format version {version}")
+    if flags:
+        raise _BadRecord(f"reserved flags set ({flags:#04x})")
+    if length > available:
+        raise _BadRecord(
+            f"length field {length} runs past the end of the segment ({available} bytes follow)"
+        )
+    return record_type, length, _U32.unpack_from(header, 12)[0]
+
+
+def _record_crc(header: bytes, payload: bytes) -> int:
+    return crc32c(payload, crc32c(header[:12]))
+
+
+def _check_record_at(buf: mmap.mmap, offset: int, end: int, max_length: int | None) -> int:
+    """Check the whole record at `offset` of a mapped segment and return its total
+    size. Reads no more than the file holds, whatever the length field says."""
+    if end - offset < RECORD_HEADER_SIZE:
+        raise _BadRecord(f"partial record header ({end - offset} of {RECORD_HEADER_SIZE} bytes)")
+    header = buf[offset : offset + RECORD_HEADER_SIZE]
+    _, length, crc = _parse_record_header(header, end - offset - RECORD_HEADER_SIZE)
+    start = offset + RECORD_HEADER_SIZE
+    crc_ok = _record_crc(header, buf[start : start + length]) == crc
+    if max_length is not None and length > max_length:
+        if crc_ok:
+            raise _BadRecord(
+                f"valid record of {length} bytes exceeds max_record_bytes={max_length}; "
+                f"reopen the log with max_record_bytes >= {length}",
+                valid=True,
+            )
+        raise _BadRecord(f"length field {length} exceeds max_record_bytes={max_length}")
+    if not crc_ok:
+        raise _BadRecord("CRC32C mismatch")
+    return RECORD_HEADER_SIZE + length
+
+
+def _next_valid_record(buf: mmap.mmap, start: int, end: int) -> int | None:
+    """Offset of the first intact record at or after `start`, or None."""
+    pos = start
+    while True:
+        pos = buf.find(RECORD_MAGIC, pos, end)
+        if pos < 0:
+            return None
+        try:
+            _check_record_at(buf, pos, end, None)
+        except _BadRecord:
+            pos += 1
+        else:
+            return pos
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of `data` at `offset`, across partial writes."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing")
+        view = view[written:]
+        offset += written
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """Up to `size` bytes at `offset`; shorter only at end of file."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(message: str, cause: OSError) -> StorageError:
+    """A StorageError that carries the cause's errno, so callers can test for ENOSPC."""
+    err = StorageError(message)
+    err.errno = cause.errno
+    return err
+
+
+def _describe(cause: OSError) -> str:
+    code = errno.errorcode.get(cause.errno or 0, "")
+    text = cause.strerror or str(cause)
+    return f"{text} [{code}]" if code else text
+
+
+class WriteAheadLog:
+    """A segmented, CRC-checked, append-only log in one directory.
+
+    See the module documentation for the guarantees and the on-disk format.
+    Thread-safe: appends, syncs and clean-up are serialized by one lock; reads
+    run outside it."""
+
+    bytes_written: int
+    """Bytes of records (headers and payloads) appended by this instance."""
+    records_written: int
+    """Records appended by this instance."""
+    fsyncs: int
+    """Times this instance synced appended records to stable storage (new
+    segments' headers and directory syncs are not counted)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segment_max_bytes: int = 64 << 20,
+        segment_max_age_s: float = 60.0,
+        fsync: FsyncPolicy = "always",
+        fsync_interval_s: float = 1.0,
+        max_record_bytes: int = 64 << 20,
+        name: str = "wal",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Open the log in `directory` (created if missing) and recover it.
+
+        `segment_max_bytes` and `segment_max_age_s` roll segments (checked on
+        append; a segment always takes at least one append, so one larger than
+        the limit gets a segment of its own). `fsync` and `fsync_interval_s` set
+        the sync policy. `max_record_bytes` bounds a payload on write and every
+        length field on read. `name` prefixes the segment files, so several logs
+        can share a directory. `clock` (monotonic seconds) times segment age and
+        the sync interval; tests pass a fake one.
+
+        Raises `ConfigError` for a bad option or an unusable directory,
+        `CorruptRecordError` for a damaged log, `StorageError` if the log is
+        open elsewhere or the disk fails."""
+        _check_int("segment_max_bytes", segment_max_bytes, FILE_HEADER_SIZE + RECORD_HEADER_SIZE + 1)
+        _check_int("max_record_bytes", max_record_bytes, 1, _MAX_LENGTH)
+        _check_seconds("segment_max_age_s", segment_max_age_s, allow_zero=False)
+        _check_seconds("fsync_interval_s", fsync_interval_s, allow_zero=True)
+        if fsync not in get_args(FsyncPolicy):
+            raise ConfigError(
+                f"WAL option fsync={fsync!r} is not one of {', '.join(get_args(FsyncPolicy))}"
+            )
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"WAL name {name!r} must be 1-100 characters of letters, digits, '_', '.' "
+                "or '-', starting with a letter or digit (it prefixes file names)"
+            )
+        self.directory: str = os.path.abspath(os.fspath(directory))
+        self.name: str = name
+        self.fsync_policy: FsyncPolicy = fsync
+        self.segment_max_bytes = segment_max_bytes
+        self.segment_max_age_s = float(segment_max_age_s)
+        self.fsync_interval_s = float(fsync_interval_s)
+        self.max_record_bytes = max_record_bytes
+        self._clock = clock
+        self._segment_re = re.compile(re.escape(name) + r"-(\d{20})\.wal")
+        self._temp_re = re.compile(re.escape(name) + r"-(\d{20})\.wal\.tmp")
+
+        self.bytes_written = 0
+        self.records_written = 0
+        self.fsyncs = 0
+
+        self._lock = threading.Lock()
+        self._closed = False
+        self._failed: str | None = None  # why writes are refused, after a failed sync
+        self._fd = -1
+        self._dirty = False
+        self._first_write_at: float | None = None
+        self._last_sync_at = clock()
+
+        self._prepare_directory()
+        self._lock_fd = self._lock_directory()
+        try:
+            # Valid size of every present segment, ascending; the last is active.
+            self._sizes: dict[int, int] = {}
+            reusable = self._recover()
+            if reusable:
+                self._active = max(self._sizes)
+                self._fd = self._open_for_append(self._active)
+            else:
+                self._active = max(self._sizes, default=0) + 1
+                self._fd = self._create_segment(self._active)
+                self._sizes[self._active] = FILE_HEADER_SIZE
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # ---------------------------------------------------------------- writing
+
+    def append(self, payload: bytes, record_type: int = 1) -> RecordHandle:
+        """Append one record; see `append_many` for what is durable on return."""
+        return self.append_many([payload], record_type)[0]
+
+    def append_many(self, payloads: Sequence[bytes], record_type: int = 1) -> list[RecordHandle]:
+        """Append records in order with one write and, under ``fsync="always"``,
+        one fdatasync for all of them (group commit). They land in one segment.
+
+        Raises `ConfigError` for a payload over ``max_record_bytes`` or a record
+        type outside 0..65535 (nothing is written), `StorageError` when the
+        disk fails (nothing of this call is kept), `StateError` once closed."""
+        if (
+            not isinstance(record_type, int)
+            or isinstance(record_type, bool)
+            or not 0 <= record_type <= _MAX_RECORD_TYPE
+        ):
+            raise ConfigError(f"WAL record type {record_type!r} must be an integer in 0..65535")
+        record_type = int(record_type)
+        parts: list[bytes] = []
+        lengths: list[int] = []
+        for payload in payloads:
+            if not isinstance(payload, bytes):
+                if not isinstance(payload, (bytearray, memoryview)):
+                    raise ConfigError(
+                        f"WAL payloads must be bytes, got {type(payload).__name__}"
+                    )
+                payload = bytes(payload)
+            if len(payload) > self.max_record_bytes:
+                raise ConfigError(
+                    f"record of {len(payload)} bytes exceeds max_record_bytes="
+                    f"{self.max_record_bytes} of WAL {self.name!r} in {self.directory}: "
+                    "split it or raise max_record_bytes"
+                )
+            parts.append(_record_header(record_type, payload))
+            parts.append(payload)
+            lengths.append(len(payload))
+        if not lengths:
+            return []
+        data = b"".join(parts)
+
+        with self._lock:
+            self._check_writable()
+            self._maybe_roll(len(data))
+            start = self._size
+            try:
+                _write_all(self._fd, data, start)
+            except OSError as e:
+                raise self._undo_write(e, start, len(data)) from e
+            self._size = start + len(data)
+            self._dirty = True
+            if self._first_write_at is None:
+                self._first_write_at = self._clock()
+            self.bytes_written += len(data)
+            self.records_written += len(lengths)
+            self._sync_by_policy()
+            handles = []
+            offset = start
+            for length in lengths:
+                handles.append(RecordHandle(self._active, offset, length))
+                offset += RECORD_HEADER_SIZE + length
+            return handles
+
+    def sync(self) -> None:
+        """Put everything appended so far on stable storage now."""
+        with self._lock:
+            self._check_writable()
+            self._sync_active()
+
+    # ---------------------------------------------------------------- reading
+
+    def read(self, handle: RecordHandle) -> bytes:
+        """The payload at `handle`, CRC checked.
+
+        Raises `CorruptRecordError` (with path and offset) when the bytes there
+        are not the record the handle describes, `StorageError` when the segment
+        is gone (deleted by `delete_segments_before`) or cannot be read."""
+        with self._lock:
+            self._check_open()
+            size = self._sizes.get(handle.segment)
+            if size is None:
+                raise self._missing_segment(handle)
+        path = self._path(handle.segment)
+        total = RECORD_HEADER_SIZE + handle.length
+        if handle.offset < FILE_HEADER_SIZE or handle.offset + total > size:
+            raise CorruptRecordError(
+                f"WAL handle {handle} points outside the {size} valid bytes of {path}: "
+                "it does not come from this log",
+                path=path,
+                offset=handle.offset,
+            )
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise self._vanished(handle.segment, handle.offset) from e
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
+        try:
+            data = _pread_exact(fd, total, handle.offset)
+        except OSError as e:
+            raise _storage_error(
+                f"cannot read WAL segment {path} at offset {handle.offset}: {_describe(e)}", e
+            ) from e
+        finally:
+            os.close(fd)
+        return self._check_payload(path, handle.offset, data, handle.length)
+
+    def records(
+        self, start: RecordHandle | None = None
+    ) -> Iterator[tuple[RecordHandle, int, bytes]]:
+        """(handle, record type, payload) for every record, in write order, from
+        `start` (inclusive) or the oldest segment still present.
+
+        Each segment is read up to what was appended when the iterator reaches
+        it. Segments deleted by clean-up while iterating are skipped. Raises as
+        `read` does; a `start` in a deleted segment raises `StorageError` at once."""
+        with self._lock:
+            self._check_open()
+            if start is None:
+                seq, offset = next(iter(self._sizes)), FILE_HEADER_SIZE
+            elif start.segment not in self._sizes:
+                raise self._missing_segment(start)
+            else:
+                seq, offset = start.segment, start.offset
+        return self._iterate(seq, offset, None if start is None else start.length)
+
+    def _iterate(
+        self, seq: int, offset: int, first_length: int | None
+    ) -> Iterator[tuple[RecordHandle, int, bytes]]:
+        while True:
+            with self._lock:
+                self._check_open()
+                if seq > self._active:
+                    return
+                if seq not in self._sizes:  # cleaned up since the last segment
+                    seq, offset = next(iter(self._sizes)), FILE_HEADER_SIZE
+                end = self._sizes[seq]
+            yield from self._read_segment(seq, offset, end, first_length)
+            first_length = None
+            seq, offset = seq + 1, FILE_HEADER_SIZE
+
+    def _read_segment(
+        self, seq: int, offset: int, end: int, first_length: int | None
+    ) -> Iterator[tuple[RecordHandle, int, bytes]]:
+        path = self._path(seq)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError as e:
+            with self._lock:
+                if seq not in self._sizes:  # deleted by clean-up meanwhile
+                    return
+            raise self._vanished(seq, offset) from e
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
+        with f:
+            f.seek(offset)
+            while offset < end:
+                header = f.read(RECORD_HEADER_SIZE)
+                try:
+                    if len(header) < RECORD_HEADER_SIZE:
+                        raise _BadRecord("file ends inside a record header")
+                    record_type, length, _ = _parse_record_header(
+                        header, end - offset - RECORD_HEADER_SIZE
+                    )
+                except _BadRecord as e:
+                    raise self._corrupt(path, offset, e.reason) from None
+                if length > self.max_record_bytes:
+                    raise self._corrupt(
+                        path,
+                        offset,
+                        f"length field {length} exceeds max_record_bytes={self.max_record_bytes}",
+                    )
+                if first_length is not None and length != first_length:
+                    raise self._corrupt(
+                        path,
+                        offset,
+                        f"record has length {length} but the start handle says {first_length}",
+                    )
+                first_length = None
+                payload = self._check_payload(path, offset, header + f.read(length), length)
+                yield RecordHandle(seq, offset, length), record_type, payload
+                offset += RECORD_HEADER_SIZE + length
+
+    def _check_payload(self, path: str, offset: int, data: bytes, length: int) -> bytes:
+        """The payload of `data` (a whole record read from disk, its length
+        already bounded) after checking that it is the record of `length` bytes
+        it should be."""
+        try:
+            if len(data) < RECORD_HEADER_SIZE + length:
+                raise _BadRecord("file ends inside the record")
+            header = data[:RECORD_HEADER_SIZE]
+            _, actual, crc = _parse_record_header(header, _MAX_LENGTH)
+            if actual != length:
+                raise _BadRecord(f"record has length {actual} but the handle says {length}")
+            payload = data[RECORD_HEADER_SIZE:]
+            if _record_crc(header, payload) != crc:
+                raise _BadRecord("CRC32C mismatch")
+        except _BadRecord as e:
+            raise self._corrupt(path, offset, e.reason) from None
+        return payload
+
+    # --------------------------------------------------------------- clean-up
+
+    def delete_segments_before(self, handle: RecordHandle) -> list[str]:
+        """Delete every closed segment whose records all come before `handle`
+        (segments numbered below ``handle.segment``), oldest first, and return
+        their paths. The active segment is never deleted.
+
+        Pass the oldest record still needed by a batch that has not committed."""
+        with self._lock:
+            self._check_open()
+            if handle.segment > self._active:
+                raise ConfigError(
+                    f"WAL handle {handle} is past the end of {self._path(self._active)}; "
+                    "it does not come from this log, so nothing was deleted"
+                )
+            deleted: list[str] = []
+            try:
+                # handle.segment <= active, so the active segment is never a victim.
+                for seq in [s for s in self._sizes if s < handle.segment]:
+                    path = self._path(seq)
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                    del self._sizes[seq]
+                    deleted.append(path)
+            except OSError as e:
+                raise _storage_error(
+                    f"cannot delete WAL segment {self._path(seq)}: {_describe(e)}; "
+                    f"deleted {len(deleted)} older segment(s) before the failure",
+                    e,
+                ) from e
+            finally:
+                if deleted:
+                    _fsync_directory(self.directory)
+            return deleted
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Sync and close. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._failed is None:
+                    self._sync_active()
+            finally:
+                os.close(self._fd)
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def segments(self) -> list[str]:
+        """Paths of the segments present, oldest first; the last one is active."""
+        with self._lock:
+            return [self._path(seq) for seq in self._sizes]
+
+    def __repr__(self) -> str:
+        return (
+            f"WriteAheadLog({self.directory!r}, name={self.name!r}, fsync={self.fsync_policy!r}, "
+            f"active segment {getattr(self, '_active', None)}, closed={self._closed})"
+        )
+
+    # --------------------------------------------------------------- internals
+
+    def _path(self, seq: int) -> str:
+        return os.path.join(self.directory, f"{self.name}-{seq:020d}.wal")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError(f"WAL {self._path(self._active)} and its log are closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._failed is not None:
+            raise StorageError(
+                f"WAL {self._path(self._active)} refuses writes after an earlier failure "
+                f"({self._failed}); close it and reopen to recover"
+            )
+
+    @property
+    def _size(self) -> int:
+        return self._sizes[self._active]
+
+    @_size.setter
+    def _size(self, value: int) -> None:
+        self._sizes[self._active] = value
+
+    def _maybe_roll(self, incoming: int) -> None:
+        if self._first_write_at is None:  # an empty segment takes any append
+            return
+        too_big = self._size + incoming > self.segment_max_bytes
+        too_old = self._clock() - self._first_write_at >= self.segment_max_age_s
+        if too_big or too_old:
+            self._roll()
+
+    def _roll(self) -> None:
+        # Sync first whatever the policy: only the last segment may have a torn tail.
+        self._sync_active()
+        seq = self._active + 1
+        fd = self._create_segment(seq)
+        os.close(self._fd)
+        self._fd, self._active = fd, seq
+        self._sizes[seq] = FILE_HEADER_SIZE
+        self._first_write_at = None
+
+    def _sync_by_policy(self) -> None:
+        if self.fsync_policy == "always":
+            self._sync_active()
+        elif self.fsync_policy == "interval":
+            if self._clock() - self._last_sync_at >= self.fsync_interval_s:
+                self._sync_active()
+
+    def _sync_active(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            _fdatasync(self._fd)
+        except OSError as e:
+            # After a failed fsync the kernel may have dropped the dirty pages and
+            # a retry can report success: the only safe answer is to stop writing.
+            self._failed = f"fdatasync failed: {_describe(e)}"
+            raise _storage_error(
+                f"cannot sync WAL segment {self._path(self._active)}: {_describe(e)}; records "
+                "appended since the last successful sync may not be on disk. The log refuses "
+                "further writes: close it and reopen to recover.",
+                e,
+            ) from e
+        self._dirty = False
+        self._last_sync_at = self._clock()
+        self.fsyncs += 1
+
+    def _undo_write(self, cause: OSError, offset: int, size: int) -> StorageError:
+        path = self._path(self._active)
+        what = f"cannot append {size} bytes to WAL segment {path} at offset {offset}: {_describe(cause)}"
+        try:
+            os.ftruncate(self._fd, offset)
+        except OSError as e:
+            self._failed = f"a failed write could not be truncated away: {_describe(e)}"
+            return _storage_error(
+                f"{what}. Truncating the partial write away failed too ({_describe(e)}), so "
+                "the log refuses further writes; records appended before stay readable. "
+                "Reopen the log to recover (the torn tail is truncated on open).",
+                cause,
+            )
+        return _storage_error(
+            f"{what}. Nothing of this append was kept; every earlier record stays readable. "
+            "Fix the cause (free disk space) before appending again, or stop.",
+            cause,
+        )
+
+    def _corrupt(self, path: str, offset: int, reason: str) -> CorruptRecordError:
+        return CorruptRecordError(
+            f"corrupt WAL record in {path} at byte offset {offset}: {reason}",
+            path=path,
+            offset=offset,
+        )
+
+    def _missing_segment(self, handle: RecordHandle) -> StorageError:
+        path = self._path(handle.segment)
+        if handle.segment > self._active:
+            return StorageError(
+                f"WAL segment {path} does not exist (the newest is {self._path(self._active)}): "
+                f"handle {handle} does not come from this log"
+            )
+        return StorageError(
+            f"WAL segment {path} was deleted by delete_segments_before(): the record at "
+            f"offset {handle.offset} is gone. A handle was used after clean-up released it."
+        )
+
+    def _vanished(self, seq: int, offset: int) -> CorruptRecordError:
+        path = self._path(seq)
+        return CorruptRecordError(
+            f"WAL segment {path} is missing although the log did not delete it: "
+            "something outside the log removed it",
+            path=path,
+            offset=offset,
+        )
+
+    # ---------------------------------------------------------------- opening
+
+    def _prepare_directory(self) -> None:
+        d = self.directory
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise ConfigError(f"WAL directory {d} exists but is not a directory: pick another path")
+        if not os.path.isdir(d):
+            try:
+                os.makedirs(d)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot create WAL directory {d}: {_describe(e)}; create it with write "
+                    "permission for this user or pick another directory"
+                ) from e
+            _fsync_directory(os.path.dirname(d))
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"WAL directory {d} is not writable by this process (uid {os.geteuid()}): "
+                "grant write permission or pick another directory"
+            )
+
+    def _lock_directory(self) -> int:
+        path = os.path.join(self.directory, f"{self.name}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError as e:
+            raise ConfigError(
+                f"cannot create {path}: {_describe(e)}; grant write permission on "
+                f"{self.directory} or pick another directory"
+            ) from e
+        except OSError as e:
+            raise _storage_error(f"cannot create {path}: {_describe(e)}", e) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StorageError(
+                    f"WAL {self.name!r} in {self.directory} is already open (lock {path} is "
+                    "held by this or another process); close that WriteAheadLog first"
+                ) from e
+            raise _storage_error(f"cannot lock {path}: {_describe(e)}", e) from e
+        return fd
+
+    def _recover(self) -> bool:
+        """Check every segment into `self._sizes`; True when the last segment is
+        empty and undamaged, so appends may continue in it."""
+        seqs = []
+        for entry in os.listdir(self.directory):
+            if match := self._segment_re.fullmatch(entry):
+                seqs.append(int(match.group(1)))
+            elif self._temp_re.fullmatch(entry):
+                # A crash between creating and renaming a new segment: it held no records.
+                os.unlink(os.path.join(self.directory, entry))
+                logger.info("WAL %s: removed unfinished new segment %s", self.directory, entry)
+        seqs.sort()
+        for before, after in zip(seqs, seqs[1:]):
+            if after != before + 1:
+                missing = self._path(before + 1)
+                raise CorruptRecordError(
+                    f"WAL segment {missing} is missing between {self._path(before)} and "
+                    f"{self._path(after)}: its records are lost. Restore it, or delete every "
+                    "segment before it to accept the loss.",
+                    path=missing,
+                    offset=None,
+                )
+        last_repaired = False
+        for seq in seqs:
+            self._sizes[seq], last_repaired = self._recover_segment(seq, last=seq == seqs[-1])
+        return bool(seqs) and self._sizes[seqs[-1]] == FILE_HEADER_SIZE and not last_repaired
+
+    def _recover_segment(self, seq: int, *, last: bool) -> tuple[int, bool]:
+        """(valid size, repaired?) of one segment; truncates a torn tail of the last."""
+        path = self._path(seq)
+        expected = _file_header(seq)
+        try:
+            f = open(path, "r+b" if last else "rb")
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(FILE_HEADER_SIZE)
+            if len(head) < FILE_HEADER_SIZE and last and expected.startswith(head):
+                f.seek(0)
+                f.write(expected)
+                f.flush()
+                os.fsync(f.fileno())
+                logger.warning(
+                    "WAL %s: torn segment header (%d of %d bytes); rewrote it, no record lost",
+                    path, size, FILE_HEADER_SIZE,
+                )
+                return FILE_HEADER_SIZE, True
+            if head != expected:
+                raise CorruptRecordError(
+                    f"bad WAL segment header in {path} at byte offset 0: "
+                    f"{_explain_header(head, seq)}",
+                    path=path,
+                    offset=0,
+                )
+            if size == FILE_HEADER_SIZE:
+                return size, False
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                offset = FILE_HEADER_SIZE
+                try:
+                    while offset < size:
+                        offset += _check_record_at(buf, offset, size, self.max_record_bytes)
+                    return size, False
+                except _BadRecord as e:
+                    bad = e
+                following = _next_valid_record(buf, offset + 1, size) if last else None
+            if not last or bad.valid or following is not None:
+                detail = "" if following is None else f"; an intact record follows at offset {following}"
+                raise CorruptRecordError(
+                    f"corrupt WAL record in {path} at byte offset {offset}: {bad.reason}{detail}. "
+                    "Records after it cannot be trusted; restore the file or move the log aside.",
+                    path=path,
+                    offset=offset,
+                )
+            f.truncate(offset)
+            os.fsync(f.fileno())
+        logger.warning(
+            "WAL %s: torn tail at byte offset %d (%s); truncated %d bytes",
+            path, offset, bad.reason, size - offset,
+        )
+        return offset, True
+
+    def _open_for_append(self, seq: int) -> int:
+        path = self._path(seq)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path} for writing: {_describe(e)}", e) from e
+
+    def _create_segment(self, seq: int) -> int:
+        """Create segment `seq` with its header durable under its final name;
+        returns a descriptor open for writing."""
+        path = self._path(seq)
+        temp = path + ".tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _storage_error(f"cannot create WAL segment {temp}: {_describe(e)}", e) from e
+        try:
+            _write_all(fd, _file_header(seq), 0)
+            os.fsync(fd)
+            os.rename(temp, path)
+            _fsync_directory(self.directory)
+        except OSError as e:
+            os.close(fd)
+            for leftover in (temp, path):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
+            raise _storage_error(f"cannot create WAL segment {path}: {_describe(e)}", e) from e
+        return fd
+
+
+def _explain_header(head: bytes, seq: int) -> str:
+    if len(head) < FILE_HEADER_SIZE:
+        return f"file is {len(head)} bytes, shorter than the {FILE_HEADER_SIZE}-byte header"
+    magic, version, _, number = _FILE_HEADER_BODY.unpack_from(head)
+    if magic != FILE_MAGIC:
+        return f"not a WAL segment (magic {magic!r})"
+    if version != FORMAT_VERSION:
+        return (
+            f"format version {version}; this code reads version {FORMAT_VERSION}: "
+            "open it with the ingest release that wrote it"
+        )
+    if crc32c(head[:20]) != _U32.unpack_from(head, 20)[0]:
+        return "header CRC32C mismatch"
+    return f"header says segment {number} but the file name says {seq} (renamed or copied?)"
+
+
+def _check_int(option: str, value: object, low: int, high: int | None = None) -> None:
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"WAL option {option}={value!r} must be an integer {bound}")
+
+
+def _check_seconds(option: str, value: object, *, allow_zero: bool) -> None:
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not math.isnan(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"WAL option {option}={value!r} must be a {bound} number of seconds")
