@@ -59,3 +59,44 @@ class CorruptRecordError(StorageError):
 class ServiceError(IngestError):
     """A test or development service (Kafka broker, Flume agent, ...) could not
     be started or reached."""
+
+
+class ServiceToolMissingError(ServiceError):
+    """A program or library a service needs (java, mvn, a Kafka client) is not
+    installed; the message says what to install."""
+
+
+class MavenError(ServiceError):
+    """Maven could not resolve the jars of a JVM service."""
+
+
+class MavenRepositoryUnreachableError(MavenError):
+    """Maven could not download from its repository (network, proxy, mirror)."""
+
+
+class ServiceStartError(ServiceError):
+    """A service process exited, or was not ready in time, while starting.
+
+    Carries the tail of the service's log, where the cause usually is."""
+
+    def __init__(self, message: str, log_tail: str = "", exit_code: int | None = None):
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.exit_code = exit_code
+
+
+class PortInUseError(ServiceError):
+    """A port a service must listen on is already taken by another process."""
+
+    def __init__(self, message: str, port: int | None = None):
+        super().__init__(message)
+        self.port = port
+
+
+class StaleServiceDirError(ServiceError):
+    """A service directory still holds the state of a run that did not stop
+    cleanly (its owner was killed); it is not reused silently."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
