@@ -7,8 +7,9 @@ chain; nothing runs until an action (`collect`, `count`, a shuffle) needs the
 records. Then every partition runs as one task on the context's executor.
 
 Wide operations (`reduce_by_key`, `group_by_key`, joins, `repartition`) shuffle:
-map-side tasks combine and bucket records by key; the buckets become the
-sources of the new dataset's partitions. Buckets are chosen with
+map-side tasks combine and bucket records by key, then reduce-side tasks merge
+each bucket; both sides run when the shuffle is built, once, and their output
+becomes the sources of the new dataset's partitions. Buckets are chosen with
 `portable_hash`, which does not depend on `PYTHONHASHSEED`, so a batch replayed
 after a restart is partitioned exactly as the first time.
 """
@@ -229,11 +230,18 @@ class Dataset(Generic[T]):
         reduce_side: PartitionOp,
     ) -> "Dataset[Any]":
         buckets_per_task = self._run(map_side)
-        parts = []
+        inputs = []
         for b in range(num_partitions):
             merged = [rec for task_buckets in buckets_per_task for rec in task_buckets[b]]
-            parts.append(Partition(ListSource(merged), (reduce_side,)))
-        return Dataset(parts, self._executor)
+            inputs.append(Partition(ListSource(merged), (reduce_side,)))
+        if reduce_side is _pass:
+            return Dataset([Partition(p.source) for p in inputs], self._executor)
+        # The reduce side runs now, exactly once. Left lazy, it would run again
+        # for every action over the same map-side output, and combiners that
+        # update their first argument in place (group_by_key's lists, user
+        # merge_combiners) would merge the same values twice.
+        reduced = self._executor.map(_compute, list(enumerate(inputs)))
+        return Dataset([Partition(ListSource(records)) for records in reduced], self._executor)
 
     def _default_partitions(self, num_partitions: int | None) -> int:
         if num_partitions is not None:
