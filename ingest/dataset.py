@@ -359,7 +359,13 @@ class Dataset(Generic[T]):
 
 
 class _Empty:
+    """Marks a partition with nothing to reduce. Pickled by name, so that it is
+    still the same object after a round trip through a process pool."""
+
     __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_EMPTY"
 
 
 _EMPTY = _Empty()
