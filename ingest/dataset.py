@@ -106,11 +106,13 @@ class Dataset(Generic[T]):
 
     @classmethod
     def from_records(cls, records: Iterable[Any], num_partitions: int = 1, executor: TaskExecutor | None = None) -> "Dataset[Any]":
+        """Exactly `num_partitions` partitions of consecutive records, sizes
+        differing by at most one (some are empty when there are fewer records)."""
         items = list(records)
         if num_partitions <= 1:
             return cls.from_partitions([items], executor)
-        size = -(-len(items) // num_partitions) or 1
-        return cls.from_partitions([items[i : i + size] for i in range(0, len(items), size)] or [[]], executor)
+        n, total = num_partitions, len(items)
+        return cls.from_partitions([items[i * total // n : (i + 1) * total // n] for i in range(n)], executor)
 
     def empty(self) -> "Dataset[Any]":
         return Dataset([], self._executor)
