@@ -63,7 +63,10 @@ class ReceiverSupervisor:
         self.receiver_running = False
         self.receiver_stop_event = threading.Event()
         self._stopped = threading.Event()
-        self._restart_thread: threading.Thread | None = None
+        # A restart is pending from the request until the receiver is being
+        # started again; further requests meanwhile are the same failure.
+        self._restart_pending = False
+        self._threads: list[threading.Thread] = []  # restart and stop threads, joined in stop()
         self._started_at = 0.0
         self.restarts = 0
         self._last_error: tuple[str, str | None, float] | None = None
@@ -119,9 +122,11 @@ class ReceiverSupervisor:
                 return
             self._state = "stopped"
         self._stopped.set()
-        thread = self._restart_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
         self._stop_receiver()
         self.generator.stop(drain=graceful, timeout=timeout)
         self._ssc._bus.post(ReceiverStopped(self._info()))
@@ -148,22 +153,33 @@ class ReceiverSupervisor:
 
     def restart(self, message: str, error: BaseException | None = None, delay: float | None = None) -> None:
         with self._lock:
-            if self._state != "started" or (self._restart_thread is not None and self._restart_thread.is_alive()):
+            if self._state != "started" or self._restart_pending:
                 return
+            self._restart_pending = True
             ran_for = time.monotonic() - self._started_at
             if delay is None:
                 delay = self._base_delay if ran_for >= self._reset_after else self._next_delay
                 self._next_delay = min(self._max_delay, max(self._base_delay, delay * 2))
             self.restarts += 1
-            self._restart_thread = threading.Thread(
-                target=self._restart, args=(delay,), name=f"receiver-restart-{self.stream}")
+            thread = self._new_thread(self._restart, (delay,), f"receiver-restart-{self.stream}")
         self.report_error(f"{message}; restarting in {delay:.1f} s (restart #{self.restarts})", error)
-        self._restart_thread.start()
+        thread.start()
+
+    def _new_thread(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> threading.Thread:
+        """A thread of ours, remembered so that stop() joins it. Call with the lock held."""
+        thread = threading.Thread(target=target, args=args, name=name)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        return thread
 
     def _restart(self, delay: float) -> None:
         self._stop_receiver()
         if self._stopped.wait(delay):
             return
+        # From here a failure is a new one, even while this thread is still
+        # finishing (on_start may fail, or the receiver's own thread may fail
+        # before this one has posted ReceiverStarted).
+        with self._lock:
+            self._restart_pending = False
         self._start_receiver()
 
     def stop_from_receiver(self, message: str, error: BaseException | None) -> None:
@@ -175,11 +191,11 @@ class ReceiverSupervisor:
             return
         log.info("stream %s: receiver %s stopped itself: %s", self.stream, self.receiver.name, message)
         with self._lock:
-            if self._restart_thread is not None and self._restart_thread.is_alive():
+            if self._restart_pending:
                 return
             # on_stop() may join the calling thread, so it runs on a thread of ours, joined in stop().
-            self._restart_thread = threading.Thread(target=self._stop_receiver, name=f"receiver-stop-{self.stream}")
-        self._restart_thread.start()
+            thread = self._new_thread(self._stop_receiver, (), f"receiver-stop-{self.stream}")
+        thread.start()
 
     def _on_store_failure(self, message: str, error: BaseException) -> None:
         self.report_error(message, error)
