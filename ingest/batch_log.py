@@ -10,7 +10,7 @@ is used and `recover()` tells the scheduler what to re-run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ class BatchLog:
     def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
         pass
 
-    def write_commit(self, time_ms: int, summary: Mapping[str, Any]) -> None:
-        pass
+    def write_commit(self, time_ms: int, summary: Mapping[str, Any], stateful: Iterable[Any] = ()) -> None:
+        """Make batch `time_ms` committed. `stateful` are the stateful
+        operators whose pending state must be stored with the commit."""
 
     def close(self) -> None:
         pass

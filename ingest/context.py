@@ -17,12 +17,12 @@ import math
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from ingest.batch_log import BatchLog
 from ingest.clock import Clock, ManualClock, SystemClock
 from ingest.dstream import DStream
-from ingest.errors import ConfigError, IngestError, StateError
+from ingest.errors import CheckpointError, ConfigError, IngestError, StateError
 from ingest.executor import TaskExecutor, make_executor
 from ingest.graph import StreamGraph
 from ingest.listener import (
@@ -205,12 +205,16 @@ class StreamingContext:
                 raise StateError("a stopped StreamingContext cannot be restarted: create a new one")
             self._graph.validate()
             interval = self.batch_interval_ms
+            if self._log.durable:
+                self._log.describe_app([i.name for i in self._graph.inputs],
+                                       [s.state_id for s in self._graph.stateful], interval)
             recovery = self._log.recover(interval)
             if recovery is not None:
-                zero = recovery.zero_time_ms
+                zero = self._apply_recovery(recovery)
                 now = self.clock.now_ms()
                 first = zero + (max(0, now - zero) // interval + 1) * interval
-                done = [t for t, _ in recovery.pending] + ([recovery.last_committed_ms] if recovery.last_committed_ms else [])
+                done = [t for t, _ in recovery.pending] + (
+                    [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
                 if done:
                     first = max(first, max(done) + interval)
                 pending = recovery.pending
@@ -289,6 +293,106 @@ class StreamingContext:
                 if self._error is not None:
                     raise self._error
                 raise IngestError(f"batch {target} did not complete within {timeout} s")
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self, directory: str, *, retain_batches: int = 10, full_snapshot_every: int = 10,
+                   allow_changes: bool = False) -> None:
+        """Keep the batch log and state in `directory` (a path, or a URL of a
+        registered storage backend), so that a restarted job resumes where it
+        was: batches with an intent and no commit are re-run with the same
+        inputs, committed ones never.
+
+        retain_batches: committed batches whose files are kept (at least 1).
+        full_snapshot_every: state snapshots are full every N commits, deltas between.
+        allow_changes: go on when the application changed in a way the
+          checkpoint cannot honour (removed inputs or stateful operators,
+          another batch interval), dropping what no longer fits."""
+        from ingest.checkpoint import CheckpointLog
+
+        if self._state != INITIALIZED:
+            raise StateError("checkpoint() must be called before start()")
+        self._log = CheckpointLog(directory, retain_batches=retain_batches,
+                                  full_snapshot_every=full_snapshot_every, allow_changes=allow_changes)
+        self.checkpoint_dir = self._log.location
+
+    @classmethod
+    def get_or_create(cls, directory: str, factory: "Callable[[], StreamingContext]", *,
+                      allow_changes: bool = False, **checkpoint_options: Any) -> "StreamingContext":
+        """Build the context with `factory()` and attach the checkpoint in `directory`.
+
+        The application's code always builds the graph (so code changes take
+        effect); the checkpoint supplies only data: the batch clock, batches
+        to re-run, input positions and state, applied by `start()`. Without a
+        checkpoint in `directory`, the job starts afresh."""
+        ssc = factory()
+        if not isinstance(ssc, StreamingContext):
+            raise ConfigError(f"get_or_create: the factory must return a StreamingContext, got {type(ssc).__name__}")
+        from ingest.storage import storage_for
+
+        wanted = storage_for(directory).url
+        if ssc.checkpoint_dir is None:
+            ssc.checkpoint(directory, allow_changes=allow_changes, **checkpoint_options)
+        elif ssc.checkpoint_dir != wanted:
+            raise ConfigError(f"get_or_create({directory!r}): the factory set another checkpoint directory "
+                              f"({ssc.checkpoint_dir}); set it in one place")
+        else:
+            ssc._log.allow_changes = allow_changes  # type: ignore[attr-defined]
+        return ssc
+
+    def _apply_recovery(self, recovery: Any) -> int:
+        """Check the application against the checkpoint, restore state and
+        input positions; returns the zero time of the batch clock."""
+        meta = recovery.metadata
+        graph = self._graph
+        interval = self.batch_interval_ms
+        inputs = {i.name for i in graph.inputs}
+        stateful = {s.state_id for s in graph.stateful}
+        problems = []
+        old_interval = int(meta.get("batch_interval_ms", interval))
+        if old_interval != interval:
+            problems.append(f"the batch interval changed from {old_interval / 1000} s to {interval / 1000} s")
+        gone_inputs = [n for n in meta.get("inputs", []) if n not in inputs]
+        if gone_inputs:
+            problems.append(f"input(s) {gone_inputs} of the checkpoint are not in the application (renamed or "
+                            "removed? give an input its old name with name=...)")
+        gone_state = sorted(set(meta.get("stateful", [])) - stateful)
+        if gone_state:
+            problems.append(f"stateful operator(s) {gone_state} of the checkpoint are not in the application "
+                            "(renamed or removed? give the operator its old name with name=...); their state "
+                            "would be lost")
+        if problems:
+            if not self._log.allow_changes:  # type: ignore[attr-defined]
+                raise CheckpointError(
+                    f"the application changed in ways the checkpoint in {self.checkpoint_dir} cannot honour: "
+                    + "; ".join(problems)
+                    + ". Revert the change, or pass allow_changes=True to get_or_create()/checkpoint() to go on.")
+            log.warning("going on despite application changes (allow_changes=True): %s", "; ".join(problems))
+        zero = recovery.zero_time_ms
+        if old_interval != interval:
+            times = [t for t, _ in recovery.pending] + (
+                [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
+            zero = max(times) if times else zero  # new batch times are multiples of the new interval after it
+        for s in graph.stateful:
+            files = recovery.state_files.get(s.state_id)
+            if files:
+                full, deltas = self._log.load_state(files)  # type: ignore[attr-defined]
+                s.restore(full, deltas)
+        for inp in graph.inputs:
+            if inp.name in recovery.last_plans:
+                inp.restore(recovery.last_plans[inp.name])
+        self._graph.zero_time_ms = zero
+        for t, plans in recovery.replay:
+            self._scheduler.replay_state(t, plans)
+        if recovery.replay:
+            self._log.force_full_snapshots()  # type: ignore[attr-defined]
+        meta = dict(meta)
+        meta.update({"inputs": sorted(inputs | set(meta.get("inputs", [])) - set(gone_inputs)),
+                     "stateful": sorted(stateful), "batch_interval_ms": interval, "zero_time_ms": zero})
+        self._log.write_metadata(meta)  # type: ignore[attr-defined]
+        log.info("recovered from checkpoint %s: last committed batch %s, %d batch(es) to re-run",
+                 self.checkpoint_dir, recovery.last_committed_ms, len(recovery.pending))
+        return zero
 
     # -- internals --------------------------------------------------------------------------------
 

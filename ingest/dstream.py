@@ -9,6 +9,7 @@ nothing here is ever serialized: a checkpoint stores only data (plans, state).
 
 from __future__ import annotations
 
+import operator
 import os
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
@@ -202,6 +203,84 @@ class DStream(Generic[T]):
         batch, so several outputs do not recompute it."""
         return self._derive("cache", lambda ds: ds.cache())
 
+    # -- stateful transformations (state survives restarts with a checkpoint) -------
+
+    def update_state_by_key(self, fn: Callable[[list[Any], Any], Any], *, num_partitions: int | None = None,
+                            initial_state: Any = None, name: str | None = None, serde: Any = None,
+                            ) -> "DStream[tuple[Any, Any]]":
+        """Keep a state per key: every batch, `fn(new_values, old_state)` is
+        called for every key that has state or new values; it returns the new
+        state, or None to remove the key. Emits `(key, state)` for every key."""
+        from ingest.state import UpdateStateByKeyDStream
+
+        return UpdateStateByKeyDStream(self.ssc, self, fn, num_partitions=num_partitions,
+                                       initial_state=initial_state, name=name, serde=serde)
+
+    def map_with_state(self, fn: Callable[[Any, Any, Any], Any], *, timeout: float | None = None,
+                       num_partitions: int | None = None, initial_state: Any = None, name: str | None = None,
+                       serde: Any = None) -> "DStream[Any]":
+        """For each `(key, value)` record, `fn(key, value, state)` returns an
+        output record (None: nothing) and may `state.update(v)` or
+        `state.remove()`. With `timeout` (seconds of batch time), a key without
+        records for that long gets `fn(key, None, state)` with
+        `state.is_timing_out()` and is removed. The returned stream also has
+        `state_snapshots()`."""
+        from ingest.state import MapWithStateDStream
+
+        return MapWithStateDStream(self.ssc, self, fn, timeout, num_partitions=num_partitions,
+                                   initial_state=initial_state, name=name, serde=serde)
+
+    def window(self, window_duration: float, slide_duration: float | None = None, *, name: str | None = None,
+               serde: Any = None) -> "DStream[T]":
+        """All records of the last `window_duration` seconds, every
+        `slide_duration` seconds (default: every batch)."""
+        from ingest.window import WindowedDStream
+
+        return WindowedDStream(self.ssc, self, window_duration, slide_duration, name=name, serde=serde)
+
+    def count_by_window(self, window_duration: float, slide_duration: float | None = None, *,
+                        name: str | None = None) -> "DStream[int]":
+        """The number of records in each window (one record per slide)."""
+        return self.map(lambda _x: 1).reduce_by_window(
+            operator.add, operator.sub, window_duration, slide_duration, name=name)
+
+    def reduce_by_window(self, fn: Callable[[T, T], T], inv_fn: Callable[[T, T], T] | None,
+                         window_duration: float, slide_duration: float | None = None, *,
+                         name: str | None = None) -> "DStream[T]":
+        """All records of each window reduced with `fn` (one record per slide).
+        With `inv_fn`, windows are updated incrementally."""
+        if inv_fn is None:
+            return self.window(window_duration, slide_duration, name=name).reduce(fn)
+        # As in Spark: one running value under a single key. Once the stream
+        # has seen data, an empty window yields the neutral value (e.g. 0).
+        return self.map(lambda x: (0, x)).reduce_by_key_and_window(
+            fn, inv_fn, window_duration, slide_duration, num_partitions=1, name=name).map(lambda kv: kv[1])
+
+    def reduce_by_key_and_window(self, fn: Callable[[Any, Any], Any], inv_fn: Callable[[Any, Any], Any] | None = None,
+                                 window_duration: float | None = None, slide_duration: float | None = None, *,
+                                 num_partitions: int | None = None,
+                                 filter_fn: Callable[[tuple[Any, Any]], bool] | None = None,
+                                 name: str | None = None) -> "DStream[tuple[Any, Any]]":
+        """Per key, the values of each window reduced with `fn`. With
+        `inv_fn` (the inverse of `fn`), each slide adds the entering batch and
+        subtracts the leaving one instead of reducing the whole window; keys
+        whose value returns to a neutral value stay unless `filter_fn` drops them."""
+        if window_duration is None:
+            raise ConfigError("reduce_by_key_and_window needs window_duration (seconds)")
+        if inv_fn is None:
+            return self.window(window_duration, slide_duration, name=name).reduce_by_key(fn, num_partitions)
+        from ingest.window import ReducedWindowedDStream
+
+        return ReducedWindowedDStream(self.ssc, self, fn, inv_fn, window_duration, slide_duration,
+                                      num_partitions=num_partitions, filter_fn=filter_fn, name=name)
+
+    def count_by_value_and_window(self, window_duration: float, slide_duration: float | None = None, *,
+                                  num_partitions: int | None = None, name: str | None = None,
+                                  ) -> "DStream[tuple[T, int]]":
+        return self.map(lambda x: (x, 1)).reduce_by_key_and_window(
+            operator.add, operator.sub, window_duration, slide_duration, num_partitions=num_partitions,
+            filter_fn=lambda kv: kv[1] > 0, name=name)
+
     # -- output operations ------------------------------------------------------
 
     def foreach_batch(self, fn: Callable[["Batch"], None], name: str | None = None) -> "OutputOperation":
@@ -297,6 +376,10 @@ class InputDStream(DStream[T]):
 
     def on_batch_committed(self, time_ms: int, plan: Any) -> None:
         """The batch that used `plan` committed."""
+
+    def restore(self, last_plan: Any) -> None:
+        """After a restart: `last_plan` is this input's newest plan in the
+        intent log (committed or about to be re-run). Continue after it."""
 
     def set_plan(self, time_ms: int, plan: Any) -> None:
         self._plans[time_ms] = plan

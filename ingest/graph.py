@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ingest.context import StreamingContext
     from ingest.dstream import DStream, InputDStream
     from ingest.output import OutputOperation
+    from ingest.state import StatefulDStream
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -26,6 +27,7 @@ class StreamGraph:
         self.streams: list["DStream[Any]"] = []
         self.inputs: list["InputDStream[Any]"] = []
         self.outputs: list["OutputOperation"] = []
+        self.stateful: list["StatefulDStream[Any]"] = []
         self.zero_time_ms: int | None = None
         self.frozen = False
         self._kind_counts: dict[str, int] = {}
@@ -57,6 +59,18 @@ class StreamGraph:
 
     def add_input(self, stream: "InputDStream[Any]") -> None:
         self.inputs.append(stream)
+
+    def add_stateful(self, stream: "StatefulDStream[Any]", name: str | None) -> str:
+        """Register a stateful operator; returns its stable state id."""
+        if name is None:
+            rank = sum(1 for s in self.stateful if s.op_name == stream.op_name)
+            name = f"{stream.op_name}-{rank}"
+        if not _NAME.match(name):
+            raise ConfigError(f"state name {name!r} is not usable: use 1-100 letters, digits, '.', '_' or '-'")
+        if any(s.state_id == name for s in self.stateful):
+            raise ConfigError(f"two stateful operators are named {name!r}: give each a unique name=")
+        self.stateful.append(stream)
+        return name
 
     def add_output(self, op: "OutputOperation") -> int:
         self._check_open(f"output operation {op.name}")

@@ -33,6 +33,7 @@ class QueueInputDStream(InputDStream[T]):
         self._one_at_a_time = one_at_a_time
         self._default = None if default is None else list(default)
         self._num_partitions = max(1, num_partitions)
+        self._consumed = 0  # queued lists taken so far, counted across restarts
 
     def push(self, records: Iterable[T]) -> None:
         """Queue one more batch of records (thread-safe; also after start)."""
@@ -52,10 +53,23 @@ class QueueInputDStream(InputDStream[T]):
                 records = list(self._default) if self._default is not None else []
             elif self._one_at_a_time:
                 records = self._queue.popleft()
+                self._consumed += 1
             else:
                 records = [r for batch in self._queue for r in batch]
+                self._consumed += len(self._queue)
                 self._queue.clear()
-        return {"records": len(records), "items": records}
+        return {"records": len(records), "items": records, "next_seq": self._consumed}
+
+    def restore(self, last_plan: Any) -> None:
+        """The application queued the same lists again: skip those that
+        batches before the restart already took."""
+        if not isinstance(last_plan, dict) or "next_seq" not in last_plan:
+            return
+        with self._lock:
+            skip = int(last_plan["next_seq"])
+            for _ in range(min(skip, len(self._queue))):
+                self._queue.popleft()
+            self._consumed = skip
 
     def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
         items = plan["items"] if plan else []

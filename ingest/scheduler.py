@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ingest.batch import Batch
 from ingest.errors import BatchFailedError, IngestError
+from ingest.faults import crash_point
 from ingest.listener import (
     BatchCompleted,
     BatchInfo,
@@ -140,7 +141,9 @@ class BatchScheduler:
                     raise BatchFailedError(
                         f"planning batch {format_batch_time(t)} failed in {inp.describe()}: "
                         f"{type(exc).__name__}: {exc}", t) from exc
+            crash_point("before_intent")
             ssc._log.write_intent(t, new_plans)
+            crash_point("after_intent")
             plans = new_plans
         for inp in graph.inputs:
             inp.set_plan(t, plans.get(inp.name))
@@ -155,19 +158,24 @@ class BatchScheduler:
 
         attempts = ssc.max_batch_retries + 1
         for attempt in range(1, attempts + 1):
-            op_infos, failure = self._run_outputs(t, plans, attempt, recovered)
+            failure = self._update_state(t)
+            op_infos: list[OutputOperationInfo] = []
+            if failure is None:
+                op_infos, failure = self._run_outputs(t, plans, attempt, recovered)
             info = info.with_(output_operations=tuple(op_infos), attempts=attempt)
             if failure is None:
                 break
-            op, exc = failure
+            where, exc = failure
+            for s in graph.stateful:
+                s.abort_batch(t)
             graph.forget(t + 1)  # recompute everything from the same plans
             if attempt < attempts:
                 log.warning("batch %s attempt %d/%d failed in %s: %s: %s; retrying with the same inputs",
-                            format_batch_time(t), attempt, attempts, op.describe(), type(exc).__name__, exc)
+                            format_batch_time(t), attempt, attempts, where, type(exc).__name__, exc)
                 continue
             message = (
-                f"batch {format_batch_time(t)} ({t}) failed in output operation #{op.id} {op.describe()} "
-                f"over {op.stream.describe()}: {type(exc).__name__}: {exc}. The batch was not committed"
+                f"batch {format_batch_time(t)} ({t}) failed in {where}: {type(exc).__name__}: {exc}. "
+                "The batch was not committed"
                 + (f" after {attempts} attempts" if attempts > 1 else "")
                 + "; fix the cause and restart (with a checkpoint the batch is re-run with the same inputs), "
                   "or allow retries with StreamingContext(max_batch_retries=N).")
@@ -175,7 +183,11 @@ class BatchScheduler:
             bus.post(BatchCompleted(info))
             raise BatchFailedError(message, t) from exc
 
-        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts})
+        crash_point("after_outputs")
+        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts}, graph.stateful)
+        crash_point("after_commit")
+        for s in graph.stateful:
+            s.commit_batch(t)
         for inp in graph.inputs:
             inp.on_batch_committed(t, plans.get(inp.name))
         graph.forget(t + 1)
@@ -185,6 +197,30 @@ class BatchScheduler:
             self.last_completed_ms = t
             self._cond.notify_all()
         return info
+
+    def _update_state(self, t: int) -> tuple[str, BaseException] | None:
+        """Every stateful operator computes its pending state for batch `t`, in
+        graph order, whether or not an output reads it now."""
+        for s in self._ssc._graph.stateful:
+            try:
+                s.update(t)
+            except Exception as exc:  # noqa: BLE001 - reported with its batch and operator
+                return f"stateful operation {s.describe()}", exc
+        return None
+
+    def replay_state(self, t: int, plans: Mapping[str, Any]) -> None:
+        """Run a committed batch through the stateful operators only (used when
+        recovery had to fall back to an older state snapshot)."""
+        graph = self._ssc._graph
+        for inp in graph.inputs:
+            inp.set_plan(t, plans.get(inp.name))
+        failure = self._update_state(t)
+        if failure is not None:
+            raise BatchFailedError(f"replaying batch {format_batch_time(t)} into {failure[0]} failed: "
+                                   f"{type(failure[1]).__name__}: {failure[1]}", t) from failure[1]
+        for s in graph.stateful:
+            s.commit_batch(t)
+        graph.forget(t + 1)
 
     def _run_outputs(self, t: int, plans: Mapping[str, Any], attempt: int, recovered: bool
                      ) -> tuple[list[OutputOperationInfo], Any]:
@@ -201,7 +237,7 @@ class BatchScheduler:
                 op_info = replace(op_info, end_time=time.time(), failure=f"{type(exc).__name__}: {exc}")
                 infos.append(op_info)
                 ssc._bus.post(OutputOperationCompleted(op_info))
-                return infos, (op, exc)
+                return infos, (f"output operation #{op.id} {op.describe()} over {op.stream.describe()}", exc)
             op_info = replace(op_info, end_time=time.time())
             infos.append(op_info)
             ssc._bus.post(OutputOperationCompleted(op_info))

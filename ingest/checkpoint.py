@@ -1,0 +1,371 @@
+"""The durable batch log: intents, commits and state snapshots in a checkpoint
+directory. Plain data only, never pickle.
+
+Layout (every file is one framed record, see below):
+
+    <dir>/metadata                  format version, batch interval, zero time, inputs, stateful operators
+    <dir>/offsets/<time_ms>         intent: every input's plan for the batch, written before it runs
+    <dir>/commits/<time_ms>         commit: written after every output succeeded; lists the state files
+    <dir>/state/<op>/<time_ms>.full full snapshot of a stateful operator after that batch
+    <dir>/state/<op>/<time_ms>.delta changes of a stateful operator in that batch
+
+Times are zero-padded to 20 digits so names sort in time order.
+
+Record framing: one ASCII header line
+`INGEST-CKPT <version> <kind> <length> <crc32c as 8 hex digits>\\n` followed by
+exactly `length` bytes of body (JSON for metadata, intents and commits; the
+serde's bytes for state). A record whose header, length or checksum does not
+match is corrupt; the error names the file and the byte offset.
+
+Durability: each record is written with `Storage.write_atomic` (temp file,
+fsync, rename, fsync of the directory). A commit is written after the state
+files it lists, so a commit never points at a missing file. Clean-up runs after
+a commit and follows commits, never the wall clock: the newest
+`retain_batches` commits, their intents and the state files they reference are
+kept; everything older is deleted.
+
+Recovery: the newest readable commit is the last committed batch (a corrupt
+newest commit falls back to the one before, with a warning naming the file:
+that batch is then re-run). Intents newer than it are re-run with exactly
+their plans. State comes from the newest commit's files; if one is corrupt,
+the newest older commit whose files are all readable is used and the batches
+after it are replayed through the stateful operators only, from their intents,
+so outputs are not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import crc32c
+
+from ingest.batch_log import BatchLog, Recovery
+from ingest.errors import CheckpointError, CorruptRecordError
+from ingest.listener import format_batch_time
+from ingest.storage import Storage, storage_for
+
+if TYPE_CHECKING:
+    from ingest.state import StatefulDStream
+
+log = logging.getLogger("ingest.checkpoint")
+
+MAGIC = b"INGEST-CKPT"
+FORMAT_VERSION = 1
+MAX_RECORD_BYTES = 1 << 31
+
+
+# -- record framing -----------------------------------------------------------------
+
+
+def frame(kind: str, body: bytes) -> bytes:
+    header = b"%s %d %s %d %08x\n" % (MAGIC, FORMAT_VERSION, kind.encode(), len(body), crc32c.crc32c(body))
+    return header + body
+
+
+def unframe(data: bytes, where: str, kind: str | None = None) -> bytes:
+    """Check a record's header, length and checksum; return its body."""
+    newline = data.find(b"\n", 0, 200)
+    if newline < 0:
+        raise CorruptRecordError(f"{where}: no record header (empty or truncated file, {len(data)} bytes)",
+                                 where, 0)
+    parts = data[:newline].split(b" ")
+    if len(parts) != 5 or parts[0] != MAGIC:
+        raise CorruptRecordError(f"{where}: not a checkpoint record (bad header at byte 0)", where, 0)
+    try:
+        version, length, crc = int(parts[1]), int(parts[3]), int(parts[4], 16)
+    except ValueError:
+        raise CorruptRecordError(f"{where}: unreadable record header at byte 0", where, 0) from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where}: written by a newer ingest (record format {version}, this version "
+                              f"reads up to {FORMAT_VERSION}); upgrade ingest to recover from it")
+    if kind is not None and parts[2].decode(errors="replace") != kind:
+        raise CorruptRecordError(f"{where}: expected a {kind} record, found {parts[2]!r}", where, 0)
+    body = data[newline + 1:]
+    if length > MAX_RECORD_BYTES or len(body) != length:
+        raise CorruptRecordError(
+            f"{where}: truncated or padded record: header says {length} bytes, file has {len(body)} "
+            f"after byte {newline + 1}", where, newline + 1)
+    if crc32c.crc32c(body) != crc:
+        raise CorruptRecordError(f"{where}: checksum mismatch in the record body starting at byte {newline + 1}",
+                                 where, newline + 1)
+    return body
+
+
+def _tname(time_ms: int) -> str:
+    return f"{time_ms:020d}"
+
+
+def _parse_time(name: str) -> int | None:
+    base = name.split(".", 1)[0]
+    return int(base) if base.isdigit() else None
+
+
+# -- the log ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointRecovery(Recovery):
+    last_plans: dict[str, Any] = field(default_factory=dict)
+    """The newest plan of every input (from the newest intent that has it)."""
+    state_files: dict[str, list[str]] = field(default_factory=dict)
+    replay: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
+    """Committed batches to run through the stateful operators only (state fallback)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointLog(BatchLog):
+    durable = True
+
+    def __init__(self, location: str | Storage, *, retain_batches: int = 10, full_snapshot_every: int = 10,
+                 allow_changes: bool = False) -> None:
+        self.storage = location if isinstance(location, Storage) else storage_for(location)
+        if retain_batches < 1:
+            raise CheckpointError(f"retain_batches must be >= 1, got {retain_batches}")
+        self.retain_batches = retain_batches
+        self.full_snapshot_every = max(1, full_snapshot_every)
+        self.allow_changes = allow_changes
+        self.metadata: dict[str, Any] | None = None
+        self._commits: deque[tuple[int, dict[str, list[str]]]] = deque()
+        self._deltas_since_full: dict[str, int] = {}
+        self._last_state_files: dict[str, list[str]] = {}
+
+    @property
+    def location(self) -> str:
+        return self.storage.url
+
+    def _where(self, path: str) -> str:
+        return self.storage.describe(path)
+
+    def _read(self, path: str, kind: str) -> bytes:
+        try:
+            data = self.storage.read(path)
+        except FileNotFoundError:
+            raise CorruptRecordError(f"{self._where(path)} is missing", self._where(path), 0) from None
+        return unframe(data, self._where(path), kind)
+
+    def _read_json(self, path: str, kind: str) -> Any:
+        body = self._read(path, kind)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise CorruptRecordError(f"{self._where(path)}: body is not valid JSON ({exc})",
+                                     self._where(path), 0) from None
+
+    def _write_json(self, path: str, kind: str, obj: Any) -> None:
+        self.storage.write_atomic(path, frame(kind, json.dumps(obj, separators=(",", ":")).encode()))
+
+    # -- metadata -----------------------------------------------------------------
+
+    def read_metadata(self) -> dict[str, Any] | None:
+        if not self.storage.exists("metadata"):
+            return None
+        meta = self._read_json("metadata", "meta")
+        if meta.get("format") != "ingest-checkpoint":
+            raise CheckpointError(f"{self._where('metadata')} is not an ingest checkpoint")
+        return meta
+
+    def write_metadata(self, meta: dict[str, Any]) -> None:
+        self._write_json("metadata", "meta", meta)
+        self.metadata = meta
+
+    # -- BatchLog ---------------------------------------------------------------------
+
+    def start(self, zero_time_ms: int, batch_interval_ms: int) -> None:
+        assert self.metadata is not None, "describe_app() must run before start()"
+        self.metadata.update({"zero_time_ms": zero_time_ms, "batch_interval_ms": batch_interval_ms})
+        self.write_metadata(self.metadata)
+
+    def describe_app(self, inputs: list[str], stateful: list[str], batch_interval_ms: int) -> dict[str, Any]:
+        """The application's shape as the metadata records it."""
+        self.metadata = {
+            "format": "ingest-checkpoint", "format_version": FORMAT_VERSION,
+            "batch_interval_ms": batch_interval_ms, "inputs": inputs, "stateful": stateful,
+            "created_at": time.time(),
+        }
+        return self.metadata
+
+    def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
+        try:
+            body = json.dumps({"time_ms": time_ms, "plans": plans}, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            bad = [name for name, plan in plans.items() if not _json_ok(plan)]
+            raise CheckpointError(
+                f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
+                f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
+                "must be JSON values") from None
+        self.storage.write_atomic(f"offsets/{_tname(time_ms)}", frame("intent", body.encode()))
+
+    def write_commit(self, time_ms: int, summary: Mapping[str, Any],
+                     stateful: Iterable["StatefulDStream[Any]"] = ()) -> None:
+        state_files: dict[str, list[str]] = {}
+        for op in stateful:
+            sid = op.state_id
+            since = self._deltas_since_full.get(sid)
+            delta = None
+            if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
+                delta = op.pending_delta()
+            if delta is not None:
+                path = f"state/{sid}/{_tname(time_ms)}.delta"
+                self.storage.write_atomic(path, frame("state", delta))
+                files = self._last_state_files[sid] + [path]
+                self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
+            else:
+                path = f"state/{sid}/{_tname(time_ms)}.full"
+                self.storage.write_atomic(path, frame("state", op.pending_snapshot()))
+                files = [path]
+                self._deltas_since_full[sid] = 0
+            state_files[sid] = files
+            self._last_state_files[sid] = files
+        self._write_json(f"commits/{_tname(time_ms)}", "commit",
+                         {"time_ms": time_ms, "summary": dict(summary), "state": state_files,
+                          "committed_at": time.time()})
+        self._commits.append((time_ms, state_files))
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        while len(self._commits) > self.retain_batches:
+            old_time, _ = self._commits.popleft()
+            self.storage.delete(f"commits/{_tname(old_time)}")
+        oldest = self._commits[0][0] if self._commits else None
+        if oldest is None:
+            return
+        for name in self.storage.list("offsets"):
+            t = _parse_time(name)
+            if t is not None and t < oldest:
+                self.storage.delete(f"offsets/{name}")
+        live = {f for _, files in self._commits for fs in files.values() for f in fs}
+        for sid in self.storage.list("state"):
+            for name in self.storage.list(f"state/{sid}"):
+                t = _parse_time(name)
+                path = f"state/{sid}/{name}"
+                if t is not None and t < oldest and path not in live:
+                    self.storage.delete(path)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _times(self, directory: str) -> list[int]:
+        return sorted(t for t in (_parse_time(n) for n in self.storage.list(directory)) if t is not None)
+
+    def recover(self, batch_interval_ms: int) -> CheckpointRecovery | None:
+        meta = self.read_metadata()
+        intents = self._times("offsets")
+        commits = self._times("commits")
+        if meta is None:
+            if intents or commits:
+                raise CheckpointError(
+                    f"{self._where('metadata')} is missing but the directory holds batches: it is damaged or "
+                    "not an ingest checkpoint; restore the file or use a new checkpoint directory")
+            return None
+        if "zero_time_ms" not in meta:
+            return None  # created but never started
+
+        # The newest commit that can be read; corrupt newer ones mean those batches re-run.
+        committed: list[tuple[int, dict[str, Any]]] = []
+        for t in reversed(commits):
+            try:
+                record = self._read_json(f"commits/{_tname(t)}", "commit")
+            except CorruptRecordError as exc:
+                if not committed:
+                    log.warning("%s; falling back to the commit before it, so batch %s is re-run "
+                                "(idempotent and transactional sinks are not affected)", exc, format_batch_time(t))
+                    continue
+                log.warning("%s (an older commit; ignored)", exc)
+                continue
+            committed.append((t, record))
+        committed.reverse()
+        last_committed = committed[-1][0] if committed else None
+
+        pending: list[tuple[int, Mapping[str, Any]]] = []
+        last_plans: dict[str, Any] = {}
+        for t in intents:
+            path = f"offsets/{_tname(t)}"
+            needed = last_committed is None or t > last_committed
+            try:
+                record = self._read_json(path, "intent")
+            except CorruptRecordError as exc:
+                if needed:
+                    raise CheckpointError(
+                        f"{exc}. Batch {format_batch_time(t)} has no commit, so it must be re-run with the "
+                        "inputs recorded in this file, which cannot be read. Restore the file from a backup, "
+                        "or delete it to re-plan that batch from the source positions of the batches before "
+                        "it (replayable sources then read the same data again).") from exc
+                log.warning("%s (the batch is committed; only its plan for state replay is lost)", exc)
+                continue
+            plans = record.get("plans", {})
+            for name, plan in plans.items():
+                last_plans[name] = plan
+            if needed:
+                pending.append((t, plans))
+
+        state_files, replay = self._recover_state(committed, intents)
+        self.metadata = meta
+        self._commits = deque((t, rec.get("state", {})) for t, rec in committed[-self.retain_batches:])
+        self._last_state_files = dict(state_files)
+        self._deltas_since_full = {sid: sum(1 for f in files if f.endswith(".delta"))
+                                   for sid, files in state_files.items()}
+        return CheckpointRecovery(
+            zero_time_ms=int(meta["zero_time_ms"]), last_committed_ms=last_committed, pending=pending,
+            last_plans=last_plans, state_files=state_files, replay=replay, metadata=meta)
+
+    def _state_readable(self, files: list[str]) -> bool:
+        for f in files:
+            try:
+                self._read(f, "state")
+            except CorruptRecordError as exc:
+                log.warning("%s", exc)
+                return False
+        return True
+
+    def _recover_state(self, committed: list[tuple[int, dict[str, Any]]], intents: list[int]
+                       ) -> tuple[dict[str, list[str]], list[tuple[int, Mapping[str, Any]]]]:
+        if not committed:
+            return {}, []
+        newest_state: dict[str, list[str]] = committed[-1][1].get("state", {})
+        if all(self._state_readable(files) for files in newest_state.values()):
+            return newest_state, []
+        for t, record in reversed(committed[:-1]):
+            files = record.get("state", {})
+            if set(files) >= set(newest_state) and all(self._state_readable(fs) for fs in files.values()):
+                replay_times = [c for c, _ in committed if c > t]
+                replay = []
+                for c in replay_times:
+                    try:
+                        replay.append((c, self._read_json(f"offsets/{_tname(c)}", "intent").get("plans", {})))
+                    except CorruptRecordError as exc:
+                        raise CheckpointError(f"state of the newest commit is unreadable and {exc}, so it "
+                                              "cannot be rebuilt; use a new checkpoint directory") from exc
+                log.warning("state of the newest commit is unreadable; using the state of batch %s and "
+                            "replaying %d committed batch(es) through the stateful operators",
+                            format_batch_time(t), len(replay))
+                return files, replay
+        raise CheckpointError(
+            f"no readable state snapshot in {self.storage.describe('state')} for the retained commits; "
+            "restore the files or start from a new checkpoint directory")
+
+    def force_full_snapshots(self) -> None:
+        """The next commit writes full snapshots (state changed outside the delta chain)."""
+        self._deltas_since_full.clear()
+
+    def load_state(self, files: list[str]) -> tuple[bytes | None, list[bytes]]:
+        full = None
+        deltas = []
+        for f in files:
+            body = self._read(f, "state")
+            if f.endswith(".full"):
+                full, deltas = body, []
+            else:
+                deltas.append(body)
+        return full, deltas
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False

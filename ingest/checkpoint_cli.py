@@ -1,0 +1,131 @@
+"""`ingest checkpoint ls|show|fsck DIRECTORY`: read a checkpoint without running the job.
+
+ls    one line per batch: time, intent, commit, records
+show  the metadata, every batch's plans (summarized) and the state files with sizes
+fsck  check every record's framing and checksum; exit code 1 if anything is wrong
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from ingest.checkpoint import CheckpointLog, _parse_time, _tname
+from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
+from ingest.listener import format_batch_time
+
+
+def _summarize_plan(plan: Any) -> str:
+    if not isinstance(plan, dict):
+        return json.dumps(plan)[:80]
+    parts = []
+    if "records" in plan:
+        parts.append(f"{plan['records']} records")
+    if "offset_ranges" in plan:
+        parts.append(f"{len(plan['offset_ranges'])} offset ranges")
+    if "blocks" in plan:
+        parts.append(f"{len(plan['blocks'])} blocks")
+    if "files" in plan:
+        parts.append(f"{len(plan['files'])} files")
+    return ", ".join(parts) or json.dumps(plan)[:80]
+
+
+def inspect(directory: str) -> dict[str, Any]:
+    """Everything `ls`/`show`/`fsck` print, as plain data."""
+    if not os.path.isdir(directory) and "://" not in directory:
+        raise ConfigError(f"checkpoint directory {directory!r} does not exist")
+    ckpt = CheckpointLog(directory)
+    problems: list[str] = []
+    try:
+        meta = ckpt.read_metadata()
+    except (CorruptRecordError, CheckpointError) as exc:
+        meta = None
+        problems.append(str(exc))
+    batches: dict[int, dict[str, Any]] = {}
+    for kind, directory_name, record_kind in (("intent", "offsets", "intent"), ("commit", "commits", "commit")):
+        for name in ckpt.storage.list(directory_name):
+            t = _parse_time(name)
+            if t is None:
+                continue
+            entry = batches.setdefault(t, {"time_ms": t, "intent": None, "commit": None})
+            try:
+                entry[kind] = ckpt._read_json(f"{directory_name}/{name}", record_kind)
+            except CorruptRecordError as exc:
+                entry[kind] = {"error": str(exc)}
+                problems.append(str(exc))
+    state: dict[str, list[dict[str, Any]]] = {}
+    for sid in ckpt.storage.list("state"):
+        for name in ckpt.storage.list(f"state/{sid}"):
+            path = f"state/{sid}/{name}"
+            item: dict[str, Any] = {"file": name, "bytes": ckpt.storage.size(path)}
+            try:
+                ckpt._read(path, "state")
+                item["ok"] = True
+            except CorruptRecordError as exc:
+                item["ok"] = False
+                problems.append(str(exc))
+            state.setdefault(sid, []).append(item)
+    times = sorted(batches)
+    committed = [t for t in times if isinstance(batches[t]["commit"], dict) and "error" not in batches[t]["commit"]]
+    last_commit = committed[-1] if committed else None
+    for t in times:
+        entry = batches[t]
+        if entry["commit"] is not None and entry["intent"] is None:
+            problems.append(f"batch {t} has a commit but no intent ({ckpt.storage.describe('offsets/' + _tname(t))})")
+        for sid, files in (entry["commit"] or {}).get("state", {}).items() if isinstance(entry["commit"], dict) else ():
+            for f in files:
+                if not ckpt.storage.exists(f):
+                    problems.append(f"commit of batch {t} lists {ckpt.storage.describe(f)}, which is missing")
+    pending = [t for t in times if last_commit is None or t > last_commit]
+    return {"directory": ckpt.location, "metadata": meta, "batches": [batches[t] for t in times],
+            "last_committed_ms": last_commit, "pending": pending, "state": state, "problems": problems}
+
+
+def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -> int:
+    info = inspect(directory)
+    out = sys.stdout
+    if as_json:
+        json.dump(info if action != "ls" else {k: info[k] for k in ("directory", "last_committed_ms", "pending",
+                                                                     "problems")} | {
+            "batches": [{"time_ms": b["time_ms"], "intent": b["intent"] is not None,
+                         "commit": b["commit"] is not None} for b in info["batches"]]}, out, indent=2, default=str)
+        out.write("\n")
+        return 1 if action == "fsck" and info["problems"] else 0
+    meta = info["metadata"] or {}
+    if action in ("ls", "show"):
+        out.write(f"checkpoint {info['directory']}\n")
+        if meta:
+            out.write(f"  batch interval {meta.get('batch_interval_ms', 0) / 1000:g} s, "
+                      f"zero time {meta.get('zero_time_ms')}, inputs {meta.get('inputs')}, "
+                      f"stateful {meta.get('stateful')}\n")
+        out.write(f"  last committed batch: "
+                  f"{format_batch_time(info['last_committed_ms']) if info['last_committed_ms'] else 'none'}; "
+                  f"to re-run on restart: {len(info['pending'])}\n\n")
+        out.write(f"  {'batch time':<26} {'time_ms':>15}  {'intent':<8} {'commit':<8} records\n")
+        for b in info["batches"]:
+            intent, commit = b["intent"], b["commit"]
+            istat = "-" if intent is None else ("CORRUPT" if "error" in intent else "ok")
+            cstat = "-" if commit is None else ("CORRUPT" if "error" in commit else "ok")
+            records = (commit or {}).get("summary", {}).get("records", "")
+            out.write(f"  {format_batch_time(b['time_ms']):<26} {b['time_ms']:>15}  {istat:<8} {cstat:<8} {records}\n")
+            if action == "show" and intent and "plans" in intent:
+                for name, plan in intent["plans"].items():
+                    out.write(f"      {name}: {_summarize_plan(plan)}\n")
+        if action == "show":
+            out.write("\n  state:\n")
+            for sid, files in sorted(info["state"].items()):
+                total = sum(f["bytes"] for f in files)
+                out.write(f"    {sid}: {len(files)} file(s), {total} bytes\n")
+                for f in files:
+                    out.write(f"      {f['file']:<34} {f['bytes']:>10} bytes {'ok' if f['ok'] else 'CORRUPT'}\n")
+    if action == "fsck" or info["problems"]:
+        if info["problems"]:
+            out.write(f"\n{len(info['problems'])} problem(s):\n")
+            for p in info["problems"]:
+                out.write(f"  - {p}\n")
+        else:
+            out.write(f"checkpoint {info['directory']}: {len(info['batches'])} batches, "
+                      f"{sum(len(f) for f in info['state'].values())} state files, no problems\n")
+    return 1 if action == "fsck" and info["problems"] else 0

@@ -1,0 +1,365 @@
+"""Stateful streams: state that lives across batches and survives restarts.
+
+Every stateful operator has a stable `state_id` (its `name=`, or the operator
+and its rank among operators of the same kind, e.g. `update_state_by_key-0`),
+so adding or renaming other transformations does not disturb its state.
+
+The lifecycle per batch, driven by the scheduler:
+`update(t)` computes the *pending* state from the committed state and the
+batch's data (every batch, in order, whether or not an output reads the
+stream at that time); outputs run; on success the checkpoint writes
+`pending_snapshot()` or `pending_delta()` and then `commit_batch(t)` makes the
+pending state the committed one; on failure `abort_batch(t)` drops it, so a
+retried batch starts from the same state.
+
+Keyed state is split into partitions by `portable_hash(key)`; each partition is
+updated as one task on the context's executor. State is snapshotted with the
+operator's serde (JSON by default). `map_with_state` writes deltas (only the
+keys a batch touched) between full snapshots; `update_state_by_key` calls its
+function for every key on every batch, so its snapshots are always full.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
+
+from ingest.dataset import Dataset, portable_hash
+from ingest.dstream import DStream
+from ingest.errors import ConfigError, StateError
+from ingest.serde import JsonSerde
+
+if TYPE_CHECKING:
+    from ingest.context import StreamingContext
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+SNAPSHOT_VERSION = 1
+
+
+class StatefulDStream(DStream[T]):
+    """Base of every stream whose result depends on earlier batches."""
+
+    def __init__(self, ssc: "StreamingContext", parents: list[DStream[Any]], op_name: str,
+                 name: str | None, serde: Any | None) -> None:
+        super().__init__(ssc, parents, op_name)
+        self.state_id = ssc._graph.add_stateful(self, name)
+        self.serde = serde or JsonSerde()
+        if not (hasattr(self.serde, "dumps") and hasattr(self.serde, "loads")):
+            raise ConfigError(f"serde for {self.describe()} must have dumps(obj) -> bytes and loads(bytes) -> obj")
+
+    def describe(self) -> str:
+        return f"{self.op_name} '{self.state_id}' ({self.site})"
+
+    def update(self, time_ms: int) -> None:
+        raise NotImplementedError
+
+    def pending_snapshot(self) -> bytes:
+        raise NotImplementedError
+
+    def pending_delta(self) -> bytes | None:
+        """The pending batch's changes, or None when this operator only writes full snapshots."""
+        return None
+
+    def commit_batch(self, time_ms: int) -> None:
+        raise NotImplementedError
+
+    def abort_batch(self, time_ms: int) -> None:
+        raise NotImplementedError
+
+    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def state_size(self) -> int:
+        return 0
+
+    def _parent_dataset(self, time_ms: int) -> Dataset[Any]:
+        parent = self.parents[0]
+        if parent.is_time_valid(time_ms):
+            return parent.get_or_compute(time_ms)
+        return Dataset([], self.ssc.executor)
+
+    def _load(self, data: bytes) -> dict[str, Any]:
+        obj = self.serde.loads(data)
+        if not isinstance(obj, dict) or obj.get("v") != SNAPSHOT_VERSION:
+            raise StateError(f"state of {self.describe()} has an unknown layout; it was written by another "
+                             "version of ingest or with another serde")
+        return obj
+
+
+class _Changes:
+    """What a batch did to one state partition."""
+
+    __slots__ = ("sets", "removes")
+
+    def __init__(self) -> None:
+        self.sets: dict[Any, Any] = {}
+        self.removes: set[Any] = set()
+
+
+class KeyedStateDStream(StatefulDStream[T]):
+    """State as a dict per key, split into partitions."""
+
+    def __init__(self, ssc: "StreamingContext", parent: DStream[Any], op_name: str, *,
+                 num_partitions: int | None, initial_state: Any, name: str | None, serde: Any | None) -> None:
+        super().__init__(ssc, [parent], op_name, name, serde)
+        n = num_partitions if num_partitions is not None else max(1, ssc.executor.parallelism)
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"num_partitions must be a positive integer, got {num_partitions!r}")
+        self.num_partitions = n
+        self._committed: list[dict[Any, Any]] = [{} for _ in range(n)]
+        self._pending: list[_Changes] | None = None
+        self._pending_time: int | None = None
+        self._outputs: list[list[Any]] = []
+        if initial_state is not None:
+            items = initial_state.items() if isinstance(initial_state, dict) else initial_state
+            for k, v in items:
+                self._committed[portable_hash(k) % n][k] = self._initial_value(v)
+
+    def _initial_value(self, value: Any) -> Any:
+        return value
+
+    def _task(self) -> Callable[[tuple[int, dict[Any, Any], list[Any], int]], tuple[_Changes, list[Any]]]:
+        raise NotImplementedError
+
+    def update(self, time_ms: int) -> None:
+        if self._pending_time == time_ms:
+            return
+        shuffled = self._parent_dataset(time_ms).partition_by(self.num_partitions).glom()
+        if not shuffled:
+            shuffled = [[] for _ in range(self.num_partitions)]
+        task = self._task()
+        results = self.ssc.executor.map(
+            task, [(i, self._committed[i], shuffled[i], time_ms) for i in range(self.num_partitions)])
+        self._pending = [changes for changes, _ in results]
+        self._outputs = [out for _, out in results]
+        self._pending_time = time_ms
+
+    def compute(self, time_ms: int) -> Dataset[T]:
+        self.update(time_ms)
+        return Dataset.from_partitions(self._outputs, self.ssc.executor)
+
+    def _pending_items(self) -> Iterable[tuple[Any, Any]]:
+        """Every key's state as of the pending batch (the committed one if none)."""
+        for i, part in enumerate(self._committed):
+            changes = self._pending[i] if self._pending is not None else None
+            if changes is None:
+                yield from part.items()
+                continue
+            for k, v in part.items():
+                if k not in changes.sets and k not in changes.removes:
+                    yield k, v
+            yield from changes.sets.items()
+
+    def pending_snapshot(self) -> bytes:
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "full", "items": list(self._pending_items())})
+
+    def commit_batch(self, time_ms: int) -> None:
+        if self._pending is None:
+            return
+        for part, changes in zip(self._committed, self._pending):
+            _apply(part, changes.sets, changes.removes)
+        self._pending = None
+        self._pending_time = None
+        self._outputs = []
+
+    def abort_batch(self, time_ms: int) -> None:
+        self._pending = None
+        self._pending_time = None
+        self._outputs = []
+
+    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
+        parts: list[dict[Any, Any]] = [{} for _ in range(self.num_partitions)]
+        n = self.num_partitions
+        if full is not None:
+            for k, v in self._load(full)["items"]:
+                parts[portable_hash(k) % n][k] = v
+        for data in deltas:
+            delta = self._load(data)
+            sets: dict[int, dict[Any, Any]] = {}
+            for k, v in delta["set"]:
+                sets.setdefault(portable_hash(k) % n, {})[k] = v
+            removes = set(delta["del"])
+            for i, part in enumerate(parts):
+                _apply(part, sets.get(i, {}), removes)
+        self._committed = parts
+        self.abort_batch(0)
+
+    def state_size(self) -> int:
+        return sum(len(p) for p in self._committed)
+
+    def state_items(self) -> list[tuple[Any, Any]]:
+        """The committed state (for tests and inspection)."""
+        return [kv for part in self._committed for kv in part.items()]
+
+
+def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any]) -> None:
+    for k in removes:
+        part.pop(k, None)
+    for k, v in sets.items():
+        part.pop(k, None)  # re-insert: a dict's order is then the order of last update
+        part[k] = v
+
+
+# -- update_state_by_key ----------------------------------------------------------------
+
+
+class UpdateStateByKeyDStream(KeyedStateDStream[tuple[Any, S]]):
+    """`fn(new_values, old_state_or_None) -> new_state_or_None` for every key,
+    every batch (None removes the key). Emits `(key, state)` for every key."""
+
+    def __init__(self, ssc: "StreamingContext", parent: DStream[Any], fn: Callable[[list[Any], Any], Any], **kw: Any):
+        super().__init__(ssc, parent, "update_state_by_key", **kw)
+        self._fn = fn
+
+    def _task(self) -> Callable[..., tuple[_Changes, list[Any]]]:
+        fn = self._fn
+
+        def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
+            _i, state, records, _t = task
+            grouped: dict[Any, list[Any]] = {}
+            for k, v in records:
+                grouped.setdefault(k, []).append(v)
+            changes = _Changes()
+            out = []
+            for k in itertools.chain(state, (k for k in grouped if k not in state)):
+                new = fn(grouped.get(k, []), state.get(k))
+                if new is None:
+                    if k in state:
+                        changes.removes.add(k)
+                else:
+                    changes.sets[k] = new
+                    out.append((k, new))
+            return changes, out
+
+        return run
+
+
+# -- map_with_state -----------------------------------------------------------------------
+
+
+class State(Generic[S]):
+    """The state of one key inside a `map_with_state` function."""
+
+    __slots__ = ("_exists", "_value", "_timing_out", "_updated", "_removed")
+
+    def __init__(self, exists: bool, value: Any = None, timing_out: bool = False) -> None:
+        self._exists = exists
+        self._value = value
+        self._timing_out = timing_out
+        self._updated = False
+        self._removed = False
+
+    def exists(self) -> bool:
+        return self._exists
+
+    def get(self) -> S:
+        if not self._exists:
+            raise KeyError("State.get(): this key has no state; check exists() or use get_option()")
+        return self._value
+
+    def get_option(self, default: Any = None) -> Any:
+        return self._value if self._exists else default
+
+    def update(self, value: S) -> None:
+        if self._timing_out:
+            raise StateError("State.update() on a key that is timing out: its state is removed after this call")
+        if self._removed:
+            raise StateError("State.update() after remove() in the same call")
+        self._value, self._exists, self._updated = value, True, True
+
+    def remove(self) -> None:
+        if self._timing_out:
+            raise StateError("State.remove() on a key that is timing out: it is removed anyway")
+        self._value, self._exists, self._removed, self._updated = None, False, True, False
+
+    def is_timing_out(self) -> bool:
+        return self._timing_out
+
+
+class MapWithStateDStream(KeyedStateDStream[Any]):
+    """`fn(key, value, state) -> output` for every record; with `timeout`, a key
+    idle for that long gets one last call `fn(key, None, state)` with
+    `state.is_timing_out()` true and is then removed. Outputs that are None
+    are dropped. The stored state of a key is `(value, last_seen_ms)`."""
+
+    def __init__(self, ssc: "StreamingContext", parent: DStream[Any], fn: Callable[[Any, Any, State[Any]], Any],
+                 timeout: float | None, **kw: Any) -> None:
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ConfigError(f"map_with_state timeout must be a positive number of seconds or None, got {timeout!r}")
+        self._fn = fn
+        self._timeout_ms = None if timeout is None else int(round(timeout * 1000))
+        super().__init__(ssc, parent, "map_with_state", **kw)
+
+    def _initial_value(self, value: Any) -> Any:
+        return (value, None)
+
+    def _task(self) -> Callable[..., tuple[_Changes, list[Any]]]:
+        fn, timeout_ms = self._fn, self._timeout_ms
+
+        def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
+            _i, state, records, t = task
+            changes = _Changes()
+            out = []
+            for k, v in records:
+                if k in changes.sets:
+                    cur = State(True, changes.sets[k][0])
+                elif k in changes.removes:
+                    cur = State(False)
+                elif k in state:
+                    cur = State(True, state[k][0])
+                else:
+                    cur = State(False)
+                result = fn(k, v, cur)
+                if result is not None:
+                    out.append(result)
+                if cur._exists:
+                    changes.sets[k] = (cur._value, t)
+                    changes.removes.discard(k)
+                else:
+                    changes.sets.pop(k, None)
+                    if k in state:
+                        changes.removes.add(k)
+            if timeout_ms is not None:
+                for k, (value, seen) in state.items():  # oldest update first
+                    if seen is None:  # from initial_state: its idle clock starts with the first batch
+                        if k not in changes.sets and k not in changes.removes:
+                            changes.sets[k] = (value, t)
+                        continue
+                    if seen + timeout_ms > t:
+                        break
+                    if k in changes.sets or k in changes.removes:
+                        continue
+                    result = fn(k, None, State(True, value, timing_out=True))
+                    if result is not None:
+                        out.append(result)
+                    changes.removes.add(k)
+            return changes, out
+
+        return run
+
+    def pending_delta(self) -> bytes | None:
+        if self._pending is None:
+            return None
+        sets = [kv for c in self._pending for kv in c.sets.items()]
+        removes = [k for c in self._pending for k in c.removes]
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "delta", "set": sets, "del": removes})
+
+    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
+        super().restore(full, deltas)
+        # JSON gives lists back for the (value, last_seen) pairs: make them tuples again.
+        for part in self._committed:
+            for k, v in part.items():
+                if isinstance(v, list):
+                    part[k] = tuple(v)
+
+    def state_snapshots(self) -> DStream[tuple[Any, Any]]:
+        """A stream of `(key, state)` for every key after each batch."""
+        from ingest.dstream import TransformedDStream
+
+        def snapshot(_datasets: Any, time_ms: int) -> Dataset[Any]:
+            self.update(time_ms)
+            return Dataset.from_records([(k, v[0]) for k, v in self._pending_items()], 1, self.ssc.executor)
+
+        return TransformedDStream(self.ssc, [self], snapshot, "state_snapshots")

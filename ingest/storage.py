@@ -1,0 +1,163 @@
+"""Durable storage behind one small interface: what checkpoints (and later the
+write-ahead log and file streams) need from a file system or object store.
+
+Paths are relative to the storage's root and use '/'. Guarantees:
+- `write_atomic` leaves either the old content or the whole new content under
+  the name, even if the process dies mid-call; when it returns, the data and
+  the name are on stable storage (local: temp file, fsync, rename, fsync of
+  the directory);
+- `write_new` does the same but fails with FileExistsError if the name exists
+  (object stores: a single PUT with If-None-Match).
+
+Local disk is built in; HDFS and S3 backends plug in through `storage_for`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from typing import Callable
+
+from ingest.errors import ConfigError, StorageError
+
+
+class Storage:
+    """Interface of a storage backend."""
+
+    url: str = ""
+
+    def read(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def write_new(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, directory: str) -> list[str]:
+        """Names (not paths) in `directory`, sorted; [] if it does not exist."""
+        raise NotImplementedError
+
+    def delete(self, path: str) -> None:
+        """Delete a file; a missing file is not an error."""
+        raise NotImplementedError
+
+    def size(self, path: str) -> int:
+        raise NotImplementedError
+
+    def describe(self, path: str) -> str:
+        """The full location of `path`, for messages."""
+        return f"{self.url.rstrip('/')}/{path}"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create directory {self.root}: {exc.strerror}; choose a writable "
+                              "location") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ConfigError(f"directory {self.root} is not writable by this user; fix its permissions "
+                              "or choose another location")
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/"))
+
+    def describe(self, path: str) -> str:
+        return self._abs(path)
+
+    def read(self, path: str) -> bytes:
+        with open(self._abs(path), "rb") as f:
+            return f.read()
+
+    def _write(self, path: str, data: bytes, replace: bool) -> None:
+        target = self._abs(path)
+        directory = os.path.dirname(target)
+        tmp = os.path.join(directory, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if replace:
+                os.replace(tmp, target)
+            else:
+                os.link(tmp, target)  # fails with EEXIST instead of overwriting
+                os.unlink(tmp)
+            _fsync_dir(directory)
+        except FileExistsError:
+            _silent_unlink(tmp)
+            raise
+        except OSError as exc:
+            _silent_unlink(tmp)
+            hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise StorageError(f"writing {target} failed{hint}: {exc.strerror or exc}") from exc
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self._write(path, data, replace=True)
+
+    def write_new(self, path: str, data: bytes) -> None:
+        self._write(path, data, replace=False)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._abs(path))
+
+    def list(self, directory: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self._abs(directory)) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def delete(self, path: str) -> None:
+        _silent_unlink(self._abs(path))
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(self._abs(path))
+
+
+def _silent_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_BACKENDS: dict[str, Callable[[str], Storage]] = {}
+
+
+def register_backend(scheme: str, factory: Callable[[str], Storage]) -> None:
+    """Make `scheme://...` locations usable (HDFS and S3 register here)."""
+    _BACKENDS[scheme] = factory
+
+
+def storage_for(location: str) -> Storage:
+    """A storage for a local path or a `scheme://` URL."""
+    if not isinstance(location, str) or not location:
+        raise ConfigError(f"a storage location must be a non-empty path or URL, got {location!r}")
+    if "://" in location:
+        scheme = location.split("://", 1)[0].lower()
+        if scheme == "file":
+            return LocalStorage(location.split("://", 1)[1])
+        factory = _BACKENDS.get(scheme)
+        if factory is None:
+            raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); "
+                              "local paths are supported here")
+        return factory(location)
+    return LocalStorage(location)
