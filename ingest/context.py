@@ -69,7 +69,8 @@ class StreamingContext:
         manual clock, `step()` runs one batch at a time.
       executor / parallelism: where partition tasks run: "inline" (default),
         "threads", "processes", or a `TaskExecutor` such as `DaskExecutor`.
-      block_interval: how often receivers cut received records into blocks.
+      block_interval: how often receivers cut received records into blocks
+        (default 0.2 s, or the batch interval if that is shorter).
       max_batch_retries: how often a failed batch is retried with the same
         inputs before the context stops with the error (default 0).
       write_ahead_log: make receivers store blocks in a write-ahead log under
@@ -85,14 +86,15 @@ class StreamingContext:
         clock: Clock | None = None,
         executor: str | TaskExecutor | None = "inline",
         parallelism: int | None = None,
-        block_interval: float = 0.2,
+        block_interval: float | None = None,
         max_batch_retries: int = 0,
         write_ahead_log: bool = False,
         stop_on_signal: bool = True,
         log_batches: bool = True,
     ) -> None:
         self.batch_interval_ms = _seconds_to_ms("batch_interval", batch_interval)
-        self.block_interval_ms = _seconds_to_ms("block_interval", block_interval)
+        self.block_interval_ms = (min(200, self.batch_interval_ms) if block_interval is None
+                                  else _seconds_to_ms("block_interval", block_interval))
         if self.block_interval_ms > self.batch_interval_ms:
             raise ConfigError(
                 f"block_interval ({block_interval} s) must not exceed batch_interval ({batch_interval} s): "
