@@ -96,8 +96,8 @@ def _kafka_in_docker() -> Iterator[KafkaService]:
     container = KafkaContainer(os.environ.get("INGEST_KAFKA_IMAGE", DOCKER_IMAGE)).with_kraft()
     for name, value in DOCKER_SINGLE_NODE_ENV.items():
         container.with_env(name, value)
-    container.start(timeout=120)
     try:
+        container.start(timeout=120)
         yield KafkaService(container.get_bootstrap_server(), "docker")
     finally:
         container.stop()
@@ -121,11 +121,29 @@ def _kafka_from_maven_central() -> Iterator[KafkaService]:
         broker.stop()
 
 
+def _check_external(bootstrap: str) -> None:
+    """A broker named on purpose must answer: say so once, instead of letting every
+    test time out on its own."""
+    from ingest.errors import ServiceError
+    from ingest.testing import kafka
+
+    try:
+        answers = kafka.broker_answers(bootstrap, timeout=5.0)
+    except ServiceError:  # no client library to ask with: let the tests find out
+        return
+    if not answers:
+        raise ServiceError(
+            f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} does not answer a metadata request within 5 s; "
+            f"start that broker, or unset the variable to let the tests start one"
+        )
+
+
 @pytest.fixture(scope="session")
 def kafka_service() -> Iterator[KafkaService]:
     """The session's Kafka broker (see the module docstring for where it comes from)."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if external:
+        _check_external(external)
         yield KafkaService(external, "env")
     elif docker_engine_answers():
         yield from _kafka_in_docker()

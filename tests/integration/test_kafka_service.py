@@ -335,6 +335,31 @@ def test_without_java_and_maven_kafka_tests_skip_locally_and_fail_on_ci(tmp_path
         assert "1 skipped" in run.stdout
 
 
+def test_the_plugin_is_registered_and_importing_it_loads_no_client_or_docker() -> None:
+    code = (
+        "import sys, importlib.metadata as md;"
+        "eps = [e.value for e in md.entry_points(group='pytest11') if e.name == 'ingest'];"
+        "import ingest.testing.plugin;"
+        "heavy = ('confluent_kafka', 'kafka', 'docker', 'testcontainers', 'ingest.testing.kafka');"
+        "print(eps, sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['ingest.testing.plugin'] []"
+
+
+def test_a_kafka_bootstrap_servers_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "test_needs_kafka.py").write_text("def test_it(kafka_bootstrap):\n    pass\n")
+    port = _free()  # nobody listens there
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+
+    run = subprocess.run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_needs_kafka.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout
+    assert f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port} does not answer" in run.stdout
+
+
 # --------------------------------------------------------------------------- errors
 
 
