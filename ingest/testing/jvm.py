@@ -318,7 +318,13 @@ def _pid_alive(pid: object) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A zombie has exited; in containers whose init does not reap orphans it can
+    # linger for good, and must not count as a running JVM.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
 def _process_alive(pid: object, start_time: str | None) -> bool:

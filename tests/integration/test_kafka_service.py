@@ -22,7 +22,11 @@ from ingest.testing import kafka
 from ingest.testing.kafka import KafkaBroker, create_topic, produce, read_to_end
 from ingest.testing.plugin import skip_or_fail
 
-pytestmark = pytest.mark.kafka
+pytestmark = [
+    pytest.mark.kafka,
+    # kafka-python loads its protocol schemas with a deprecated importlib.resources call.
+    pytest.mark.filterwarnings(r"ignore:(read|open)_text is deprecated:DeprecationWarning"),
+]
 
 
 def unique(name: str) -> str:
