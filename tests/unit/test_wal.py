@@ -115,6 +115,41 @@ def test_append_many_writes_a_group_with_one_sync(tmp_path: Path) -> None:
         assert wal.bytes_written == sum(RECORD_HEADER_SIZE + len(p) for p in [b"first"] + [payload(i) for i in range(100)])
 
 
+def test_append_many_larger_than_one_vectored_write_round_trips(tmp_path: Path) -> None:
+    payloads = [payload(i, size=i % 7) for i in range(3000)]  # 6000 buffers, several pwritev calls
+    with WriteAheadLog(tmp_path) as wal:
+        handles = wal.append_many(payloads)
+        assert [wal.read(h) for h in handles] == payloads
+    assert read_all(tmp_path) == payloads
+
+
+def test_partial_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_pwritev = os.pwritev
+
+    calls = []
+
+    def short_writes(fd: int, buffers: list[bytes], offset: int) -> int:
+        calls.append(len(buffers))
+        data = b"".join(bytes(b) for b in buffers)[:limit]
+        return real_pwritev(fd, [data], offset)
+
+    # Small records are joined into one buffer, large ones written as separate
+    # buffers; a short write must resume at the right byte in both cases.
+    for limit, payloads in [
+        (5, [b"", payload(1, size=13), b"x", payload(2, size=40)]),
+        (4099, [b"", payload(1, size=30_000), b"", payload(2, size=30_000), b"x"]),
+    ]:
+        calls.clear()
+        with WriteAheadLog(tmp_path / str(limit)) as wal:
+            monkeypatch.setattr(os, "pwritev", short_writes)
+            handles = wal.append_many(payloads)
+            monkeypatch.undo()
+            assert [wal.read(h) for h in handles] == payloads
+        assert len(calls) > 2
+        assert read_all(tmp_path / str(limit)) == payloads
+    assert calls[0] == 10  # the large records went out as 2 buffers each
+
+
 def test_append_many_of_nothing_writes_nothing(tmp_path: Path) -> None:
     with WriteAheadLog(tmp_path) as wal:
         assert wal.append_many([]) == []
@@ -625,8 +660,9 @@ def test_disk_full_on_append_raises_and_keeps_the_log_readable(
 ) -> None:
     real_write_all = wal_module._write_all
 
-    def disk_full(fd: int, data: bytes, offset: int) -> None:
-        real_write_all(fd, data[: len(data) // 2], offset)  # a partial write, then ENOSPC
+    def disk_full(fd: int, buffers: list[bytes], offset: int) -> None:
+        data = b"".join(buffers)
+        real_write_all(fd, [data[: len(data) // 2]], offset)  # a partial write, then ENOSPC
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with WriteAheadLog(tmp_path) as wal:
@@ -654,8 +690,9 @@ def test_write_error_that_cannot_be_undone_stops_writes_but_not_reads(
 ) -> None:
     real_write_all = wal_module._write_all
 
-    def half_then_eio(fd: int, data: bytes, offset: int) -> None:
-        real_write_all(fd, data[: len(data) // 2], offset)
+    def half_then_eio(fd: int, buffers: list[bytes], offset: int) -> None:
+        data = b"".join(buffers)
+        real_write_all(fd, [data[: len(data) // 2]], offset)
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     def cannot_truncate(fd: int, length: int) -> None:
@@ -681,10 +718,10 @@ def test_disk_full_while_creating_a_segment_keeps_the_current_one(
 ) -> None:
     real_write_all = wal_module._write_all
 
-    def no_room_for_headers(fd: int, data: bytes, offset: int) -> None:
+    def no_room_for_headers(fd: int, buffers: list[bytes], offset: int) -> None:
         if offset == 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write_all(fd, data, offset)
+        real_write_all(fd, buffers, offset)
 
     with WriteAheadLog(tmp_path, segment_max_bytes=100) as wal:
         wal.append(b"a" * 50)
