@@ -207,7 +207,7 @@ class KafkaBroker:
             except ServiceStartError as exc:
                 if not BIND_FAILED.search(exc.log_tail):
                     raise
-                chosen = self._port is None and self._controller_port is None
+                chosen = self._port is None or self._controller_port is None
                 if chosen and attempt < self.attempts:
                     continue
                 raise PortInUseError(
@@ -268,7 +268,8 @@ class KafkaBroker:
         try:
             service.stop()
         finally:
-            if service._workdir is not None:
+            # A workdir passed in outlives the service, its data never does.
+            with contextlib.suppress(ServiceError):
                 shutil.rmtree(service.workdir / "data", ignore_errors=True)
             service.close()
 
