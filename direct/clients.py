@@ -1,0 +1,555 @@
+"""Kafka clients behind one interface: confluent-kafka (default) and kafka-python.
+
+`kafka_params` are given as Kafka's dotted property names (`bootstrap.servers`,
+`group.id`, `security.protocol`, ...), as Spark users know them; the
+kafka-python backend translates them. They are checked when the stream is
+built: an unknown or forbidden key is a ConfigError that names it.
+
+Driver side (`KafkaClient`): topic metadata, earliest/latest offsets (latest
+is the last stable offset under `isolation.level=read_committed`), committed
+group offsets, synchronous commits. Executor side (`read_range`): each offset
+range is read by a consumer of its own, cached per partition and never shared
+by two tasks at once; auto-commit is off and an offset that is out of range is
+an error, never a silent reset. Reading goes up to `until_offset` by offsets
+seen, so gaps (compaction, transaction markers, aborted records) are crossed.
+Secrets in `kafka_params` never appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
+
+from direct.records import KafkaRecord
+from ingest.errors import ConfigError, SourceError
+from offsets import OffsetRange
+
+log = logging.getLogger("direct.clients")
+
+TP = tuple[str, int]
+
+SECRET_WORDS = ("password", "secret", "jaas", "token", "key.pem", "keystore", "credential")
+FORBIDDEN = {
+    "enable.auto.commit": "the direct stream commits offsets itself after each batch commits (commit_offsets=True)",
+}
+OURS = {"auto.offset.reset"}  # used by the driver for partitions without a starting position
+
+
+def redact(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) else v) for k, v in params.items()}
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(sorted((k, str(v)) for k, v in params.items())).encode()).hexdigest()[:16]
+
+
+def check_common(params: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"kafka_params must be a dict of Kafka properties, got {type(params).__name__}")
+    out = {str(k): v for k, v in params.items()}
+    if not out.get("bootstrap.servers"):
+        raise ConfigError("kafka_params needs 'bootstrap.servers' (host:port[,host:port...])")
+    for key, why in FORBIDDEN.items():
+        if key in out and str(out[key]).lower() not in ("false", "0"):
+            raise ConfigError(f"kafka_params[{key!r}]={out[key]!r} is not allowed: {why}")
+    reset = str(out.get("auto.offset.reset", "latest")).lower()
+    if reset not in ("earliest", "latest", "smallest", "largest", "none", "error"):
+        raise ConfigError(f"kafka_params['auto.offset.reset']={reset!r}: use 'earliest', 'latest' or 'none'")
+    iso = str(out.get("isolation.level", "read_committed"))
+    if iso not in ("read_committed", "read_uncommitted"):
+        raise ConfigError(f"kafka_params['isolation.level']={iso!r}: use 'read_committed' or 'read_uncommitted'")
+    return out
+
+
+class KafkaClient:
+    """Driver-side access to one cluster."""
+
+    name = ""
+
+    def list_topics(self) -> dict[str, list[int]]:
+        raise NotImplementedError
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+        """(earliest, latest) per partition; latest honours isolation.level."""
+        raise NotImplementedError
+
+    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+        raise NotImplementedError
+
+    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# -- the consumer cache (per process) -----------------------------------------------------
+
+
+class _ConsumerCache:
+    """Reader consumers keyed by (client, params, topic, partition). A consumer
+    in use by one task is never handed to another: a concurrent task gets a
+    fresh one that is closed after use. Least recently used idle consumers are
+    closed beyond `capacity`."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()  # key -> [consumer, in_use]
+
+    def acquire(self, key: tuple[Any, ...], create: Callable[[], Any]) -> tuple[Any, bool]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and not entry[1]:
+                entry[1] = True
+                self._entries.move_to_end(key)
+                return entry[0], True
+            cache_it = entry is None
+        consumer = create()
+        if cache_it:
+            with self._lock:
+                if key not in self._entries:
+                    self._entries[key] = [consumer, True]
+                    self._evict()
+                    return consumer, True
+        return consumer, False
+
+    def release(self, key: tuple[Any, ...], consumer: Any, cached: bool, close: Callable[[Any], None],
+                broken: bool = False) -> None:
+        if not cached:
+            close(consumer)
+            return
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is consumer:
+                if broken:
+                    del self._entries[key]
+                else:
+                    entry[1] = False
+                    return
+        close(consumer)
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.capacity:
+            for key, entry in self._entries.items():
+                if not entry[1]:
+                    del self._entries[key]
+                    threading.Thread(target=_quiet_close, args=(entry[0],), name="kafka-consumer-close").start()
+                    break
+            else:
+                return
+
+    def clear(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for consumer, _ in entries:
+            _quiet_close(consumer)
+
+
+def _quiet_close(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except Exception:  # noqa: BLE001 - closing a broken consumer
+        pass
+
+
+CONSUMERS = _ConsumerCache()
+
+
+def read_timeout_error(r: OffsetRange, reached: int, waited: float) -> SourceError:
+    return SourceError(
+        f"reading {r}: no record at or after offset {reached} arrived within {waited:.0f} s "
+        f"(expected records up to {r.until_offset - 1}); is the broker reachable? Raise poll_timeout for slow "
+        "clusters. The batch is not committed and is re-run with the same range.")
+
+
+# -- confluent-kafka -----------------------------------------------------------------------
+
+
+def _ck() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise ConfigError("client='confluent' needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+    return confluent_kafka
+
+
+ADMIN_KEYS = ("bootstrap.servers", "client.id", "security.protocol", "socket.", "ssl.", "sasl.",
+              "broker.address.family", "client.dns.lookup", "request.timeout.ms")
+
+
+class ConfluentClient(KafkaClient):
+    name = "confluent"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        ck = _ck()
+        self.params = check_common(params)
+        base = {k: v for k, v in self.params.items() if k not in OURS}
+        base.setdefault("isolation.level", "read_committed")
+        base.setdefault("group.id", "ingest-direct")
+        try:  # validate every key now (librdkafka names the unknown one); no connection is made
+            ck.Consumer(base).close()
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid kafka_params for confluent-kafka: {_ck_message(exc)}") from None
+        self._consumer_conf = base
+        self._admin_conf = {k: v for k, v in base.items()
+                            if any((k.startswith(a) if a.endswith(".") else k == a) for a in ADMIN_KEYS)}
+        self._admin: Any = None
+        self._meta_consumer: Any = None
+        self._lock = threading.Lock()
+
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            self._admin = _ck().admin.AdminClient(self._admin_conf)
+        return self._admin
+
+    def _consumer(self) -> Any:
+        if self._meta_consumer is None:
+            self._meta_consumer = _ck().Consumer(self._consumer_conf)
+        return self._meta_consumer
+
+    def list_topics(self) -> dict[str, list[int]]:
+        ck = _ck()
+        try:
+            meta = self._admin_client().list_topics(timeout=15)
+        except ck.KafkaException as exc:
+            raise SourceError(f"cannot read topic metadata from {self.params['bootstrap.servers']}: "
+                              f"{_ck_message(exc)}") from exc
+        return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+        if not tps:
+            return {}
+        ck = _ck()
+        from confluent_kafka.admin import OffsetSpec
+
+        iso = ck.IsolationLevel.READ_COMMITTED if self._consumer_conf["isolation.level"] == "read_committed" \
+            else ck.IsolationLevel.READ_UNCOMMITTED
+        out: dict[TP, list[int]] = {tp: [0, 0] for tp in tps}
+        for index, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
+            request = {ck.TopicPartition(t, p): spec for t, p in tps}
+            try:
+                futures = self._admin_client().list_offsets(request, isolation_level=iso, request_timeout=15)
+                for tp, future in futures.items():
+                    out[(tp.topic, tp.partition)][index] = future.result().offset
+            except ck.KafkaException as exc:
+                raise SourceError(f"cannot list offsets on {self.params['bootstrap.servers']}: "
+                                  f"{_ck_message(exc)}") from exc
+        return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
+
+    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+        ck = _ck()
+        if not tps:
+            return {}
+        with self._lock:
+            consumer = self._group_consumer(group)
+            try:
+                parts = consumer.committed([ck.TopicPartition(t, p) for t, p in tps], timeout=15)
+            except ck.KafkaException as exc:
+                raise SourceError(f"cannot read committed offsets of group {group!r}: {_ck_message(exc)}") from exc
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in parts}
+
+    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        ck = _ck()
+        if not offsets:
+            return
+        with self._lock:
+            consumer = self._group_consumer(group)
+            try:
+                consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                asynchronous=False)
+            except ck.KafkaException as exc:
+                raise SourceError(f"committing offsets of group {group!r} failed: {_ck_message(exc)}") from exc
+
+    def _group_consumer(self, group: str) -> Any:
+        if self._meta_consumer is None or self._consumer_conf.get("group.id") != group:
+            if self._meta_consumer is not None:
+                self._meta_consumer.close()
+            self._consumer_conf = {**self._consumer_conf, "group.id": group}
+            self._meta_consumer = _ck().Consumer(self._consumer_conf)
+        return self._meta_consumer
+
+    def close(self) -> None:
+        if self._meta_consumer is not None:
+            _quiet_close(self._meta_consumer)
+            self._meta_consumer = None
+        self._admin = None
+
+    def reader(self) -> "ConfluentReader":
+        return ConfluentReader(self._consumer_conf)
+
+
+class ConfluentReader:
+    """Reads offset ranges; picklable (it carries only the configuration)."""
+
+    def __init__(self, conf: Mapping[str, Any]) -> None:
+        self.conf = dict(conf)
+        self.key = ("confluent", params_fingerprint(self.conf))
+
+    def _create(self) -> Any:
+        return _ck().Consumer({**self.conf, "enable.auto.commit": False, "enable.partition.eof": True,
+                               "auto.offset.reset": "error"})
+
+    def read(self, r: OffsetRange, poll_timeout: float) -> list[Any]:
+        ck = _ck()
+        key = (*self.key, r.topic, r.partition)
+        consumer, cached = CONSUMERS.acquire(key, self._create)
+        broken = True
+        try:
+            consumer.assign([ck.TopicPartition(r.topic, r.partition, r.from_offset)])
+            out: list[Any] = []
+            until = r.until_offset
+            reached = r.from_offset
+            deadline = time.monotonic() + poll_timeout
+            while True:
+                msgs = consumer.consume(min(10000, max(1, until - reached)), 0.2)
+                if not msgs:
+                    if time.monotonic() > deadline:
+                        raise read_timeout_error(r, reached, poll_timeout)
+                    continue
+                deadline = time.monotonic() + poll_timeout
+                done = False
+                if any(m.error() is not None for m in msgs):
+                    good = []
+                    for m in msgs:
+                        err = m.error()
+                        if err is None:
+                            good.append(m)
+                        elif err.code() == ck.KafkaError._PARTITION_EOF:
+                            if m.offset() >= until:
+                                done = True
+                        else:
+                            raise SourceError(f"reading {r}: {err.str()}"
+                                              + (" (the offset is out of range: retention may have removed it)"
+                                                 if err.code() in (ck.KafkaError._AUTO_OFFSET_RESET,
+                                                                   ck.KafkaError.OFFSET_OUT_OF_RANGE) else ""))
+                    msgs = good
+                if msgs:
+                    last = msgs[-1].offset()
+                    if last >= until - 1:
+                        cut = bisect.bisect_left(msgs, until, key=_ck_offset)
+                        out.extend(msgs[:cut])
+                        done = True
+                    else:
+                        out.extend(msgs)
+                        reached = last + 1
+                if done:
+                    broken = False
+                    return out
+        finally:
+            CONSUMERS.release(key, consumer, cached, _quiet_close, broken)
+
+    @staticmethod
+    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
+        new = tuple.__new__
+
+        def convert(m: Any) -> KafkaRecord:
+            ts_type, ts = m.timestamp()
+            headers = m.headers()
+            return new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, m.key(), m.value(),
+                                     tuple(headers) if headers else None))
+
+        return convert
+
+    @staticmethod
+    def raw_parts(m: Any) -> tuple[Any, Any, int]:
+        return m.key(), m.value(), m.offset()
+
+
+def _ck_offset(m: Any) -> int:
+    return m.offset()
+
+
+def _ck_message(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.str() if hasattr(arg, "str") else str(arg)
+
+
+# -- kafka-python ----------------------------------------------------------------------------
+
+
+KP_RENAMES = {"sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
+              "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile",
+              "ssl.key.location": "ssl_keyfile", "ssl.key.password": "ssl_password",
+              "sasl.mechanisms": "sasl_mechanism"}
+
+
+def kafka_python_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    from kafka import KafkaConsumer
+
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in OURS:
+            continue
+        name = KP_RENAMES.get(key, key.replace(".", "_"))
+        if name not in KafkaConsumer.DEFAULT_CONFIG:
+            raise ConfigError(f"invalid kafka_params for kafka-python: {key!r} has no kafka-python equivalent "
+                              f"(tried {name!r}); remove it or use client='confluent'")
+        if name == "bootstrap_servers" and isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        out[name] = value
+    out.setdefault("isolation_level", "read_committed")
+    out["enable_auto_commit"] = False
+    return out
+
+
+class KafkaPythonClient(KafkaClient):
+    name = "kafka-python"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        try:
+            import kafka  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ConfigError("client='kafka-python' needs kafka-python: pip install 'ingest[kafka]'") from exc
+        self.params = check_common(params)
+        self._conf = kafka_python_config(self.params)
+        self._conf.pop("group_id", None)
+        self._consumers: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+
+    def _consumer(self, group: str | None = None) -> Any:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        consumer = self._consumers.get(group)
+        if consumer is None:
+            try:
+                consumer = KafkaConsumer(**self._conf, group_id=group)
+            except KafkaError as exc:
+                raise SourceError(f"cannot connect to {self.params['bootstrap.servers']}: {exc}") from exc
+            self._consumers[group] = consumer
+        return consumer
+
+    def list_topics(self) -> dict[str, list[int]]:
+        with self._lock:
+            c = self._consumer()
+            return {t: sorted(c.partitions_for_topic(t) or ()) for t in c.topics()}
+
+    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        if not tps:
+            return {}
+        parts = [TopicPartition(t, p) for t, p in tps]
+        with self._lock:
+            c = self._consumer()
+            try:
+                lows = c.beginning_offsets(parts)
+                highs = c.end_offsets(parts)
+            except KafkaError as exc:
+                raise SourceError(f"cannot list offsets on {self.params['bootstrap.servers']}: {exc}") from exc
+        return {(tp.topic, tp.partition): (lows[tp], highs[tp]) for tp in parts}
+
+    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+        from kafka import TopicPartition
+
+        with self._lock:
+            c = self._consumer(group)
+            return {(t, p): c.committed(TopicPartition(t, p)) for t, p in tps}
+
+    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        if not offsets:
+            return
+        with self._lock:
+            c = self._consumer(group)
+            try:
+                c.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+            except KafkaError as exc:
+                raise SourceError(f"committing offsets of group {group!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._consumers.values():
+                _quiet_close(c)
+            self._consumers.clear()
+
+    def reader(self) -> "KafkaPythonReader":
+        return KafkaPythonReader(self._conf)
+
+
+class KafkaPythonReader:
+    def __init__(self, conf: Mapping[str, Any]) -> None:
+        self.conf = dict(conf)
+        self.key = ("kafka-python", params_fingerprint(self.conf))
+
+    def _create(self) -> Any:
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**{**self.conf, "auto_offset_reset": "none", "group_id": None})
+
+    def read(self, r: OffsetRange, poll_timeout: float) -> list[Any]:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        key = (*self.key, r.topic, r.partition)
+        consumer, cached = CONSUMERS.acquire(key, self._create)
+        broken = True
+        tp = TopicPartition(r.topic, r.partition)
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, r.from_offset)
+            out: list[Any] = []
+            until = r.until_offset
+            deadline = time.monotonic() + poll_timeout
+            while True:
+                try:
+                    batch = consumer.poll(timeout_ms=200, max_records=max(1, min(10000, until - r.from_offset)))
+                except KafkaError as exc:
+                    raise SourceError(f"reading {r}: {exc}") from exc
+                msgs = batch.get(tp, [])
+                if msgs:
+                    deadline = time.monotonic() + poll_timeout
+                    if msgs[-1].offset >= until - 1:
+                        out.extend(m for m in msgs if m.offset < until)
+                        broken = False
+                        return out
+                    out.extend(msgs)
+                if consumer.position(tp) >= until:  # crossed markers or compacted gaps at the end
+                    broken = False
+                    return out
+                if not msgs and time.monotonic() > deadline:
+                    raise read_timeout_error(r, out[-1].offset + 1 if out else r.from_offset, poll_timeout)
+        finally:
+            CONSUMERS.release(key, consumer, cached, _quiet_close, broken)
+
+    @staticmethod
+    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
+        new = tuple.__new__
+
+        def convert(m: Any) -> KafkaRecord:
+            return new(KafkaRecord, (topic, partition, m.offset, m.timestamp if m.timestamp >= 0 else None,
+                                     m.key, m.value, tuple(m.headers) if m.headers else None))
+
+        return convert
+
+    @staticmethod
+    def raw_parts(m: Any) -> tuple[Any, Any, int]:
+        return m.key, m.value, m.offset
+
+
+CLIENTS: dict[str, Callable[[Mapping[str, Any]], KafkaClient]] = {
+    "confluent": ConfluentClient,
+    "kafka-python": KafkaPythonClient,
+}
+
+
+def make_client(name: str, params: Mapping[str, Any]) -> KafkaClient:
+    factory = CLIENTS.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown Kafka client {name!r}: use 'confluent' (default) or 'kafka-python'")
+    return factory(params)
+
+
+__all__: Iterable[str] = ["CONSUMERS", "KafkaClient", "make_client", "redact"]

@@ -1,0 +1,464 @@
+"""The direct Kafka stream: no receiver; every batch is a set of offset ranges.
+
+Planning batch `t` (on the driver): refresh the partitions of the
+subscription (new partitions and new topics matching a pattern are picked
+up), read each partition's earliest and latest offsets, apply the data-loss
+policy, cap the ranges with the rate limits and backpressure, and return one
+`OffsetRange` per partition as the batch's plan. The plan goes to the intent
+log before anything is read, so a re-run batch reads exactly the same records.
+
+Reading (partition tasks, one per range): see `direct.clients`.
+
+Starting positions, first found wins: the checkpoint (the newest plan's
+`until` offsets), the sink's stored offsets (`offset_store=`), the group's
+committed offsets, `auto.offset.reset` (default latest). Partitions that appear
+while the job runs start at their earliest offset, so nothing written to them
+is missed. After a batch commits, its `until` offsets are committed to the
+consumer group (synchronously; `commit_offsets=False` turns it off), so lag
+tools see the job's progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+
+from direct.clients import CONSUMERS, TP, make_client, redact
+from direct.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
+from direct.records import KafkaRecord, LazyRecords
+from ingest.dataset import Dataset, Partition
+from ingest.dstream import InputDStream
+from ingest.errors import ConfigError, SourceError
+from ingest.rate import PIDRateEstimator, RateController
+from offsets import OffsetRange
+
+if TYPE_CHECKING:
+    from ingest.context import StreamingContext
+
+log = logging.getLogger("direct.stream")
+
+DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
+
+
+class OffsetStore(Protocol):
+    """Where a sink keeps the offsets it has written (read when the stream starts)."""
+
+    def load_offsets(self, stream: str) -> Mapping[TP, int]: ...
+
+
+class DataLossError(SourceError):
+    """Offsets the stream must read are no longer in Kafka."""
+
+
+class _Counters:
+    """Counts of one stream in this process (decode errors are counted by the
+    tasks that meet them; with a process pool those stay in the workers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, int] = {"records_lost": 0, "decode_errors_skipped": 0, "dead_lettered": 0}
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[name] = self.values.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)
+
+
+COUNTERS: dict[str, _Counters] = {}
+
+
+class KafkaRangeSource:
+    """One partition of a batch: an offset range and how to read and decode it."""
+
+    __slots__ = ("range", "reader", "poll_timeout", "key_de", "value_de", "policy", "stream", "bootstrap")
+
+    def __init__(self, r: OffsetRange, reader: Any, poll_timeout: float, key_de: Any, value_de: Any,
+                 policy: Any, stream: str, bootstrap: str) -> None:
+        self.range, self.reader, self.poll_timeout = r, reader, poll_timeout
+        self.key_de, self.value_de, self.policy = key_de, value_de, policy
+        self.stream, self.bootstrap = stream, bootstrap
+
+    def read(self) -> Sequence[KafkaRecord]:
+        r = self.range
+        raw = self.reader.read(r, self.poll_timeout)
+        convert = self.reader.converter(r.topic, r.partition)
+        if self.key_de is None and self.value_de is None:
+            return LazyRecords(raw, convert)
+        return self._decode(raw, convert)
+
+    def _decode(self, raw: list[Any], convert: Any) -> list[KafkaRecord]:
+        kd, vd = self.key_de, self.value_de
+        out: list[KafkaRecord] = []
+        failed: list[tuple[Any, BaseException]] = []
+        for m in raw:
+            rec = convert(m)
+            try:
+                out.append(rec._replace(key=kd(rec.key) if kd else rec.key,
+                                        value=vd(rec.value) if vd else rec.value))
+            except Exception as exc:  # noqa: BLE001 - any decoder failure goes through the policy
+                if self.policy == "fail":
+                    raise DeserializationError(
+                        f"stream {self.stream}: record {rec.topic}[{rec.partition}] offset {rec.offset} cannot be "
+                        f"decoded ({type(exc).__name__}: {exc}); set on_decode_error='skip' or "
+                        "DeadLetterTopic(...) to go on without it", rec.topic, rec.partition, rec.offset) from exc
+                failed.append((rec, exc))
+        if failed:
+            counters = COUNTERS.setdefault(self.stream, _Counters())
+            if isinstance(self.policy, DeadLetterTopic):
+                self._dead_letter(failed)
+                counters.add("dead_lettered", len(failed))
+            else:
+                counters.add("decode_errors_skipped", len(failed))
+                log.warning("stream %s: skipped %d record(s) of %s that cannot be decoded (first: offset %d: %s)",
+                            self.stream, len(failed), self.range, failed[0][0].offset, failed[0][1])
+        return out
+
+    def _dead_letter(self, failed: list[tuple[KafkaRecord, BaseException]]) -> None:
+        from confluent_kafka import Producer
+
+        policy: DeadLetterTopic = self.policy
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
+                             **(policy.producer_config or {})})
+        errors: list[str] = []
+        for rec, exc in failed:
+            headers = list(rec.headers or ()) + [
+                ("ingest.source.topic", rec.topic.encode()),
+                ("ingest.source.partition", str(rec.partition).encode()),
+                ("ingest.source.offset", str(rec.offset).encode()),
+                ("ingest.error", f"{type(exc).__name__}: {exc}"[:1000].encode()),
+            ]
+            producer.produce(policy.topic, value=rec.value, key=rec.key, headers=headers,
+                             on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        left = producer.flush(30)
+        if left or errors:
+            raise SourceError(f"stream {self.stream}: writing {len(failed)} undecodable record(s) to dead-letter "
+                              f"topic {policy.topic!r} failed: {errors[:3] or f'{left} not acknowledged'}")
+
+
+class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
+    kind = "kafka"
+
+    def __init__(
+        self,
+        ssc: "StreamingContext",
+        *,
+        topics: Iterable[str] | None = None,
+        pattern: str | None = None,
+        assign: Iterable[tuple[str, int]] | None = None,
+        kafka_params: Mapping[str, Any],
+        name: str | None = None,
+        client: str = "confluent",
+        key_deserializer: Any = "bytes",
+        value_deserializer: Any = "bytes",
+        on_decode_error: Any = "fail",
+        max_rate_per_partition: float | None = None,
+        max_records_per_batch: int | None = None,
+        backpressure: bool = False,
+        initial_rate: float | None = None,
+        pid: Mapping[str, float] | None = None,
+        on_data_loss: str = "fail",
+        commit_offsets: bool = True,
+        offset_store: OffsetStore | None = None,
+        poll_timeout: float = 60.0,
+        broker_wait_timeout: float = 300.0,
+    ) -> None:
+        chosen = [n for n, v in (("topics", topics), ("pattern", pattern), ("assign", assign)) if v is not None]
+        if len(chosen) != 1:
+            raise ConfigError("kafka_direct_stream needs exactly one of topics=[...], pattern='...' or "
+                              f"assign=[(topic, partition), ...]; got {chosen or 'none'}")
+        self._topics = None if topics is None else _topic_list(topics)
+        try:
+            self._pattern = None if pattern is None else re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        self._assign = None if assign is None else _assign_list(assign)
+        for label, value in (("max_rate_per_partition", max_rate_per_partition), ("initial_rate", initial_rate)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ConfigError(f"{label} must be a positive number of records per second, got {value!r}")
+        if max_records_per_batch is not None and (not isinstance(max_records_per_batch, int)
+                                                  or max_records_per_batch < 1):
+            raise ConfigError(f"max_records_per_batch must be a positive integer, got {max_records_per_batch!r}")
+        if on_data_loss not in DATA_LOSS_POLICIES:
+            raise ConfigError(f"on_data_loss must be one of {DATA_LOSS_POLICIES}, got {on_data_loss!r}")
+        if poll_timeout <= 0 or broker_wait_timeout < 0:
+            raise ConfigError("poll_timeout must be > 0 and broker_wait_timeout >= 0 (seconds)")
+        self.client = make_client(client, kafka_params)  # checks kafka_params; no connection yet
+        params = self.client.params  # type: ignore[attr-defined]
+        self.group: str | None = params.get("group.id")
+        if commit_offsets and not self.group:
+            raise ConfigError("commit_offsets=True needs kafka_params['group.id'] (the group lag tools report on); "
+                              "set one, or pass commit_offsets=False")
+        self.bootstrap = str(params["bootstrap.servers"])
+        self._reset = {"smallest": "earliest", "largest": "latest"}.get(
+            str(params.get("auto.offset.reset", "latest")).lower(), str(params.get("auto.offset.reset", "latest")))
+        self._key_de = deserializer_for(key_deserializer, "key_deserializer")
+        self._value_de = deserializer_for(value_deserializer, "value_deserializer")
+        self._policy = check_policy(on_decode_error)
+        super().__init__(ssc, name)
+        self.reader = self.client.reader()  # type: ignore[attr-defined]
+        self.max_rate_per_partition = max_rate_per_partition
+        self.max_records_per_batch = max_records_per_batch
+        self.backpressure = backpressure
+        self.initial_rate = initial_rate if initial_rate is not None else (1000.0 if backpressure else None)
+        self.on_data_loss = on_data_loss
+        self.commit_offsets = commit_offsets
+        self.offset_store = offset_store
+        self.poll_timeout = poll_timeout
+        self.broker_wait_timeout = broker_wait_timeout
+        self.rate_controller: RateController | None = None
+        if backpressure:
+            try:
+                estimator = PIDRateEstimator(ssc.batch_interval_ms, **(pid or {}))
+            except TypeError as exc:
+                raise ConfigError(f"pid= accepts proportional, integral, derivative and min_rate: {exc}") from None
+            self.rate_controller = RateController(self.name, estimator)
+            ssc.add_listener(self.rate_controller)
+        self.counters = COUNTERS.setdefault(self.name, _Counters())
+        self._current: dict[TP, int] = {}
+        self._restored = False
+        self._planned_once = False
+
+    def describe(self) -> str:
+        what = self._topics or (self._pattern.pattern if self._pattern else self._assign)
+        return f"kafka stream '{self.name}' ({what}, {self.site})"
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.counters.snapshot())
+        out["partitions"] = len(self._current)
+        out["rate_limit"] = self._rate()
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        topics = self._with_broker_wait("read topic metadata", self.client.list_topics,
+                                        min(30.0, self.broker_wait_timeout) or 30.0)
+        if self._topics is not None:
+            missing = [t for t in self._topics if t not in topics]
+            if missing:
+                raise SourceError(f"{self.describe()}: topic(s) {missing} do not exist on {self.bootstrap}; "
+                                  "create them first (or subscribe with pattern=... to pick them up when they appear)")
+        elif self._pattern is not None and not any(self._pattern.fullmatch(t) for t in topics):
+            log.warning("%s: no topic matches the pattern yet; matching topics are picked up when they appear",
+                        self.describe())
+        log.info("%s: connected to %s with %s (params %s)", self.describe(), self.bootstrap,
+                 self.client.name, redact(self.client.params))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.client.close()
+        CONSUMERS.clear()
+
+    def restore(self, last_plan: Any) -> None:
+        if isinstance(last_plan, dict) and "offset_ranges" in last_plan:
+            for r in last_plan["offset_ranges"]:
+                rng = OffsetRange.from_json(r)
+                self._current[(rng.topic, rng.partition)] = rng.until_offset
+            self._restored = True
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _with_broker_wait(self, what: str, fn: Any, limit: float | None = None) -> Any:
+        limit = self.broker_wait_timeout if limit is None else limit
+        deadline = time.monotonic() + limit
+        delay = 1.0
+        while True:
+            try:
+                return fn()
+            except SourceError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise SourceError(f"{self.describe()}: could not {what} for {limit:.0f} s: {exc}") from exc
+                log.warning("%s: cannot %s (%s); retrying in %.0f s", self.describe(), what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    def _partitions(self) -> list[TP]:
+        if self._assign is not None:
+            return list(self._assign)
+        topics = self._with_broker_wait("read topic metadata", self.client.list_topics)
+        if self._topics is not None:
+            gone = [t for t in self._topics if t not in topics]
+            if gone:
+                raise SourceError(f"{self.describe()}: topic(s) {gone} no longer exist on {self.bootstrap} "
+                                  "(deleted?); the batch is not planned. Recreate the topic, or change the "
+                                  "subscription and restart with allow_changes=True")
+            names = self._topics
+        else:
+            assert self._pattern is not None
+            names = sorted(t for t in topics if self._pattern.fullmatch(t) and not t.startswith("__"))
+        return [(t, p) for t in names for p in topics[t]]
+
+    def _starting_offsets(self, new: list[TP], marks: Mapping[TP, tuple[int, int]]) -> dict[TP, int]:
+        start: dict[TP, int] = {}
+        if self._planned_once or self._restored:
+            # Partitions that appeared while running: read them from their beginning.
+            return {tp: marks[tp][0] for tp in new}
+        stored = dict(self.offset_store.load_offsets(self.name)) if self.offset_store is not None else {}
+        committed = self.client.committed(self.group, [tp for tp in new if tp not in stored]) if self.group else {}
+        for tp in new:
+            if tp in stored:
+                start[tp] = stored[tp]
+            elif committed.get(tp) is not None:
+                start[tp] = committed[tp]  # type: ignore[assignment]
+            elif self._reset == "earliest":
+                start[tp] = marks[tp][0]
+            elif self._reset == "latest":
+                start[tp] = marks[tp][1]
+            else:
+                raise SourceError(f"{self.describe()}: {tp[0]}[{tp[1]}] has no committed offset for group "
+                                  f"{self.group!r} and auto.offset.reset is {self._reset!r}; set a starting point")
+        return start
+
+    def _rate(self) -> float | None:
+        if not self.backpressure:
+            return None
+        latest = self.rate_controller.latest_rate if self.rate_controller else None
+        return latest if latest is not None else self.initial_rate
+
+    def _until(self, current: Mapping[TP, int], latest: Mapping[TP, int]) -> dict[TP, int]:
+        lags = {tp: max(0, latest[tp] - current[tp]) for tp in current}
+        batch_s = self.ssc.batch_interval_ms / 1000.0
+        rate = self._rate()
+        per_tp: dict[TP, float] | None = None
+        if rate is not None:
+            total = sum(lags.values())
+            per_tp = {tp: (lag / total * rate if total else 0.0) for tp, lag in lags.items()}
+            if self.max_rate_per_partition is not None:
+                per_tp = {tp: min(r, self.max_rate_per_partition) for tp, r in per_tp.items()}
+        elif self.max_rate_per_partition is not None:
+            per_tp = {tp: self.max_rate_per_partition for tp in lags}
+        counts = dict(lags)
+        if per_tp is not None:
+            counts = {tp: min(lags[tp], max(1, int(batch_s * per_tp[tp])) if lags[tp] else 0) for tp in lags}
+        if self.max_records_per_batch is not None and sum(counts.values()) > self.max_records_per_batch:
+            total = sum(counts.values())
+            budget = self.max_records_per_batch
+            scaled = {tp: c * budget // total for tp, c in counts.items()}
+            left = budget - sum(scaled.values())
+            for tp in sorted(counts, key=lambda k: counts[k] - scaled[k], reverse=True):
+                if left <= 0:
+                    break
+                if scaled[tp] < counts[tp]:
+                    scaled[tp] += 1
+                    left -= 1
+            counts = scaled
+        return {tp: current[tp] + counts[tp] for tp in current}
+
+    def plan(self, time_ms: int) -> dict[str, Any]:
+        tps = self._partitions()
+        gone = [tp for tp in self._current if tp not in set(tps)]
+        for tp in gone:
+            log.warning("%s: partition %s[%d] left the subscription; no longer read", self.describe(), *tp)
+            del self._current[tp]
+        marks = self._with_broker_wait("list offsets", lambda: self.client.watermarks(tps))
+        new = [tp for tp in tps if tp not in self._current]
+        if new:
+            start = self._starting_offsets(new, marks)
+            if self._planned_once:
+                log.info("%s: new partition(s) %s start at their earliest offsets", self.describe(),
+                         [f"{t}[{p}]" for t, p in new])
+            self._current.update(start)
+        self._planned_once = True
+        lost = self._apply_data_loss_policy(marks)
+        latest = {tp: max(self._current[tp], marks[tp][1]) for tp in self._current}
+        until = self._until(self._current, latest)
+        ranges = [OffsetRange(t, p, self._current[(t, p)], until[(t, p)]) for (t, p) in sorted(self._current)]
+        self._current = dict(until)
+        plan: dict[str, Any] = {"records": sum(r.count for r in ranges),
+                                "offset_ranges": [r.to_json() for r in ranges]}
+        if lost:
+            plan["records_lost"] = lost
+        return plan
+
+    def _apply_data_loss_policy(self, marks: Mapping[TP, tuple[int, int]]) -> int:
+        lost_total = 0
+        for tp, cur in list(self._current.items()):
+            low, high = marks[tp]
+            if low <= cur <= high:
+                continue
+            if cur < low:
+                what = f"offsets {cur}..{low - 1} of {tp[0]}[{tp[1]}] are no longer in Kafka (removed by retention?)"
+            else:
+                what = (f"{tp[0]}[{tp[1]}] ends at offset {high} but the stream is at {cur} "
+                        "(the topic was deleted and recreated, or truncated)")
+            if self.on_data_loss == "fail":
+                raise DataLossError(f"{self.describe()}: {what}. on_data_loss='fail' stops the job; restart with "
+                                    "on_data_loss='earliest' to skip to the oldest record still there, or 'latest' "
+                                    "to skip to the end")
+            target = low if self.on_data_loss == "earliest" else high
+            lost = max(0, target - cur)  # records skipped, expired or not
+            log.warning("%s: %s; on_data_loss=%r moves to offset %d (%d records skipped)", self.describe(), what,
+                        self.on_data_loss, target, lost)
+            self._current[tp] = target
+            lost_total += lost
+        if lost_total:
+            self.counters.add("records_lost", lost_total)
+        return lost_total
+
+    def plan_description(self, plan: Any) -> str:
+        if not plan:
+            return ""
+        return ", ".join(str(OffsetRange.from_json(r)) for r in plan.get("offset_ranges", [])[:8])
+
+    def materialize(self, time_ms: int, plan: Any) -> Dataset[KafkaRecord]:
+        parts = []
+        for value in (plan or {}).get("offset_ranges", []):
+            r = OffsetRange.from_json(value)
+            if r.count > 0:
+                parts.append(Partition(KafkaRangeSource(r, self.reader, self.poll_timeout, self._key_de,
+                                                        self._value_de, self._policy, self.name, self.bootstrap)))
+        return Dataset(parts, self.ssc.executor)
+
+    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
+        if not self.commit_offsets or not plan or not self.group:
+            return
+        offsets = {}
+        for value in plan.get("offset_ranges", []):
+            r = OffsetRange.from_json(value)
+            offsets[(r.topic, r.partition)] = r.until_offset
+        try:
+            self.client.commit(self.group, offsets)
+        except SourceError as exc:  # the batch is committed; the group's offsets catch up next time
+            log.warning("%s: %s (offsets are committed again after the next batch)", self.describe(), exc)
+
+
+def _topic_list(topics: Iterable[str]) -> list[str]:
+    if isinstance(topics, str):
+        topics = [topics]
+    out = list(topics)
+    if not out or not all(isinstance(t, str) and t for t in out):
+        raise ConfigError(f"topics must be a non-empty list of topic names, got {out!r}")
+    return out
+
+
+def _assign_list(assign: Iterable[tuple[str, int]]) -> list[TP]:
+    out = []
+    for item in assign:
+        try:
+            topic, partition = item
+        except (TypeError, ValueError):
+            raise ConfigError(f"assign= takes (topic, partition) pairs, got {item!r}") from None
+        if not isinstance(topic, str) or not isinstance(partition, int) or partition < 0:
+            raise ConfigError(f"assign= takes (topic, partition) pairs, got {item!r}")
+        out.append((topic, partition))
+    if not out:
+        raise ConfigError("assign= needs at least one (topic, partition)")
+    return sorted(set(out))
+
+
+def kafka_direct_stream(ssc: "StreamingContext", topics: Iterable[str] | None = None, **options: Any
+                        ) -> DirectKafkaInputDStream:
+    """A receiver-less stream of `KafkaRecord`s whose batches are offset ranges.
+
+    >>> stream = kafka_direct_stream(ssc, topics=["events"],               # doctest: +SKIP
+    ...     kafka_params={"bootstrap.servers": "localhost:9092", "group.id": "etl"})
+
+    Exactly one of `topics=[...]`, `pattern="regex"` or `assign=[(topic, partition)]`.
+    See `DirectKafkaInputDStream` for rate limits, backpressure, data-loss and
+    decode-error policies, and offset stores."""
+    return DirectKafkaInputDStream(ssc, topics=topics, **options)
