@@ -1,0 +1,202 @@
+"""Write-ahead log benchmarks: prints figures, asserts nothing.
+
+Sections (run all by default, or pick with ``--section``):
+
+- ``wal``: `WriteAheadLog.append_many` with ``fsync="always"``, one call per
+  block as a receiver writes a block, next to a raw sequential ``write`` +
+  ``fdatasync`` of the same bytes per block on the same disk. Cases are blocks of
+  100 records of 1 KiB and of 64 KiB, and a 100 KiB block stored as one record
+  (the per-record cost of the other two shows against it). Figures are payload
+  MB/s (1 MB = 10^6 bytes); the ratio is WAL/raw.
+
+Add a section by writing ``def run_<name>(args) -> None`` and registering it in
+`SECTIONS`.
+
+Usage: ``.venv/bin/python bench/wal.py [--dir DIR] [--seconds S] [--section wal]``.
+By default the files go to a temporary directory under ``bench/out/`` in the
+repository (git-ignored), that is on the repository's disk; the directory and its
+filesystem are printed. ``--dir /tmp`` measures /tmp instead (check that it is
+not a tmpfs, where fdatasync costs nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from receivers.wal import FILE_HEADER_SIZE, WriteAheadLog  # noqa: E402
+
+SEGMENT_BYTES = 64 << 20
+
+
+@dataclass
+class Run:
+    payload_bytes: int = 0
+    seconds: float = 0.0
+    blocks: int = 0
+    fsyncs: int = 0
+
+    def add(self, other: Run) -> None:
+        self.payload_bytes += other.payload_bytes
+        self.seconds += other.seconds
+        self.blocks += other.blocks
+        self.fsyncs += other.fsyncs
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.payload_bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+
+def filesystem_of(path: Path) -> str:
+    """'<type> on <device>' of the mount holding `path`, from /proc/self/mounts."""
+    best, found = "", "unknown filesystem"
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                device, mount_point, fs_type = line.split()[:3]
+                inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, found = mount_point, f"{fs_type} on {device}"
+    except OSError:
+        pass
+    return found
+
+
+def block_of(record_bytes: int, records: int) -> list[bytes]:
+    # Distinct random payloads: nothing along the path can shortcut repeated data.
+    return [os.urandom(record_bytes) for _ in range(records)]
+
+
+def raw_run(directory: Path, block: list[bytes], seconds: float) -> Run:
+    """Sequential write + fdatasync of one block at a time into one file."""
+    data = memoryview(b"".join(block))
+    path = directory / "raw.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    run = Run()
+    in_file = 0
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < seconds:
+            view = data
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+            run.blocks += 1
+            run.fsyncs += 1
+            in_file += len(data)
+            if in_file >= SEGMENT_BYTES:  # bound the disk use, as the WAL's clean-up does
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                in_file = 0
+    finally:
+        run.seconds = time.perf_counter() - start
+        os.close(fd)
+        path.unlink()
+    run.payload_bytes = run.blocks * len(data)
+    return run
+
+
+def wal_run(directory: Path, block: list[bytes], seconds: float) -> Run:
+    """append_many of one block at a time, fsync="always", cleaning up behind."""
+    run = Run()
+    log_dir = directory / "wal"
+    with WriteAheadLog(log_dir, fsync="always", segment_max_bytes=SEGMENT_BYTES) as wal:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            handles = wal.append_many(block)
+            run.blocks += 1
+            if handles[0].offset == FILE_HEADER_SIZE and handles[0].segment > 1:  # a new segment
+                wal.delete_segments_before(handles[0])
+        run.seconds = time.perf_counter() - start
+        run.fsyncs = wal.fsyncs
+    shutil.rmtree(log_dir)
+    run.payload_bytes = run.blocks * sum(len(p) for p in block)
+    return run
+
+
+def run_wal(args: argparse.Namespace) -> None:
+    directory = args.work_dir
+    print('WAL append_many per block, fsync="always", vs raw write + fdatasync per block')
+    print(f"files in {directory} ({filesystem_of(directory)}), {args.seconds:g} s per case")
+    print(
+        f"{'record':>9} {'records':>8} {'block':>10} {'raw MB/s':>10} {'WAL MB/s':>10} "
+        f"{'WAL/raw':>8} {'raw blk/s':>10} {'WAL blk/s':>10} {'WAL fsync/blk':>14}"
+    )
+    for record_bytes, records_per_block in args.cases:
+        block = block_of(record_bytes, records_per_block)
+        raw, wal = Run(), Run()
+        # Alternate the two in rounds so that drift of the disk affects both alike.
+        rounds = 5
+        for _ in range(rounds):
+            raw.add(raw_run(directory, block, args.seconds / (2 * rounds)))
+            wal.add(wal_run(directory, block, args.seconds / (2 * rounds)))
+        ratio = wal.mb_per_s / raw.mb_per_s if raw.mb_per_s else float("nan")
+        print(
+            f"{_size(record_bytes):>9} {records_per_block:>8} "
+            f"{_size(record_bytes * records_per_block):>10} "
+            f"{raw.mb_per_s:>10.1f} {wal.mb_per_s:>10.1f} {ratio:>8.2f} "
+            f"{raw.blocks / raw.seconds:>10.1f} {wal.blocks / wal.seconds:>10.1f} "
+            f"{wal.fsyncs / wal.blocks:>14.2f}"
+        )
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "wal": run_wal,
+}
+
+
+DEFAULT_CASES = "1024x100,65536x100,102400x1"
+
+
+def _cases(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(size), int(count)) for size, count in (c.split("x") for c in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RECORD_BYTESxRECORDS,...") from None
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):g} MiB"
+    if n >= 1 << 10:
+        return f"{n / (1 << 10):g} KiB"
+    return f"{n} B"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", action="append", choices=sorted(SECTIONS),
+                        help="run only this section (repeatable); default: all")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where to write (default: a temporary directory under bench/out/)")
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="time per case, split between raw and WAL (default 6)")
+    parser.add_argument("--cases", type=_cases, default=_cases(DEFAULT_CASES),
+                        help=f"RECORD_BYTESxRECORDS_PER_BLOCK,... (default {DEFAULT_CASES})")
+    args = parser.parse_args(argv)
+
+    parent = args.dir if args.dir is not None else REPO / "bench" / "out"
+    parent.mkdir(parents=True, exist_ok=True)
+    args.work_dir = Path(tempfile.mkdtemp(prefix="wal-bench-", dir=parent)).resolve()
+    try:
+        for name in args.section or list(SECTIONS):
+            SECTIONS[name](args)
+            print()
+    finally:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
