@@ -411,7 +411,8 @@ class WriteAheadLog:
 
         self._lock = threading.Lock()
         self._closed = False
-        self._failed: str | None = None  # why writes are refused, after a failed sync
+        # Why writes are refused: a failed sync, or a failed write not undone.
+        self._failed: str | None = None
         self._fd = -1
         self._dirty = False
         self._first_write_at: float | None = None
@@ -445,8 +446,10 @@ class WriteAheadLog:
         one fdatasync for all of them (group commit). They land in one segment.
 
         Raises `ConfigError` for a payload over ``max_record_bytes`` or a record
-        type outside 0..65535 (nothing is written), `StorageError` when the
-        disk fails (nothing of this call is kept), `StateError` once closed."""
+        type outside 0..65535 (nothing is written); `StorageError` when the
+        write fails (nothing of this call is kept) or the sync fails (the records
+        may or may not have reached the disk, and the log refuses further
+        writes); `StateError` once closed."""
         if (
             not isinstance(record_type, int)
             or isinstance(record_type, bool)
