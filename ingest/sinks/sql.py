@@ -1,0 +1,161 @@
+"""`SqlSink`: exactly-once output to a SQL database over DB-API.
+
+For each batch, in ONE transaction:
+1. read the last batch time this sink wrote (row in `<prefix>batches`) and
+   skip the batch if it is not newer: it was written before a crash;
+2. call `write(cursor, batch)`, your code, which inserts the results;
+3. store the batch time and, for every Kafka offset range of the batch, the
+   next offset to read (rows in `<prefix>offsets`);
+4. commit.
+
+Because results and positions commit together, a batch re-run after a crash
+is either skipped (its transaction committed) or written once (it did not).
+Pass the sink as `offset_store=` to `kafka_direct_stream` and a job started
+without a checkpoint resumes from the offsets in the database.
+
+SQLite (`sqlite3`) needs nothing more; PostgreSQL works with psycopg (3) or
+psycopg2; other DB-API drivers work if they support `INSERT ... ON CONFLICT`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ingest.errors import ConfigError
+from offsets import OffsetRange
+
+if TYPE_CHECKING:
+    from ingest.batch import Batch
+
+log = logging.getLogger("ingest.sinks.sql")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+class SqlSink:
+    def __init__(self, connect: Callable[[], Any], write: Callable[[Any, "Batch[Any]"], None], *,
+                 name: str = "sql", table_prefix: str = "ingest_", paramstyle: str | None = None) -> None:
+        """connect: returns a new DB-API connection (called once, lazily).
+        write: `write(cursor, batch)` inserts the batch's results; it must not commit.
+        name: identifies this sink's rows; two sinks on one database need different names."""
+        if not callable(connect) or not callable(write):
+            raise ConfigError("SqlSink(connect, write): both must be callables")
+        if not _IDENT.match(table_prefix) and table_prefix != "":
+            raise ConfigError(f"table_prefix {table_prefix!r} must be letters, digits and '_'")
+        if paramstyle not in (None, "qmark", "format", "pyformat", "numeric", "named"):
+            raise ConfigError(f"unsupported paramstyle {paramstyle!r}")
+        self.name = name
+        self._connect = connect
+        self._write = write
+        self._paramstyle = paramstyle
+        self._offsets = f"{table_prefix}offsets"
+        self._batches = f"{table_prefix}batches"
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self.batches_written = 0
+        self.batches_skipped = 0
+
+    # -- connection and SQL ----------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            conn = self._connect()
+            if self._paramstyle is None:
+                module = importlib.import_module(type(conn).__module__.split(".")[0])
+                self._paramstyle = getattr(module, "paramstyle", "qmark")
+            cur = conn.cursor()
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._offsets} (sink VARCHAR(200) NOT NULL, "
+                        "stream VARCHAR(200) NOT NULL, topic VARCHAR(300) NOT NULL, part INTEGER NOT NULL, "
+                        "next_offset BIGINT NOT NULL, PRIMARY KEY (sink, stream, topic, part))")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._batches} (sink VARCHAR(200) PRIMARY KEY, "
+                        "batch_time BIGINT NOT NULL)")
+            conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def _q(self, sql: str) -> str:
+        """Write SQL with '?' placeholders; adapt to the driver's paramstyle."""
+        if self._paramstyle in ("format", "pyformat"):
+            return sql.replace("?", "%s")
+        if self._paramstyle == "numeric":
+            parts = sql.split("?")
+            return "".join(p + (f":{i + 1}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+        return sql
+
+    # -- the offset store ------------------------------------------------------------------
+
+    def load_offsets(self, stream: str) -> Mapping[tuple[str, int], int]:
+        """Next offsets to read for `stream`, as written with the last batch."""
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            cur.execute(self._q(f"SELECT topic, part, next_offset FROM {self._offsets} WHERE sink = ? AND stream = ?"),
+                        (self.name, stream))
+            rows = cur.fetchall()
+            conn.commit()
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
+    def last_batch_time(self) -> int | None:
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
+            row = cur.fetchone()
+            conn.commit()
+        return None if row is None else int(row[0])
+
+    # -- the output operation ----------------------------------------------------------------
+
+    def __call__(self, batch: "Batch[Any]") -> None:
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            try:
+                cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
+                row = cur.fetchone()
+                if row is not None and int(row[0]) >= batch.time:
+                    conn.rollback()
+                    self.batches_skipped += 1
+                    log.info("sink %s: batch %s was already written (last written batch %s); skipped",
+                             self.name, batch.time, row[0])
+                    return
+                self._write(cur, batch)
+                if row is None:
+                    cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time) VALUES (?, ?)"),
+                                (self.name, batch.time))
+                else:
+                    cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ? WHERE sink = ?"),
+                                (batch.time, self.name))
+                for stream, plan in batch.positions.items():
+                    if not isinstance(plan, dict) or "offset_ranges" not in plan:
+                        continue
+                    for value in plan["offset_ranges"]:
+                        r = OffsetRange.from_json(value)
+                        cur.execute(self._q(
+                            f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
+                            "DO UPDATE SET next_offset = excluded.next_offset"),
+                            (self.name, stream, r.topic, r.partition, r.until_offset))
+                conn.commit()
+                self.batches_written += 1
+            except BaseException:
+                try:
+                    conn.rollback()
+                except Exception:  # noqa: BLE001 - the connection may be gone; reconnect next time
+                    self._conn = None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+
+__all__ = ["SqlSink"]
