@@ -1,19 +1,10 @@
-"""`KafkaRecord`: one record of a direct stream, the same for both Kafka clients."""
+"""The records of a direct stream: `KafkaRecord` (defined in ingest.records) built lazily."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-
-class KafkaRecord(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    """Milliseconds since the epoch (create or log-append time), None if the broker has none."""
-    key: Any
-    value: Any
-    headers: tuple[tuple[str, bytes | None], ...] | None
+from ingest.records import KafkaRecord
 
 
 class LazyRecords(Sequence[KafkaRecord]):

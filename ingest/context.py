@@ -206,6 +206,9 @@ class StreamingContext:
             if self._state != INITIALIZED:
                 raise StateError("a stopped StreamingContext cannot be restarted: create a new one")
             self._graph.validate()
+            if self.write_ahead_log and self.checkpoint_dir is None:
+                raise ConfigError("write_ahead_log=True needs a checkpoint directory: call ssc.checkpoint(directory) "
+                                  "(or use StreamingContext.get_or_create); the log lives under it")
             interval = self.batch_interval_ms
             if self._log.durable:
                 self._log.describe_app([i.name for i in self._graph.inputs],
@@ -380,7 +383,9 @@ class StreamingContext:
             if files:
                 full, deltas = self._log.load_state(files)  # type: ignore[attr-defined]
                 s.restore(full, deltas)
+        pending_times = [t for t, _ in recovery.pending]
         for inp in graph.inputs:
+            inp.on_recovery(recovery.last_committed_ms, pending_times)
             if inp.name in recovery.last_plans:
                 inp.restore(recovery.last_plans[inp.name])
         self._graph.zero_time_ms = zero

@@ -377,6 +377,10 @@ class InputDStream(DStream[T]):
     def on_batch_committed(self, time_ms: int, plan: Any) -> None:
         """The batch that used `plan` committed."""
 
+    def on_recovery(self, last_committed_ms: int | None, pending_times: list[int]) -> None:
+        """After a restart, before `restore` and before `start`: the last
+        committed batch and the batches that will be re-run."""
+
     def restore(self, last_plan: Any) -> None:
         """After a restart: `last_plan` is this input's newest plan in the
         intent log (committed or about to be re-run). Continue after it."""

@@ -15,6 +15,7 @@ from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
 from receivers.block import Block, BlockInfo, MemoryBlockStore
+from receivers.block_log import BlockLog
 from receivers.supervisor import ReceiverSupervisor
 from receivers.tracker import ReceivedBlockTracker
 
@@ -43,12 +44,13 @@ class ReceiverInputDStream(InputDStream[T]):
         self.kind = kind
         super().__init__(ssc, name)
         self.receiver = receiver
-        self.store = MemoryBlockStore()
-        self.tracker = ReceivedBlockTracker()
+        self.store: Any = MemoryBlockStore()
+        self.tracker: Any = ReceivedBlockTracker()
+        self.block_log: BlockLog | None = None
         self.supervisor = ReceiverSupervisor(
             ssc, self.name, receiver, self._store_block, max_rate=max_rate,
             max_buffered_records=max_buffered_records, max_queued_blocks=max_queued_blocks,
-            restart_delay=restart_delay, max_restart_delay=max_restart_delay)
+            restart_delay=restart_delay, max_restart_delay=max_restart_delay, owner=self)
         self.records_received = 0
 
     def _store_block(self, block: Block) -> BlockInfo:
@@ -59,7 +61,30 @@ class ReceiverInputDStream(InputDStream[T]):
 
     # lifecycle ---------------------------------------------------------------
 
+    @property
+    def reliable(self) -> bool:
+        """True when received blocks go to the write-ahead log before store_batch returns."""
+        return self.block_log is not None
+
+    def _open_block_log(self) -> BlockLog | None:
+        if self.block_log is None and self.ssc.write_ahead_log:
+            assert self.ssc.checkpoint_dir is not None, "the context checks this at start()"
+            self.block_log = BlockLog(self.ssc.checkpoint_dir, self.name)
+            self.store = self.tracker = self.block_log
+            self._recovered = False
+        return self.block_log
+
+    def on_recovery(self, last_committed_ms: int | None, pending_times: list[int]) -> None:
+        block_log = self._open_block_log()
+        if block_log is not None:
+            block_log.recover(last_committed_ms, pending_times)
+            self._recovered = True
+
     def start(self) -> None:
+        block_log = self._open_block_log()
+        if block_log is not None and not self._recovered:
+            block_log.recover(None, [])
+            self._recovered = True
         self.supervisor.start()
 
     def stop_input(self, graceful: bool, timeout: float | None) -> None:
@@ -70,6 +95,11 @@ class ReceiverInputDStream(InputDStream[T]):
 
     def close(self) -> None:
         self.store.close()
+
+    def recovered_metadata(self) -> list[Any]:
+        """Metadata of the blocks found in the write-ahead log at start (source
+        positions a reliable receiver can resume after)."""
+        return [b.metadata for b in self.block_log.recovered if b.metadata] if self.block_log else []
 
     # batch lifecycle -----------------------------------------------------------
 
@@ -92,7 +122,8 @@ class ReceiverInputDStream(InputDStream[T]):
             parts.append(Partition(ListSource(records)))
         if lost:
             log.warning("stream %s, batch %d: %d block(s) with %d records are gone (received before a restart "
-                        "without write-ahead log); the batch runs without them",
+                        "without write-ahead log: StreamingContext(write_ahead_log=True) keeps them); the batch "
+                        "runs without them",
                         self.name, time_ms, len(lost), sum(i.num_records for i in lost))
         return Dataset(parts, self.ssc.executor)
 

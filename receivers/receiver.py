@@ -74,6 +74,17 @@ class Receiver(Generic[T]):
     def stop(self, message: str, error: BaseException | None = None) -> None:
         self.supervisor.stop_from_receiver(message, error)
 
+    @property
+    def reliable_storage(self) -> bool:
+        """True when the write-ahead log is on: `store_batch` returns only once
+        the block is durable, so it is safe to acknowledge the source then."""
+        return self.supervisor.reliable
+
+    def recovered_metadata(self) -> list[Any]:
+        """Metadata of the blocks found in the write-ahead log at start: the
+        source positions already durable, to resume after them."""
+        return self.supervisor.recovered_metadata()
+
     def is_started(self) -> bool:
         return self._supervisor is not None and self._supervisor.receiver_running
 

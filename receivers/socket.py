@@ -81,26 +81,8 @@ class SocketTextReceiver(Receiver[str]):
         with self._lock:
             self._sock = sock
         try:
-            with sock, sock.makefile("rb") as stream:
-                offset = 0
-                while not self.stop_event.is_set():
-                    raw = stream.readline(self.max_line_bytes + 1)
-                    if not raw:
-                        break
-                    line_offset = offset
-                    offset += len(raw)
-                    if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
-                        rest = self._skip_to_newline(stream)
-                        offset += rest
-                        self.bad_lines += 1
-                        self.report_error(f"{where}: a line at byte {line_offset} is longer than "
-                                          f"max_line_bytes={self.max_line_bytes}; skipped it")
-                        continue
-                    line = self._decode(raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw, line_offset)
-                    if line is None:
-                        continue
-                    self.lines_received += 1
-                    self.store(line)
+            with sock:
+                self._read_lines(sock, where)
         except (OSError, ValueError) as exc:
             if not self.stop_event.is_set():
                 self.restart(f"connection to {where} failed: {exc}", exc)
@@ -113,13 +95,64 @@ class SocketTextReceiver(Receiver[str]):
         if not self.stop_event.is_set():
             self.restart(f"connection to {where} was closed by the server")
 
-    def _skip_to_newline(self, stream: Any) -> int:
-        skipped = 0
-        while True:
-            chunk = stream.readline(self.max_line_bytes)
-            skipped += len(chunk)
-            if not chunk or chunk.endswith(b"\n"):
-                return skipped
+    def _read_lines(self, sock: socket.socket, where: str) -> None:
+        """Read chunks, cut them into lines and store them. With the
+        write-ahead log on, the complete lines of each chunk are stored with
+        one `store_batch` (durable on return); otherwise line by line through
+        the block generator."""
+        reliable = self.reliable_storage
+        pending = b""  # an incomplete line carried over to the next chunk
+        offset = 0  # stream offset of `pending`'s first byte
+        skipping = False  # inside a line longer than max_line_bytes
+        while not self.stop_event.is_set():
+            chunk = sock.recv(65536)
+            if not chunk:  # closed: a last line without newline still counts
+                line = None if skipping or not pending else self._decode(pending, offset)
+                if line is not None:
+                    self.lines_received += 1
+                    if reliable:
+                        self.store_batch([line])
+                    else:
+                        self.store(line)
+                return
+            data = pending + chunk
+            lines: list[str] = []
+            start = 0
+            while True:
+                end = data.find(b"\n", start)
+                if end < 0:
+                    break
+                raw = data[start:end]
+                if skipping:
+                    skipping = False
+                elif len(raw) > self.max_line_bytes:
+                    self._too_long(where, offset + start)
+                else:
+                    line = self._decode(raw[:-1] if raw.endswith(b"\r") else raw, offset + start)
+                    if line is not None:
+                        lines.append(line)
+                start = end + 1
+            pending = data[start:]
+            offset += start
+            if len(pending) > self.max_line_bytes:
+                if not skipping:
+                    self._too_long(where, offset)
+                skipping = True
+                offset += len(pending)
+                pending = b""
+            if not lines:
+                continue
+            self.lines_received += len(lines)
+            if reliable:
+                self.store_batch(lines)
+            else:
+                for line in lines:
+                    self.store(line)
+
+    def _too_long(self, where: str, offset: int) -> None:
+        self.bad_lines += 1
+        self.report_error(f"{where}: a line at byte {offset} is longer than max_line_bytes={self.max_line_bytes}; "
+                          "skipped it")
 
     def _decode(self, raw: bytes, offset: int) -> str | None:
         try:

@@ -44,8 +44,10 @@ class ReceiverSupervisor:
         restart_delay: float = 2.0,
         max_restart_delay: float = 30.0,
         backoff_reset_after: float = 30.0,
+        owner: Any = None,
     ) -> None:
         self._ssc = ssc
+        self._owner = owner
         self.stream = stream
         self.receiver = receiver
         self._store_block = store_block
@@ -70,6 +72,14 @@ class ReceiverSupervisor:
         self._started_at = 0.0
         self.restarts = 0
         self._last_error: tuple[str, str | None, float] | None = None
+
+    @property
+    def reliable(self) -> bool:
+        """True when push_block writes to the write-ahead log before returning."""
+        return bool(getattr(self._owner, "reliable", False))
+
+    def recovered_metadata(self) -> list[Any]:
+        return self._owner.recovered_metadata() if self._owner is not None else []
 
     # -- events --------------------------------------------------------------------
 

@@ -1,0 +1,186 @@
+"""Received blocks and their bookkeeping in one write-ahead log per stream.
+
+With `write_ahead_log=True`, each receiver stream keeps a `WriteAheadLog`
+under `<checkpoint>/receivers/<stream>/`. Its records are events, written
+before they are applied (write-then-apply):
+
+    BLOCK      a received block: its id, metadata (source positions) and records
+    ALLOCATED  batch time -> the ids of the blocks it reads
+    CLEANED    batch times whose blocks are processed and can go
+    RELEASED   a batch time whose allocation never reached the intent log
+               (crash in between): its blocks go back to the next batch
+
+A BLOCK record is appended and fsynced before `store_batch` returns, so a
+receiver that acknowledges its source after that call loses nothing. On
+restart the log is replayed: blocks of committed batches are cleaned, blocks
+of batches with an intent are re-run with exactly those blocks, the others go
+to the next batch. Whole segments are deleted once every record in them
+belongs to cleaned batches (logical clean-up, never wall-clock time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import deque
+from typing import Any, Iterable
+
+from ingest.errors import ConfigError
+from receivers.block import Block, BlockInfo
+from receivers.codec import decode_block, encode_block
+from receivers.wal import RecordHandle, WriteAheadLog
+
+log = logging.getLogger("receivers.block_log")
+
+BLOCK, ALLOCATED, CLEANED, RELEASED = 1, 2, 3, 4
+
+
+class BlockLog:
+    """The store and the tracker of one receiver stream, durable."""
+
+    def __init__(self, directory: str, stream: str, **wal_options: Any) -> None:
+        if "://" in directory:
+            raise ConfigError(f"write_ahead_log needs a checkpoint directory on local disk for now, not {directory}")
+        self.stream = stream
+        self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
+        self._lock = threading.Lock()
+        self._memory: dict[str, list[Any]] = {}
+        self._infos: dict[str, BlockInfo] = {}
+        self._unallocated: deque[str] = deque()
+        self._allocated: dict[int, list[str]] = {}
+        self._alloc_handles: dict[int, RecordHandle] = {}
+        self._last_allocated: int | None = None
+        self.recovered: list[BlockInfo] = []
+
+    # -- the store ----------------------------------------------------------------------
+
+    def put(self, stream: str, block: Block) -> BlockInfo:
+        payload = encode_block([block.block_id, dict(block.metadata) if block.metadata else None, block.records])
+        handle = self.wal.append(payload, BLOCK)  # durable (fsync) before we go on
+        info = BlockInfo(block.block_id, stream, len(block.records), block.metadata, handle.to_dict())
+        with self._lock:
+            self._memory[block.block_id] = block.records
+        return info
+
+    def get(self, info: BlockInfo) -> list[Any] | None:
+        with self._lock:
+            records = self._memory.get(info.block_id)
+        if records is not None:
+            return records
+        if info.wal_handle is None:
+            return None
+        block_id, _meta, records = decode_block(self.wal.read(RecordHandle.from_dict(dict(info.wal_handle))))
+        if block_id != info.block_id:
+            raise ConfigError(f"write-ahead log of stream {self.stream}: the record at {info.wal_handle} holds "
+                              f"block {block_id}, not {info.block_id}; the log and the checkpoint do not match")
+        return records
+
+    def remove(self, infos: Iterable[BlockInfo]) -> None:
+        with self._lock:
+            for info in infos:
+                self._memory.pop(info.block_id, None)
+
+    # -- the tracker ----------------------------------------------------------------------
+
+    def add_block(self, info: BlockInfo) -> None:
+        with self._lock:
+            self._infos[info.block_id] = info
+            self._unallocated.append(info.block_id)
+
+    def has_unallocated(self) -> bool:
+        with self._lock:
+            return bool(self._unallocated)
+
+    def allocate(self, time_ms: int) -> list[BlockInfo]:
+        with self._lock:
+            if time_ms in self._allocated:
+                return [self._infos[i] for i in self._allocated[time_ms]]
+            if self._last_allocated is not None and time_ms < self._last_allocated:
+                return []
+            ids = list(self._unallocated)
+            handle = self.wal.append(json.dumps({"time": time_ms, "blocks": ids}).encode(), ALLOCATED)
+            self._unallocated.clear()
+            self._allocated[time_ms] = ids
+            self._alloc_handles[time_ms] = handle
+            self._last_allocated = time_ms
+            return [self._infos[i] for i in ids]
+
+    def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
+        with self._lock:
+            times = sorted(t for t in self._allocated if t <= up_to_ms)
+            if not times:
+                return []
+            last = self.wal.append(json.dumps({"times": times}).encode(), CLEANED)
+            gone = []
+            for t in times:
+                for block_id in self._allocated.pop(t):
+                    gone.append(self._infos.pop(block_id))
+                    self._memory.pop(block_id, None)
+                self._alloc_handles.pop(t, None)
+            self._delete_old_segments(last)
+            return gone
+
+    def _delete_old_segments(self, newest: RecordHandle) -> None:
+        needed = [RecordHandle.from_dict(dict(self._infos[i].wal_handle)) for i in self._infos
+                  if self._infos[i].wal_handle is not None]
+        needed.extend(self._alloc_handles.values())
+        oldest = min(needed) if needed else newest
+        deleted = self.wal.delete_segments_before(oldest)
+        if deleted:
+            log.debug("stream %s: deleted %d write-ahead log segment(s)", self.stream, len(deleted))
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def recover(self, last_committed_ms: int | None, pending_times: Iterable[int]) -> None:
+        """Replay the log after a restart (see the module's docstring)."""
+        pending = set(pending_times)
+        infos: dict[str, BlockInfo] = {}
+        order: list[str] = []
+        allocations: dict[int, list[str]] = {}
+        handles: dict[int, RecordHandle] = {}
+        for handle, kind, payload in self.wal.records():
+            if kind == BLOCK:
+                block_id, meta, records = decode_block(payload)
+                infos[block_id] = BlockInfo(block_id, self.stream, len(records), meta, handle.to_dict())
+                order.append(block_id)
+            elif kind == ALLOCATED:
+                event = json.loads(payload)
+                allocations[int(event["time"])] = list(event["blocks"])
+                handles[int(event["time"])] = handle
+            elif kind == CLEANED:
+                for t in json.loads(payload)["times"]:
+                    for block_id in allocations.pop(int(t), []):
+                        infos.pop(block_id, None)
+                    handles.pop(int(t), None)
+            elif kind == RELEASED:
+                t = int(json.loads(payload)["time"])
+                allocations.pop(t, None)
+                handles.pop(t, None)
+        with self._lock:
+            self._infos = infos
+            self._alloc_handles = handles
+            committed = [t for t in allocations if last_committed_ms is not None and t <= last_committed_ms
+                         and t not in pending]
+            released = [t for t in allocations if t not in committed and t not in pending]
+            for t in released:
+                self.wal.append(json.dumps({"time": t}).encode(), RELEASED)
+                del allocations[t]
+                handles.pop(t, None)
+            self._allocated = allocations
+            allocated_ids = {i for ids in allocations.values() for i in ids}
+            self._unallocated = deque(i for i in order if i in infos and i not in allocated_ids)
+            self._last_allocated = max(allocations) if allocations else None
+            self.recovered = [infos[i] for i in order if i in infos]
+        if committed:
+            self.cleanup(max(committed))
+        log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d for the "
+                 "next batch)%s", self.stream, len(self.recovered),
+                 sum(len(v) for t, v in allocations.items() if t in pending), len(self._unallocated),
+                 f", {len(released)} allocation(s) released" if released else "")
+
+    def close(self) -> None:
+        with self._lock:
+            self._memory.clear()
+        self.wal.close()
