@@ -18,8 +18,6 @@ Secrets in `kafka_params` never appear in messages or logs.
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -28,44 +26,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 from direct.records import KafkaRecord
 from ingest.errors import ConfigError, SourceError
+from ingest.kafka_config import OURS, check_common, params_fingerprint, redact
 from offsets import OffsetRange
 
 log = logging.getLogger("direct.clients")
 
 TP = tuple[str, int]
-
-SECRET_WORDS = ("password", "secret", "jaas", "token", "key.pem", "keystore", "credential")
-FORBIDDEN = {
-    "enable.auto.commit": "the direct stream commits offsets itself after each batch commits (commit_offsets=True)",
-}
-OURS = {"auto.offset.reset"}  # used by the driver for partitions without a starting position
-
-
-def redact(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) else v) for k, v in params.items()}
-
-
-def params_fingerprint(params: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(sorted((k, str(v)) for k, v in params.items())).encode()).hexdigest()[:16]
-
-
-def check_common(params: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"kafka_params must be a dict of Kafka properties, got {type(params).__name__}")
-    out = {str(k): v for k, v in params.items()}
-    if not out.get("bootstrap.servers"):
-        raise ConfigError("kafka_params needs 'bootstrap.servers' (host:port[,host:port...])")
-    for key, why in FORBIDDEN.items():
-        if key in out and str(out[key]).lower() not in ("false", "0"):
-            raise ConfigError(f"kafka_params[{key!r}]={out[key]!r} is not allowed: {why}")
-    reset = str(out.get("auto.offset.reset", "latest")).lower()
-    if reset not in ("earliest", "latest", "smallest", "largest", "none", "error"):
-        raise ConfigError(f"kafka_params['auto.offset.reset']={reset!r}: use 'earliest', 'latest' or 'none'")
-    iso = str(out.get("isolation.level", "read_committed"))
-    if iso not in ("read_committed", "read_uncommitted"):
-        raise ConfigError(f"kafka_params['isolation.level']={iso!r}: use 'read_committed' or 'read_uncommitted'")
-    return out
-
 
 class KafkaClient:
     """Driver-side access to one cluster."""
