@@ -228,6 +228,10 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         what = self._topics or (self._pattern.pattern if self._pattern else self._assign)
         return f"kafka stream '{self.name}' ({what}, {self.site})"
 
+    def positions(self) -> dict[TP, int]:
+        """The next offset each partition's next batch starts at."""
+        return dict(self._current)
+
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counters.snapshot())
         out["partitions"] = len(self._current)
@@ -299,7 +303,9 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             # Partitions that appeared while running: read them from their beginning.
             return {tp: marks[tp][0] for tp in new}
         stored = dict(self.offset_store.load_offsets(self.name)) if self.offset_store is not None else {}
-        committed = self.client.committed(self.group, [tp for tp in new if tp not in stored]) if self.group else {}
+        unknown = [tp for tp in new if tp not in stored]
+        committed = self._with_broker_wait("read committed offsets",
+                                           lambda: self.client.committed(self.group, unknown)) if self.group else {}
         for tp in new:
             if tp in stored:
                 start[tp] = stored[tp]

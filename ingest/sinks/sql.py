@@ -1,8 +1,10 @@
 """`SqlSink`: exactly-once output to a SQL database over DB-API.
 
 For each batch, in ONE transaction:
-1. read the last batch time this sink wrote (row in `<prefix>batches`) and
-   skip the batch if it is not newer: it was written before a crash;
+1. decide whether the batch was already written before a crash: a batch with
+   Kafka offset ranges was written when the stored next offsets already cover
+   its ranges (positions are what identify data, whatever the batch times); any
+   other batch was written when the stored batch time is not older;
 2. call `write(cursor, batch)`, your code, which inserts the results;
 3. store the batch time and, for every Kafka offset range of the batch, the
    next offset to read (rows in `<prefix>offsets`);
@@ -25,7 +27,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, SourceError
 from offsets import OffsetRange
 
 if TYPE_CHECKING:
@@ -117,11 +119,12 @@ class SqlSink:
             try:
                 cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
                 row = cur.fetchone()
-                if row is not None and int(row[0]) >= batch.time:
+                ranges = [(stream, OffsetRange.from_json(v)) for stream, plan in batch.positions.items()
+                          if isinstance(plan, dict) for v in plan.get("offset_ranges", ())]
+                if self._already_written(cur, batch, row, ranges):
                     conn.rollback()
                     self.batches_skipped += 1
-                    log.info("sink %s: batch %s was already written (last written batch %s); skipped",
-                             self.name, batch.time, row[0])
+                    log.info("sink %s: batch %s was already written; skipped", self.name, batch.id)
                     return
                 self._write(cur, batch)
                 if row is None:
@@ -130,16 +133,12 @@ class SqlSink:
                 else:
                     cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ? WHERE sink = ?"),
                                 (batch.time, self.name))
-                for stream, plan in batch.positions.items():
-                    if not isinstance(plan, dict) or "offset_ranges" not in plan:
-                        continue
-                    for value in plan["offset_ranges"]:
-                        r = OffsetRange.from_json(value)
-                        cur.execute(self._q(
-                            f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
-                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
-                            "DO UPDATE SET next_offset = excluded.next_offset"),
-                            (self.name, stream, r.topic, r.partition, r.until_offset))
+                for stream, r in ranges:
+                    cur.execute(self._q(
+                        f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
+                        "DO UPDATE SET next_offset = excluded.next_offset"),
+                        (self.name, stream, r.topic, r.partition, r.until_offset))
                 conn.commit()
                 self.batches_written += 1
             except BaseException:
@@ -148,6 +147,32 @@ class SqlSink:
                 except Exception:  # noqa: BLE001 - the connection may be gone; reconnect next time
                     self._conn = None
                 raise
+
+    def _already_written(self, cur: Any, batch: "Batch[Any]", row: Any,
+                         ranges: list[tuple[str, OffsetRange]]) -> bool:
+        if not ranges:
+            return row is not None and int(row[0]) >= batch.time
+        cur.execute(self._q(f"SELECT stream, topic, part, next_offset FROM {self._offsets} WHERE sink = ?"),
+                    (self.name,))
+        stored = {(s, t, int(p)): int(o) for s, t, p, o in cur.fetchall()}
+        written, fresh = [], []
+        for stream, r in ranges:
+            if r.count == 0:
+                continue
+            at = stored.get((stream, r.topic, r.partition))
+            if at is not None and at >= r.until_offset:
+                written.append(r)
+            elif at is None or at <= r.from_offset:
+                fresh.append(r)
+            else:
+                raise SourceError(
+                    f"sink {self.name}: stored offset {at} of {r.topic}[{r.partition}] falls inside the batch's "
+                    f"range {r}: the database and the stream disagree (was the stream started from other "
+                    "offsets than the sink's? pass offset_store=sink to kafka_direct_stream)")
+        if written and fresh:
+            raise SourceError(f"sink {self.name}: batch {batch.id} is written for {written[0]} but not for "
+                              f"{fresh[0]}; another writer uses this sink name")
+        return bool(written)
 
     def close(self) -> None:
         with self._lock:
