@@ -12,10 +12,14 @@ Layout (every file is one framed record, see below):
 Times are zero-padded to 20 digits so names sort in time order.
 
 Record framing: one ASCII header line
-`INGEST-CKPT <version> <kind> <length> <crc32c as 8 hex digits>\\n` followed by
-exactly `length` bytes of body (JSON for metadata, intents and commits; the
-serde's bytes for state). A record whose header, length or checksum does not
-match is corrupt; the error names the file and the byte offset.
+`INGEST-CKPT <version> <kind> <length> <crc32c as 8 lowercase hex digits>\\n`
+followed by exactly `length` bytes of body (JSON for metadata, intents and
+commits; the serde's bytes for state). The CRC32C covers the header up to and
+including the space before it, then the body, so a flipped bit anywhere is
+caught. A record whose header, length or checksum does not match is corrupt;
+the error names the file and the byte offset. Plans and commits are JSON with
+the serde's encoding of tuples and non-string keys, so a re-run batch sees
+exactly the values its first run saw.
 
 Durability: each record is written with `Storage.write_atomic` (temp file,
 fsync, rename, fsync of the directory). A commit is written after the state
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +52,7 @@ import crc32c
 from ingest.batch_log import BatchLog, Recovery
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
+from ingest.serde import decode_hook, encode
 from ingest.storage import Storage, storage_for
 
 if TYPE_CHECKING:
@@ -56,15 +62,17 @@ log = logging.getLogger("ingest.checkpoint")
 
 MAGIC = b"INGEST-CKPT"
 FORMAT_VERSION = 1
-MAX_RECORD_BYTES = 1 << 31
 
 
 # -- record framing -----------------------------------------------------------------
 
 
 def frame(kind: str, body: bytes) -> bytes:
-    header = b"%s %d %s %d %08x\n" % (MAGIC, FORMAT_VERSION, kind.encode(), len(body), crc32c.crc32c(body))
-    return header + body
+    prefix = b"%s %d %s %d " % (MAGIC, FORMAT_VERSION, kind.encode(), len(body))
+    return prefix + b"%08x\n" % crc32c.crc32c(body, crc32c.crc32c(prefix)) + body
+
+
+_HEADER = re.compile(rb"^(INGEST-CKPT ([0-9]{1,4}) ([a-z]{1,16}) ([0-9]{1,12}) )([0-9a-f]{8})$")
 
 
 def unframe(data: bytes, where: str, kind: str | None = None) -> bytes:
@@ -73,26 +81,22 @@ def unframe(data: bytes, where: str, kind: str | None = None) -> bytes:
     if newline < 0:
         raise CorruptRecordError(f"{where}: no record header (empty or truncated file, {len(data)} bytes)",
                                  where, 0)
-    parts = data[:newline].split(b" ")
-    if len(parts) != 5 or parts[0] != MAGIC:
+    match = _HEADER.match(data[:newline])
+    if match is None:
         raise CorruptRecordError(f"{where}: not a checkpoint record (bad header at byte 0)", where, 0)
-    try:
-        version, length, crc = int(parts[1]), int(parts[3]), int(parts[4], 16)
-    except ValueError:
-        raise CorruptRecordError(f"{where}: unreadable record header at byte 0", where, 0) from None
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where}: written by a newer ingest (record format {version}, this version "
-                              f"reads up to {FORMAT_VERSION}); upgrade ingest to recover from it")
-    if kind is not None and parts[2].decode(errors="replace") != kind:
-        raise CorruptRecordError(f"{where}: expected a {kind} record, found {parts[2]!r}", where, 0)
+    prefix, version, found_kind, length = match.group(1), int(match.group(2)), match.group(3), int(match.group(4))
     body = data[newline + 1:]
-    if length > MAX_RECORD_BYTES or len(body) != length:
+    if len(body) != length:
         raise CorruptRecordError(
             f"{where}: truncated or padded record: header says {length} bytes, file has {len(body)} "
             f"after byte {newline + 1}", where, newline + 1)
-    if crc32c.crc32c(body) != crc:
-        raise CorruptRecordError(f"{where}: checksum mismatch in the record body starting at byte {newline + 1}",
-                                 where, newline + 1)
+    if crc32c.crc32c(body, crc32c.crc32c(prefix)) != int(match.group(5), 16):
+        raise CorruptRecordError(f"{where}: checksum mismatch (header or body changed after byte 0)", where, 0)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where}: written by a newer ingest (record format {version}, this version "
+                              f"reads up to {FORMAT_VERSION}); upgrade ingest to recover from it")
+    if kind is not None and found_kind.decode() != kind:
+        raise CorruptRecordError(f"{where}: expected a {kind} record, found {found_kind.decode()!r}", where, 0)
     return body
 
 
@@ -151,13 +155,13 @@ class CheckpointLog(BatchLog):
     def _read_json(self, path: str, kind: str) -> Any:
         body = self._read(path, kind)
         try:
-            return json.loads(body)
+            return json.loads(body, object_hook=decode_hook)
         except ValueError as exc:
             raise CorruptRecordError(f"{self._where(path)}: body is not valid JSON ({exc})",
                                      self._where(path), 0) from None
 
     def _write_json(self, path: str, kind: str, obj: Any) -> None:
-        self.storage.write_atomic(path, frame(kind, json.dumps(obj, separators=(",", ":")).encode()))
+        self.storage.write_atomic(path, frame(kind, json.dumps(encode(obj), separators=(",", ":")).encode()))
 
     # -- metadata -----------------------------------------------------------------
 
@@ -191,7 +195,8 @@ class CheckpointLog(BatchLog):
 
     def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
         try:
-            body = json.dumps({"time_ms": time_ms, "plans": plans}, separators=(",", ":"), allow_nan=False)
+            body = json.dumps(encode({"time_ms": time_ms, "plans": dict(plans)}), separators=(",", ":"),
+                              allow_nan=False)
         except (TypeError, ValueError) as exc:
             bad = [name for name, plan in plans.items() if not _json_ok(plan)]
             raise CheckpointError(
@@ -208,7 +213,7 @@ class CheckpointLog(BatchLog):
             since = self._deltas_since_full.get(sid)
             delta = None
             if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
-                delta = op.pending_delta()
+                delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
                 path = f"state/{sid}/{_tname(time_ms)}.delta"
                 self.storage.write_atomic(path, frame("state", delta))
@@ -216,7 +221,7 @@ class CheckpointLog(BatchLog):
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
                 path = f"state/{sid}/{_tname(time_ms)}.full"
-                self.storage.write_atomic(path, frame("state", op.pending_snapshot()))
+                self.storage.write_atomic(path, frame("state", _state_bytes(op, op.pending_snapshot)))
                 files = [path]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
@@ -229,15 +234,15 @@ class CheckpointLog(BatchLog):
 
     def _clean_up(self) -> None:
         while len(self._commits) > self.retain_batches:
-            old_time, _ = self._commits.popleft()
-            self.storage.delete(f"commits/{_tname(old_time)}")
-        oldest = self._commits[0][0] if self._commits else None
-        if oldest is None:
+            self._commits.popleft()
+        if not self._commits:
             return
-        for name in self.storage.list("offsets"):
-            t = _parse_time(name)
-            if t is not None and t < oldest:
-                self.storage.delete(f"offsets/{name}")
+        oldest = self._commits[0][0]
+        for directory in ("commits", "offsets"):
+            for name in self.storage.list(directory):
+                t = _parse_time(name)
+                if t is not None and t < oldest:
+                    self.storage.delete(f"{directory}/{name}")
         live = {f for _, files in self._commits for fs in files.values() for f in fs}
         for sid in self.storage.list("state"):
             for name in self.storage.list(f"state/{sid}"):
@@ -363,9 +368,17 @@ class CheckpointLog(BatchLog):
         return full, deltas
 
 
+def _state_bytes(op: Any, produce: Any) -> Any:
+    try:
+        return produce()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the state of {op.describe()} cannot be written to the checkpoint with its serde "
+                              f"({type(op.serde).__name__}): {exc}") from exc
+
+
 def _json_ok(value: Any) -> bool:
     try:
-        json.dumps(value, allow_nan=False)
+        json.dumps(encode(value), allow_nan=False)
         return True
     except (TypeError, ValueError):
         return False

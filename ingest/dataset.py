@@ -54,11 +54,19 @@ class Partition:
     ops: tuple[PartitionOp, ...] = ()
 
 
-def _compute(task: tuple[int, Partition]) -> list[Any]:
+def _compute(task: tuple[int, Partition]) -> Sequence[Any]:
+    """One partition's records. A source may return a lazy sequence (Kafka
+    records are built only when iterated); it is kept as is when no operation
+    follows, so counting it needs no conversion."""
     index, part = task
     records: Iterable[Any] = part.source.read()
     for op in part.ops:
         records = op(index, records)
+    return records if isinstance(records, Sequence) else list(records)
+
+
+def _compute_list(task: tuple[int, Partition]) -> list[Any]:
+    records = _compute(task)
     return records if isinstance(records, list) else list(records)
 
 
@@ -171,7 +179,7 @@ class Dataset(Generic[T]):
 
     def glom(self) -> list[list[T]]:
         """Compute every partition; return their records, partition by partition."""
-        return self._executor.map(_compute, list(enumerate(self._parts)))
+        return self._executor.map(_compute_list, list(enumerate(self._parts)))
 
     def _run(self, finish: Callable[[int, list[Any]], Any]) -> list[Any]:
         return self._executor.map(_compute_then, [(i, p, finish) for i, p in enumerate(self._parts)])
@@ -199,14 +207,22 @@ class Dataset(Generic[T]):
             raise ValueError("first() of an empty dataset")
         return head[0]
 
-    def reduce(self, fn: Callable[[T, T], T]) -> T:
-        """Reduce all records with an associative function. Raises ValueError
-        when there is nothing to reduce."""
+    def reduce_optional(self, fn: Callable[[T, T], T]) -> tuple[bool, T | None]:
+        """`(True, value)` with all records reduced by `fn`, or `(False, None)`
+        for an empty dataset. Errors of `fn` propagate."""
         marker = _EMPTY
         partials = [p for p in self._run(lambda _i, records: _reduce_or(records, fn, marker)) if p is not marker]
         if not partials:
+            return False, None
+        return True, _reduce_or(partials, fn, marker)
+
+    def reduce(self, fn: Callable[[T, T], T]) -> T:
+        """Reduce all records with an associative function. Raises ValueError
+        when there is nothing to reduce."""
+        found, value = self.reduce_optional(fn)
+        if not found:
             raise ValueError("reduce() of an empty dataset")
-        return _reduce_or(partials, fn, marker)
+        return value  # type: ignore[return-value]
 
     def foreach_partition(self, fn: Callable[[Iterator[T]], None]) -> None:
         self._run(lambda _i, records: fn(iter(records)))

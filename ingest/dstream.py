@@ -85,6 +85,11 @@ class DStream(Generic[T]):
         for t in [t for t in self._generated if t < before_ms]:
             del self._generated[t]
 
+    def discard(self, time_ms: int) -> None:
+        """Drop the computed dataset of batch `time_ms` so that a retry
+        computes it again (from the same plans)."""
+        self._generated.pop(time_ms, None)
+
     def _derive(self, op_name: str, fn: Callable[[Dataset[Any]], Dataset[Any]]) -> "DStream[Any]":
         return TransformedDStream(self.ssc, [self], lambda datasets, _t: fn(datasets[0]), op_name)
 
@@ -156,10 +161,8 @@ class DStream(Generic[T]):
         """A stream with one record per non-empty batch: all records reduced with `fn`."""
 
         def apply(ds: Dataset[Any]) -> Dataset[Any]:
-            try:
-                return Dataset.from_partitions([[ds.reduce(fn)]], ds.executor)
-            except ValueError:
-                return Dataset.from_partitions([[]], ds.executor)
+            found, value = ds.reduce_optional(fn)
+            return Dataset.from_partitions([[value] if found else []], ds.executor)
 
         return self._derive("reduce", apply)
 

@@ -83,6 +83,10 @@ class StreamGraph:
                 "no output operation is registered, so no batch would do anything: call pprint(), "
                 "foreach_batch() or save_as_text_files() on a stream before start()")
 
+    def discard(self, time_ms: int) -> None:
+        for s in self.streams:
+            s.discard(time_ms)
+
     def forget(self, before_ms: int) -> None:
         for s in self.streams:
             s.forget(before_ms)

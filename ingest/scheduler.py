@@ -116,8 +116,7 @@ class BatchScheduler:
                         return
                 elif not ssc.clock.wait_until(t, self._stopping):
                     continue  # woken by a stop request: re-evaluate the mode
-                self.run_batch(t)
-                self.next_time_ms = t + interval
+                self.run_batch(t)  # moves next_time_ms on to t + interval
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the context
             ssc._on_fatal(exc)
         finally:
@@ -168,7 +167,7 @@ class BatchScheduler:
             where, exc = failure
             for s in graph.stateful:
                 s.abort_batch(t)
-            graph.forget(t + 1)  # recompute everything from the same plans
+            graph.discard(t)  # the next attempt computes everything again from the same plans
             if attempt < attempts:
                 log.warning("batch %s attempt %d/%d failed in %s: %s: %s; retrying with the same inputs",
                             format_batch_time(t), attempt, attempts, where, type(exc).__name__, exc)
@@ -194,6 +193,8 @@ class BatchScheduler:
         info = info.with_(processing_end_time=time.time())
         bus.post(BatchCompleted(info))
         with self._cond:
+            if self.next_time_ms is not None and self.next_time_ms <= t:
+                self.next_time_ms = t + ssc.batch_interval_ms
             self.last_completed_ms = t
             self._cond.notify_all()
         return info

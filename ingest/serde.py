@@ -22,22 +22,24 @@ class Serde(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-def _encode(obj: Any) -> Any:
+def encode(obj: Any) -> Any:
+    """JSON-ready form of `obj` with tuples and non-string keys marked."""
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if isinstance(obj, tuple):
-        return {_TUPLE: [_encode(x) for x in obj]}
+        return {_TUPLE: [encode(x) for x in obj]}
     if isinstance(obj, list):
-        return [_encode(x) for x in obj]
+        return [encode(x) for x in obj]
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj) and _TUPLE not in obj and _DICT not in obj:
-            return {k: _encode(v) for k, v in obj.items()}
-        return {_DICT: [[_encode(k), _encode(v)] for k, v in obj.items()]}
+            return {k: encode(v) for k, v in obj.items()}
+        return {_DICT: [[encode(k), encode(v)] for k, v in obj.items()]}
     raise TypeError(f"JsonSerde cannot store a {type(obj).__name__} ({obj!r:.60}); convert it to "
                     "JSON-like values or pass serde= with a serializer for it")
 
 
-def _decode_hook(d: dict[str, Any]) -> Any:
+def decode_hook(d: dict[str, Any]) -> Any:
+    """`json.loads` object hook that undoes `encode`."""
     if len(d) == 1:
         if _TUPLE in d:
             return tuple(d[_TUPLE])
@@ -50,7 +52,7 @@ class JsonSerde:
     name = "json"
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(_encode(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return json.dumps(encode(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data, object_hook=_decode_hook)
+        return json.loads(data, object_hook=decode_hook)

@@ -126,6 +126,9 @@ class KeyedStateDStream(StatefulDStream[T]):
     def update(self, time_ms: int) -> None:
         if self._pending_time == time_ms:
             return
+        if not self.is_time_valid(time_ms):  # the parent slides slower than the batch interval
+            self._pending, self._outputs, self._pending_time = None, [], time_ms
+            return
         shuffled = self._parent_dataset(time_ms).partition_by(self.num_partitions).glom()
         if not shuffled:
             shuffled = [[] for _ in range(self.num_partitions)]

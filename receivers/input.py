@@ -9,6 +9,7 @@ removed from the store.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ingest.dataset import Dataset, ListSource, Partition
@@ -31,14 +32,16 @@ T = TypeVar("T")
 class ReceiverInputDStream(InputDStream[T]):
     def __init__(self, ssc: "StreamingContext", receiver: "Receiver[T]", *, max_rate: float | None = None,
                  name: str | None = None, kind: str = "receiver", max_buffered_records: int = 10_000,
-                 max_queued_blocks: int = 10, restart_delay: float = 2.0, max_restart_delay: float = 30.0) -> None:
+                 max_queued_blocks: int = 10, max_unprocessed_records: int = 200_000, restart_delay: float = 2.0,
+                 max_restart_delay: float = 30.0) -> None:
         from receivers.receiver import Receiver
 
         if not isinstance(receiver, Receiver):
             raise ConfigError(f"receiver_stream() needs a receivers.Receiver, got {type(receiver).__name__}")
         if receiver._supervisor is not None:
             raise ConfigError(f"receiver {receiver.name} is already used by another stream")
-        for label, value in (("max_buffered_records", max_buffered_records), ("max_queued_blocks", max_queued_blocks)):
+        for label, value in (("max_buffered_records", max_buffered_records), ("max_queued_blocks", max_queued_blocks),
+                             ("max_unprocessed_records", max_unprocessed_records)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{label} must be a positive integer, got {value!r}")
         self.kind = kind
@@ -52,10 +55,21 @@ class ReceiverInputDStream(InputDStream[T]):
             max_buffered_records=max_buffered_records, max_queued_blocks=max_queued_blocks,
             restart_delay=restart_delay, max_restart_delay=max_restart_delay, owner=self)
         self.records_received = 0
+        self.max_unprocessed_records = max_unprocessed_records
+        self._unprocessed = 0  # records stored and not yet in a committed batch
+        self._progress = threading.Condition()
 
     def _store_block(self, block: Block) -> BlockInfo:
+        # Backpressure from batch progress: while too many received records wait
+        # for their batch to commit, storing (and so the receiver) waits too.
+        with self._progress:
+            while (self._unprocessed >= self.max_unprocessed_records and not self.supervisor.stopping
+                   and self.ssc.state == "active"):
+                self._progress.wait(0.1)
         info = self.store.put(self.name, block)
         self.tracker.add_block(info)
+        with self._progress:
+            self._unprocessed += info.num_records
         self.records_received += info.num_records
         return info
 
@@ -128,4 +142,8 @@ class ReceiverInputDStream(InputDStream[T]):
         return Dataset(parts, self.ssc.executor)
 
     def on_batch_committed(self, time_ms: int, plan: Any) -> None:
-        self.store.remove(self.tracker.cleanup(time_ms))
+        done = self.tracker.cleanup(time_ms)
+        self.store.remove(done)
+        with self._progress:
+            self._unprocessed = max(0, self._unprocessed - sum(b.num_records for b in done))
+            self._progress.notify_all()

@@ -74,6 +74,10 @@ class ReceiverSupervisor:
         self._last_error: tuple[str, str | None, float] | None = None
 
     @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
     def reliable(self) -> bool:
         """True when push_block writes to the write-ahead log before returning."""
         return bool(getattr(self._owner, "reliable", False))
