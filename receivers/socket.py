@@ -19,7 +19,7 @@ import socket
 import threading
 from typing import Any
 
-from ingest.errors import ConfigError, ReceiverError
+from ingest.errors import ConfigError, ReceiverError, StorageError
 from receivers.receiver import Receiver
 
 log = logging.getLogger("receivers.socket")
@@ -83,6 +83,9 @@ class SocketTextReceiver(Receiver[str]):
         try:
             with sock:
                 self._read_lines(sock, where)
+        except StorageError as exc:  # the WAL cannot take the data: stop rather than drop it
+            self.stop(f"{where}: received lines cannot be stored", exc)
+            return
         except (OSError, ValueError) as exc:
             if not self.stop_event.is_set():
                 self.restart(f"connection to {where} failed: {exc}", exc)

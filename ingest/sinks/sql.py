@@ -79,6 +79,28 @@ class SqlSink:
             self._conn = conn
         return self._conn
 
+    def _run(self, fn: Any) -> Any:
+        """Run `fn(conn, cursor)` in a transaction; a failure rolls back, and a
+        connection that cannot even roll back is dropped and made anew next time."""
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            return fn(conn, cur)
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - the connection is broken
+                self._drop_connection()
+            raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
     def _q(self, sql: str) -> str:
         """Write SQL with '?' placeholders; adapt to the driver's paramstyle."""
         if self._paramstyle in ("format", "pyformat"):
@@ -92,61 +114,59 @@ class SqlSink:
 
     def load_offsets(self, stream: str) -> Mapping[tuple[str, int], int]:
         """Next offsets to read for `stream`, as written with the last batch."""
-        with self._lock:
-            conn = self._connection()
-            cur = conn.cursor()
+        def read(conn: Any, cur: Any) -> Any:
             cur.execute(self._q(f"SELECT topic, part, next_offset FROM {self._offsets} WHERE sink = ? AND stream = ?"),
                         (self.name, stream))
             rows = cur.fetchall()
             conn.commit()
+            return rows
+
+        with self._lock:
+            rows = self._run(read)
         return {(t, int(p)): int(o) for t, p, o in rows}
 
     def last_batch_time(self) -> int | None:
-        with self._lock:
-            conn = self._connection()
-            cur = conn.cursor()
+        def read(conn: Any, cur: Any) -> Any:
             cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
             row = cur.fetchone()
             conn.commit()
+            return row
+
+        with self._lock:
+            row = self._run(read)
         return None if row is None else int(row[0])
 
     # -- the output operation ----------------------------------------------------------------
 
     def __call__(self, batch: "Batch[Any]") -> None:
         with self._lock:
-            conn = self._connection()
-            cur = conn.cursor()
-            try:
-                cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
-                row = cur.fetchone()
-                ranges = [(stream, OffsetRange.from_json(v)) for stream, plan in batch.positions.items()
-                          if isinstance(plan, dict) for v in plan.get("offset_ranges", ())]
-                if self._already_written(cur, batch, row, ranges):
-                    conn.rollback()
-                    self.batches_skipped += 1
-                    log.info("sink %s: batch %s was already written; skipped", self.name, batch.id)
-                    return
-                self._write(cur, batch)
-                if row is None:
-                    cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time) VALUES (?, ?)"),
-                                (self.name, batch.time))
-                else:
-                    cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ? WHERE sink = ?"),
-                                (batch.time, self.name))
-                for stream, r in ranges:
-                    cur.execute(self._q(
-                        f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
-                        "DO UPDATE SET next_offset = excluded.next_offset"),
-                        (self.name, stream, r.topic, r.partition, r.until_offset))
-                conn.commit()
-                self.batches_written += 1
-            except BaseException:
-                try:
-                    conn.rollback()
-                except Exception:  # noqa: BLE001 - the connection may be gone; reconnect next time
-                    self._conn = None
-                raise
+            self._run(lambda conn, cur: self._write_batch(conn, cur, batch))
+
+    def _write_batch(self, conn: Any, cur: Any, batch: "Batch[Any]") -> None:
+        cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
+        row = cur.fetchone()
+        ranges = [(stream, OffsetRange.from_json(v)) for stream, plan in batch.positions.items()
+                  if isinstance(plan, dict) for v in plan.get("offset_ranges", ())]
+        if self._already_written(cur, batch, row, ranges):
+            conn.rollback()
+            self.batches_skipped += 1
+            log.info("sink %s: batch %s was already written; skipped", self.name, batch.id)
+            return
+        self._write(cur, batch)
+        if row is None:
+            cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time) VALUES (?, ?)"),
+                        (self.name, batch.time))
+        else:
+            cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ? WHERE sink = ?"),
+                        (batch.time, self.name))
+        for stream, r in ranges:
+            cur.execute(self._q(
+                f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
+                "DO UPDATE SET next_offset = excluded.next_offset"),
+                (self.name, stream, r.topic, r.partition, r.until_offset))
+        conn.commit()
+        self.batches_written += 1
 
     def _already_written(self, cur: Any, batch: "Batch[Any]", row: Any,
                          ranges: list[tuple[str, OffsetRange]]) -> bool:
@@ -176,11 +196,7 @@ class SqlSink:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                finally:
-                    self._conn = None
+            self._drop_connection()
 
 
 __all__ = ["SqlSink"]
