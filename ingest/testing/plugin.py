@@ -15,6 +15,11 @@ testcontainers Kafka container when a Docker engine answers a ping (set
 jars on Maven Central (``ingest.testing.kafka.KafkaBroker``; version from
 ``INGEST_KAFKA_VERSION``). When none is possible, the tests are skipped with what to
 install, except on CI (``CI=true``), where they fail.
+
+``postgres_dsn`` (session scope) is the DSN of a real PostgreSQL server:
+``POSTGRES_DSN`` if set, else a throwaway server started from the PostgreSQL server
+binaries on this machine (``ingest.testing.postgres.PostgresServer``); without them,
+skipped with what to install, or failed on CI.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class KafkaService:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs a real Kafka broker (the kafka_bootstrap fixture)")
+    config.addinivalue_line("markers", "postgres: needs a real PostgreSQL server (the postgres_dsn fixture)")
 
 
 def _truthy(value: str | None) -> bool:
@@ -155,3 +161,21 @@ def kafka_service() -> Iterator[KafkaService]:
 def kafka_bootstrap(kafka_service: KafkaService) -> str:
     """Bootstrap address ("host:port") of a real Kafka broker shared by the session."""
     return kafka_service.bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """DSN of a real PostgreSQL server shared by the session: ``POSTGRES_DSN`` if set,
+    else a throwaway local server, stopped and deleted at the end of the session."""
+    external = os.environ.get("POSTGRES_DSN", "").strip()
+    if external:
+        yield external
+        return
+    from ingest.testing import postgres
+
+    missing = postgres.missing_requirements()
+    if missing:
+        skip_or_fail("no PostgreSQL server for these tests: install " + " and ".join(missing)
+                     + ", or set POSTGRES_DSN to a server's DSN")
+    with postgres.PostgresServer() as server:
+        yield server.dsn
