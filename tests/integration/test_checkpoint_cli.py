@@ -1,0 +1,161 @@
+"""`ingest checkpoint ls|show|fsck DIR`, run as a user runs it (a separate
+process) on a directory written by a short job: four committed batches and a
+fifth whose output failed, so it has an intent and no commit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest import BatchFailedError, ManualClock, StreamingContext
+
+BATCHES = [["a", "b"], ["a"], [], ["c", "b", "a"], ["d"], ["e"]]
+STATE_IDS = ["map_with_state-0", "update_state_by_key-0"]
+
+
+def count(values: list[int], old: int | None) -> int:
+    return (old or 0) + len(values)
+
+
+def remember(key: str, value: int, state: Any) -> None:
+    state.update(state.get_option(0) + value)
+
+
+def write_checkpoint(directory: Path) -> None:
+    def sink(batch: Any) -> None:
+        if batch.time == 5000:
+            raise RuntimeError("sink unavailable")
+
+    ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    ssc.checkpoint(str(directory), full_snapshot_every=3)
+    pairs = ssc.queue_stream(BATCHES, name="words").map(lambda w: (w, 1))
+    pairs.update_state_by_key(count).foreach_batch(lambda batch: None)
+    pairs.map_with_state(remember).foreach_batch(sink)
+    ssc.start()
+    try:
+        with pytest.raises(BatchFailedError):
+            ssc.step(6)
+    finally:
+        ssc.stop(graceful=False)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("checkpoint")
+    write_checkpoint(directory)
+    return directory
+
+
+@pytest.fixture
+def checkpoint_dir(written: Path, tmp_path: Path) -> Path:
+    """A copy of the written directory that a test may damage."""
+    copy = tmp_path / "ckpt"
+    shutil.copytree(written, copy)
+    return copy
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ingest.cli", "checkpoint", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def name(time_ms: int) -> str:
+    return f"{time_ms:020d}"
+
+
+def test_ls_lists_every_batch_with_its_intent_and_commit(checkpoint_dir):
+    result = cli("ls", str(checkpoint_dir))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    # date, time, time_ms, intent, commit[, records]
+    assert [row[2:] for row in rows] == [
+        ["1000", "ok", "ok", "2"], ["2000", "ok", "ok", "1"], ["3000", "ok", "ok", "0"],
+        ["4000", "ok", "ok", "3"], ["5000", "ok", "-"]]
+    assert "to re-run on restart: 1" in result.stdout
+    assert "inputs ['words']" in result.stdout
+
+
+def test_show_lists_plans_and_state_files(checkpoint_dir):
+    result = cli("show", str(checkpoint_dir))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("words: ") == 5 and "words: 3 records" in out
+    for sid in STATE_IDS:
+        assert f"{sid}: 4 file(s)" in out
+    for t in (1000, 2000, 3000, 4000):
+        assert f"{name(t)}.full" in out  # update_state_by_key snapshots are always full
+    assert f"{name(2000)}.delta" in out and f"{name(3000)}.delta" in out  # map_with_state between fulls
+    assert "CORRUPT" not in out
+
+
+def test_fsck_of_a_healthy_directory_exits_0(checkpoint_dir):
+    result = cli("fsck", str(checkpoint_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 batches, 8 state files, no problems" in result.stdout
+
+
+@pytest.mark.parametrize("victim", [f"state/map_with_state-0/{name(3000)}.delta", f"commits/{name(2000)}",
+                                    f"offsets/{name(5000)}", "metadata"])
+def test_fsck_of_a_damaged_file_exits_1_naming_it(checkpoint_dir, victim):
+    path = checkpoint_dir / victim
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x10
+    path.write_bytes(bytes(data))
+    result = cli("fsck", str(checkpoint_dir))
+    assert result.returncode == 1
+    assert "1 problem(s)" in result.stdout
+    assert str(path) in result.stdout and "checksum mismatch" in result.stdout
+
+
+def test_fsck_reports_a_state_file_a_commit_lists_but_is_missing(checkpoint_dir):
+    missing = checkpoint_dir / "state" / "update_state_by_key-0" / f"{name(4000)}.full"
+    missing.unlink()
+    result = cli("fsck", str(checkpoint_dir))
+    assert result.returncode == 1
+    assert f"commit of batch 4000 lists {missing}, which is missing" in result.stdout
+
+
+def test_ls_and_show_still_exit_0_on_a_damaged_directory_and_mark_the_file(checkpoint_dir):
+    commit = checkpoint_dir / "commits" / name(3000)
+    commit.write_bytes(commit.read_bytes()[:-2])
+    result = cli("ls", str(checkpoint_dir))
+    assert result.returncode == 0
+    row = next(line for line in result.stdout.splitlines() if " 3000 " in line)
+    assert row.split()[2:5] == ["3000", "ok", "CORRUPT"]
+    assert str(commit) in result.stdout
+
+
+@pytest.mark.parametrize("action", ["ls", "show", "fsck"])
+def test_json_output_parses_and_describes_the_batches(checkpoint_dir, action):
+    result = cli(action, str(checkpoint_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["directory"] == str(checkpoint_dir)
+    assert info["last_committed_ms"] == 4000 and info["pending"] == [5000]
+    assert [b["time_ms"] for b in info["batches"]] == [1000, 2000, 3000, 4000, 5000]
+    assert info["problems"] == []
+    if action != "ls":
+        assert info["metadata"]["inputs"] == ["words"]
+        assert info["batches"][0]["intent"]["plans"]["words"]["items"] == ["a", "b"]
+        assert sorted(info["state"]) == STATE_IDS
+
+
+def test_fsck_json_of_a_damaged_directory_lists_the_problem_and_exits_1(checkpoint_dir):
+    state = checkpoint_dir / "state" / "update_state_by_key-0" / f"{name(1000)}.full"
+    state.write_bytes(b"")
+    result = cli("fsck", str(checkpoint_dir), "--json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert len(problems) == 1 and str(state) in problems[0]
+
+
+def test_missing_directory_is_a_usage_error(tmp_path):
+    result = cli("ls", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
