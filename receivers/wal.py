@@ -48,7 +48,11 @@ Every segment is read once and every record's CRC checked.
   than ``max_record_bytes`` (reopen with a larger bound). No length field is
   trusted before it is checked against the file size and the bound.
 - A gap in the segment numbers (a segment deleted by hand) raises
-  `CorruptRecordError` naming the missing segment.
+  `CorruptRecordError` naming the missing segment. The first and last segment
+  numbers are also kept in ``<name>.bounds`` (rewritten atomically after a new
+  segment exists, and before old ones are deleted), so a segment deleted by
+  hand at either end is reported the same way; segments below the first bound
+  are leftovers of an interrupted clean-up and are removed.
 
 Write errors (ENOSPC, EIO...) raise `StorageError` naming the file, with
 ``errno`` set to the cause's. A failed write is truncated back, so the log stays
@@ -84,6 +88,7 @@ import errno
 import fcntl
 import logging
 import math
+import json
 import mmap
 import os
 import re
@@ -640,9 +645,15 @@ class WriteAheadLog:
                     "it does not come from this log, so nothing was deleted"
                 )
             deleted: list[str] = []
+            victims = [s for s in self._sizes if s < handle.segment]
+            if victims:
+                try:  # first the bounds: a crash mid-way leaves leftovers, not a "missing" segment
+                    self._write_bounds(handle.segment, self._active)
+                except OSError as e:
+                    raise _storage_error(f"cannot update {self._bounds_path}: {_describe(e)}", e) from e
             try:
                 # handle.segment <= active, so the active segment is never a victim.
-                for seq in [s for s in self._sizes if s < handle.segment]:
+                for seq in victims:
                     path = self._path(seq)
                     try:
                         os.unlink(path)
@@ -868,6 +879,7 @@ class WriteAheadLog:
                 os.unlink(os.path.join(self.directory, entry))
                 logger.info("WAL %s: removed unfinished new segment %s", self.directory, entry)
         seqs.sort()
+        seqs = self._check_bounds(seqs)
         for before, after in zip(seqs, seqs[1:]):
             if after != before + 1:
                 missing = self._path(before + 1)
@@ -882,6 +894,46 @@ class WriteAheadLog:
         for seq in seqs:
             self._sizes[seq], last_repaired = self._recover_segment(seq, last=seq == seqs[-1])
         return bool(seqs) and self._sizes[seqs[-1]] == FILE_HEADER_SIZE and not last_repaired
+
+    @property
+    def _bounds_path(self) -> str:
+        return os.path.join(self.directory, f"{self.name}.bounds")
+
+    def _write_bounds(self, first: int, last: int) -> None:
+        """Record the first and last segment numbers (atomically), so that a
+        segment deleted by hand at either end is noticed on open."""
+        temp = self._bounds_path + ".tmp"
+        with open(temp, "w") as f:
+            f.write(json.dumps({"first": first, "last": last}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self._bounds_path)
+        _fsync_directory(self.directory)
+
+    def _check_bounds(self, seqs: list[int]) -> list[int]:
+        try:
+            with open(self._bounds_path) as f:
+                bounds = json.load(f)
+            first, last = int(bounds["first"]), int(bounds["last"])
+        except FileNotFoundError:
+            return seqs  # a log written before bounds were kept, or a new one
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptRecordError(f"WAL bounds file {self._bounds_path} is unreadable ({e}); restore it, or "
+                                     "delete it to accept the segments as they are", path=self._bounds_path,
+                                     offset=0) from None
+        for seq in [s for s in seqs if s < first]:  # deletion was cut short by a crash: finish it
+            os.unlink(self._path(seq))
+            logger.info("WAL %s: removed segment %s, already cleaned up", self.directory, self._path(seq))
+        seqs = [s for s in seqs if s >= first]
+        if not seqs or seqs[0] > first:
+            raise CorruptRecordError(
+                f"WAL segment {self._path(first)} is missing (the log starts there): its records are lost. "
+                "Restore it, or delete the bounds file to accept the loss.", path=self._path(first), offset=None)
+        if seqs[-1] < last:
+            raise CorruptRecordError(
+                f"WAL segment {self._path(last)} is missing (the log ends there): its records are lost. "
+                "Restore it, or delete the bounds file to accept the loss.", path=self._path(last), offset=None)
+        return seqs
 
     def _recover_segment(self, seq: int, *, last: bool) -> tuple[int, bool]:
         """(valid size, repaired?) of one segment; truncates a torn tail of the last."""
@@ -959,6 +1011,7 @@ class WriteAheadLog:
             os.fsync(fd)
             os.rename(temp, path)
             _fsync_directory(self.directory)
+            self._write_bounds(min(self._sizes, default=seq), seq)
         except OSError as e:
             os.close(fd)
             for leftover in (temp, path):

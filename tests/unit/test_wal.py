@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -530,6 +531,9 @@ def test_bad_segment_header_raises(tmp_path: Path, damage, reason: str) -> None:
 def test_segment_renamed_to_another_number_raises(tmp_path: Path) -> None:
     write_log(tmp_path, [b"a"])
     segment_path(tmp_path, 1).rename(segment_path(tmp_path, 5))
+    with pytest.raises(CorruptRecordError, match="wal-00000000000000000001.wal is missing"):
+        WriteAheadLog(tmp_path)
+    (tmp_path / "wal.bounds").unlink()  # without the bounds, the header still gives it away
     with pytest.raises(CorruptRecordError, match="header says segment 1 but the file name says 5"):
         WriteAheadLog(tmp_path)
 
@@ -729,7 +733,7 @@ def test_disk_full_while_creating_a_segment_keeps_the_current_one(
         with pytest.raises(StorageError, match="cannot create WAL segment") as caught:
             wal.append(b"b" * 50)
         assert caught.value.errno == errno.ENOSPC
-        assert sorted(os.listdir(tmp_path)) == ["wal-00000000000000000001.wal", "wal.lock"]
+        assert sorted(os.listdir(tmp_path)) == ["wal-00000000000000000001.wal", "wal.bounds", "wal.lock"]
         monkeypatch.undo()
         assert wal.append(b"b" * 50).segment == 2
     assert read_all(tmp_path) == [b"a" * 50, b"b" * 50]
@@ -866,13 +870,18 @@ def _cut_stream(directory: Path, cut: int) -> None:
     at that point would: later segments do not exist yet, the one the cut falls
     in is truncated."""
     start = 0
+    last = 1
     for path in sorted(directory.glob("wal-*.wal")):
         size = path.stat().st_size
         if start > cut:
             path.unlink()
-        elif cut < start + size:
+            continue
+        if cut < start + size:
             truncate(path, cut - start)
+        last = int(path.stem.split("-")[1])
         start += size
+    # The bounds file then named the last segment that existed.
+    (directory / "wal.bounds").write_text(json.dumps({"first": 1, "last": last}))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
