@@ -27,7 +27,6 @@ from ingest.errors import BatchFailedError, ConfigError, CorruptRecordError, Rec
 from receivers import Receiver, SocketTextReceiver
 from receivers.block_log import BLOCK
 from receivers.codec import decode_block
-from receivers.wal import RECORD_HEADER_SIZE
 
 STREAM = "scripted"
 
@@ -301,10 +300,6 @@ def test_a_middle_segment_deleted_by_hand_stops_the_restart_naming_the_file(cont
     assert job.batches == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/wal.py WriteAheadLog._recover only detects gaps between segment numbers: when the "
-    "oldest segment is deleted by hand, BlockLog.recover replays the rest and the blocks in it are "
-    "dropped without an error"))
 def test_the_oldest_segment_deleted_by_hand_stops_the_restart_naming_the_file(contexts, tmp_path: Path) -> None:
     for blocks in (["a"], ["b"], ["c"]):
         stored_before_stop(contexts, tmp_path, [blocks])
@@ -317,9 +312,6 @@ def test_the_oldest_segment_deleted_by_hand_stops_the_restart_naming_the_file(co
     assert str(victim) in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/wal.py: when the newest segment is deleted by hand, WriteAheadLog reopens by creating a "
-    "new segment under the deleted one's number and BlockLog.recover drops its blocks without an error"))
 def test_the_newest_segment_deleted_by_hand_stops_the_restart_naming_the_file(contexts, tmp_path: Path) -> None:
     for blocks in (["a"], ["b"], ["c"]):
         stored_before_stop(contexts, tmp_path, [blocks])
@@ -440,10 +432,6 @@ def line_server():
     srv.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/socket.py SocketTextReceiver._receive catches the StorageError (an OSError) that "
-    "store_batch raises on a full disk as a connection failure and reconnects: the lines of that "
-    "chunk are dropped and the job goes on"))
 def test_a_full_disk_under_the_socket_receiver_stops_the_job_instead_of_dropping_lines(
         contexts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line_server) -> None:
     srv, conns = line_server
