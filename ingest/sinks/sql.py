@@ -15,8 +15,16 @@ is either skipped (its transaction committed) or written once (it did not).
 Pass the sink as `offset_store=` to `kafka_direct_stream` and a job started
 without a checkpoint resumes from the offsets in the database.
 
-SQLite (`sqlite3`) needs nothing more; PostgreSQL works with psycopg (3) or
-psycopg2; other DB-API drivers work if they support `INSERT ... ON CONFLICT`.
+Concurrent writers with the same sink name (a zombie of an earlier run, a
+second instance by mistake) cannot both write a batch: every write ends with an
+update of the sink's row that succeeds only if the row's version is still the
+one read at the start (optimistic locking); the loser rolls back and re-checks,
+and then finds the batch written.
+
+SQLite (`sqlite3`) and PostgreSQL (psycopg 3 or psycopg2) are tested; other
+DB-API drivers work if they support `INSERT ... ON CONFLICT`. The sink connects
+lazily, in the first thread that uses it (the batch scheduler's); with sqlite3,
+pass `check_same_thread=False` if you also call it from other threads.
 """
 
 from __future__ import annotations
@@ -48,8 +56,8 @@ class SqlSink:
             raise ConfigError("SqlSink(connect, write): both must be callables")
         if not _IDENT.match(table_prefix) and table_prefix != "":
             raise ConfigError(f"table_prefix {table_prefix!r} must be letters, digits and '_'")
-        if paramstyle not in (None, "qmark", "format", "pyformat", "numeric", "named"):
-            raise ConfigError(f"unsupported paramstyle {paramstyle!r}")
+        if paramstyle not in (None, "qmark", "format", "pyformat", "numeric"):
+            raise ConfigError(f"unsupported paramstyle {paramstyle!r}: use qmark, format, pyformat or numeric")
         self.name = name
         self._connect = connect
         self._write = write
@@ -69,15 +77,39 @@ class SqlSink:
             if self._paramstyle is None:
                 module = importlib.import_module(type(conn).__module__.split(".")[0])
                 self._paramstyle = getattr(module, "paramstyle", "qmark")
-            cur = conn.cursor()
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._offsets} (sink VARCHAR(200) NOT NULL, "
-                        "stream VARCHAR(200) NOT NULL, topic VARCHAR(300) NOT NULL, part INTEGER NOT NULL, "
-                        "next_offset BIGINT NOT NULL, PRIMARY KEY (sink, stream, topic, part))")
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {self._batches} (sink VARCHAR(200) PRIMARY KEY, "
-                        "batch_time BIGINT NOT NULL)")
-            conn.commit()
+            try:
+                self._create_table(conn, f"CREATE TABLE IF NOT EXISTS {self._offsets} (sink VARCHAR(200) NOT NULL, "
+                                   "stream VARCHAR(200) NOT NULL, topic VARCHAR(300) NOT NULL, part INTEGER NOT "
+                                   "NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (sink, stream, topic, part))",
+                                   self._offsets)
+                self._create_table(conn, f"CREATE TABLE IF NOT EXISTS {self._batches} (sink VARCHAR(200) PRIMARY "
+                                   "KEY, batch_time BIGINT NOT NULL, version BIGINT NOT NULL)", self._batches)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
+
+    @staticmethod
+    def _create_table(conn: Any, ddl: str, table: str) -> None:
+        """CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator
+        in every database (PostgreSQL): if it fails, the table must be there now."""
+        try:
+            conn.cursor().execute(ddl)
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            try:
+                conn.cursor().execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
+                conn.commit()
+            except Exception:
+                conn.rollback()
+                raise
+
+    def _integrity_errors(self, conn: Any) -> tuple[type[BaseException], ...]:
+        module = importlib.import_module(type(conn).__module__.split(".")[0])
+        error = getattr(module, "IntegrityError", None) or getattr(conn, "IntegrityError", None)
+        return (error,) if isinstance(error, type) else ()
 
     def _run(self, fn: Any) -> Any:
         """Run `fn(conn, cursor)` in a transaction; a failure rolls back, and a
@@ -140,10 +172,17 @@ class SqlSink:
 
     def __call__(self, batch: "Batch[Any]") -> None:
         with self._lock:
-            self._run(lambda conn, cur: self._write_batch(conn, cur, batch))
+            for _attempt in range(10):
+                if self._run(lambda conn, cur: self._write_batch(conn, cur, batch)):
+                    return
+                log.info("sink %s: another writer changed the sink's row during batch %s; checking again",
+                         self.name, batch.id)
+            raise SourceError(f"sink {self.name}: batch {batch.id} kept conflicting with another writer of the "
+                              "same sink name; give each job its own sink name")
 
-    def _write_batch(self, conn: Any, cur: Any, batch: "Batch[Any]") -> None:
-        cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
+    def _write_batch(self, conn: Any, cur: Any, batch: "Batch[Any]") -> bool:
+        """One attempt; False when another writer got in between (rolled back)."""
+        cur.execute(self._q(f"SELECT batch_time, version FROM {self._batches} WHERE sink = ?"), (self.name,))
         row = cur.fetchone()
         ranges = [(stream, OffsetRange.from_json(v)) for stream, plan in batch.positions.items()
                   if isinstance(plan, dict) for v in plan.get("offset_ranges", ())]
@@ -151,22 +190,31 @@ class SqlSink:
             conn.rollback()
             self.batches_skipped += 1
             log.info("sink %s: batch %s was already written; skipped", self.name, batch.id)
-            return
+            return True
         self._write(cur, batch)
-        if row is None:
-            cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time) VALUES (?, ?)"),
-                        (self.name, batch.time))
-        else:
-            cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ? WHERE sink = ?"),
-                        (batch.time, self.name))
         for stream, r in ranges:
             cur.execute(self._q(
                 f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
                 "DO UPDATE SET next_offset = excluded.next_offset"),
                 (self.name, stream, r.topic, r.partition, r.until_offset))
+        # Last, and conditional: only if nobody wrote since we read the row.
+        if row is None:
+            try:
+                cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time, version) VALUES (?, ?, 1)"),
+                            (self.name, batch.time))
+            except self._integrity_errors(conn):
+                conn.rollback()
+                return False
+        else:
+            cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ?, version = version + 1 "
+                                "WHERE sink = ? AND version = ?"), (batch.time, self.name, int(row[1])))
+            if cur.rowcount != 1:
+                conn.rollback()
+                return False
         conn.commit()
         self.batches_written += 1
+        return True
 
     def _already_written(self, cur: Any, batch: "Batch[Any]", row: Any,
                          ranges: list[tuple[str, OffsetRange]]) -> bool:

@@ -298,15 +298,6 @@ def test_a_connection_closed_under_the_sink_is_replaced(db: Database) -> None:
 
 # --------------------------------------------------------------------------- concurrent writers
 
-CONCURRENCY_BUG = (
-    "ingest/sinks/sql.py SqlSink.__call__: the batches row (and the offsets it compares with) is "
-    "read with a plain SELECT and overwritten with an unconditional UPDATE, so under READ COMMITTED "
-    "two writers of one sink name both decide the batch is new; both write, and the last commit "
-    "wins. Needs SELECT ... FOR UPDATE on the batches row, or an UPDATE ... WHERE batch_time = "
-    "<value read> whose rowcount 0 rolls back")
-
-
-@pytest.mark.xfail(strict=True, reason=CONCURRENCY_BUG)
 def test_two_writers_of_the_same_batch_write_it_once(db: Database) -> None:
     db.sink(name="job")(kafka_batch(1000, "events", 0, 0, 10))
     both_writing = threading.Barrier(2)
@@ -328,7 +319,6 @@ def test_two_writers_of_the_same_batch_write_it_once(db: Database) -> None:
     db.assert_written_exactly_once("job")
 
 
-@pytest.mark.xfail(strict=True, reason=CONCURRENCY_BUG)
 def test_a_stale_writer_neither_duplicates_records_nor_moves_the_offsets_back(db: Database) -> None:
     db.sink(name="job")(kafka_batch(1000, "events", 0, 0, 10))
     stale_writing, current_done = threading.Event(), threading.Event()
@@ -360,11 +350,6 @@ def test_a_stale_writer_neither_duplicates_records_nor_moves_the_offsets_back(db
     db.assert_written_exactly_once("job")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ingest/sinks/sql.py SqlSink._connection: CREATE TABLE IF NOT EXISTS is not safe against a "
-    "concurrent CREATE in PostgreSQL (UniqueViolation on pg_type_typname_nsp_index), so sinks "
-    "that first connect at the same moment fail their first batch; the failed connection is "
-    "also never closed"))
 def test_sinks_that_start_together_on_a_fresh_database_all_write_their_first_batch(db: Database) -> None:
     connected = threading.Barrier(4)
 
