@@ -9,10 +9,21 @@ Sections (run all by default, or pick with ``--section``):
   (the per-record cost of the other two shows against it). Figures are payload
   MB/s (1 MB = 10^6 bytes); the ratio is WAL/raw.
 
+- ``receiver``: a receiver storing blocks with `store_batch` through a real
+  `StreamingContext` with a checkpoint, with ``write_ahead_log=True`` (each
+  block appended and fsynced before `store_batch` returns) and without (blocks
+  kept in memory). Blocks are 100 records of 100-1000 random bytes; the figure
+  is records/s from the first `store_batch` until an output operation has
+  counted all ``--receiver-records`` records, next to the DESIGN target
+  (WAL >= 0.8x no WAL). Runs alternate between the two modes and a raw
+  write + fdatasync of a block of the same size: the floor, on this disk, of
+  any log that syncs every block.
+
 Add a section by writing ``def run_<name>(args) -> None`` and registering it in
 `SECTIONS`.
 
-Usage: ``.venv/bin/python bench/wal.py [--dir DIR] [--seconds S] [--section wal]``.
+Usage: ``.venv/bin/python bench/wal.py [--dir DIR] [--seconds S] [--section wal|receiver]
+[--receiver-records N]``.
 By default the files go to a temporary directory under ``bench/out/`` in the
 repository (git-ignored), that is on the repository's disk; the directory and its
 filesystem are printed. ``--dir /tmp`` measures /tmp instead (check that it is
@@ -151,8 +162,143 @@ def run_wal(args: argparse.Namespace) -> None:
         )
 
 
+# ------------------------------------------------------------- section "receiver"
+
+RECEIVER_BLOCK_RECORDS = 100
+RECEIVER_RATIO_TARGET = 0.8  # DESIGN.md: reliable receiver with WAL >= 0.8x without
+
+
+@dataclass
+class ReceiverRun:
+    records: int = 0
+    blocks: int = 0
+    seconds: float = 0.0
+    """From the first store_batch until the output counted every record."""
+    store_seconds: float = 0.0
+    """From the first store_batch until the last one returned."""
+    fsyncs: int = 0
+
+    def add(self, other: ReceiverRun) -> None:
+        self.records += other.records
+        self.blocks += other.blocks
+        self.seconds += other.seconds
+        self.store_seconds += other.store_seconds
+        self.fsyncs += other.fsyncs
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+def receiver_blocks(count: int, seed: int = 1) -> list[list[bytes]]:
+    """Distinct blocks of RECEIVER_BLOCK_RECORDS random records of 100-1000 bytes,
+    cycled through by the receiver (made up front: not part of the timing)."""
+    import random
+
+    rng = random.Random(seed)
+    return [[os.urandom(rng.randint(100, 1000)) for _ in range(RECEIVER_BLOCK_RECORDS)] for _ in range(count)]
+
+
+def receiver_run(directory: Path, wal: bool, total_records: int, blocks: list[list[bytes]]) -> ReceiverRun:
+    """One job: a receiver stores `total_records` records with store_batch as
+    fast as it can; batches of 50 ms count them in an output operation."""
+    import threading
+
+    from ingest import StreamingContext
+    from receivers import Receiver
+
+    class BlockReceiver(Receiver[bytes]):
+        def __init__(self) -> None:
+            super().__init__("bench receiver")
+            self.started_at = self.stored_at = 0.0
+            self.error: BaseException | None = None
+            self._thread: threading.Thread | None = None
+
+        def on_start(self) -> None:
+            self._thread = threading.Thread(target=self._store_all, name="bench-receiver")
+            self._thread.start()
+
+        def on_stop(self) -> None:
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()
+
+        def _store_all(self) -> None:
+            try:
+                self.started_at = time.perf_counter()
+                for i in range(total_records // RECEIVER_BLOCK_RECORDS):
+                    if self.stop_event.is_set():
+                        return
+                    self.store_batch(blocks[i % len(blocks)], {"block": i})
+                self.stored_at = time.perf_counter()
+            except BaseException as exc:  # noqa: BLE001 - reported by the run
+                self.error = exc
+
+    checkpoint = directory / ("receiver-wal" if wal else "receiver-memory")
+    ssc = StreamingContext(batch_interval=0.05, write_ahead_log=wal, stop_on_signal=False, log_batches=False)
+    ssc.checkpoint(str(checkpoint))
+    receiver = BlockReceiver()
+    stream = ssc.receiver_stream(receiver, name="bench")
+    counted = [0]
+    done = threading.Event()
+    finished_at = [0.0]
+
+    def count(batch) -> None:
+        counted[0] += batch.count()
+        if counted[0] >= total_records and not done.is_set():
+            finished_at[0] = time.perf_counter()
+            done.set()
+
+    stream.foreach_batch(count)
+    ssc.start()
+    try:
+        if not done.wait(600):
+            raise RuntimeError(f"only {counted[0]} of {total_records} records were processed in 600 s")
+        if receiver.error is not None:
+            raise receiver.error
+        fsyncs = stream.block_log.wal.fsyncs if stream.block_log is not None else 0
+    finally:
+        ssc.stop(graceful=False)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    records = total_records // RECEIVER_BLOCK_RECORDS * RECEIVER_BLOCK_RECORDS
+    return ReceiverRun(records, records // RECEIVER_BLOCK_RECORDS, finished_at[0] - receiver.started_at,
+                       receiver.stored_at - receiver.started_at, fsyncs)
+
+
+def run_receiver(args: argparse.Namespace) -> None:
+    directory = args.work_dir
+    total = max(RECEIVER_BLOCK_RECORDS, args.receiver_records)
+    blocks = receiver_blocks(64)
+    block_bytes = sum(len(r) for b in blocks for r in b) / len(blocks)
+    print("Receiver storing blocks with store_batch, write_ahead_log=True (fsync per block) vs off")
+    print(f"files in {directory} ({filesystem_of(directory)}); {RECEIVER_BLOCK_RECORDS} records of 100-1000 B "
+          f"per block ({block_bytes / 1024:.0f} KiB on average), {total} records per run, batches of 50 ms")
+    receiver_run(directory, True, min(total, 20 * RECEIVER_BLOCK_RECORDS), blocks)  # warm up imports and caches
+    with_wal, without = ReceiverRun(), ReceiverRun()
+    # The floor under any WAL with fsync per block on this disk: the same bytes
+    # per block, written and fdatasync'ed with nothing else around them.
+    floor = Run()
+    # Alternate the three in rounds so that drift of the disk affects all alike.
+    for _ in range(3):
+        without.add(receiver_run(directory, False, total, blocks))
+        with_wal.add(receiver_run(directory, True, total, blocks))
+        floor.add(raw_run(directory, blocks[0], 0.5))
+    print(f"{'':>8} {'records/s':>11} {'MB/s':>8} {'blocks/s':>9} {'store-only rec/s':>17} {'fsync/blk':>10}")
+    for label, run in (("no WAL", without), ("WAL", with_wal)):
+        print(f"{label:>8} {run.records_per_s:>11,.0f} {run.records_per_s * block_bytes / RECEIVER_BLOCK_RECORDS / 1e6:>8.1f} "
+              f"{run.blocks / run.seconds:>9.1f} {run.records / run.store_seconds:>17,.0f} "
+              f"{run.fsyncs / run.blocks:>10.2f}")
+    ratio = with_wal.records_per_s / without.records_per_s if without.records_per_s else float("nan")
+    verdict = "meets" if ratio >= RECEIVER_RATIO_TARGET else "MISSES"
+    print(f"WAL / no WAL: {ratio:.2f}x (DESIGN target >= {RECEIVER_RATIO_TARGET}x: {verdict} it)")
+    floor_records = floor.blocks / floor.seconds * RECEIVER_BLOCK_RECORDS
+    print(f"disk floor: raw write + fdatasync of one such block: {floor.blocks / floor.seconds:,.0f} blocks/s, "
+          f"i.e. at most {floor_records:,.0f} records/s with fsync per block; the WAL receiver reaches "
+          f"{with_wal.records_per_s / floor_records:.2f} of it")
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "wal": run_wal,
+    "receiver": run_receiver,
 }
 
 
@@ -184,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="time per case, split between raw and WAL (default 6)")
     parser.add_argument("--cases", type=_cases, default=_cases(DEFAULT_CASES),
                         help=f"RECORD_BYTESxRECORDS_PER_BLOCK,... (default {DEFAULT_CASES})")
+    parser.add_argument("--receiver-records", type=int, default=1_000_000,
+                        help="records per run of the receiver section (default 1000000)")
     args = parser.parse_args(argv)
 
     parent = args.dir if args.dir is not None else REPO / "bench" / "out"
