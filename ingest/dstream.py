@@ -243,9 +243,12 @@ class DStream(Generic[T]):
 
     def count_by_window(self, window_duration: float, slide_duration: float | None = None, *,
                         name: str | None = None) -> "DStream[int]":
-        """The number of records in each window (one record per slide)."""
-        return self.map(lambda _x: 1).reduce_by_window(
+        """The number of records in each window: one record per slide, 0 for an empty window."""
+        from ingest.dataset import Dataset
+
+        counts = self.map(lambda _x: 1).reduce_by_window(
             operator.add, operator.sub, window_duration, slide_duration, name=name)
+        return counts.transform(lambda ds: ds if ds.count() else Dataset.from_records([0], 1, ds.executor))
 
     def reduce_by_window(self, fn: Callable[[T, T], T], inv_fn: Callable[[T, T], T] | None,
                          window_duration: float, slide_duration: float | None = None, *,
@@ -254,8 +257,8 @@ class DStream(Generic[T]):
         With `inv_fn`, windows are updated incrementally."""
         if inv_fn is None:
             return self.window(window_duration, slide_duration, name=name).reduce(fn)
-        # As in Spark: one running value under a single key. Once the stream
-        # has seen data, an empty window yields the neutral value (e.g. 0).
+        # One running value under a single key; an empty window yields no record,
+        # as without the inverse function.
         return self.map(lambda x: (0, x)).reduce_by_key_and_window(
             fn, inv_fn, window_duration, slide_duration, num_partitions=1, name=name).map(lambda kv: kv[1])
 
@@ -266,8 +269,8 @@ class DStream(Generic[T]):
                                  name: str | None = None) -> "DStream[tuple[Any, Any]]":
         """Per key, the values of each window reduced with `fn`. With
         `inv_fn` (the inverse of `fn`), each slide adds the entering batch and
-        subtracts the leaving one instead of reducing the whole window; keys
-        whose value returns to a neutral value stay unless `filter_fn` drops them."""
+        subtracts the leaving one instead of reducing the whole window; the
+        result is the same either way. `filter_fn` filters the output records."""
         if window_duration is None:
             raise ConfigError("reduce_by_key_and_window needs window_duration (seconds)")
         if inv_fn is None:
@@ -281,8 +284,7 @@ class DStream(Generic[T]):
                                   num_partitions: int | None = None, name: str | None = None,
                                   ) -> "DStream[tuple[T, int]]":
         return self.map(lambda x: (x, 1)).reduce_by_key_and_window(
-            operator.add, operator.sub, window_duration, slide_duration, num_partitions=num_partitions,
-            filter_fn=lambda kv: kv[1] > 0, name=name)
+            operator.add, operator.sub, window_duration, slide_duration, num_partitions=num_partitions, name=name)
 
     # -- output operations ------------------------------------------------------
 

@@ -6,7 +6,10 @@ windows). `ReducedWindowedDStream` implements `reduce_by_key_and_window` with an
 inverse function: it keeps a running aggregate per key plus each batch's
 per-key aggregate, adds the batch that enters and subtracts (with the inverse
 function) the batch that leaves, so each slide costs the size of two batches,
-not of the whole window.
+not of the whole window. It also counts, per key, the batches in the window
+that hold it: a key leaves the state exactly when its last batch leaves the
+window, so the result always equals reducing the whole window, and the state
+stays bounded. `filter_fn` only filters the output.
 
 Durations must be multiples of the parent's slide interval (the batch interval
 for ordinary streams); a windowed stream's output runs only at times that are
@@ -104,15 +107,18 @@ class ReducedWindowedDStream(StatefulDStream[tuple[Any, Any]]):
         self.slide_ms = slide
         self._reduce, self._inv, self._filter = reduce_fn, inv_fn, filter_fn
         self._num_partitions = num_partitions
-        self._committed: tuple[dict[Any, Any], deque[tuple[int, dict[Any, Any]]]] = ({}, deque())
-        self._pending: tuple[dict[Any, Any], deque[tuple[int, dict[Any, Any]]]] | None = None
+        # (aggregate per key, in-window batch count per key, the window's per-batch aggregates)
+        self._committed: tuple[dict[Any, Any], dict[Any, int], deque[tuple[int, dict[Any, Any]]]] = (
+            {}, {}, deque())
+        self._pending: tuple[dict[Any, Any], dict[Any, int], deque[tuple[int, dict[Any, Any]]]] | None = None
         self._pending_time: int | None = None
 
     def update(self, time_ms: int) -> None:
         if self._pending_time == time_ms:
             return
         agg = dict(self._committed[0])
-        batches = deque(self._committed[1])
+        counts = dict(self._committed[1])
+        batches = deque(self._committed[2])
         parent = self.parents[0]
         reduce_fn, inv_fn = self._reduce, self._inv
         if parent.is_time_valid(time_ms):
@@ -120,22 +126,29 @@ class ReducedWindowedDStream(StatefulDStream[tuple[Any, Any]]):
             batches.append((time_ms, new))
             for k, v in new.items():
                 agg[k] = reduce_fn(agg[k], v) if k in agg else v
+                counts[k] = counts.get(k, 0) + 1
         while batches and batches[0][0] <= time_ms - self.window_ms:
             _, old = batches.popleft()
             for k, v in old.items():
-                agg[k] = inv_fn(agg[k], v)
-        if self._filter is not None:
-            agg = {k: v for k, v in agg.items() if self._filter((k, v))}
-        self._pending, self._pending_time = (agg, batches), time_ms
+                if counts[k] == 1:
+                    del agg[k], counts[k]
+                else:
+                    agg[k] = inv_fn(agg[k], v)
+                    counts[k] -= 1
+        self._pending, self._pending_time = (agg, counts, batches), time_ms
 
     def compute(self, time_ms: int) -> Dataset[tuple[Any, Any]]:
         self.update(time_ms)
         assert self._pending is not None
-        return Dataset.from_records(list(self._pending[0].items()), 1, self.ssc.executor)
+        items = list(self._pending[0].items())
+        if self._filter is not None:
+            items = [kv for kv in items if self._filter(kv)]
+        return Dataset.from_records(items, 1, self.ssc.executor)
 
     def pending_snapshot(self) -> bytes:
-        agg, batches = self._pending if self._pending is not None else self._committed
+        agg, counts, batches = self._pending if self._pending is not None else self._committed
         return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "reduced_window", "agg": list(agg.items()),
+                                 "counts": list(counts.items()),
                                  "batches": [[t, list(b.items())] for t, b in batches]})
 
     def commit_batch(self, time_ms: int) -> None:
@@ -148,10 +161,11 @@ class ReducedWindowedDStream(StatefulDStream[tuple[Any, Any]]):
 
     def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
         if full is None:
-            self._committed = ({}, deque())
+            self._committed = ({}, {}, deque())
         else:
             obj = self._load(full)
-            self._committed = (dict(obj["agg"]), deque((int(t), dict(b)) for t, b in obj["batches"]))
+            self._committed = (dict(obj["agg"]), {k: int(n) for k, n in obj["counts"]},
+                               deque((int(t), dict(b)) for t, b in obj["batches"]))
         self.abort_batch(0)
 
     def state_size(self) -> int:
