@@ -355,10 +355,6 @@ def test_window_durations_must_be_positive_multiples_of_the_batch_interval(windo
         ssc.queue_stream([]).window(window, slide)
 
 
-def seen_by(batches: list[list[Any]], i: int) -> bool:
-    return any(batches[j] for j in range(i))
-
-
 @PROPERTY
 @given(batches=int_batches, sizes=durations)
 def test_count_by_window_counts_every_window(batches, sizes):
