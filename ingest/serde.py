@@ -22,6 +22,9 @@ class Serde(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def encode(obj: Any) -> Any:
     """JSON-ready form of `obj` with tuples and non-string keys marked."""
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -29,6 +32,8 @@ def encode(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return {_TUPLE: [encode(x) for x in obj]}
     if isinstance(obj, list):
+        if all(type(x) in _SCALARS for x in obj):  # the common large case: nothing to mark
+            return obj
         return [encode(x) for x in obj]
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj) and _TUPLE not in obj and _DICT not in obj:

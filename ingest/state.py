@@ -155,8 +155,20 @@ class KeyedStateDStream(StatefulDStream[T]):
                     yield k, v
             yield from changes.sets.items()
 
+    # Snapshots are columns (keys, values, ...), not lists of pairs: no object per
+    # key to build or mark, which keeps large states cheap to write and read.
+    def _columns(self, items: Iterable[tuple[Any, Any]]) -> dict[str, list[Any]]:
+        keys, values = [], []
+        for k, v in items:
+            keys.append(k)
+            values.append(v)
+        return {"keys": keys, "values": values}
+
+    def _from_columns(self, obj: dict[str, Any], prefix: str = "") -> list[tuple[Any, Any]]:
+        return list(zip(obj[prefix + "keys"], obj[prefix + "values"]))
+
     def pending_snapshot(self) -> bytes:
-        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "full", "items": list(self._pending_items())})
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "full", **self._columns(self._pending_items())})
 
     def commit_batch(self, time_ms: int) -> None:
         if self._pending is None:
@@ -176,12 +188,12 @@ class KeyedStateDStream(StatefulDStream[T]):
         parts: list[dict[Any, Any]] = [{} for _ in range(self.num_partitions)]
         n = self.num_partitions
         if full is not None:
-            for k, v in self._load(full)["items"]:
+            for k, v in self._from_columns(self._load(full)):
                 parts[portable_hash(k) % n][k] = v
         for data in deltas:
             delta = self._load(data)
             sets: dict[int, dict[Any, Any]] = {}
-            for k, v in delta["set"]:
+            for k, v in self._from_columns(delta, "set_"):
                 sets.setdefault(portable_hash(k) % n, {})[k] = v
             removes = set(delta["del"])
             for i, part in enumerate(parts):
@@ -342,20 +354,24 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
 
         return run
 
+    def _columns(self, items: Iterable[tuple[Any, Any]]) -> dict[str, list[Any]]:
+        keys, values, seen = [], [], []
+        for k, (v, s) in items:
+            keys.append(k)
+            values.append(v)
+            seen.append(s)
+        return {"keys": keys, "values": values, "seen": seen}
+
+    def _from_columns(self, obj: dict[str, Any], prefix: str = "") -> list[tuple[Any, Any]]:
+        return [(k, (v, s)) for k, v, s in zip(obj[prefix + "keys"], obj[prefix + "values"], obj[prefix + "seen"])]
+
     def pending_delta(self) -> bytes | None:
         if self._pending is None:
             return None
-        sets = [kv for c in self._pending for kv in c.sets.items()]
+        columns = self._columns(kv for c in self._pending for kv in c.sets.items())
         removes = [k for c in self._pending for k in c.removes]
-        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "delta", "set": sets, "del": removes})
-
-    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
-        super().restore(full, deltas)
-        # JSON gives lists back for the (value, last_seen) pairs: make them tuples again.
-        for part in self._committed:
-            for k, v in part.items():
-                if isinstance(v, list):
-                    part[k] = tuple(v)
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "delta", "del": removes,
+                                 **{f"set_{name}": column for name, column in columns.items()}})
 
     def state_snapshots(self) -> DStream[tuple[Any, Any]]:
         """A stream of `(key, state)` for every key after each batch."""
