@@ -210,6 +210,7 @@ def test_a_second_replay_after_a_crash_during_the_first_gives_the_same_state(ope
     log.recover(last_committed_ms=2000, pending_times=[3000])
     log = reopen(log, opened)  # died again before batch 3000 was re-run
     log.recover(last_committed_ms=2000, pending_times=[3000])
+    assert ids(log.recovered) == ["b4", "b5", "b6", "b7"], "the first replay's clean-up of b3 is durable"
     assert ids(log.allocate(3000)) == ["b4"]
     assert ids(log.allocate(4000)) == ["b5", "b6", "b7"]
     log = reopen(log, opened)  # and again, with batch 4000 now allocated and no intent
