@@ -252,12 +252,19 @@ class ConfluentClient(KafkaClient):
         return ConfluentReader(self._consumer_conf)
 
 
-class ConfluentReader:
-    """Reads offset ranges; picklable (it carries only the configuration)."""
+class _Reader:
+    """Reads offset ranges; picklable (it carries only the configuration). Its
+    consumers are cached per process under `key` plus the partition."""
+
+    client = ""
 
     def __init__(self, conf: Mapping[str, Any]) -> None:
         self.conf = dict(conf)
-        self.key = ("confluent", params_fingerprint(self.conf))
+        self.key = (self.client, params_fingerprint(self.conf))
+
+
+class ConfluentReader(_Reader):
+    client = "confluent"
 
     def _create(self) -> Any:
         return _ck().Consumer({**self.conf, "enable.auto.commit": False, "enable.partition.eof": True,
@@ -445,10 +452,8 @@ class KafkaPythonClient(KafkaClient):
         return KafkaPythonReader(self._conf)
 
 
-class KafkaPythonReader:
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self.conf = dict(conf)
-        self.key = ("kafka-python", params_fingerprint(self.conf))
+class KafkaPythonReader(_Reader):
+    client = "kafka-python"
 
     def _create(self) -> Any:
         from kafka import KafkaConsumer

@@ -42,7 +42,24 @@ def window_ms(parent: DStream[Any], what: str, seconds: float | None, default_ms
     return ms
 
 
-class WindowedDStream(StatefulDStream[Any]):
+class _WholeStateDStream(StatefulDStream[Any]):
+    """State kept as one value: `update` builds the pending value, a commit
+    makes it the committed one, an abort drops it."""
+
+    _committed: Any
+    _pending: Any = None
+    _pending_time: int | None = None
+
+    def commit_batch(self, time_ms: int) -> None:
+        if self._pending is not None:
+            self._committed = self._pending
+        self._pending, self._pending_time = None, None
+
+    def abort_batch(self, time_ms: int) -> None:
+        self._pending, self._pending_time = None, None
+
+
+class WindowedDStream(_WholeStateDStream):
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], window_duration: float,
                  slide_duration: float | None, *, name: str | None = None, serde: Any | None = None) -> None:
         self.window_ms = window_ms(parent, "window duration", window_duration, 0)
@@ -74,14 +91,6 @@ class WindowedDStream(StatefulDStream[Any]):
         return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "window",
                                  "entries": [[t, parts] for t, parts in entries]})
 
-    def commit_batch(self, time_ms: int) -> None:
-        if self._pending is not None:
-            self._committed = self._pending
-        self._pending, self._pending_time = None, None
-
-    def abort_batch(self, time_ms: int) -> None:
-        self._pending, self._pending_time = None, None
-
     def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
         entries: deque[tuple[int, list[list[Any]]]] = deque()
         if full is not None:
@@ -94,7 +103,7 @@ class WindowedDStream(StatefulDStream[Any]):
         return sum(len(p) for _, parts in self._committed for p in parts)
 
 
-class ReducedWindowedDStream(StatefulDStream[tuple[Any, Any]]):
+class ReducedWindowedDStream(_WholeStateDStream):
     """`reduce_by_key_and_window` with an inverse function."""
 
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], reduce_fn: Callable[[Any, Any], Any],
@@ -150,14 +159,6 @@ class ReducedWindowedDStream(StatefulDStream[tuple[Any, Any]]):
         return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "reduced_window", "agg": list(agg.items()),
                                  "counts": list(counts.items()),
                                  "batches": [[t, list(b.items())] for t, b in batches]})
-
-    def commit_batch(self, time_ms: int) -> None:
-        if self._pending is not None:
-            self._committed = self._pending
-        self._pending, self._pending_time = None, None
-
-    def abort_batch(self, time_ms: int) -> None:
-        self._pending, self._pending_time = None, None
 
     def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
         if full is None:
