@@ -6,7 +6,8 @@ before they are applied (write-then-apply):
 
     BLOCK      a received block: its id, metadata (source positions) and records
     ALLOCATED  batch time -> the ids of the blocks it reads
-    CLEANED    batch times whose blocks are processed and can go
+    CLEANED    batch times whose blocks are processed and can go, with the
+               blocks' metadata (their source positions outlive them)
     RELEASED   a batch time whose allocation never reached the intent log
                (crash in between): its blocks go back to the next batch
 
@@ -53,6 +54,8 @@ class BlockLog:
         self._alloc_handles: dict[int, RecordHandle] = {}
         self._last_allocated: int | None = None
         self.recovered: list[BlockInfo] = []
+        self.recovered_metadata: list[Any] = []
+        """Source positions of the blocks found at start, cleaned or not."""
 
     # -- the store ----------------------------------------------------------------------
 
@@ -112,11 +115,14 @@ class BlockLog:
             times = sorted(t for t in self._allocated if t <= up_to_ms)
             if not times:
                 return []
-            last = self.wal.append(json.dumps({"times": times}).encode(), CLEANED)
-            gone = []
+            gone = [self._infos[i] for t in times for i in self._allocated[t]]
+            # The cleaned blocks' source positions stay in the log: a receiver that
+            # had not yet acknowledged them when the process died resumes after them.
+            event = {"times": times, "metadata": [dict(b.metadata) for b in gone if b.metadata]}
+            last = self.wal.append(encode_block([event]), CLEANED)  # MessagePack: metadata is any plain data
             for t in times:
                 for block_id in self._allocated.pop(t):
-                    gone.append(self._infos.pop(block_id))
+                    del self._infos[block_id]
                     self._memory.pop(block_id, None)
                 self._alloc_handles.pop(t, None)
             self._delete_old_segments(last)
@@ -140,6 +146,7 @@ class BlockLog:
         order: list[str] = []
         allocations: dict[int, list[str]] = {}
         handles: dict[int, RecordHandle] = {}
+        cleaned_metadata: list[Any] = []
         for handle, kind, payload in self.wal.records():
             if kind == BLOCK:
                 block_id, meta, records = decode_block(payload)
@@ -150,7 +157,9 @@ class BlockLog:
                 allocations[int(event["time"])] = list(event["blocks"])
                 handles[int(event["time"])] = handle
             elif kind == CLEANED:
-                for t in json.loads(payload)["times"]:
+                event = decode_block(payload)[0]
+                cleaned_metadata.extend(event.get("metadata", ()))
+                for t in event["times"]:
                     for block_id in allocations.pop(int(t), []):
                         infos.pop(block_id, None)
                     handles.pop(int(t), None)
@@ -173,6 +182,7 @@ class BlockLog:
             self._unallocated = deque(i for i in order if i in infos and i not in allocated_ids)
             self._last_allocated = max(allocations) if allocations else None
             self.recovered = [infos[i] for i in order if i in infos]
+            self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
         if committed:
             self.cleanup(max(committed))
         log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d for the "

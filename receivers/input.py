@@ -113,7 +113,7 @@ class ReceiverInputDStream(InputDStream[T]):
     def recovered_metadata(self) -> list[Any]:
         """Metadata of the blocks found in the write-ahead log at start (source
         positions a reliable receiver can resume after)."""
-        return [b.metadata for b in self.block_log.recovered if b.metadata] if self.block_log else []
+        return list(self.block_log.recovered_metadata) if self.block_log else []
 
     # batch lifecycle -----------------------------------------------------------
 

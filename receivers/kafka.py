@@ -63,12 +63,16 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         self.block_records = block_records
         self.poll_timeout = poll_timeout
         self._thread: threading.Thread | None = None
+        # Next offset per partition already stored; survives restarts of this
+        # receiver so that a restart never stores records twice.
+        self._durable: dict[tuple[str, int], int] | None = None
         self.records_stored = 0
         self.dropped_after_revoke = 0
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"kafka-receiver-{self.topics[0]}")
-        self._thread.start()
+        if self._durable is None:  # once per process: what the WAL already holds
+            self._durable = self._durable_offsets()
+        self._thread = self.start_thread(self._run, f"kafka-receiver-{self.topics[0]}")
 
     def on_stop(self) -> None:
         thread = self._thread
@@ -87,7 +91,8 @@ class KafkaReceiver(Receiver[KafkaRecord]):
     def _run(self) -> None:
         import confluent_kafka as ck
 
-        durable = self._durable_offsets()
+        durable = self._durable
+        assert durable is not None
         assigned: set[tuple[str, int]] = set()
 
         def on_assign(consumer: Any, partitions: list[Any]) -> None:
@@ -146,9 +151,6 @@ class KafkaReceiver(Receiver[KafkaRecord]):
                     durable[key] = max(durable.get(key, 0), value)
                 consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                 asynchronous=False)
-        except ReceiverError as exc:
-            if not self.stop_event.is_set():
-                self.stop(str(exc), exc)
         except ck.KafkaException as exc:
             if not self.stop_event.is_set():
                 self.restart(f"{self.name}: {exc}", exc)

@@ -74,6 +74,22 @@ class Receiver(Generic[T]):
     def stop(self, message: str, error: BaseException | None = None) -> None:
         self.supervisor.stop_from_receiver(message, error)
 
+    def start_thread(self, target: Any, name: str) -> threading.Thread:
+        """Start a receiving thread. If `target` raises, the receiver is stopped
+        with that error (and so is the job): a receiving thread never dies
+        unnoticed. Join it in `on_stop`."""
+
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
+                if not self.supervisor.receiver_stop_event.is_set():
+                    self.stop(f"receiving thread {name} failed", exc)
+
+        thread = threading.Thread(target=guarded, name=name)
+        thread.start()
+        return thread
+
     @property
     def reliable_storage(self) -> bool:
         """True when the write-ahead log is on: `store_batch` returns only once

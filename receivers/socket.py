@@ -52,8 +52,7 @@ class SocketTextReceiver(Receiver[str]):
         self.bad_lines = 0
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._receive, name=f"socket-receiver-{self.host}:{self.port}")
-        self._thread.start()
+        self._thread = self.start_thread(self._receive, f"socket-receiver-{self.host}:{self.port}")
 
     def on_stop(self) -> None:
         with self._lock:

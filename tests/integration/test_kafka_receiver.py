@@ -254,10 +254,6 @@ def test_a_block_that_cannot_be_stored_is_not_committed_and_is_read_after_a_rest
     assert values(batches2) == [f"refused-{i}".encode() for i in range(50)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/kafka.py KafkaReceiver._run catches only ReceiverError and KafkaException: a StorageError "
-    "from store_batch (disk full) ends the receiver's thread with an uncaught exception, the supervisor "
-    "and the context are never told, and the job runs on without receiving"))
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_block_that_cannot_be_stored_stops_the_job_with_the_storage_error(
         contexts, tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,11 +273,6 @@ def test_a_block_that_cannot_be_stored_stops_the_job_with_the_storage_error(
     assert isinstance(ssc.error, (ReceiverError, StorageError)) and "ENOSPC" in str(ssc.error)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/kafka.py KafkaReceiver._run starts every run from _durable_offsets(), i.e. only the blocks "
-    "recovered from the log when the process started: after a failed commit restarts the receiver, the "
-    "offsets it stored since are forgotten, it resumes at the group's committed offset and reads the "
-    "stored block again into a second block, which dedupe by block id cannot catch"))
 def test_a_failed_commit_does_not_make_the_restarted_receiver_read_a_stored_block_again(
         contexts, tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import confluent_kafka as ck

@@ -183,10 +183,6 @@ def test_sigkill_again_and_again_while_producing_loses_nothing_and_block_ids_ded
     assert sorted(tagged.values()) == sorted(produced), "deduplicated by block id: each record exactly once"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "receivers/block_log.py BlockLog.recover reports as recovered (the durable positions KafkaReceiver "
-    "resumes after) only blocks not yet cleaned: a block stored, processed and cleaned before its offsets "
-    "reached the group is read again after a restart into a new block, so dedupe by block id sees it twice"))
 def test_a_kill_before_the_commit_of_a_block_already_processed_stores_nothing_twice(
         tmp_path: Path, kafka_bootstrap: str) -> None:
     from ingest.testing.kafka import produce
