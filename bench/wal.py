@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing
@@ -296,9 +296,72 @@ def run_receiver(args: argparse.Namespace) -> None:
           f"{with_wal.records_per_s / floor_records:.2f} of it")
 
 
+def kafka_receiver_run(bootstrap: str, topic: str, total: int, directory: Path, wal: bool) -> float:
+    """records/s of the reliable Kafka receiver until `total` records were counted."""
+    import threading
+    import uuid
+
+    from ingest import StreamingContext
+    from receivers import kafka_stream
+
+    ssc = StreamingContext(batch_interval=0.5, write_ahead_log=wal, stop_on_signal=False, log_batches=False)
+    ssc.checkpoint(str(directory / f"ckpt-{uuid.uuid4().hex[:8]}"))
+    counted = [0]
+    done = threading.Event()
+
+    def count(batch: Any) -> None:
+        counted[0] += sum(batch.collect())
+        if counted[0] >= total:
+            done.set()
+
+    kafka_stream(ssc, [topic], {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+                                "auto.offset.reset": "earliest"}).count().foreach_batch(count)
+    start = time.perf_counter()
+    ssc.start()
+    if not done.wait(300):
+        raise RuntimeError(f"only {counted[0]} of {total} records arrived within 300 s")
+    elapsed = time.perf_counter() - start
+    ssc.stop(graceful=False)
+    return total / elapsed
+
+
+def run_kafka_receiver(args: argparse.Namespace) -> None:
+    """The reliable Kafka receiver (blocks of up to 10,000 records) with and
+    without the WAL: the same receiver doing its real work, consuming."""
+    import os
+    import uuid
+
+    from ingest.testing.kafka import KafkaBroker, create_topic, produce
+
+    print("== kafka-receiver: the reliable Kafka receiver, WAL (fsync per block) vs no WAL")
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None
+    if not bootstrap:
+        broker = KafkaBroker().start()
+        bootstrap = broker.bootstrap
+    try:
+        total = args.kafka_records
+        topic = f"wal-bench-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, topic, partitions=2)
+        produce(bootstrap, topic, [os.urandom(100) for _ in range(total)], config={"linger.ms": 20})
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(2):
+            for wal in (False, True):
+                rates[wal].append(kafka_receiver_run(bootstrap, topic, total, args.work_dir, wal))
+        no_wal, with_wal = max(rates[False]), max(rates[True])
+        print(f"{total:,} records of 100 B on 2 partitions, best of 2 runs each")
+        print(f"  without WAL: {no_wal:>10,.0f} records/s")
+        print(f"  with WAL:    {with_wal:>10,.0f} records/s")
+        print(f"  ratio WAL / no WAL: {with_wal / no_wal:.2f}x   (target >= 0.8x, DESIGN.md)")
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "wal": run_wal,
     "receiver": run_receiver,
+    "kafka-receiver": run_kafka_receiver,
 }
 
 
@@ -332,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"RECORD_BYTESxRECORDS_PER_BLOCK,... (default {DEFAULT_CASES})")
     parser.add_argument("--receiver-records", type=int, default=1_000_000,
                         help="records per run of the receiver section (default 1000000)")
+    parser.add_argument("--kafka-records", type=int, default=500_000,
+                        help="records per run of the kafka-receiver section (default 500000)")
+    parser.add_argument("--bootstrap", default=None,
+                        help="Kafka for the kafka-receiver section (default: $KAFKA_BOOTSTRAP_SERVERS, "
+                             "else a broker started for the run)")
     args = parser.parse_args(argv)
 
     parent = args.dir if args.dir is not None else REPO / "bench" / "out"

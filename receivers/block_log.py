@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from ingest.errors import ConfigError
 from receivers.block import Block, BlockInfo
-from receivers.codec import decode_block, encode_block
+from receivers.codec import decode_block, encode_block, records_payload
 from receivers.wal import RecordHandle, WriteAheadLog
 
 log = logging.getLogger("receivers.block_log")
@@ -60,7 +60,8 @@ class BlockLog:
     # -- the store ----------------------------------------------------------------------
 
     def put(self, stream: str, block: Block) -> BlockInfo:
-        payload = encode_block([block.block_id, dict(block.metadata) if block.metadata else None, block.records])
+        payload = encode_block([block.block_id, dict(block.metadata) if block.metadata else None,
+                                records_payload(block.records)])
         handle = self.wal.append(payload, BLOCK)  # durable (fsync) before we go on
         info = BlockInfo(block.block_id, stream, len(block.records), block.metadata, handle.to_dict())
         with self._lock:

@@ -5,7 +5,9 @@ storage must not be a way to run code.
 Records may be None, bool, int, float, str, bytes, lists, dicts, tuples and
 `KafkaRecord`s (and any nesting of those). Tuples and KafkaRecords are kept
 apart from lists with MessagePack extension types 1 and 2, so they come back
-as they went in.
+as they went in. A block made only of KafkaRecords is stored column by column
+(extension type 3: one list per field), which packs in one call instead of one
+per record.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ingest.records import KafkaRecord
 
 _TUPLE = 1
 _KAFKA = 2
+_KAFKA_COLUMNS = 3
 
 
 def _default(obj: Any) -> Any:
@@ -35,6 +38,8 @@ def _ext(code: int, data: bytes) -> Any:
         return tuple(_unpack(data))
     if code == _KAFKA:
         return KafkaRecord(*_unpack(data))
+    if code == _KAFKA_COLUMNS:
+        return [KafkaRecord._make(fields) for fields in zip(*_unpack(data))]
     return msgpack.ExtType(code, data)
 
 
@@ -44,6 +49,13 @@ def _pack(obj: Any) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext, raw=False, strict_map_key=False)
+
+
+def records_payload(records: list[Any]) -> Any:
+    """The records of a block as they are packed: column-wise for KafkaRecords."""
+    if records and all(type(r) is KafkaRecord for r in records):
+        return msgpack.ExtType(_KAFKA_COLUMNS, _pack([list(column) for column in zip(*records)]))
+    return records
 
 
 def encode_block(records: list[Any]) -> bytes:

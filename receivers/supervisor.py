@@ -74,6 +74,11 @@ class ReceiverSupervisor:
         self._last_error: tuple[str, str | None, float] | None = None
 
     @property
+    def block_interval(self) -> float:
+        """Seconds between blocks (the context's block interval)."""
+        return self._ssc.block_interval_ms / 1000.0
+
+    @property
     def stopping(self) -> bool:
         return self._stopped.is_set()
 
