@@ -141,13 +141,16 @@ class ReceiverSupervisor:
                 return
             self._state = "stopped"
         self._stopped.set()
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-        self._stop_receiver()
-        self.generator.stop(drain=graceful, timeout=timeout)
+        try:
+            with self._lock:
+                threads = list(self._threads)
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join(timeout)
+            self._stop_receiver()
+        finally:
+            # Whatever happened above, the generator's threads must not outlive the job.
+            self.generator.stop(drain=graceful, timeout=timeout)
         self._ssc._bus.post(ReceiverStopped(self._info()))
 
     # -- called by the receiver ----------------------------------------------------
@@ -180,15 +183,20 @@ class ReceiverSupervisor:
                 delay = self._base_delay if ran_for >= self._reset_after else self._next_delay
                 self._next_delay = min(self._max_delay, max(self._base_delay, delay * 2))
             self.restarts += 1
-            thread = self._new_thread(self._restart, (delay,), f"receiver-restart-{self.stream}")
-        self.report_error(f"{message}; restarting in {delay:.1f} s (restart #{self.restarts})", error)
-        thread.start()
+            restarts = self.restarts
+        self.report_error(f"{message}; restarting in {delay:.1f} s (restart #{restarts})", error)
+        with self._lock:
+            if self._state == "started":  # else stop() came first and stops the receiver itself
+                self._start_thread(self._restart, (delay,), f"receiver-restart-{self.stream}")
 
-    def _new_thread(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> threading.Thread:
-        """A thread of ours, remembered so that stop() joins it. Call with the lock held."""
+    def _start_thread(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        """Start a thread of ours and remember it, so that stop() joins it.
+
+        Call with the lock held: stop() takes the list under the lock, so it
+        never sees a thread that is not started yet (join() would raise)."""
         thread = threading.Thread(target=target, args=args, name=name)
+        thread.start()
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        return thread
 
     def _restart(self, delay: float) -> None:
         self._stop_receiver()
@@ -213,8 +221,7 @@ class ReceiverSupervisor:
             if self._restart_pending:
                 return
             # on_stop() may join the calling thread, so it runs on a thread of ours, joined in stop().
-            thread = self._new_thread(self._stop_receiver, (), f"receiver-stop-{self.stream}")
-        thread.start()
+            self._start_thread(self._stop_receiver, (), f"receiver-stop-{self.stream}")
 
     def _on_store_failure(self, message: str, error: BaseException) -> None:
         self.report_error(message, error)
