@@ -267,20 +267,17 @@ class StreamingContext:
         if timeout is None:
             timeout = max(10.0, 10 * self.batch_interval)
         with self._state_lock:
-            if self._state in (STOPPING, STOPPED):
-                pass_through = True
-            else:
-                pass_through = False
-                if self._state == INITIALIZED:
-                    self._state = STOPPED
-                    self._terminated.set()
-                    return
+            state = self._state
+            if state == INITIALIZED:
+                self._state = STOPPED
+                self._terminated.set()
+                return
+            if state == ACTIVE:
                 self._state = STOPPING
-        if pass_through:
-            if threading.current_thread() is not self._scheduler._thread:
-                self._terminated.wait(timeout)
-            return
-        self._shutdown(graceful, timeout)
+        if state == ACTIVE:
+            self._shutdown(graceful, timeout)
+        elif threading.current_thread() is not self._scheduler._thread:
+            self._terminated.wait(timeout)  # someone else is stopping it: wait for them
 
     def step(self, batches: int = 1, timeout: float = 30.0) -> None:
         """With a `ManualClock`: advance to the next batch time(s) and wait
