@@ -806,6 +806,52 @@ def test_a_batch_with_an_intent_and_no_commit_is_re_run_with_the_same_ranges(
     assert contents(all_records(first + second)) == in_kafka(kafka_bootstrap, topic)
 
 
+def test_without_a_checkpoint_the_sinks_offsets_are_the_start_and_every_record_is_written_once(
+        kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
+    import sqlite3
+
+    from ingest.sinks import SqlSink
+
+    topic = new_topic(kafka_bootstrap, "sql-sink", 2)
+    produce(kafka_bootstrap, topic, [f"v{i}" for i in range(30)])
+    database = tmp_path / "out.db"
+
+    def write(cursor: Any, batch: Any) -> None:
+        cursor.execute("CREATE TABLE IF NOT EXISTS events (part INTEGER, off INTEGER, value BLOB)")
+        cursor.executemany("INSERT INTO events VALUES (?, ?, ?)",
+                           [(r.partition, r.offset, r.value) for r in batch.collect()])
+
+    def job(reset: str) -> tuple[StreamingContext, SqlSink, list[Seen]]:
+        ssc = make_context()
+        sink = SqlSink(lambda: sqlite3.connect(database), write)
+        stream = kafka_direct_stream(ssc, [topic], client=client, name="events", offset_store=sink,
+                                     commit_offsets=False, max_rate_per_partition=5,
+                                     kafka_params=params(kafka_bootstrap, **{"auto.offset.reset": reset}))
+        stream.foreach_batch(sink)
+        return ssc, sink, watch(stream)
+
+    ssc, sink, first = job("earliest")
+    ssc.start()
+    ssc.step(2)
+    ssc.stop()
+    sink.close()
+    produce(kafka_bootstrap, topic, [f"w{i}" for i in range(10)])
+    # latest: a start that ignored the sink's offsets would skip what is left
+    ssc, sink, second = job("latest")
+    ssc.start()
+    ssc.step(6)
+    ssc.stop()
+    sink.close()
+
+    assert {(r.topic, r.partition): r.from_offset for r in second[0].ranges} == \
+        {(r.topic, r.partition): r.until_offset for r in first[-1].ranges}
+    assert_tiles(first + second, end_offsets(kafka_bootstrap, topic))
+    with sqlite3.connect(database) as conn:
+        rows = sorted(conn.execute("SELECT part, off, value FROM events"))
+    assert rows == [(r[1], r[2], r[4]) for r in in_kafka(kafka_bootstrap, topic)]
+    assert len(rows) == 40
+
+
 # --------------------------------------------------------------------------- bad input and faults
 
 
