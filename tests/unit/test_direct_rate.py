@@ -199,13 +199,13 @@ class FakeClient:
     def reader(self) -> None:
         return None
 
-    def list_topics(self) -> dict[str, list[int]]:
+    def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         return dict(self.topics)
 
-    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+    def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         return {tp: self.marks[tp] for tp in tps}
 
-    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+    def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         return {tp: self.group_offsets.get(tp) for tp in tps}
 
     def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
