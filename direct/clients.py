@@ -38,14 +38,17 @@ class KafkaClient:
 
     name = ""
 
-    def list_topics(self) -> dict[str, list[int]]:
+    # Every call gives up after `timeout` seconds with a SourceError; the stream
+    # decides whether to try again (it waits out a broker restart that way).
+
+    def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         raise NotImplementedError
 
-    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+    def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         """(earliest, latest) per partition; latest honours isolation.level."""
         raise NotImplementedError
 
-    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+    def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         raise NotImplementedError
 
     def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
@@ -173,7 +176,9 @@ class ConfluentClient(KafkaClient):
 
     def _admin_client(self) -> Any:
         if self._admin is None:
-            self._admin = _ck().admin.AdminClient(self._admin_conf)
+            from confluent_kafka.admin import AdminClient
+
+            self._admin = AdminClient(self._admin_conf)
         return self._admin
 
     def _consumer(self) -> Any:
@@ -181,16 +186,16 @@ class ConfluentClient(KafkaClient):
             self._meta_consumer = _ck().Consumer(self._consumer_conf)
         return self._meta_consumer
 
-    def list_topics(self) -> dict[str, list[int]]:
+    def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         ck = _ck()
         try:
-            meta = self._admin_client().list_topics(timeout=15)
+            meta = self._admin_client().list_topics(timeout=max(0.5, timeout))
         except ck.KafkaException as exc:
             raise SourceError(f"cannot read topic metadata from {self.params['bootstrap.servers']}: "
                               f"{_ck_message(exc)}") from exc
         return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
-    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+    def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         if not tps:
             return {}
         ck = _ck()
@@ -202,7 +207,8 @@ class ConfluentClient(KafkaClient):
         for index, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
             request = {ck.TopicPartition(t, p): spec for t, p in tps}
             try:
-                futures = self._admin_client().list_offsets(request, isolation_level=iso, request_timeout=15)
+                futures = self._admin_client().list_offsets(request, isolation_level=iso,
+                                                            request_timeout=max(0.5, timeout))
                 for tp, future in futures.items():
                     out[(tp.topic, tp.partition)][index] = future.result().offset
             except ck.KafkaException as exc:
@@ -210,14 +216,14 @@ class ConfluentClient(KafkaClient):
                                   f"{_ck_message(exc)}") from exc
         return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
 
-    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+    def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         ck = _ck()
         if not tps:
             return {}
         with self._lock:
             consumer = self._group_consumer(group)
             try:
-                parts = consumer.committed([ck.TopicPartition(t, p) for t, p in tps], timeout=15)
+                parts = consumer.committed([ck.TopicPartition(t, p) for t, p in tps], timeout=max(0.5, timeout))
             except ck.KafkaException as exc:
                 raise SourceError(f"cannot read committed offsets of group {group!r}: {_ck_message(exc)}") from exc
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in parts}
@@ -387,60 +393,67 @@ class KafkaPythonClient(KafkaClient):
         self._consumers: dict[str | None, Any] = {}
         self._lock = threading.Lock()
 
-    def _consumer(self, group: str | None = None) -> Any:
+    def _consumer(self, group: str | None, timeout: float) -> Any:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
 
         consumer = self._consumers.get(group)
         if consumer is None:
-            try:
-                consumer = KafkaConsumer(**self._conf, group_id=group)
-            except KafkaError as exc:
-                raise SourceError(f"cannot connect to {self.params['bootstrap.servers']}: {exc}") from exc
+            consumer = KafkaConsumer(**{**self._conf, "bootstrap_timeout_ms": int(max(0.5, timeout) * 1000)},
+                                     group_id=group)
             self._consumers[group] = consumer
         return consumer
 
-    def list_topics(self) -> dict[str, list[int]]:
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        from kafka.errors import KafkaError
+
         with self._lock:
-            c = self._consumer()
+            try:
+                return fn()
+            except KafkaError as exc:
+                raise SourceError(f"cannot {what} on {self.params['bootstrap.servers']}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
+        def run() -> dict[str, list[int]]:
+            c = self._consumer(None, timeout)
             return {t: sorted(c.partitions_for_topic(t) or ()) for t in c.topics()}
 
-    def watermarks(self, tps: list[TP]) -> dict[TP, tuple[int, int]]:
+        return self._call("read topic metadata", run)
+
+    def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         from kafka import TopicPartition
-        from kafka.errors import KafkaError
 
         if not tps:
             return {}
         parts = [TopicPartition(t, p) for t, p in tps]
-        with self._lock:
-            c = self._consumer()
-            try:
-                lows = c.beginning_offsets(parts)
-                highs = c.end_offsets(parts)
-            except KafkaError as exc:
-                raise SourceError(f"cannot list offsets on {self.params['bootstrap.servers']}: {exc}") from exc
+        ms = int(max(0.5, timeout) * 1000)
+
+        def run() -> tuple[Any, Any]:
+            c = self._consumer(None, timeout)
+            return c.beginning_offsets(parts, timeout_ms=ms), c.end_offsets(parts, timeout_ms=ms)
+
+        lows, highs = self._call("list offsets", run)
         return {(tp.topic, tp.partition): (lows[tp], highs[tp]) for tp in parts}
 
-    def committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+    def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         from kafka import TopicPartition
 
-        with self._lock:
-            c = self._consumer(group)
-            return {(t, p): c.committed(TopicPartition(t, p)) for t, p in tps}
+        ms = int(max(0.5, timeout) * 1000)
+
+        def run() -> dict[TP, int | None]:
+            c = self._consumer(group, timeout)
+            return {(t, p): c.committed(TopicPartition(t, p), timeout_ms=ms) for t, p in tps}
+
+        return self._call(f"read committed offsets of group {group!r}", run)
 
     def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
         from kafka import TopicPartition
-        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
         if not offsets:
             return
-        with self._lock:
-            c = self._consumer(group)
-            try:
-                c.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
-            except KafkaError as exc:
-                raise SourceError(f"committing offsets of group {group!r} failed: {exc}") from exc
+        self._call(f"commit offsets of group {group!r}", lambda: self._consumer(group, 15.0).commit(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}))
 
     def close(self) -> None:
         with self._lock:

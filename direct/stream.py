@@ -219,7 +219,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                 raise ConfigError(f"pid= accepts proportional, integral, derivative and min_rate: {exc}") from None
             self.rate_controller = RateController(self.name, estimator)
             ssc.add_listener(self.rate_controller)
-        self.counters = COUNTERS.setdefault(self.name, _Counters())
+        self.counters = COUNTERS[self.name] = _Counters()  # a new stream counts from zero
         self._current: dict[TP, int] = {}
         self._restored = False
         self._planned_once = False
@@ -242,7 +242,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
 
     def start(self) -> None:
         topics = self._with_broker_wait("read topic metadata", self.client.list_topics,
-                                        min(30.0, self.broker_wait_timeout) or 30.0)
+                                        min(30.0, self.broker_wait_timeout))
         if self._topics is not None:
             missing = [t for t in self._topics if t not in topics]
             if missing:
@@ -268,12 +268,14 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     # -- planning -----------------------------------------------------------------------
 
     def _with_broker_wait(self, what: str, fn: Any, limit: float | None = None) -> Any:
+        """`fn(timeout)` until it succeeds or `limit` seconds (default
+        broker_wait_timeout) passed; no single attempt outlives the limit."""
         limit = self.broker_wait_timeout if limit is None else limit
         deadline = time.monotonic() + limit
         delay = 1.0
         while True:
             try:
-                return fn()
+                return fn(max(0.5, min(15.0, deadline - time.monotonic())))
             except SourceError as exc:
                 if time.monotonic() + delay > deadline:
                     raise SourceError(f"{self.describe()}: could not {what} for {limit:.0f} s: {exc}") from exc
@@ -304,8 +306,9 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             return {tp: marks[tp][0] for tp in new}
         stored = dict(self.offset_store.load_offsets(self.name)) if self.offset_store is not None else {}
         unknown = [tp for tp in new if tp not in stored]
-        committed = self._with_broker_wait("read committed offsets",
-                                           lambda: self.client.committed(self.group, unknown)) if self.group else {}
+        committed = self._with_broker_wait(
+            "read committed offsets", lambda timeout: self.client.committed(self.group, unknown, timeout)
+        ) if self.group else {}
         for tp in new:
             if tp in stored:
                 start[tp] = stored[tp]
@@ -361,7 +364,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         for tp in gone:
             log.warning("%s: partition %s[%d] left the subscription; no longer read", self.describe(), *tp)
             del self._current[tp]
-        marks = self._with_broker_wait("list offsets", lambda: self.client.watermarks(tps))
+        marks = self._with_broker_wait("list offsets", lambda timeout: self.client.watermarks(tps, timeout))
         new = [tp for tp in tps if tp not in self._current]
         if new:
             start = self._starting_offsets(new, marks)

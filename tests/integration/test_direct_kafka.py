@@ -315,8 +315,7 @@ def test_backpressure_initial_rate_bounds_the_catch_up_batch_then_the_pid_rate_t
     lag = {p: 1000 - 100 for p in range(4)}
     ssc.step()
     expected = [min(lag[p], max(1, int(rate * lag[p] / sum(lag.values())))) for p in range(4)]
-    assert [seen[2].count((topic, p)) for p in range(4)] == expected
-    assert len(seen[2].records) != 200
+    assert [seen[2].count((topic, p)) for p in range(4)] == expected  # the PID's rate, split by lag
     assert_tiles(seen, {(topic, p): sum(s.count((topic, p)) for s in seen) for p in range(4)})
 
 
@@ -885,10 +884,6 @@ def test_an_unreachable_broker_is_a_clear_error_at_start_not_a_hang(client: str,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "DirectKafkaInputDStream.start() bounds its retries by broker_wait_timeout, but one attempt already blocks "
-    "longer: ConfluentClient.list_topics calls AdminClient.list_topics(timeout=15) (15 s), and "
-    "KafkaPythonClient._consumer() builds a KafkaConsumer that tries to bootstrap for ~30 s"))
 def test_start_gives_up_on_an_unreachable_broker_within_broker_wait_timeout(
         client: str, make_context: Any) -> None:
     from ingest.testing.jvm import free_port
@@ -927,14 +922,9 @@ def test_a_topic_deleted_while_running_fails_the_batch_saying_so(
 
 
 def test_a_job_in_a_fresh_process_starts_and_reads(
-        kafka_bootstrap: str, client: str, request: pytest.FixtureRequest) -> None:
+        kafka_bootstrap: str, client: str) -> None:
     """Nothing else imported in the process: the client backend must import
     everything it uses itself."""
-    if client == "confluent":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "direct/clients.py ConfluentClient._admin_client uses _ck().admin.AdminClient, but "
-            "`import confluent_kafka` does not import the confluent_kafka.admin submodule: start() fails with "
-            "AttributeError: module 'confluent_kafka' has no attribute 'admin' unless something else imported it")))
     topic = new_topic(kafka_bootstrap, "fresh", 1)
     produce(kafka_bootstrap, topic, ["a", "b", "c"])
     script = textwrap.dedent(f"""
@@ -1019,12 +1009,7 @@ def start_again(broker: Any) -> None:
 
 @pytest.mark.slow
 def test_the_job_waits_for_a_restarting_broker_and_goes_on_without_losing_records(
-        own_broker: Any, client: str, make_context: Any, request: pytest.FixtureRequest) -> None:
-    if client == "kafka-python":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "direct/clients.py KafkaPythonClient.list_topics lets kafka-python's KafkaConnectionError through "
-            "instead of raising SourceError, so DirectKafkaInputDStream._with_broker_wait does not retry and "
-            "planning fails at once with BatchFailedError(... KafkaConnectionError: 111 ECONNREFUSED)")))
+        own_broker: Any, client: str, make_context: Any) -> None:
     bootstrap = own_broker.bootstrap
     topic = new_topic(bootstrap, "restart", 2)
     produce(bootstrap, topic, [f"before-{i}" for i in range(50)])

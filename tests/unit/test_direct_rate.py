@@ -442,9 +442,6 @@ def test_committed_batches_commit_their_until_offsets_to_the_group(fake: Any) ->
     assert client.commits == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "direct/stream.py keeps counters in the module-level COUNTERS dict keyed by stream name, so a new stream "
-    "with the name of an earlier one (the default 'kafka-0' in every job) starts with that one's counts"))
 def test_a_new_stream_counts_from_zero(fake: Any) -> None:
     first, _ = lose(fake, "earliest")
     first.plan(2000)
