@@ -115,9 +115,10 @@ def make_executor(spec: str | TaskExecutor | None, parallelism: int | None) -> T
     """Build an executor from the `executor=` option of `StreamingContext`."""
     if isinstance(spec, TaskExecutor):
         return spec
+    if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
+                                    or parallelism < 1):
+        raise ConfigError(f"parallelism must be a positive integer (or None for one per CPU), got {parallelism!r}")
     n = parallelism or os.cpu_count() or 1
-    if n < 1:
-        raise ConfigError(f"parallelism must be >= 1, got {parallelism}")
     if spec in (None, "inline"):
         return InlineExecutor()
     if spec == "threads":

@@ -159,7 +159,7 @@ class ReceiverSupervisor:
         self.generator.add(item)
 
     def push_block(self, records: list[Any], metadata: Mapping[str, Any] | None) -> str:
-        if not self.rate_limiter.acquire(len(records), self._stopped.is_set):
+        if self._stopped.is_set() or not self.rate_limiter.acquire(len(records), self._stopped.is_set):
             raise ReceiverError(f"stream {self.stream}: store_batch() called while stopping")
         block = Block(self.generator.new_block_id(), records, metadata)
         self._store_block(block)
