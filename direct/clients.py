@@ -282,7 +282,7 @@ class ConfluentReader(_Reader):
         consumer, cached = CONSUMERS.acquire(key, self._create)
         broken = True
         try:
-            consumer.assign([ck.TopicPartition(r.topic, r.partition, r.from_offset)])
+            self._position(consumer, r)
             out: list[Any] = []
             until = r.until_offset
             reached = r.from_offset
@@ -324,6 +324,21 @@ class ConfluentReader(_Reader):
                     return out
         finally:
             CONSUMERS.release(key, consumer, cached, _quiet_close, broken)
+
+    @staticmethod
+    def _position(consumer: Any, r: OffsetRange) -> None:
+        """Put the consumer at `r.from_offset`. A cached consumer that already
+        stands there (the previous batch ended where this one starts) keeps
+        what it fetched ahead; assigning or seeking would throw that away."""
+        ck = _ck()
+        tp = ck.TopicPartition(r.topic, r.partition)
+        assigned = consumer.assignment()
+        if len(assigned) == 1 and (assigned[0].topic, assigned[0].partition) == (r.topic, r.partition):
+            if consumer.position([tp])[0].offset == r.from_offset:
+                return
+            consumer.seek(ck.TopicPartition(r.topic, r.partition, r.from_offset))
+            return
+        consumer.assign([ck.TopicPartition(r.topic, r.partition, r.from_offset)])
 
     @staticmethod
     def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:

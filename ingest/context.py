@@ -238,15 +238,16 @@ class StreamingContext:
                 self._log.start(zero, interval)
             self._graph.zero_time_ms = zero
             self._graph.frozen = True
-            started: list[Any] = []
             try:
                 for inp in self._graph.inputs:
                     inp.start()
-                    started.append(inp)
             except BaseException:
-                for inp in started:
-                    inp.stop_input(graceful=False, timeout=5.0)
-                    inp.close()
+                for inp in self._graph.inputs:  # the one that failed too: it may hold connections
+                    try:
+                        inp.stop_input(graceful=False, timeout=5.0)
+                        inp.close()
+                    except Exception:  # noqa: BLE001 - the start error is the one to report
+                        log.exception("closing input %s after a failed start failed", inp.name)
                 self._state = STOPPED
                 self._terminated.set()
                 raise

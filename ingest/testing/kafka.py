@@ -103,7 +103,11 @@ def _confluent():
 
 def _cluster_id() -> str:
     # Kafka's own form of a random Uuid: URL-safe base64 of 16 bytes, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's generator, never start with '-': StorageTool would read it as an option.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
