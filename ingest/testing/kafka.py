@@ -244,16 +244,37 @@ class KafkaBroker:
                 ["format", "--standalone", "-t", _cluster_id(), "-c", properties],
                 jvm_opts=TOOL_JVM_OPTS, timeout=self.start_timeout,
             )
-            bootstrap = f"127.0.0.1:{self.port}"
-            service.start(
-                classpath, "kafka.Kafka", [properties],
-                jvm_opts=(*BROKER_JVM_OPTS, f"-Dlog4j2.configurationFile={service.workdir / 'log4j2.properties'}"),
-                ready=lambda: bool(STARTED_LINE.search(service.log_text())) and broker_answers(bootstrap),
-                timeout=self.start_timeout,
-            )
+            self._run_broker(classpath)
         except BaseException:
             self._close_service()
             raise
+
+    def _run_broker(self, classpath: str) -> None:
+        service = self._service
+        assert service is not None
+        bootstrap = f"127.0.0.1:{self.port}"
+        mark = len(service.log_text())  # a restart's log continues the same file
+        service.start(
+            classpath, "kafka.Kafka", [str(service.workdir / "server.properties")],
+            jvm_opts=(*BROKER_JVM_OPTS, f"-Dlog4j2.configurationFile={service.workdir / 'log4j2.properties'}"),
+            ready=lambda: bool(STARTED_LINE.search(service.log_text()[mark:])) and broker_answers(bootstrap),
+            timeout=self.start_timeout,
+        )
+
+    def stop_process(self) -> None:
+        """Stop the broker's JVM (a clean shutdown) but keep its data, ports and
+        configuration, so that `start_process()` brings the same broker back:
+        what a broker restart looks like to clients."""
+        if self._service is None:
+            raise ServiceError("the Kafka broker was never started")
+        self._service.stop()
+
+    def start_process(self) -> None:
+        """Start the JVM stopped by `stop_process()` again, on the same ports and data."""
+        if self._service is None:
+            raise ServiceError("the Kafka broker was never started")
+        if not self._service.running:
+            self._run_broker(kafka_classpath(self.kafka_version))
 
     def _write_config(self, workdir: Path, data_dir: Path) -> Path:
         template = (java_dir() / "kafka" / "server.properties.tmpl").read_text()

@@ -986,27 +986,6 @@ def own_broker() -> Any:
         broker.stop()
 
 
-def stop_keeping_data(broker: Any) -> None:
-    """Stop the broker's JVM (a clean shutdown) and keep its data directory.
-    `KafkaBroker.stop()` deletes the data and `start()` formats a new one, so
-    a restart goes one level down, to the `JavaService` that runs the JVM."""
-    broker._service.stop()
-
-
-def start_again(broker: Any) -> None:
-    """Start the JVM again with the configuration, ports and data `KafkaBroker` set up."""
-    from ingest.testing.kafka import BROKER_JVM_OPTS, STARTED_LINE, broker_answers, kafka_classpath
-
-    service = broker._service
-    bootstrap = f"127.0.0.1:{broker.port}"
-    mark = len(service.log_text())
-    service.start(
-        kafka_classpath(broker.kafka_version), "kafka.Kafka", [str(service.workdir / "server.properties")],
-        jvm_opts=(*BROKER_JVM_OPTS, f"-Dlog4j2.configurationFile={service.workdir / 'log4j2.properties'}"),
-        ready=lambda: bool(STARTED_LINE.search(service.log_text()[mark:])) and broker_answers(bootstrap),
-        timeout=120)
-
-
 @pytest.mark.slow
 def test_the_job_waits_for_a_restarting_broker_and_goes_on_without_losing_records(
         own_broker: Any, client: str, make_context: Any) -> None:
@@ -1028,11 +1007,11 @@ def test_the_job_waits_for_a_restarting_broker_and_goes_on_without_losing_record
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             failures.append(exc)
 
-    stop_keeping_data(own_broker)
+    own_broker.stop_process()  # data, ports and configuration stay
     stepper = threading.Thread(target=batch_over_the_restart, name="step-over-restart")
     stepper.start()
     time.sleep(3)  # the batch is planned while the broker is down
-    start_again(own_broker)
+    own_broker.start_process()
     stepper.join(300)
     assert not stepper.is_alive()
     assert failures == []
