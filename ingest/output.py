@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from ingest.listener import format_batch_time
+from ingest.storage import fsync_dir
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -52,14 +53,6 @@ def pprint_batch(batch: "Batch[Any]", num: int) -> None:
     sys.stdout.flush()
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class TextFilesWriter:
     """Writes each batch as `prefix-<time>[.suffix]/part-NNNNN` plus `_SUCCESS`.
 
@@ -91,7 +84,7 @@ class TextFilesWriter:
                     os.fsync(f.fileno())
             with open(os.path.join(tmp, "_SUCCESS"), "w") as f:
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if os.path.exists(final):
                 old = f"{tmp}.old"
                 os.rename(final, old)
@@ -99,7 +92,7 @@ class TextFilesWriter:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(tmp, final)
-            _fsync_dir(parent)
+            fsync_dir(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

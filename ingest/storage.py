@@ -55,8 +55,9 @@ class Storage:
         return f"{self.url.rstrip('/')}/{path}"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (a rename, a new or deleted file) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     finally:
@@ -101,7 +102,7 @@ class LocalStorage(Storage):
             else:
                 os.link(tmp, target)  # fails with EEXIST instead of overwriting
                 os.unlink(tmp)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except FileExistsError:
             _silent_unlink(tmp)
             raise

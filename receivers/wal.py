@@ -102,6 +102,7 @@ from typing import Callable, Iterator, Literal, Sequence, get_args
 from crc32c import crc32c
 
 from ingest.errors import ConfigError, CorruptRecordError, StateError, StorageError
+from ingest.storage import fsync_dir
 
 __all__ = [
     "FILE_HEADER_SIZE",
@@ -322,14 +323,6 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
         chunks.append(more)
         got += len(more)
     return b"".join(chunks)
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage_error(message: str, cause: OSError) -> StorageError:
@@ -669,7 +662,7 @@ class WriteAheadLog:
                 ) from e
             finally:
                 if deleted:
-                    _fsync_directory(self.directory)
+                    fsync_dir(self.directory)
             return deleted
 
     # ---------------------------------------------------------------- closing
@@ -837,7 +830,7 @@ class WriteAheadLog:
                     f"cannot create WAL directory {d}: {_describe(e)}; create it with write "
                     "permission for this user or pick another directory"
                 ) from e
-            _fsync_directory(os.path.dirname(d))
+            fsync_dir(os.path.dirname(d))
         if not os.access(d, os.W_OK | os.X_OK):
             raise ConfigError(
                 f"WAL directory {d} is not writable by this process (uid {os.geteuid()}): "
@@ -908,7 +901,7 @@ class WriteAheadLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, self._bounds_path)
-        _fsync_directory(self.directory)
+        fsync_dir(self.directory)
 
     def _check_bounds(self, seqs: list[int]) -> list[int]:
         try:
@@ -1010,7 +1003,7 @@ class WriteAheadLog:
             _write_all(fd, [_file_header(seq)], 0)
             os.fsync(fd)
             os.rename(temp, path)
-            _fsync_directory(self.directory)
+            fsync_dir(self.directory)
             self._write_bounds(min(self._sizes, default=seq), seq)
         except OSError as e:
             os.close(fd)

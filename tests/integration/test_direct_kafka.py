@@ -42,23 +42,6 @@ def client(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def make_context() -> Any:
-    """`make_context(**options)`: a context on a ManualClock (batches run on
-    `ssc.step()`); every one made is stopped when the test ends."""
-    made: list[StreamingContext] = []
-
-    def make(**options: Any) -> StreamingContext:
-        options = {"batch_interval": 1.0, "clock": ManualClock(), "stop_on_signal": False, **options}
-        ssc = StreamingContext(**options)
-        made.append(ssc)
-        return ssc
-
-    yield make
-    for ssc in made:
-        ssc.stop(graceful=False, timeout=10)
-
-
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 

@@ -9,6 +9,8 @@ costs the receiver nothing of the partitions it keeps.
 
 from __future__ import annotations
 
+import functools
+
 import errno
 import logging
 import os
@@ -58,22 +60,9 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 
 
 @pytest.fixture
-def contexts():
-    made: list[StreamingContext] = []
-
-    def make(**options: Any) -> StreamingContext:
-        options.setdefault("batch_interval", 1.0)
-        options.setdefault("clock", ManualClock())
-        options.setdefault("stop_on_signal", False)
-        options.setdefault("log_batches", False)
-        options.setdefault("write_ahead_log", True)
-        ssc = StreamingContext(**options)
-        made.append(ssc)
-        return ssc
-
-    yield make
-    for ssc in made:
-        ssc.stop(graceful=False, timeout=30)
+def contexts(make_context: Any) -> Any:
+    """Contexts with the write-ahead log on and quiet batch logs (options may override)."""
+    return functools.partial(make_context, log_batches=False, write_ahead_log=True)
 
 
 def receiver_job(contexts, checkpoint: Path, bootstrap: str, topic: str, group: str,

@@ -10,6 +10,8 @@ dropped without a word.
 
 from __future__ import annotations
 
+import functools
+
 import errno
 import os
 import queue
@@ -82,23 +84,10 @@ class ScriptedReceiver(Receiver[Any]):
 
 
 @pytest.fixture
-def contexts():
-    """`contexts(**options)` builds a StreamingContext on a ManualClock; all are
-    stopped at the end whatever the test did."""
-    made: list[StreamingContext] = []
-
-    def make(**options: Any) -> StreamingContext:
-        options.setdefault("batch_interval", 1.0)
-        options.setdefault("clock", ManualClock())
-        options.setdefault("stop_on_signal", False)
-        options.setdefault("log_batches", False)
-        ssc = StreamingContext(**options)
-        made.append(ssc)
-        return ssc
-
-    yield make
-    for ssc in made:
-        ssc.stop(graceful=False, timeout=10)
+def contexts(make_context: Any) -> Any:
+    """`contexts(**options)`: a StreamingContext on a ManualClock with quiet batch
+    logs; all are stopped at the end whatever the test did."""
+    return functools.partial(make_context, log_batches=False)
 
 
 class Job:
