@@ -25,12 +25,12 @@ import json
 import logging
 import os
 import threading
-from collections import deque
 from typing import Any, Iterable
 
 from ingest.errors import ConfigError
 from receivers.block import Block, BlockInfo
 from receivers.codec import decode_block, encode_block, records_payload
+from receivers.tracker import ReceivedBlockTracker
 from receivers.wal import RecordHandle, WriteAheadLog
 
 log = logging.getLogger("receivers.block_log")
@@ -46,13 +46,10 @@ class BlockLog:
             raise ConfigError(f"write_ahead_log needs a checkpoint directory on local disk for now, not {directory}")
         self.stream = stream
         self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
+        self.tracker = ReceivedBlockTracker(journal=self)
         self._lock = threading.Lock()
         self._memory: dict[str, list[Any]] = {}
-        self._infos: dict[str, BlockInfo] = {}
-        self._unallocated: deque[str] = deque()
-        self._allocated: dict[int, list[str]] = {}
         self._alloc_handles: dict[int, RecordHandle] = {}
-        self._last_allocated: int | None = None
         self.recovered: list[BlockInfo] = []
         self.recovered_metadata: list[Any] = []
         """Source positions of the blocks found at start, cleaned or not."""
@@ -86,57 +83,47 @@ class BlockLog:
             for info in infos:
                 self._memory.pop(info.block_id, None)
 
-    # -- the tracker ----------------------------------------------------------------------
+    # -- the tracker, durable: its operations, journalled through the hooks below --------
 
     def add_block(self, info: BlockInfo) -> None:
-        with self._lock:
-            self._infos[info.block_id] = info
-            self._unallocated.append(info.block_id)
+        self.tracker.add_block(info)
 
     def has_unallocated(self) -> bool:
-        with self._lock:
-            return bool(self._unallocated)
+        return self.tracker.has_unallocated()
 
     def allocate(self, time_ms: int) -> list[BlockInfo]:
-        with self._lock:
-            if time_ms in self._allocated:
-                return [self._infos[i] for i in self._allocated[time_ms]]
-            if self._last_allocated is not None and time_ms < self._last_allocated:
-                return []
-            ids = list(self._unallocated)
-            handle = self.wal.append(json.dumps({"time": time_ms, "blocks": ids}).encode(), ALLOCATED)
-            self._unallocated.clear()
-            self._allocated[time_ms] = ids
-            self._alloc_handles[time_ms] = handle
-            self._last_allocated = time_ms
-            return [self._infos[i] for i in ids]
+        return self.tracker.allocate(time_ms)
 
     def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
-        with self._lock:
-            times = sorted(t for t in self._allocated if t <= up_to_ms)
-            if not times:
-                return []
-            gone = [self._infos[i] for t in times for i in self._allocated[t]]
-            # The cleaned blocks' source positions stay in the log: a receiver that
-            # had not yet acknowledged them when the process died resumes after them.
-            event = {"times": times, "metadata": [dict(b.metadata) for b in gone if b.metadata]}
-            last = self.wal.append(encode_block([event]), CLEANED)  # MessagePack: metadata is any plain data
-            for t in times:
-                for block_id in self._allocated.pop(t):
-                    del self._infos[block_id]
-                    self._memory.pop(block_id, None)
-                self._alloc_handles.pop(t, None)
-            self._delete_old_segments(last)
-            return gone
+        return self.tracker.cleanup(up_to_ms)
 
-    def _delete_old_segments(self, newest: RecordHandle) -> None:
-        needed = [RecordHandle.from_dict(dict(self._infos[i].wal_handle)) for i in self._infos
-                  if self._infos[i].wal_handle is not None]
+    # -- the tracker's journal (called under the tracker's lock, before it applies) --------
+
+    def allocated(self, time_ms: int, blocks: list[BlockInfo]) -> None:
+        handle = self.wal.append(json.dumps({"time": time_ms, "blocks": [b.block_id for b in blocks]}).encode(),
+                                 ALLOCATED)
+        self._alloc_handles[time_ms] = handle
+
+    def cleaned(self, times: list[int], blocks: list[BlockInfo]) -> None:
+        # The cleaned blocks' source positions stay in the log: a receiver that
+        # had not yet acknowledged them when the process died resumes after them.
+        event = {"times": times, "metadata": [dict(b.metadata) for b in blocks if b.metadata]}
+        newest = self.wal.append(encode_block([event]), CLEANED)  # MessagePack: metadata is any plain data
+        for t in times:
+            self._alloc_handles.pop(t, None)
+        self.remove(blocks)
+        gone = {b.block_id for b in blocks}
+        needed = [RecordHandle.from_dict(dict(b.wal_handle)) for b in self._tracked_unlocked()
+                  if b.wal_handle is not None and b.block_id not in gone]
         needed.extend(self._alloc_handles.values())
-        oldest = min(needed) if needed else newest
-        deleted = self.wal.delete_segments_before(oldest)
+        deleted = self.wal.delete_segments_before(min(needed) if needed else newest)
         if deleted:
             log.debug("stream %s: deleted %d write-ahead log segment(s)", self.stream, len(deleted))
+
+    def _tracked_unlocked(self) -> list[BlockInfo]:
+        # Called from inside the tracker's lock (journal hooks): read its state directly.
+        tracker = self.tracker
+        return list(tracker._unallocated) + [b for bs in tracker._allocated.values() for b in bs]
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -168,27 +155,25 @@ class BlockLog:
                 t = int(json.loads(payload)["time"])
                 allocations.pop(t, None)
                 handles.pop(t, None)
-        with self._lock:
-            self._infos = infos
-            self._alloc_handles = handles
-            committed = [t for t in allocations if last_committed_ms is not None and t <= last_committed_ms
-                         and t not in pending]
-            released = [t for t in allocations if t not in committed and t not in pending]
-            for t in released:
-                self.wal.append(json.dumps({"time": t}).encode(), RELEASED)
-                del allocations[t]
-                handles.pop(t, None)
-            self._allocated = allocations
-            allocated_ids = {i for ids in allocations.values() for i in ids}
-            self._unallocated = deque(i for i in order if i in infos and i not in allocated_ids)
-            self._last_allocated = max(allocations) if allocations else None
-            self.recovered = [infos[i] for i in order if i in infos]
-            self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
+        committed = [t for t in allocations if last_committed_ms is not None and t <= last_committed_ms
+                     and t not in pending]
+        released = [t for t in allocations if t not in committed and t not in pending]
+        for t in released:
+            self.wal.append(json.dumps({"time": t}).encode(), RELEASED)
+            del allocations[t]
+            handles.pop(t, None)
+        allocated_ids = {i for ids in allocations.values() for i in ids}
+        self._alloc_handles = handles
+        self.tracker.restore([infos[i] for i in order if i in infos and i not in allocated_ids],
+                             {t: [infos[i] for i in ids] for t, ids in allocations.items()})
+        self.recovered = [infos[i] for i in order if i in infos]
+        self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
         if committed:
-            self.cleanup(max(committed))
+            self.tracker.cleanup(max(committed))
         log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d for the "
                  "next batch)%s", self.stream, len(self.recovered),
-                 sum(len(v) for t, v in allocations.items() if t in pending), len(self._unallocated),
+                 sum(len(v) for t, v in allocations.items() if t in pending),
+                 len(self.recovered) - len(allocated_ids),
                  f", {len(released)} allocation(s) released" if released else "")
 
     def close(self) -> None:
