@@ -95,7 +95,6 @@ class BatchScheduler:
 
     def _run(self, pending: list[tuple[int, Mapping[str, Any]]]) -> None:
         ssc = self._ssc
-        interval = ssc.batch_interval_ms
         try:
             for t, plans in pending:
                 if self._stop_mode == "now":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any
 
 from ingest.errors import ConfigError, ReceiverError, StorageError
 from receivers.receiver import Receiver

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pytest
 
 from direct import DataLossError, DeadLetterTopic, DeserializationError, KafkaRecord, avro, kafka_direct_stream
-from ingest import BatchFailedError, ManualClock, SourceError, StreamingContext
+from ingest import BatchFailedError, SourceError, StreamingContext
 from ingest.testing.kafka import create_topic, produce, read_to_end
 from offsets import OffsetRange
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 
 import receivers.wal as wal_module
-from ingest import ManualClock, StreamingContext
+from ingest import StreamingContext
 from ingest.errors import ReceiverError, StorageError
 from ingest.records import KafkaRecord
 from ingest.testing.kafka import create_topic, produce

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pytest
 
 import receivers.wal as wal_module
-from ingest import ManualClock, StreamingContext
+from ingest import StreamingContext
 from ingest.errors import BatchFailedError, ConfigError, CorruptRecordError, ReceiverError, StorageError
 from receivers import Receiver, SocketTextReceiver
 from receivers.block_log import BLOCK
