@@ -49,21 +49,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
     sys.path.insert(0, str(REPO))
 
 from ingest import DStream, ManualClock, StreamingContext  # noqa: E402
-
-
-def filesystem_of(path: Path) -> str:
-    """'<type> on <device>' of the mount holding `path`, from /proc/self/mounts."""
-    best, found = "", "unknown filesystem"
-    try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                device, mount_point, fs_type = line.split()[:3]
-                inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, found = mount_point, f"{fs_type} on {device}"
-    except OSError:
-        pass
-    return found
+from _common import filesystem_of  # noqa: E402  (bench/ is the script directory)
 
 
 def key(i: int) -> str:

@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
     sys.path.insert(0, str(REPO))
 
 from receivers.wal import FILE_HEADER_SIZE, WriteAheadLog  # noqa: E402
+from _common import filesystem_of  # noqa: E402  (bench/ is the script directory)
 
 SEGMENT_BYTES = 64 << 20
 
@@ -67,21 +68,6 @@ class Run:
     @property
     def mb_per_s(self) -> float:
         return self.payload_bytes / self.seconds / 1e6 if self.seconds else 0.0
-
-
-def filesystem_of(path: Path) -> str:
-    """'<type> on <device>' of the mount holding `path`, from /proc/self/mounts."""
-    best, found = "", "unknown filesystem"
-    try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                device, mount_point, fs_type = line.split()[:3]
-                inside = str(path) == mount_point or str(path).startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, found = mount_point, f"{fs_type} on {device}"
-    except OSError:
-        pass
-    return found
 
 
 def block_of(record_bytes: int, records: int) -> list[bytes]:

@@ -136,6 +136,10 @@ class CheckpointLog(BatchLog):
         self.metadata: dict[str, Any] | None = None
         self._commits: deque[tuple[int, dict[str, list[str]]]] = deque()
         self._deltas_since_full: dict[str, int] = {}
+        # Files under offsets/, commits/ and state/ as this log knows them: listed
+        # once at the first clean-up (which catches leftovers of earlier runs),
+        # then kept up to date by the writes, so a commit lists no directory.
+        self._files: set[str] | None = None
         self._last_state_files: dict[str, list[str]] = {}
 
     @property
@@ -160,8 +164,13 @@ class CheckpointLog(BatchLog):
             raise CorruptRecordError(f"{self._where(path)}: body is not valid JSON ({exc})",
                                      self._where(path), 0) from None
 
+    def _write(self, path: str, record: bytes) -> None:
+        self.storage.write_atomic(path, record)
+        if self._files is not None and path != "metadata":
+            self._files.add(path)
+
     def _write_json(self, path: str, kind: str, obj: Any) -> None:
-        self.storage.write_atomic(path, frame(kind, json.dumps(encode(obj), separators=(",", ":")).encode()))
+        self._write(path, frame(kind, json.dumps(encode(obj), separators=(",", ":")).encode()))
 
     # -- metadata -----------------------------------------------------------------
 
@@ -203,7 +212,7 @@ class CheckpointLog(BatchLog):
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
-        self.storage.write_atomic(f"offsets/{_tname(time_ms)}", frame("intent", body.encode()))
+        self._write(f"offsets/{_tname(time_ms)}", frame("intent", body.encode()))
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = ()) -> None:
@@ -216,12 +225,12 @@ class CheckpointLog(BatchLog):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
                 path = f"state/{sid}/{_tname(time_ms)}.delta"
-                self.storage.write_atomic(path, frame("state", delta))
+                self._write(path, frame("state", delta))
                 files = self._last_state_files[sid] + [path]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
                 path = f"state/{sid}/{_tname(time_ms)}.full"
-                self.storage.write_atomic(path, frame("state", _state_bytes(op, op.pending_snapshot)))
+                self._write(path, frame("state", _state_bytes(op, op.pending_snapshot)))
                 files = [path]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
@@ -237,19 +246,17 @@ class CheckpointLog(BatchLog):
             self._commits.popleft()
         if not self._commits:
             return
+        if self._files is None:
+            self._files = {f"{d}/{n}" for d in ("commits", "offsets") for n in self.storage.list(d)}
+            self._files.update(f"state/{sid}/{n}" for sid in self.storage.list("state")
+                               for n in self.storage.list(f"state/{sid}"))
         oldest = self._commits[0][0]
-        for directory in ("commits", "offsets"):
-            for name in self.storage.list(directory):
-                t = _parse_time(name)
-                if t is not None and t < oldest:
-                    self.storage.delete(f"{directory}/{name}")
         live = {f for _, files in self._commits for fs in files.values() for f in fs}
-        for sid in self.storage.list("state"):
-            for name in self.storage.list(f"state/{sid}"):
-                t = _parse_time(name)
-                path = f"state/{sid}/{name}"
-                if t is not None and t < oldest and path not in live:
-                    self.storage.delete(path)
+        for path in sorted(self._files):
+            t = _parse_time(path.rsplit("/", 1)[1])
+            if t is not None and t < oldest and path not in live:
+                self.storage.delete(path)
+                self._files.discard(path)
 
     # -- recovery ----------------------------------------------------------------------
 
