@@ -1,0 +1,315 @@
+"""Typed source positions: what one input reads in one batch, as plain data.
+
+Every input declares its position for a batch (`InputDStream.plan`), and the
+position is what the intent log stores, what a re-run batch reads again, and
+what a sink sees as `batch.positions`. A position travels as a JSON object
+
+    {"kind": "<kind>", "v": <version>, ...fields of that kind...}
+
+`position_to_data` and `position_from_data` are the only codec: a kind this
+release does not know, or a version newer than it reads, is refused with a
+`CheckpointError` naming both, never guessed at. No module parses another
+input's position: each kind is a class with typed fields.
+
+Kinds:
+- `KafkaRanges`: one `OffsetRange` per topic-partition (the direct stream);
+- `KafkaOffsets`: the next offset per topic-partition (a resume point);
+- `ReceivedBlocks`: references to received blocks (receiver streams);
+- `SequenceNumbers`: per-agent batch sequence numbers (Flume polling);
+- `FileList`: files, or byte ranges of files (file-directory streams);
+- `QueueItems`: the records themselves (queue streams, replayable by value);
+- `OpaquePosition`: any JSON value of a custom input (kind "custom").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Mapping
+
+from offsets.errors import CheckpointError
+from offsets.ranges import OffsetRange
+
+TP = tuple[str, int]
+
+
+class Position:
+    """Base of every position kind. Subclasses are frozen dataclasses with a
+    `kind`, a `version`, and `body()` / `from_body()` for their fields."""
+
+    kind: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+
+    @property
+    def records(self) -> int | None:
+        """Records the position covers, when known without reading the source."""
+        return None
+
+    def describe(self) -> str:
+        """A short human summary (for logs, the CLI and the UI)."""
+        return self.kind
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "Position":
+        raise NotImplementedError
+
+
+_KINDS: dict[str, type[Position]] = {}
+
+
+def register_position(cls: type[Position]) -> type[Position]:
+    """Make a position kind known to the codec (a class decorator)."""
+    if not cls.kind:
+        raise TypeError(f"{cls.__name__} needs a kind")
+    other = _KINDS.get(cls.kind)
+    if other is not None and other is not cls:
+        raise TypeError(f"position kind {cls.kind!r} is taken by {other.__name__}")
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def position_to_data(position: Position) -> dict[str, Any]:
+    if not isinstance(position, Position):
+        raise TypeError(f"expected a Position, got {type(position).__name__}")
+    return {"kind": position.kind, "v": position.version, **position.body()}
+
+
+def position_from_data(data: Any, where: str = "a position") -> Position:
+    """Decode a position; refuse unknown kinds and newer versions by name."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("kind"), str):
+        raise CheckpointError(f"{where}: not a typed position (no 'kind'): {str(data)[:120]}")
+    kind, version = data["kind"], data.get("v", 1)
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise CheckpointError(f"{where}: position kind {kind!r} is not known to this release of ingest "
+                              f"(known: {sorted(_KINDS)}); it was written by another release or another input")
+    if not isinstance(version, int) or version < 1 or version > cls.version:
+        raise CheckpointError(f"{where}: {kind} position format version {version!r}, this release reads "
+                              f"versions 1..{cls.version}; upgrade ingest to read it")
+    body = {k: v for k, v in data.items() if k not in ("kind", "v")}
+    try:
+        return cls.from_body(body, version)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: malformed {kind} position ({type(exc).__name__}: {exc})") from None
+
+
+@register_position
+@dataclass(frozen=True)
+class KafkaRanges(Position):
+    """The direct stream's batch: one range per topic-partition."""
+
+    kind: ClassVar[str] = "kafka"
+    ranges: tuple[OffsetRange, ...] = ()
+    records_lost: int = 0
+    """Records skipped by the data-loss policy while planning this batch."""
+
+    @property
+    def records(self) -> int:
+        return sum(r.count for r in self.ranges)
+
+    def next_offsets(self) -> dict[TP, int]:
+        return {(r.topic, r.partition): r.until_offset for r in self.ranges}
+
+    def describe(self) -> str:
+        shown = ", ".join(str(r) for r in self.ranges[:8])
+        return shown + (f" (+{len(self.ranges) - 8} more)" if len(self.ranges) > 8 else "")
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ranges": [r.to_json() for r in self.ranges]}
+        if self.records_lost:
+            out["records_lost"] = self.records_lost
+        return out
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "KafkaRanges":
+        return cls(tuple(OffsetRange.from_json(r) for r in body["ranges"]), int(body.get("records_lost", 0)))
+
+
+@register_position
+@dataclass(frozen=True)
+class KafkaOffsets(Position):
+    """Where each topic-partition resumes: the next offset to read."""
+
+    kind: ClassVar[str] = "kafka-offsets"
+    offsets: Mapping[TP, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(self.offsets.items())[:8])
+
+    def body(self) -> dict[str, Any]:
+        return {"offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "KafkaOffsets":
+        return cls({(str(t), int(p)): int(o) for t, p, o in body["offsets"]})
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """One received block: its id, stream, size, source positions and WAL place."""
+
+    block_id: str
+    stream: str
+    num_records: int
+    metadata: Mapping[str, Any] | None = None
+    """Source positions covered by the block (e.g. Kafka offsets, a Flume sequence number), plain data."""
+    wal_handle: Mapping[str, Any] | None = None
+    """Where the block's records are in the write-ahead log, if it is on."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.block_id, "stream": self.stream, "records": self.num_records}
+        if self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
+        if self.wal_handle is not None:
+            out["wal"] = dict(self.wal_handle)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "BlockRef":
+        return cls(str(d["id"]), str(d["stream"]), int(d["records"]), d.get("metadata"), d.get("wal"))
+
+
+@register_position
+@dataclass(frozen=True)
+class ReceivedBlocks(Position):
+    """A receiver stream's batch: the blocks allocated to it."""
+
+    kind: ClassVar[str] = "blocks"
+    blocks: tuple[BlockRef, ...] = ()
+
+    @property
+    def records(self) -> int:
+        return sum(b.num_records for b in self.blocks)
+
+    @property
+    def block_ids(self) -> tuple[str, ...]:
+        return tuple(b.block_id for b in self.blocks)
+
+    def describe(self) -> str:
+        return f"{len(self.blocks)} block(s), {self.records} record(s)"
+
+    def body(self) -> dict[str, Any]:
+        return {"blocks": [b.to_json() for b in self.blocks]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "ReceivedBlocks":
+        return cls(tuple(BlockRef.from_json(b) for b in body["blocks"]))
+
+
+@dataclass(frozen=True)
+class SequenceRef:
+    """One batch taken from one Flume agent: who sent it and its sequence number."""
+
+    source: str
+    sequence: str
+    events: int
+
+
+@register_position
+@dataclass(frozen=True)
+class SequenceNumbers(Position):
+    """Batches polled from Flume agents, by sequence number."""
+
+    kind: ClassVar[str] = "flume"
+    batches: tuple[SequenceRef, ...] = ()
+
+    @property
+    def records(self) -> int:
+        return sum(b.events for b in self.batches)
+
+    def describe(self) -> str:
+        return ", ".join(f"{b.source}#{b.sequence}" for b in self.batches[:8])
+
+    def body(self) -> dict[str, Any]:
+        return {"batches": [[b.source, b.sequence, b.events] for b in self.batches]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "SequenceNumbers":
+        return cls(tuple(SequenceRef(str(s), str(q), int(n)) for s, q, n in body["batches"]))
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """A file, or the byte range [start, end) of one, as listed when planned."""
+
+    path: str
+    size: int
+    mtime_ms: int
+    start: int = 0
+    end: int | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.path, self.size, self.mtime_ms, self.start, self.end]
+
+    @classmethod
+    def from_json(cls, v: Any) -> "FileSlice":
+        path, size, mtime, start, end = v
+        return cls(str(path), int(size), int(mtime), int(start), None if end is None else int(end))
+
+
+@register_position
+@dataclass(frozen=True)
+class FileList(Position):
+    """A file stream's batch: the new files it reads."""
+
+    kind: ClassVar[str] = "files"
+    files: tuple[FileSlice, ...] = ()
+
+    def describe(self) -> str:
+        names = ", ".join(f.path.rsplit("/", 1)[-1] for f in self.files[:5])
+        return f"{len(self.files)} file(s)" + (f": {names}" if names else "")
+
+    def body(self) -> dict[str, Any]:
+        return {"files": [f.to_json() for f in self.files]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "FileList":
+        return cls(tuple(FileSlice.from_json(f) for f in body["files"]))
+
+
+@register_position
+@dataclass(frozen=True)
+class QueueItems(Position):
+    """A queue stream's batch: the records themselves, and how many queued
+    lists the stream had taken after it (to skip them after a restart)."""
+
+    kind: ClassVar[str] = "queue"
+    items: tuple[Any, ...] = ()
+    next_seq: int = 0
+
+    @property
+    def records(self) -> int:
+        return len(self.items)
+
+    def describe(self) -> str:
+        return f"{len(self.items)} record(s)"
+
+    def body(self) -> dict[str, Any]:
+        return {"items": list(self.items), "next_seq": self.next_seq}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "QueueItems":
+        return cls(tuple(body["items"]), int(body["next_seq"]))
+
+
+@register_position
+@dataclass(frozen=True)
+class OpaquePosition(Position):
+    """A custom input's plan: any JSON value, kept as it is."""
+
+    kind: ClassVar[str] = "custom"
+    value: Any = None
+
+    def body(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "OpaquePosition":
+        return cls(body["value"])
+
+
+def offset_ranges_of(positions: Iterable[Position]) -> list[OffsetRange]:
+    """Every Kafka offset range among `positions`, in order."""
+    return [r for p in positions if isinstance(p, KafkaRanges) for r in p.ranges]
