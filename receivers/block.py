@@ -11,28 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from offsets import BlockRef
 
-@dataclass(frozen=True)
-class BlockInfo:
-    block_id: str
-    stream: str
-    num_records: int
-    metadata: Mapping[str, Any] | None = None
-    """Source positions covered by the block (e.g. Kafka offsets), plain data."""
-    wal_handle: Mapping[str, Any] | None = None
-    """Where the block's records are in the write-ahead log, if it is on."""
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.block_id, "stream": self.stream, "records": self.num_records}
-        if self.metadata is not None:
-            out["metadata"] = dict(self.metadata)
-        if self.wal_handle is not None:
-            out["wal"] = dict(self.wal_handle)
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "BlockInfo":
-        return cls(d["id"], d["stream"], int(d["records"]), d.get("metadata"), d.get("wal"))
+BlockInfo = BlockRef
+"""A received block as the tracker logs it and batches plan with (`offsets.BlockRef`)."""
 
 
 @dataclass
