@@ -10,18 +10,27 @@ Wide operations (`reduce_by_key`, `group_by_key`, joins, `repartition`) shuffle:
 map-side tasks combine and bucket records by key, then reduce-side tasks merge
 each bucket; both sides run when the shuffle is built, once, and their output
 becomes the sources of the new dataset's partitions. Buckets are chosen with
-`portable_hash`, which does not depend on `PYTHONHASHSEED`, so a batch replayed
-after a restart is partitioned exactly as the first time.
+`portable_hash`, computed from a key's value (never its `repr`) and the same in
+every process whatever `PYTHONHASHSEED` is, so equal keys meet in one partition
+and a batch replayed after a restart is partitioned exactly as the first time.
+Keys of types whose equality it cannot reproduce (instances of plain user
+classes, for instance) are refused with a `ConfigError` saying to map them to
+a tuple or a str.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import itertools
 import operator
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
+from ingest.errors import ConfigError
 from ingest.executor import InlineExecutor, TaskExecutor
 
 T = TypeVar("T")
@@ -75,26 +84,170 @@ def _compute_then(task: tuple[int, Partition, Callable[[int, list[Any]], Any]]) 
     return finish(index, _compute((index, part)))
 
 
+# Keys are hashed from their value, the same way in every process: never from
+# `repr` (which may hold an address or depend on PYTHONHASHSEED, as a
+# frozenset's order does) nor from Python's `hash` (randomized for str and
+# bytes). Keys that compare equal hash equally, as they are one key in a dict:
+# 1 == 1.0 == True == Decimal(1), an aware datetime equals the same instant in
+# another zone, a NamedTuple equals the plain tuple. The hashes of None, bool,
+# int, float, str, bytes and tuples are those of earlier releases, so a
+# checkpointed job replays its batches into the same buckets after an upgrade.
+
+_MASK = 0x7FFFFFFFFFFFFFFF
+_MASK48 = 0xFFFFFFFFFFFF
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_SUPPORTED = ("None, bool, int, float, Decimal, str, bytes, datetime, date, timedelta, enum members, "
+              "and tuples, NamedTuples, frozensets and dataclasses (eq=True) of those")
+
+
 def portable_hash(key: Any) -> int:
-    """A hash that is the same in every process and run (unlike `hash(str)`)."""
-    if key is None:
-        return 0
-    if isinstance(key, bool):
-        return int(key)
-    if isinstance(key, int):
-        return key & 0x7FFFFFFFFFFFFFFF
-    if isinstance(key, str):
-        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
-    if isinstance(key, (bytes, bytearray)):
-        return zlib.crc32(key)
-    if isinstance(key, float):
-        return portable_hash(int(key)) if key.is_integer() else zlib.crc32(repr(key).encode())
-    if isinstance(key, tuple):
-        h = 0x345678
-        for item in key:
-            h = ((h * 1000003) ^ portable_hash(item)) & 0xFFFFFFFFFFFF
-        return h
-    return zlib.crc32(repr(key).encode("utf-8", "replace"))
+    """A non-negative hash of `key` that is the same in every process and run.
+
+    Raises `ConfigError` for a key (or a part of one) of another type: its
+    equality cannot be reproduced from its value, so equal keys could land in
+    different partitions."""
+    by_type = _HASH_BY_TYPE.get(type(key))
+    if by_type is not None:
+        return by_type(key)
+    return _hash_other(key, key)
+
+
+def _hash_int(key: int) -> int:
+    return key & _MASK
+
+
+def _hash_str(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+
+
+def _hash_bytes(key: bytes) -> int:
+    return zlib.crc32(key)
+
+
+def _hash_float(key: float) -> int:
+    return _hash_int(int(key)) if key.is_integer() else zlib.crc32(repr(key).encode())
+
+
+def _hash_items(items: Iterable[Any], root: Any) -> int:
+    h = 0x345678
+    for item in items:
+        by_type = _HASH_BY_TYPE.get(type(item))
+        h = ((h * 1000003) ^ (by_type(item) if by_type is not None else _hash_other(item, root))) & _MASK48
+    return h
+
+
+def _hash_tuple(key: tuple[Any, ...], root: Any = None) -> int:
+    return _hash_items(key, key if root is None else root)
+
+
+def _hash_frozenset(key: frozenset[Any], root: Any = None) -> int:
+    # Order-independent: a sum of well-mixed element hashes (a frozenset's
+    # iteration order depends on PYTHONHASHSEED).
+    root = key if root is None else root
+    acc = len(key) * 0x9E3779B97F4A7C15
+    for item in key:
+        by_type = _HASH_BY_TYPE.get(type(item))
+        h = by_type(item) if by_type is not None else _hash_other(item, root)
+        h = ((h ^ (h >> 31)) * 0xBF58476D1CE4E5B9) & _MASK64
+        acc += h ^ (h >> 29)
+    return (acc ^ 0x5F3759DF) & _MASK
+
+
+def _hash_decimal(key: Decimal) -> int:
+    if key.is_nan():
+        return zlib.crc32(b"nan")
+    if key.is_infinite() or key == key.to_integral_value():
+        return _hash_float(float(key)) if key.is_infinite() else _hash_int(int(key))
+    as_float = float(key)
+    if Decimal(as_float) == key:  # equal to that float, so it must hash as it does
+        return _hash_float(as_float)
+    # Canonical digits, independent of the decimal context: 1.10 == 1.1.
+    sign, digits, exponent = key.as_tuple()
+    trimmed = list(digits)
+    while len(trimmed) > 1 and trimmed[-1] == 0:
+        trimmed.pop()
+        exponent += 1  # type: ignore[operator]
+    return _hash_tuple(("decimal", sign, "".join(map(str, trimmed)), exponent))
+
+
+def _micros(days: int, seconds: int, microseconds: int) -> int:
+    return (days * 86400 + seconds) * 1_000_000 + microseconds
+
+
+def _hash_datetime(key: datetime.datetime) -> int:
+    # As Python's own equality: naive by fields (fold ignored), aware by the
+    # UTC instant (the offset taken with fold=0, as `hash(datetime)` does).
+    naive = key.replace(tzinfo=None, fold=0)
+    offset = key.replace(fold=0).utcoffset()
+    since = naive - datetime.datetime.min
+    if offset is None:
+        return _hash_tuple(("datetime", _micros(since.days, since.seconds, since.microseconds)))
+    since -= offset
+    return _hash_tuple(("datetime-utc", _micros(since.days, since.seconds, since.microseconds)))
+
+
+def _hash_date(key: datetime.date) -> int:
+    return _hash_tuple(("date", key.toordinal()))
+
+
+def _hash_timedelta(key: datetime.timedelta) -> int:
+    return _hash_tuple(("timedelta", _micros(key.days, key.seconds, key.microseconds)))
+
+
+_HASH_BY_TYPE: dict[type, Callable[[Any], int]] = {
+    type(None): lambda _key: 0,
+    bool: int,
+    int: _hash_int,
+    str: _hash_str,
+    bytes: _hash_bytes,
+    bytearray: _hash_bytes,
+    float: _hash_float,
+    tuple: _hash_tuple,
+    frozenset: _hash_frozenset,
+    Decimal: _hash_decimal,
+    datetime.datetime: _hash_datetime,
+    datetime.date: _hash_date,
+    datetime.timedelta: _hash_timedelta,
+}
+
+# Subclasses that keep their base's equality hash as their base: IntEnum and
+# str-valued enums, NamedTuples. The most derived bases come first.
+_BASES = (bool, int, float, str, bytes, tuple, frozenset, Decimal, datetime.datetime, datetime.date,
+          datetime.timedelta)
+
+
+def _hash_other(key: Any, root: Any) -> int:
+    cls = type(key)
+    for base in _BASES:
+        if isinstance(key, base):
+            if cls.__eq__ is base.__eq__ and cls.__hash__ is base.__hash__:
+                if base is tuple:
+                    return _hash_tuple(key, root)
+                if base is frozenset:
+                    return _hash_frozenset(key, root)
+                return _HASH_BY_TYPE[base](key)
+            break
+    if isinstance(key, enum.Enum) and cls.__eq__ is object.__eq__:
+        # Compared by identity, and one member per (class, name) in every process.
+        return _hash_tuple(("enum", cls.__module__, cls.__qualname__, key.name))
+    if dataclasses.is_dataclass(key) and not isinstance(key, type) and cls.__dataclass_params__.eq:  # type: ignore[attr-defined]
+        values = tuple(getattr(key, f.name) for f in dataclasses.fields(key) if f.compare)
+        return _hash_items((cls.__module__, cls.__qualname__) + values, root)
+    what = f"{cls.__module__}.{cls.__qualname__}"
+    inside = "" if key is root else f" inside the key {_short_repr(root)}"
+    raise ConfigError(
+        f"cannot partition by a key of type {what} ({_short_repr(key)}){inside}: ingest must put equal keys in "
+        f"the same partition in every process, so it hashes keys by value and knows how to do that only for "
+        f"{_SUPPORTED}. Map the key to one of those first, e.g. to a tuple of its fields or to a str "
+        f"(`.map(lambda kv: ((kv[0].a, kv[0].b), kv[1]))`), or make it a frozen dataclass.")
+
+
+def _short_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001 - only for the message
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Dataset(Generic[T]):
