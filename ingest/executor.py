@@ -7,8 +7,9 @@ sends them to a `distributed` cluster. Batches stay strictly ordered whatever
 the executor: parallelism is only inside a batch.
 
 Tasks sent to another process are serialized with cloudpickle (they carry user
-functions). That is code and in-memory data of this process; nothing read from
-a checkpoint, WAL or socket is ever unpickled.
+functions), and so are their results (they may be instances of classes that
+came with a task). That is code and in-memory data of this process and its
+workers; nothing read from a checkpoint, WAL or socket is ever unpickled.
 """
 
 from __future__ import annotations
@@ -61,9 +62,13 @@ class ThreadExecutor(TaskExecutor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_pickled(blob: bytes) -> Any:
+def _run_pickled(blob: bytes) -> bytes:
+    """Run one task in a worker. The result goes back with cloudpickle too: it
+    may be an instance of a class that came with the task by value (one defined
+    in the job file or inside its main function), which plain pickle cannot
+    find by name in the worker."""
     fn, item = cloudpickle.loads(blob)
-    return fn(item)
+    return cloudpickle.dumps(fn(item))
 
 
 class ProcessExecutor(TaskExecutor):
@@ -77,7 +82,9 @@ class ProcessExecutor(TaskExecutor):
         if len(items) <= 1:
             return [fn(item) for item in items]
         blobs = [cloudpickle.dumps((fn, item)) for item in items]
-        return list(self._pool.map(_run_pickled, blobs))
+        # Results made by our own worker from our own task; never data read
+        # from a checkpoint, WAL or socket.
+        return [cloudpickle.loads(result) for result in self._pool.map(_run_pickled, blobs)]
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
