@@ -255,11 +255,18 @@ class UpdateStateByKeyDStream(KeyedStateDStream[tuple[Any, S]]):
 
 
 class State(Generic[S]):
-    """The state of one key inside a `map_with_state` function."""
+    """The state of one key inside a `map_with_state` function.
 
-    __slots__ = ("_exists", "_value", "_timing_out", "_updated", "_removed")
+    The rules are Spark's: `get()` needs a state (`exists()`, or use
+    `get_option()`); `update()` and `remove()` are refused for a key that is
+    timing out (it is removed after the call anyway); after `remove()` the
+    call may neither `update()` nor `remove()` again. Breaking a rule raises
+    `StateError` naming the key, which fails the batch."""
 
-    def __init__(self, exists: bool, value: Any = None, timing_out: bool = False) -> None:
+    __slots__ = ("_key", "_exists", "_value", "_timing_out", "_updated", "_removed")
+
+    def __init__(self, exists: bool, value: Any = None, timing_out: bool = False, *, key: Any = None) -> None:
+        self._key = key
         self._exists = exists
         self._value = value
         self._timing_out = timing_out
@@ -271,7 +278,9 @@ class State(Generic[S]):
 
     def get(self) -> S:
         if not self._exists:
-            raise KeyError("State.get(): this key has no state; check exists() or use get_option()")
+            gone = "was removed in this call" if self._removed else "has no state"
+            raise StateError(f"State.get() for key {self._key!r}: the key {gone}; check state.exists() first "
+                             "or use state.get_option(default)")
         return self._value
 
     def get_option(self, default: Any = None) -> Any:
@@ -279,14 +288,20 @@ class State(Generic[S]):
 
     def update(self, value: S) -> None:
         if self._timing_out:
-            raise StateError("State.update() on a key that is timing out: its state is removed after this call")
+            raise StateError(f"State.update() for key {self._key!r}, which is timing out: its state is removed "
+                             "after this call; return an output instead of updating")
         if self._removed:
-            raise StateError("State.update() after remove() in the same call")
+            raise StateError(f"State.update() for key {self._key!r}, which was removed in this call: "
+                             "update or remove a key, not both")
         self._value, self._exists, self._updated = value, True, True
 
     def remove(self) -> None:
         if self._timing_out:
-            raise StateError("State.remove() on a key that is timing out: it is removed anyway")
+            raise StateError(f"State.remove() for key {self._key!r}, which is timing out: it is removed "
+                             "after this call anyway")
+        if self._removed:
+            raise StateError(f"State.remove() for key {self._key!r}, which was already removed in this call: "
+                             "remove a key once")
         self._value, self._exists, self._removed, self._updated = None, False, True, False
 
     def is_timing_out(self) -> bool:
@@ -319,13 +334,13 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             out = []
             for k, v in records:
                 if k in changes.sets:
-                    cur = State(True, changes.sets[k][0])
+                    cur = State(True, changes.sets[k][0], key=k)
                 elif k in changes.removes:
-                    cur = State(False)
+                    cur = State(False, key=k)
                 elif k in state:
-                    cur = State(True, state[k][0])
+                    cur = State(True, state[k][0], key=k)
                 else:
-                    cur = State(False)
+                    cur = State(False, key=k)
                 result = fn(k, v, cur)
                 if result is not None:
                     out.append(result)
@@ -346,7 +361,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
                         break
                     if k in changes.sets or k in changes.removes:
                         continue
-                    result = fn(k, None, State(True, value, timing_out=True))
+                    result = fn(k, None, State(True, value, timing_out=True, key=k))
                     if result is not None:
                         out.append(result)
                     changes.removes.add(k)
