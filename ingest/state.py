@@ -21,7 +21,10 @@ function for every key on every batch, so its snapshots are always full.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import itertools
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
 
 from ingest.dataset import Dataset, portable_hash
@@ -123,6 +126,11 @@ class KeyedStateDStream(StatefulDStream[T]):
     def _task(self) -> Callable[[tuple[int, dict[Any, Any], list[Any], int]], tuple[_Changes, list[Any]]]:
         raise NotImplementedError
 
+    def _attempts_may_retry(self) -> bool:
+        """Whether a failed attempt of a batch is retried from the committed
+        state (which user functions must then see only copies of)."""
+        return self.ssc.max_batch_retries > 0
+
     def update(self, time_ms: int) -> None:
         if self._pending_time == time_ms:
             return
@@ -209,6 +217,49 @@ class KeyedStateDStream(StatefulDStream[T]):
         return [kv for part in self._committed for kv in part.items()]
 
 
+# A user function may change the state object it is given in place and then
+# fail, or a later output of the batch may fail: the batch is retried from the
+# committed state, which must not carry the failed attempt's changes (Spark
+# recomputes from the serialized state). So when a failed attempt can be
+# retried (max_batch_retries > 0), a function only ever sees its own copy of a
+# committed value, made the first time the attempt touches the key. Without
+# retries a failed batch stops the context and its in-memory state is dropped
+# (a restart restores the checkpoint), so nothing is copied. Values that cannot
+# change in place are never copied: numbers, strings and tuples of them cost
+# nothing either way.
+_IMMUTABLE = frozenset({int, float, str, bytes, bool, type(None), complex, Decimal, frozenset,
+                        datetime.date, datetime.datetime, datetime.timedelta})
+
+
+def private_copy(value: Any) -> Any:
+    """A copy of a state value that shares nothing mutable with it: JSON-like
+    shapes (lists, dicts, tuples, sets of them) are copied here, level by
+    level, anything else with `copy.deepcopy`."""
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return value
+    # issuperset(map(type, ...)) checks every item at C speed: a list or dict
+    # of scalars, the common case, is then copied in one call.
+    if cls is list:
+        if _IMMUTABLE.issuperset(map(type, value)):
+            return value[:]
+        return [x if type(x) in _IMMUTABLE else private_copy(x) for x in value]
+    if cls is dict:  # keys are hashable, so not changed in place
+        copied = value.copy()
+        if not _IMMUTABLE.issuperset(map(type, value.values())):
+            for k, v in value.items():
+                if type(v) not in _IMMUTABLE:
+                    copied[k] = private_copy(v)
+        return copied
+    if cls is tuple:
+        if _IMMUTABLE.issuperset(map(type, value)):
+            return value
+        return tuple(x if type(x) in _IMMUTABLE else private_copy(x) for x in value)
+    if cls is set:
+        return value.copy()  # items of a set are hashable
+    return copy.deepcopy(value)
+
+
 def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any]) -> None:
     for k in removes:
         part.pop(k, None)
@@ -230,6 +281,7 @@ class UpdateStateByKeyDStream(KeyedStateDStream[tuple[Any, S]]):
 
     def _task(self) -> Callable[..., tuple[_Changes, list[Any]]]:
         fn = self._fn
+        isolate = self._attempts_may_retry()
 
         def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
             _i, state, records, _t = task
@@ -239,7 +291,8 @@ class UpdateStateByKeyDStream(KeyedStateDStream[tuple[Any, S]]):
             changes = _Changes()
             out = []
             for k in itertools.chain(state, (k for k in grouped if k not in state)):
-                new = fn(grouped.get(k, []), state.get(k))
+                old = state.get(k)
+                new = fn(grouped.get(k, []), private_copy(old) if isolate and type(old) not in _IMMUTABLE else old)
                 if new is None:
                     if k in state:
                         changes.removes.add(k)
@@ -263,15 +316,24 @@ class State(Generic[S]):
     call may neither `update()` nor `remove()` again. Breaking a rule raises
     `StateError` naming the key, which fails the batch."""
 
-    __slots__ = ("_key", "_exists", "_value", "_timing_out", "_updated", "_removed")
+    __slots__ = ("_key", "_exists", "_value", "_timing_out", "_updated", "_removed", "_shared")
 
-    def __init__(self, exists: bool, value: Any = None, timing_out: bool = False, *, key: Any = None) -> None:
+    def __init__(self, exists: bool, value: Any = None, timing_out: bool = False, *, key: Any = None,
+                 shared: bool = False) -> None:
         self._key = key
         self._exists = exists
         self._value = value
         self._timing_out = timing_out
         self._updated = False
         self._removed = False
+        # `value` is the committed state itself: copied before the function
+        # first sees it (see private_copy).
+        self._shared = shared
+
+    def _read(self) -> Any:
+        if self._shared:
+            self._value, self._shared = private_copy(self._value), False
+        return self._value
 
     def exists(self) -> bool:
         return self._exists
@@ -281,10 +343,10 @@ class State(Generic[S]):
             gone = "was removed in this call" if self._removed else "has no state"
             raise StateError(f"State.get() for key {self._key!r}: the key {gone}; check state.exists() first "
                              "or use state.get_option(default)")
-        return self._value
+        return self._read()
 
     def get_option(self, default: Any = None) -> Any:
-        return self._value if self._exists else default
+        return self._read() if self._exists else default
 
     def update(self, value: S) -> None:
         if self._timing_out:
@@ -293,7 +355,7 @@ class State(Generic[S]):
         if self._removed:
             raise StateError(f"State.update() for key {self._key!r}, which was removed in this call: "
                              "update or remove a key, not both")
-        self._value, self._exists, self._updated = value, True, True
+        self._value, self._exists, self._updated, self._shared = value, True, True, False
 
     def remove(self) -> None:
         if self._timing_out:
@@ -302,7 +364,7 @@ class State(Generic[S]):
         if self._removed:
             raise StateError(f"State.remove() for key {self._key!r}, which was already removed in this call: "
                              "remove a key once")
-        self._value, self._exists, self._removed, self._updated = None, False, True, False
+        self._value, self._exists, self._removed, self._updated, self._shared = None, False, True, False, False
 
     def is_timing_out(self) -> bool:
         return self._timing_out
@@ -327,6 +389,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
 
     def _task(self) -> Callable[..., tuple[_Changes, list[Any]]]:
         fn, timeout_ms = self._fn, self._timeout_ms
+        isolate = self._attempts_may_retry()
 
         def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
             _i, state, records, t = task
@@ -334,11 +397,13 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             out = []
             for k, v in records:
                 if k in changes.sets:
-                    cur = State(True, changes.sets[k][0], key=k)
+                    value = changes.sets[k][0]
+                    # Still the committed object when no earlier call read or replaced it.
+                    cur = State(True, value, key=k, shared=isolate and k in state and value is state[k][0])
                 elif k in changes.removes:
                     cur = State(False, key=k)
                 elif k in state:
-                    cur = State(True, state[k][0], key=k)
+                    cur = State(True, state[k][0], key=k, shared=isolate)
                 else:
                     cur = State(False, key=k)
                 result = fn(k, v, cur)
@@ -361,7 +426,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
                         break
                     if k in changes.sets or k in changes.removes:
                         continue
-                    result = fn(k, None, State(True, value, timing_out=True, key=k))
+                    result = fn(k, None, State(True, value, timing_out=True, key=k, shared=isolate))
                     if result is not None:
                         out.append(result)
                     changes.removes.add(k)
