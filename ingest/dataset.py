@@ -105,7 +105,8 @@ def portable_hash(key: Any) -> int:
 
     Raises `ConfigError` for a key (or a part of one) of another type: its
     equality cannot be reproduced from its value, so equal keys could land in
-    different partitions."""
+    different partitions. A dataclass is hashed by the fields it compares
+    (`eq=True`, the default), so it must not replace the generated `__eq__`."""
     by_type = _HASH_BY_TYPE.get(type(key))
     if by_type is not None:
         return by_type(key)
@@ -230,7 +231,8 @@ def _hash_other(key: Any, root: Any) -> int:
     if isinstance(key, enum.Enum) and cls.__eq__ is object.__eq__:
         # Compared by identity, and one member per (class, name) in every process.
         return _hash_tuple(("enum", cls.__module__, cls.__qualname__, key.name))
-    if dataclasses.is_dataclass(key) and not isinstance(key, type) and cls.__dataclass_params__.eq:  # type: ignore[attr-defined]
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is not None and params.eq and dataclasses.is_dataclass(key):
         values = tuple(getattr(key, f.name) for f in dataclasses.fields(key) if f.compare)
         return _hash_items((cls.__module__, cls.__qualname__) + values, root)
     what = f"{cls.__module__}.{cls.__qualname__}"

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
@@ -143,14 +143,14 @@ def test_a_key_of_a_user_class_is_refused_with_a_message_saying_what_to_do():
     assert isinstance(caught.value, IngestError)
 
 
-@pytest.mark.parametrize("key", [
-    ("ok", ById("nested")),
-    frozenset({ById("in-set")}),
-    1 + 2j,
-    dt.time(12, 0),
+@pytest.mark.parametrize("key, named", [
+    (("ok", ById("nested")), "ById"),
+    (frozenset({ById("in-set")}), "ById"),
+    (1 + 2j, "complex"),
+    (dt.time(12, 0), "time"),
 ])
-def test_keys_holding_an_unsupported_type_are_refused_naming_that_type(key):
-    with pytest.raises(ConfigError, match=type(key if not isinstance(key, (tuple, frozenset)) else ById("")).__name__):
+def test_keys_holding_an_unsupported_type_are_refused_naming_that_type(key, named):
+    with pytest.raises(ConfigError, match=f"key of type [\\w.]*{named} "):
         portable_hash(key)
 
 
