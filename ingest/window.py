@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ingest.dataset import Dataset
 from ingest.dstream import DStream
 from ingest.errors import ConfigError
-from ingest.state import SNAPSHOT_VERSION, StatefulDStream
+from ingest.state import SNAPSHOT_VERSION, StatefulDStream, private_copy
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -130,11 +130,28 @@ class ReducedWindowedDStream(_WholeStateDStream):
         batches = deque(self._committed[2])
         parent = self.parents[0]
         reduce_fn, inv_fn = self._reduce, self._inv
+        # The functions may change their first argument in place (as
+        # `list.extend` does). So that neither the committed aggregate (which a
+        # retried batch starts from, and an earlier batch output) nor a batch's
+        # own value (which the inverse takes out later) changes with it, an
+        # aggregate is this update's private copy before either function sees it.
+        own: set[Any] = set()
+
+        def owned(k: Any) -> Any:
+            if k not in own:
+                agg[k] = private_copy(agg[k])
+                own.add(k)
+            return agg[k]
+
         if parent.is_time_valid(time_ms):
             new = dict(parent.get_or_compute(time_ms).reduce_by_key(reduce_fn, self._num_partitions).collect())
             batches.append((time_ms, new))
             for k, v in new.items():
-                agg[k] = reduce_fn(agg[k], v) if k in agg else v
+                if k in agg:
+                    agg[k] = reduce_fn(owned(k), v)
+                else:
+                    agg[k] = private_copy(v)
+                    own.add(k)
                 counts[k] = counts.get(k, 0) + 1
         while batches and batches[0][0] <= time_ms - self.window_ms:
             _, old = batches.popleft()
@@ -142,7 +159,7 @@ class ReducedWindowedDStream(_WholeStateDStream):
                 if counts[k] == 1:
                     del agg[k], counts[k]
                 else:
-                    agg[k] = inv_fn(agg[k], v)
+                    agg[k] = inv_fn(owned(k), v)
                     counts[k] -= 1
         self._pending, self._pending_time = (agg, counts, batches), time_ms
 
