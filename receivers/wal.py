@@ -740,6 +740,10 @@ class WriteAheadLog:
                     fsync_dir(self.directory)
             return deleted
 
+    def path_of(self, handle: RecordHandle) -> str:
+        """The segment file `handle` points into (for messages)."""
+        return self._path(handle.segment)
+
     # ---------------------------------------------------------------- closing
 
     def close(self) -> None:
