@@ -39,13 +39,15 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
-from ingest.errors import ConfigError, CorruptRecordError
+from ingest.errors import ConfigError, CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
 from receivers.codec import decode_block, encode_block, records_payload
 from receivers.tracker import ReceivedBlockTracker
-from receivers.wal import RecordHandle, WriteAheadLog
+from receivers.wal import RecordHandle, WriteAheadLog, read_records
+from receivers.wal import verify as verify_wal
 
 log = logging.getLogger("receivers.block_log")
 
@@ -66,6 +68,7 @@ class BlockLog:
         self._memory_lock = threading.Lock()
         self._memory: dict[str, list[Any]] = {}
         self._alloc_handles: dict[int, RecordHandle] = {}
+        self._decoder = _Decoder(stream, self.wal.path_of)
         self.recovered: list[BlockInfo] = []
         self.recovered_metadata: list[Any] = []
         """Source positions of the blocks found at start, cleaned or not."""
@@ -96,7 +99,7 @@ class BlockLog:
         if info.wal_handle is None:
             return None
         handle = RecordHandle.from_dict(dict(info.wal_handle))
-        block_id, _meta, records = self._decode_block(handle, self.wal.read(handle))
+        block_id, _meta, records = self._decoder.block(handle, self.wal.read(handle))
         if block_id != info.block_id:
             raise ConfigError(f"write-ahead log of stream {self.stream}: the record at {info.wal_handle} holds "
                               f"block {block_id}, not {info.block_id}; the log and the checkpoint do not match")
@@ -172,45 +175,9 @@ class BlockLog:
     def recover(self, last_committed_ms: int | None, pending_times: Iterable[int]) -> None:
         """Replay the log after a restart (see the module's docstring)."""
         pending = set(pending_times)
-        infos: dict[str, BlockInfo] = {}
-        order: list[str] = []
-        allocations: dict[int, list[str]] = {}
-        handles: dict[int, RecordHandle] = {}
-        processed: set[int] = set()
-        cleaned_metadata: list[Any] = []
-        for handle, kind, payload in self.wal.records():
-            if kind == BLOCK:
-                block_id, meta, records = self._decode_block(handle, payload)
-                infos[block_id] = BlockInfo(block_id, self.stream, len(records), meta, handle.to_dict())
-                order.append(block_id)
-            elif kind == ALLOCATED:
-                t, ids = self._decode_allocated(handle, payload)
-                allocations[t] = ids
-                handles[t] = handle
-                processed.discard(t)
-            elif kind == PROCESSED:
-                processed.add(self._decode_time(handle, payload, PROCESSED))
-            elif kind == CLEANED:
-                times, metadata = self._decode_cleaned(handle, payload)
-                cleaned_metadata.extend(metadata)
-                for t in times:
-                    for block_id in allocations.pop(t, []):
-                        infos.pop(block_id, None)
-                    handles.pop(t, None)
-                    processed.discard(t)
-            elif kind == RELEASED:
-                t = self._decode_time(handle, payload, RELEASED)
-                allocations.pop(t, None)
-                handles.pop(t, None)
-                processed.discard(t)
-            else:
-                raise self._corrupt(handle, f"unknown record type {kind}")
-        for t, ids in allocations.items():
-            for block_id in ids:
-                if block_id not in infos:
-                    handle = handles[t]
-                    raise self._corrupt(handle, f"the allocation of batch {t} names block {block_id}, whose BLOCK "
-                                                "record is not in the log (deleted or lost)")
+        replayed = _replay(self._decoder, self.wal.records())
+        infos, order, allocations = replayed.infos, replayed.order, replayed.allocations
+        handles, processed, cleaned_metadata = replayed.handles, replayed.processed, replayed.cleaned_metadata
         committed = {t for t in allocations if t not in pending
                      and (t in processed or (last_committed_ms is not None and t <= last_committed_ms))}
         released = [t for t in allocations if t not in committed and t not in pending]
@@ -235,62 +202,145 @@ class BlockLog:
                  len(self.recovered) - len(allocated_ids),
                  f", {len(released)} allocation(s) released" if released else "")
 
-    # -- decoding, checked: a valid checksum does not make a payload well-formed ---------------
+    def close(self) -> None:
+        with self._memory_lock:
+            self._memory.clear()
+        self.wal.close()
 
-    def _corrupt(self, handle: RecordHandle, reason: str) -> CorruptRecordError:
-        path = self.wal.path_of(handle)
+
+def verify(directory: str) -> list[str]:
+    """Check the block logs of every receiver stream under `directory` (a
+    checkpoint directory, its ``receivers`` directory or one stream's) without
+    changing anything: every segment, record and the bounds
+    (`receivers.wal.verify`), then a replay of the events, which finds what a
+    restart would refuse: records with a valid checksum but a malformed
+    payload, an allocation naming a block whose record is gone. Returns the
+    problems, each naming the file and offset; empty when healthy."""
+    directory = os.path.abspath(directory)
+    problems = verify_wal(directory)
+    if problems:
+        return problems
+    for current, subdirectories, files in os.walk(directory):
+        subdirectories.sort()
+        if "blocks.bounds" not in files and not any(f.startswith("blocks-") and f.endswith(".wal") for f in files):
+            continue
+        decoder = _Decoder(os.path.basename(current),
+                           lambda h, d=current: os.path.join(d, f"blocks-{h.segment:020d}.wal"))
+        try:
+            _replay(decoder, read_records(current, "blocks"))
+        except StorageError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@dataclass
+class _Replayed:
+    """The state the events of a block log describe."""
+
+    infos: dict[str, BlockInfo] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    allocations: dict[int, list[str]] = field(default_factory=dict)
+    handles: dict[int, RecordHandle] = field(default_factory=dict)
+    processed: set[int] = field(default_factory=set)
+    cleaned_metadata: list[Any] = field(default_factory=list)
+
+
+def _replay(decoder: "_Decoder", records: Iterable[tuple[RecordHandle, int, bytes]]) -> _Replayed:
+    """Apply the events in write order; raises `CorruptRecordError` naming the
+    record for a malformed one, or for an allocation whose blocks are gone."""
+    r = _Replayed()
+    for handle, kind, payload in records:
+        if kind == BLOCK:
+            block_id, meta, records_ = decoder.block(handle, payload)
+            r.infos[block_id] = BlockInfo(block_id, decoder.stream, len(records_), meta, handle.to_dict())
+            r.order.append(block_id)
+        elif kind == ALLOCATED:
+            t, ids = decoder.allocated(handle, payload)
+            r.allocations[t] = ids
+            r.handles[t] = handle
+            r.processed.discard(t)
+        elif kind == PROCESSED:
+            r.processed.add(decoder.time(handle, payload, PROCESSED))
+        elif kind == CLEANED:
+            times, metadata = decoder.cleaned(handle, payload)
+            r.cleaned_metadata.extend(metadata)
+            for t in times:
+                for block_id in r.allocations.pop(t, []):
+                    r.infos.pop(block_id, None)
+                r.handles.pop(t, None)
+                r.processed.discard(t)
+        elif kind == RELEASED:
+            t = decoder.time(handle, payload, RELEASED)
+            r.allocations.pop(t, None)
+            r.handles.pop(t, None)
+            r.processed.discard(t)
+        else:
+            raise decoder.corrupt(handle, f"unknown record type {kind}")
+    for t, ids in r.allocations.items():
+        for block_id in ids:
+            if block_id not in r.infos:
+                raise decoder.corrupt(r.handles[t], f"the allocation of batch {t} names block {block_id}, whose "
+                                                    "BLOCK record is not in the log (deleted or lost)")
+    return r
+
+
+class _Decoder:
+    """Decodes the payloads of one stream's block log, checked: a valid
+    checksum does not make a payload well-formed."""
+
+    def __init__(self, stream: str, path_of: Callable[[RecordHandle], str]) -> None:
+        self.stream = stream
+        self.path_of = path_of
+
+    def corrupt(self, handle: RecordHandle, reason: str) -> CorruptRecordError:
+        path = self.path_of(handle)
         return CorruptRecordError(
             f"write-ahead log of stream {self.stream}: record in {path} at byte offset {handle.offset}: {reason}. "
             "Its checksum matched, so it was written like this (by another release, or crafted): move the log "
             "aside.", path=path, offset=handle.offset)
 
-    def _decode_block(self, handle: RecordHandle, payload: bytes) -> tuple[str, Mapping[str, Any] | None, list[Any]]:
-        value = decode_block(payload, path=self.wal.path_of(handle), offset=handle.offset)
+    def block(self, handle: RecordHandle, payload: bytes) -> tuple[str, Mapping[str, Any] | None, list[Any]]:
+        value = decode_block(payload, path=self.path_of(handle), offset=handle.offset)
         if not (isinstance(value, list) and len(value) == 3):
-            raise self._corrupt(handle, "a BLOCK record must hold [block id, metadata, records]")
+            raise self.corrupt(handle, "a BLOCK record must hold [block id, metadata, records]")
         block_id, meta, records = value
         if not isinstance(block_id, str) or not isinstance(meta, (dict, type(None))) \
                 or not isinstance(records, list):
-            raise self._corrupt(handle, f"a BLOCK record holds {type(block_id).__name__}, {type(meta).__name__}, "
-                                        f"{type(records).__name__}; expected str, dict or None, list")
+            raise self.corrupt(handle, f"a BLOCK record holds {type(block_id).__name__}, {type(meta).__name__}, "
+                                       f"{type(records).__name__}; expected str, dict or None, list")
         return block_id, meta, records
 
     def _json(self, handle: RecordHandle, payload: bytes, kind: int) -> dict[str, Any]:
         try:
             value = json.loads(payload)
         except ValueError as exc:
-            raise self._corrupt(handle, f"{_KINDS[kind]} record is not JSON ({exc})") from None
+            raise self.corrupt(handle, f"{_KINDS[kind]} record is not JSON ({exc})") from None
         if not isinstance(value, dict):
-            raise self._corrupt(handle, f"{_KINDS[kind]} record is not a JSON object")
+            raise self.corrupt(handle, f"{_KINDS[kind]} record is not a JSON object")
         return value
 
     def _time(self, handle: RecordHandle, value: Any, kind: int) -> int:
         if type(value) is not int:
-            raise self._corrupt(handle, f"{_KINDS[kind]} record: batch time {value!r} is not an integer")
+            raise self.corrupt(handle, f"{_KINDS[kind]} record: batch time {value!r} is not an integer")
         return value
 
-    def _decode_time(self, handle: RecordHandle, payload: bytes, kind: int) -> int:
+    def time(self, handle: RecordHandle, payload: bytes, kind: int) -> int:
         return self._time(handle, self._json(handle, payload, kind).get("time"), kind)
 
-    def _decode_allocated(self, handle: RecordHandle, payload: bytes) -> tuple[int, list[str]]:
+    def allocated(self, handle: RecordHandle, payload: bytes) -> tuple[int, list[str]]:
         event = self._json(handle, payload, ALLOCATED)
         t = self._time(handle, event.get("time"), ALLOCATED)
         ids = event.get("blocks")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise self._corrupt(handle, f"ALLOCATED record: 'blocks' is {ids!r:.80}, not a list of block ids")
+            raise self.corrupt(handle, f"ALLOCATED record: 'blocks' is {ids!r:.80}, not a list of block ids")
         return t, ids
 
-    def _decode_cleaned(self, handle: RecordHandle, payload: bytes) -> tuple[list[int], list[Any]]:
-        value = decode_block(payload, path=self.wal.path_of(handle), offset=handle.offset)
+    def cleaned(self, handle: RecordHandle, payload: bytes) -> tuple[list[int], list[Any]]:
+        value = decode_block(payload, path=self.path_of(handle), offset=handle.offset)
         event = value[0] if isinstance(value, list) and len(value) == 1 else None
         if not isinstance(event, dict):
-            raise self._corrupt(handle, "a CLEANED record must hold [{'times': [...], 'metadata': [...]}]")
+            raise self.corrupt(handle, "a CLEANED record must hold [{'times': [...], 'metadata': [...]}]")
         times, metadata = event.get("times"), event.get("metadata", [])
         if not isinstance(times, list) or not isinstance(metadata, list):
-            raise self._corrupt(handle, "CLEANED record: 'times' and 'metadata' must be lists")
+            raise self.corrupt(handle, "CLEANED record: 'times' and 'metadata' must be lists")
         return [self._time(handle, t, CLEANED) for t in times], metadata
-
-    def close(self) -> None:
-        with self._memory_lock:
-            self._memory.clear()
-        self.wal.close()

@@ -132,6 +132,7 @@ __all__ = [
     "FsyncPolicy",
     "RecordHandle",
     "WriteAheadLog",
+    "read_records",
     "verify",
 ]
 
@@ -1341,31 +1342,90 @@ def _tail_damage(buf: mmap.mmap, offset: int, size: int, bad: _BadRecord) -> str
 
 
 def verify(directory: str | os.PathLike[str]) -> list[str]:
-    """Check every write-ahead log in `directory` without changing anything:
-    the bounds file, the segment numbers, the size of each closed segment and
-    every record's framing and checksum. Returns the problems found, each
-    naming the file (and the byte offset where there is one); empty when
-    healthy. What opening the log would repair without loss (a torn tail of
-    the last segment, an unfinished new segment, segments left by a clean-up
-    cut short) is not a problem. Logs opened with a `max_record_bytes` bound
-    are checked without it."""
+    """Check every write-ahead log in `directory` and the directories below it
+    without changing anything: the bounds file, the segment numbers, the size
+    of each closed segment and every record's framing and checksum. Returns the
+    problems found, each naming the file (and the byte offset where there is
+    one); empty when healthy. What opening the log would repair without loss (a
+    torn tail of the last segment, an unfinished new segment, segments left by
+    a clean-up cut short) is not a problem. Logs opened with a
+    `max_record_bytes` bound are checked without it."""
     directory = os.path.abspath(os.fspath(directory))
-    try:
-        entries = os.listdir(directory)
-    except OSError as e:
-        return [f"WAL directory {directory} cannot be listed: {_describe(e)}"]
-    segments: dict[str, list[int]] = {}
-    names: set[str] = set()
-    for entry in entries:
-        if match := _ANY_SEGMENT_RE.fullmatch(entry):
-            segments.setdefault(match.group(1), []).append(int(match.group(2)))
-            names.add(match.group(1))
-        elif entry.endswith(".bounds") and _NAME_RE.fullmatch(entry[: -len(".bounds")]):
-            names.add(entry[: -len(".bounds")])
     problems: list[str] = []
-    for name in sorted(names):
-        problems.extend(_verify_log(directory, name, sorted(segments.get(name, []))))
+
+    def unreadable(e: OSError) -> None:
+        problems.append(f"WAL directory {e.filename or directory} cannot be listed: {_describe(e)}")
+
+    for current, subdirectories, _ in os.walk(directory, onerror=unreadable):
+        subdirectories.sort()
+        try:
+            logs = _logs_in(current)
+        except OSError as e:
+            unreadable(e)
+            continue
+        for name, seqs in sorted(logs.items()):
+            problems.extend(_verify_log(current, name, seqs))
     return problems
+
+
+def read_records(
+    directory: str | os.PathLike[str], name: str = "wal"
+) -> Iterator[tuple[RecordHandle, int, bytes]]:
+    """(handle, record type, payload) of every record of the log `name` in
+    `directory`, read without opening the log: no lock, no repair, nothing
+    written (a torn tail is skipped, not truncated). Raises as opening the log
+    would for anything else. For tools that inspect a log a job may be using."""
+    directory = os.path.abspath(os.fspath(directory))
+
+    def path_of(seq: int) -> str:
+        return os.path.join(directory, f"{name}-{seq:020d}.wal")
+
+    try:
+        seqs = _logs_in(directory).get(name, [])
+    except OSError as e:
+        raise _storage_error(f"cannot list WAL directory {directory}: {_describe(e)}", e) from e
+    bounds_path = os.path.join(directory, f"{name}.bounds")
+    bounds = _read_bounds(bounds_path)
+    closed: dict[int, int] = {}
+    if bounds is not None:
+        problem = _bounds_problem(bounds, seqs, bounds_path, path_of)
+        if problem is not None:
+            raise problem
+        seqs = [s for s in seqs if s >= bounds.first]
+        closed = bounds.closed
+    gap = _first_gap(seqs, path_of)
+    if gap is not None:
+        raise gap
+    for seq in seqs:
+        path = path_of(seq)
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
+        with f:
+            check = _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
+                                   max_record_bytes=None)
+            if check.torn_header:
+                continue
+            offset = FILE_HEADER_SIZE
+            f.seek(offset)
+            while offset < check.valid:
+                header = f.read(RECORD_HEADER_SIZE)
+                record_type, length, _ = _parse_record_header(header, _MAX_LENGTH)
+                yield RecordHandle(seq, offset, length), record_type, f.read(length)
+                offset += RECORD_HEADER_SIZE + length
+
+
+def _logs_in(directory: str) -> dict[str, list[int]]:
+    """Log name -> its segment numbers (ascending), for every log with a
+    segment or a bounds file in `directory`."""
+    logs: dict[str, list[int]] = {}
+    for entry in os.listdir(directory):
+        if match := _ANY_SEGMENT_RE.fullmatch(entry):
+            logs.setdefault(match.group(1), []).append(int(match.group(2)))
+        elif entry.endswith(".bounds") and _NAME_RE.fullmatch(entry[: -len(".bounds")]):
+            logs.setdefault(entry[: -len(".bounds")], [])
+    return {name: sorted(seqs) for name, seqs in logs.items()}
 
 
 def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:

@@ -23,6 +23,7 @@ import pytest
 from ingest.errors import CorruptRecordError
 from receivers.block import Block, BlockInfo
 from receivers.block_log import ALLOCATED, BLOCK, CLEANED, PROCESSED, RELEASED, BlockLog
+from receivers.block_log import verify as block_log_verify
 from receivers.codec import encode_block
 from receivers.tracker import ReceivedBlockTracker
 
@@ -265,3 +266,37 @@ def test_a_block_read_back_with_a_malformed_payload_is_corruption_naming_it(open
     with pytest.raises(CorruptRecordError) as caught:
         log.get(forged)
     assert (caught.value.path, caught.value.offset) == (log.wal.path_of(handle), handle.offset)
+
+
+# -- verify: what fsck reports -------------------------------------------------------------------
+
+
+def test_verify_of_a_healthy_checkpoint_finds_nothing_even_while_the_log_is_open(opened, tmp_path: Path) -> None:
+    log, _ = three_batches(opened)
+    log.clean_up(2000)
+    assert block_log_verify(str(tmp_path)) == []
+    assert block_log_verify(str(tmp_path / "receivers" / STREAM)) == []
+
+
+def test_verify_reports_a_malformed_record_as_a_restart_would_and_changes_nothing(opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b0")
+    handle = log.wal.append(json.dumps({"time": "soon"}).encode(), PROCESSED)
+    path = log.wal.path_of(handle)
+    log.close()
+    before = Path(path).read_bytes()
+    (problem,) = block_log_verify(str(tmp_path))
+    assert f"{path} at byte offset {handle.offset}" in problem
+    assert Path(path).read_bytes() == before
+    log = opened()
+    with pytest.raises(CorruptRecordError) as caught:
+        log.recover(last_committed_ms=None, pending_times=[])
+    assert str(caught.value) == problem
+
+
+def test_verify_reports_an_allocation_whose_block_record_is_gone(opened, tmp_path: Path) -> None:
+    log = opened()
+    handle = log.wal.append(json.dumps({"time": 1000, "blocks": ["lost"]}).encode(), ALLOCATED)
+    log.close()
+    (problem,) = block_log_verify(str(tmp_path))
+    assert "block lost" in problem and f"offset {handle.offset}" in problem

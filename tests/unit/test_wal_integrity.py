@@ -8,6 +8,7 @@ permissions of what it creates; and of `verify`, the read-only check that
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -75,8 +76,6 @@ def test_a_flipped_bit_in_the_bounds_file_is_an_error_naming_it_and_deletes_no_s
 
 def test_the_bounds_file_carries_a_checksum_of_its_fields(tmp_path: Path) -> None:
     three_segments(tmp_path)
-    import json
-
     bounds = json.loads((tmp_path / "wal.bounds").read_bytes())
     crc = bounds.pop("crc32c")
     assert crc == crc32c(json.dumps(bounds, sort_keys=True, separators=(",", ":")).encode())
