@@ -517,7 +517,13 @@ def test_a_batch_still_running_when_a_stop_times_out_is_output_exactly_once_acro
     first = build_job(contexts, tmp_path, sink=slow_sink)
     first.ssc.start()
     first.receiver.store_batch(["a", "b"])
-    stepping = threading.Thread(target=lambda: pytest.raises(Exception, first.ssc.step))
+    def run_the_batch() -> None:
+        try:
+            first.ssc.step()
+        except Exception:  # noqa: BLE001 - the stop may fail the batch or not: the output must be the same
+            pass
+
+    stepping = threading.Thread(target=run_the_batch)
     stepping.start()
     assert entered.wait(10)
     stopper = threading.Thread(target=first.ssc.stop, kwargs={"graceful": False, "timeout": 0.001})
