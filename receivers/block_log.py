@@ -6,17 +6,31 @@ before they are applied (write-then-apply):
 
     BLOCK      a received block: its id, metadata (source positions) and records
     ALLOCATED  batch time -> the ids of the blocks it reads
-    CLEANED    batch times whose blocks are processed and can go, with the
+    PROCESSED  a batch time whose output committed (the source may be
+               acknowledged; nothing is forgotten)
+    CLEANED    batch times before the retention point, forgotten, with the
                blocks' metadata (their source positions outlive them)
     RELEASED   a batch time whose allocation never reached the intent log
                (crash in between): its blocks go back to the next batch
 
-A BLOCK record is appended and fsynced before `store_batch` returns, so a
-receiver that acknowledges its source after that call loses nothing. On
-restart the log is replayed: blocks of committed batches are cleaned, blocks
-of batches with an intent are re-run with exactly those blocks, the others go
-to the next batch. Whole segments are deleted once every record in them
-belongs to cleaned batches (logical clean-up, never wall-clock time).
+A block is stored with `store_block`, which appends its BLOCK record (fsynced)
+and tracks it as one step, before `store_batch` returns: a receiver that
+acknowledges its source after that call loses nothing, and no clean-up can
+run between the write and the tracking.
+
+On restart the log is replayed against the checkpoint: batches with an intent
+are re-run with exactly their blocks; committed batches (the checkpoint says
+so, or a PROCESSED record does) keep their blocks readable, for a state replay
+after a checkpoint fallback, but are not re-run; other allocations are
+released to the next batch. Whole segments are deleted only by `clean_up`,
+once every record in them belongs to forgotten batches (logical clean-up,
+never wall-clock time).
+
+Payloads are checked as they are decoded: a record with a valid checksum but
+a malformed payload raises `CorruptRecordError` naming its file and offset.
+
+Lock order: the tracker's lock, then the write-ahead log's lock or the
+memory copies' lock (journal hooks run under the tracker's lock).
 """
 
 from __future__ import annotations
@@ -25,17 +39,21 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
 from receivers.codec import decode_block, encode_block, records_payload
 from receivers.tracker import ReceivedBlockTracker
-from receivers.wal import RecordHandle, WriteAheadLog
+from receivers.wal import RecordHandle, WriteAheadLog, read_records
+from receivers.wal import verify as verify_wal
 
 log = logging.getLogger("receivers.block_log")
 
-BLOCK, ALLOCATED, CLEANED, RELEASED = 1, 2, 3, 4
+BLOCK, ALLOCATED, CLEANED, RELEASED, PROCESSED = 1, 2, 3, 4, 5
+_KINDS = {BLOCK: "BLOCK", ALLOCATED: "ALLOCATED", CLEANED: "CLEANED", RELEASED: "RELEASED",
+          PROCESSED: "PROCESSED"}
 
 
 class BlockLog:
@@ -47,39 +65,49 @@ class BlockLog:
         self.stream = stream
         self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.tracker = ReceivedBlockTracker(journal=self)
-        self._lock = threading.Lock()
+        self._memory_lock = threading.Lock()
         self._memory: dict[str, list[Any]] = {}
         self._alloc_handles: dict[int, RecordHandle] = {}
+        self._decoder = _Decoder(stream, self.wal.path_of)
         self.recovered: list[BlockInfo] = []
         self.recovered_metadata: list[Any] = []
         """Source positions of the blocks found at start, cleaned or not."""
 
     # -- the store ----------------------------------------------------------------------
 
+    def store_block(self, stream: str, block: Block) -> BlockInfo:
+        """Append the block (fsynced) and track it, as one step. Returns its
+        reference once both are done."""
+        return self.tracker.add(lambda: self.put(stream, block))
+
     def put(self, stream: str, block: Block) -> BlockInfo:
+        """Append the block without tracking it: use `store_block`, unless the
+        caller tracks it under the tracker's lock itself."""
         payload = encode_block([block.block_id, dict(block.metadata) if block.metadata else None,
                                 records_payload(block.records)])
         handle = self.wal.append(payload, BLOCK)  # durable (fsync) before we go on
         info = BlockInfo(block.block_id, stream, len(block.records), block.metadata, handle.to_dict())
-        with self._lock:
+        with self._memory_lock:
             self._memory[block.block_id] = block.records
         return info
 
     def get(self, info: BlockInfo) -> list[Any] | None:
-        with self._lock:
+        with self._memory_lock:
             records = self._memory.get(info.block_id)
         if records is not None:
             return records
         if info.wal_handle is None:
             return None
-        block_id, _meta, records = decode_block(self.wal.read(RecordHandle.from_dict(dict(info.wal_handle))))
+        handle = RecordHandle.from_dict(dict(info.wal_handle))
+        block_id, _meta, records = self._decoder.block(handle, self.wal.read(handle))
         if block_id != info.block_id:
             raise ConfigError(f"write-ahead log of stream {self.stream}: the record at {info.wal_handle} holds "
                               f"block {block_id}, not {info.block_id}; the log and the checkpoint do not match")
         return records
 
     def remove(self, infos: Iterable[BlockInfo]) -> None:
-        with self._lock:
+        """Drop the memory copies of blocks (their records stay in the log)."""
+        with self._memory_lock:
             for info in infos:
                 self._memory.pop(info.block_id, None)
 
@@ -94,7 +122,20 @@ class BlockLog:
     def allocate(self, time_ms: int) -> list[BlockInfo]:
         return self.tracker.allocate(time_ms)
 
+    def mark_processed(self, time_ms: int) -> list[BlockInfo]:
+        """Journal that batch `time_ms`'s output committed: its source may be
+        acknowledged. Nothing is deleted. Returns the batch's blocks the first
+        time, [] after."""
+        return self.tracker.mark_processed(time_ms)
+
+    def clean_up(self, retain_from_ms: int) -> list[BlockInfo]:
+        """Forget the batches with time < `retain_from_ms` (journalled), drop
+        their memory copies and delete the segments whose every record belongs
+        to forgotten batches. Returns the forgotten blocks."""
+        return self.tracker.clean_up(retain_from_ms)
+
     def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
+        """`clean_up(up_to_ms + 1)`, for callers that acknowledge and forget in one step."""
         return self.tracker.cleanup(up_to_ms)
 
     # -- the tracker's journal (called under the tracker's lock, before it applies) --------
@@ -104,6 +145,9 @@ class BlockLog:
                                  ALLOCATED)
         self._alloc_handles[time_ms] = handle
 
+    def processed(self, time_ms: int) -> None:
+        self.wal.append(json.dumps({"time": time_ms}).encode(), PROCESSED)
+
     def cleaned(self, times: list[int], blocks: list[BlockInfo]) -> None:
         # The cleaned blocks' source positions stay in the log: a receiver that
         # had not yet acknowledged them when the process died resumes after them.
@@ -112,51 +156,30 @@ class BlockLog:
         for t in times:
             self._alloc_handles.pop(t, None)
         self.remove(blocks)
+        # Every record a kept batch or an unallocated block needs; the segments
+        # before the oldest of them hold only records of forgotten batches. A
+        # block stored but not yet tracked cannot exist here: storing holds the
+        # tracker's lock, which this hook runs under.
         gone = {b.block_id for b in blocks}
-        needed = [RecordHandle.from_dict(dict(b.wal_handle)) for b in self._tracked_unlocked()
+        unallocated, allocated = self.tracker._state_unlocked()
+        kept = unallocated + [b for t, bs in allocated.items() if t not in times for b in bs]
+        needed = [RecordHandle.from_dict(dict(b.wal_handle)) for b in kept
                   if b.wal_handle is not None and b.block_id not in gone]
         needed.extend(self._alloc_handles.values())
         deleted = self.wal.delete_segments_before(min(needed) if needed else newest)
         if deleted:
             log.debug("stream %s: deleted %d write-ahead log segment(s)", self.stream, len(deleted))
 
-    def _tracked_unlocked(self) -> list[BlockInfo]:
-        # Called from inside the tracker's lock (journal hooks): read its state directly.
-        tracker = self.tracker
-        return list(tracker._unallocated) + [b for bs in tracker._allocated.values() for b in bs]
-
     # -- recovery ----------------------------------------------------------------------------
 
     def recover(self, last_committed_ms: int | None, pending_times: Iterable[int]) -> None:
         """Replay the log after a restart (see the module's docstring)."""
         pending = set(pending_times)
-        infos: dict[str, BlockInfo] = {}
-        order: list[str] = []
-        allocations: dict[int, list[str]] = {}
-        handles: dict[int, RecordHandle] = {}
-        cleaned_metadata: list[Any] = []
-        for handle, kind, payload in self.wal.records():
-            if kind == BLOCK:
-                block_id, meta, records = decode_block(payload)
-                infos[block_id] = BlockInfo(block_id, self.stream, len(records), meta, handle.to_dict())
-                order.append(block_id)
-            elif kind == ALLOCATED:
-                event = json.loads(payload)
-                allocations[int(event["time"])] = list(event["blocks"])
-                handles[int(event["time"])] = handle
-            elif kind == CLEANED:
-                event = decode_block(payload)[0]
-                cleaned_metadata.extend(event.get("metadata", ()))
-                for t in event["times"]:
-                    for block_id in allocations.pop(int(t), []):
-                        infos.pop(block_id, None)
-                    handles.pop(int(t), None)
-            elif kind == RELEASED:
-                t = int(json.loads(payload)["time"])
-                allocations.pop(t, None)
-                handles.pop(t, None)
-        committed = [t for t in allocations if last_committed_ms is not None and t <= last_committed_ms
-                     and t not in pending]
+        replayed = _replay(self._decoder, self.wal.records())
+        infos, order, allocations = replayed.infos, replayed.order, replayed.allocations
+        handles, processed, cleaned_metadata = replayed.handles, replayed.processed, replayed.cleaned_metadata
+        committed = {t for t in allocations if t not in pending
+                     and (t in processed or (last_committed_ms is not None and t <= last_committed_ms))}
         released = [t for t in allocations if t not in committed and t not in pending]
         for t in released:
             self.wal.append(json.dumps({"time": t}).encode(), RELEASED)
@@ -164,19 +187,160 @@ class BlockLog:
             handles.pop(t, None)
         allocated_ids = {i for ids in allocations.values() for i in ids}
         self._alloc_handles = handles
+        # Committed batches keep their blocks (a state replay after a checkpoint
+        # fallback reads them) and are marked processed, not re-run; clean_up()
+        # forgets them once the retention point passes them.
         self.tracker.restore([infos[i] for i in order if i in infos and i not in allocated_ids],
-                             {t: [infos[i] for i in ids] for t, ids in allocations.items()})
+                             {t: [infos[i] for i in ids] for t, ids in allocations.items()},
+                             processed=committed)
         self.recovered = [infos[i] for i in order if i in infos]
         self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
-        if committed:
-            self.tracker.cleanup(max(committed))
-        log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d for the "
-                 "next batch)%s", self.stream, len(self.recovered),
+        log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d of committed "
+                 "batches, %d for the next batch)%s", self.stream, len(self.recovered),
                  sum(len(v) for t, v in allocations.items() if t in pending),
+                 sum(len(v) for t, v in allocations.items() if t in committed),
                  len(self.recovered) - len(allocated_ids),
                  f", {len(released)} allocation(s) released" if released else "")
 
     def close(self) -> None:
-        with self._lock:
+        with self._memory_lock:
             self._memory.clear()
         self.wal.close()
+
+
+def verify(directory: str) -> list[str]:
+    """Check the block logs of every receiver stream under `directory` (a
+    checkpoint directory, its ``receivers`` directory or one stream's) without
+    changing anything: every segment, record and the bounds
+    (`receivers.wal.verify`), then a replay of the events, which finds what a
+    restart would refuse: records with a valid checksum but a malformed
+    payload, an allocation naming a block whose record is gone. Returns the
+    problems, each naming the file and offset; empty when healthy."""
+    directory = os.path.abspath(directory)
+    problems = verify_wal(directory)
+    if problems:
+        return problems
+    for current, subdirectories, files in os.walk(directory):
+        subdirectories.sort()
+        if "blocks.bounds" not in files and not any(f.startswith("blocks-") and f.endswith(".wal") for f in files):
+            continue
+        decoder = _Decoder(os.path.basename(current),
+                           lambda h, d=current: os.path.join(d, f"blocks-{h.segment:020d}.wal"))
+        try:
+            _replay(decoder, read_records(current, "blocks"))
+        except StorageError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@dataclass
+class _Replayed:
+    """The state the events of a block log describe."""
+
+    infos: dict[str, BlockInfo] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    allocations: dict[int, list[str]] = field(default_factory=dict)
+    handles: dict[int, RecordHandle] = field(default_factory=dict)
+    processed: set[int] = field(default_factory=set)
+    cleaned_metadata: list[Any] = field(default_factory=list)
+
+
+def _replay(decoder: "_Decoder", records: Iterable[tuple[RecordHandle, int, bytes]]) -> _Replayed:
+    """Apply the events in write order; raises `CorruptRecordError` naming the
+    record for a malformed one, or for an allocation whose blocks are gone."""
+    r = _Replayed()
+    for handle, kind, payload in records:
+        if kind == BLOCK:
+            block_id, meta, records_ = decoder.block(handle, payload)
+            r.infos[block_id] = BlockInfo(block_id, decoder.stream, len(records_), meta, handle.to_dict())
+            r.order.append(block_id)
+        elif kind == ALLOCATED:
+            t, ids = decoder.allocated(handle, payload)
+            r.allocations[t] = ids
+            r.handles[t] = handle
+            r.processed.discard(t)
+        elif kind == PROCESSED:
+            r.processed.add(decoder.time(handle, payload, PROCESSED))
+        elif kind == CLEANED:
+            times, metadata = decoder.cleaned(handle, payload)
+            r.cleaned_metadata.extend(metadata)
+            for t in times:
+                for block_id in r.allocations.pop(t, []):
+                    r.infos.pop(block_id, None)
+                r.handles.pop(t, None)
+                r.processed.discard(t)
+        elif kind == RELEASED:
+            t = decoder.time(handle, payload, RELEASED)
+            r.allocations.pop(t, None)
+            r.handles.pop(t, None)
+            r.processed.discard(t)
+        else:
+            raise decoder.corrupt(handle, f"unknown record type {kind}")
+    for t, ids in r.allocations.items():
+        for block_id in ids:
+            if block_id not in r.infos:
+                raise decoder.corrupt(r.handles[t], f"the allocation of batch {t} names block {block_id}, whose "
+                                                    "BLOCK record is not in the log (deleted or lost)")
+    return r
+
+
+class _Decoder:
+    """Decodes the payloads of one stream's block log, checked: a valid
+    checksum does not make a payload well-formed."""
+
+    def __init__(self, stream: str, path_of: Callable[[RecordHandle], str]) -> None:
+        self.stream = stream
+        self.path_of = path_of
+
+    def corrupt(self, handle: RecordHandle, reason: str) -> CorruptRecordError:
+        path = self.path_of(handle)
+        return CorruptRecordError(
+            f"write-ahead log of stream {self.stream}: record in {path} at byte offset {handle.offset}: {reason}. "
+            "Its checksum matched, so it was written like this (by another release, or crafted): move the log "
+            "aside.", path=path, offset=handle.offset)
+
+    def block(self, handle: RecordHandle, payload: bytes) -> tuple[str, Mapping[str, Any] | None, list[Any]]:
+        value = decode_block(payload, path=self.path_of(handle), offset=handle.offset)
+        if not (isinstance(value, list) and len(value) == 3):
+            raise self.corrupt(handle, "a BLOCK record must hold [block id, metadata, records]")
+        block_id, meta, records = value
+        if not isinstance(block_id, str) or not isinstance(meta, (dict, type(None))) \
+                or not isinstance(records, list):
+            raise self.corrupt(handle, f"a BLOCK record holds {type(block_id).__name__}, {type(meta).__name__}, "
+                                       f"{type(records).__name__}; expected str, dict or None, list")
+        return block_id, meta, records
+
+    def _json(self, handle: RecordHandle, payload: bytes, kind: int) -> dict[str, Any]:
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise self.corrupt(handle, f"{_KINDS[kind]} record is not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise self.corrupt(handle, f"{_KINDS[kind]} record is not a JSON object")
+        return value
+
+    def _time(self, handle: RecordHandle, value: Any, kind: int) -> int:
+        if type(value) is not int:
+            raise self.corrupt(handle, f"{_KINDS[kind]} record: batch time {value!r} is not an integer")
+        return value
+
+    def time(self, handle: RecordHandle, payload: bytes, kind: int) -> int:
+        return self._time(handle, self._json(handle, payload, kind).get("time"), kind)
+
+    def allocated(self, handle: RecordHandle, payload: bytes) -> tuple[int, list[str]]:
+        event = self._json(handle, payload, ALLOCATED)
+        t = self._time(handle, event.get("time"), ALLOCATED)
+        ids = event.get("blocks")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise self.corrupt(handle, f"ALLOCATED record: 'blocks' is {ids!r:.80}, not a list of block ids")
+        return t, ids
+
+    def cleaned(self, handle: RecordHandle, payload: bytes) -> tuple[list[int], list[Any]]:
+        value = decode_block(payload, path=self.path_of(handle), offset=handle.offset)
+        event = value[0] if isinstance(value, list) and len(value) == 1 else None
+        if not isinstance(event, dict):
+            raise self.corrupt(handle, "a CLEANED record must hold [{'times': [...], 'metadata': [...]}]")
+        times, metadata = event.get("times"), event.get("metadata", [])
+        if not isinstance(times, list) or not isinstance(metadata, list):
+            raise self.corrupt(handle, "CLEANED record: 'times' and 'metadata' must be lists")
+        return [self._time(handle, t, CLEANED) for t in times], metadata

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, CorruptRecordError
 from ingest.records import KafkaRecord
 
 _TUPLE = 1
@@ -65,5 +65,20 @@ def encode_block(records: list[Any]) -> bytes:
         raise ConfigError(str(exc)) from None
 
 
-def decode_block(data: bytes) -> list[Any]:
-    return _unpack(data)
+# What msgpack and the extension hooks raise on bytes that are not what
+# encode_block wrote (a crafted record can carry a valid checksum).
+_UNDECODABLE = (msgpack.UnpackException, ValueError, TypeError, KeyError, IndexError, OverflowError,
+                RecursionError)
+
+
+def decode_block(data: bytes, *, path: str | None = None, offset: int | None = None) -> Any:
+    """What `encode_block` wrote. Anything else raises `CorruptRecordError`
+    naming `path` and `offset` (where the bytes were read)."""
+    try:
+        return _unpack(data)
+    except _UNDECODABLE as exc:
+        where = f"{path} at byte offset {offset}" if path is not None else "a write-ahead log record"
+        raise CorruptRecordError(
+            f"undecodable write-ahead log record in {where}: {type(exc).__name__}: {str(exc)[:200]}; the "
+            "record's checksum matched, so it was written like this: it was not written by this release of "
+            "ingest or was crafted. Move the log aside.", path=path, offset=offset) from None

@@ -66,8 +66,14 @@ class ReceiverInputDStream(InputDStream[T]):
             while (self._unprocessed >= self.max_unprocessed_records and not self.supervisor.stopping
                    and self.ssc.state == "active"):
                 self._progress.wait(0.1)
-        info = self.store.put(self.name, block)
-        self.tracker.add_block(info)
+        if self.block_log is not None:
+            # Append and track as one step: a clean-up in between would delete
+            # the segment of a block that is durable (and maybe acknowledged)
+            # but not yet tracked.
+            info = self.block_log.store_block(self.name, block)
+        else:
+            info = self.store.put(self.name, block)
+            self.tracker.add_block(info)
         with self._progress:
             self._unprocessed += info.num_records
         self.records_received += info.num_records

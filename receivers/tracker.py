@@ -5,22 +5,39 @@ is planned. Allocation is idempotent: asking again for a batch time that was
 already allocated returns the first allocation, so a batch re-run from the
 intent log reads exactly the same blocks.
 
-With a journal (the write-ahead log's `BlockLog`), every allocation and
+A batch's life here has three steps, each its own call:
+
+1. `allocate(t)`: every block received so far goes to batch `t`;
+2. `mark_processed(t)`: the batch's output committed; its source may be
+   acknowledged. Nothing is forgotten: a state replay after a checkpoint
+   fallback may still read the batch's blocks;
+3. `clean_up(retain_from_ms)`: batches before the retention point are
+   forgotten and their blocks returned, for the store to drop. Blocks not yet
+   allocated are in flight and are never forgotten.
+
+With a journal (the write-ahead log's `BlockLog`), every allocation, mark and
 clean-up is written to it before it is applied (write-then-apply): if the
-write fails, nothing changed.
+write fails, nothing changed. Storing a block and tracking it is one step
+(`add`): the store runs under the tracker's lock, so a clean-up never sees a
+block that is stored but not yet tracked.
+
+Lock order: the tracker's lock, then whatever the journal or the store takes
+(the write-ahead log's lock, the block store's lock). Nothing takes the
+tracker's lock while holding one of those.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Protocol
+from typing import Callable, Iterable, Protocol
 
 from receivers.block import BlockInfo
 
 
 class Journal(Protocol):
     def allocated(self, time_ms: int, blocks: list[BlockInfo]) -> None: ...
+    def processed(self, time_ms: int) -> None: ...
     def cleaned(self, times: list[int], blocks: list[BlockInfo]) -> None: ...
 
 
@@ -30,11 +47,23 @@ class ReceivedBlockTracker:
         self._journal = journal
         self._unallocated: deque[BlockInfo] = deque()
         self._allocated: dict[int, list[BlockInfo]] = {}
+        self._processed: set[int] = set()
         self._last_allocated: int | None = None
 
     def add_block(self, info: BlockInfo) -> None:
+        """Track a block that is already stored."""
         with self._lock:
             self._unallocated.append(info)
+
+    def add(self, store: Callable[[], BlockInfo]) -> BlockInfo:
+        """Store a block and track it, as one step: `store()` (which writes the
+        block and returns its reference) runs under the tracker's lock, so no
+        clean-up runs between the write and the tracking. If it raises,
+        nothing is tracked."""
+        with self._lock:
+            info = store()
+            self._unallocated.append(info)
+            return info
 
     def has_unallocated(self) -> bool:
         with self._lock:
@@ -58,10 +87,28 @@ class ReceivedBlockTracker:
         with self._lock:
             return list(self._allocated.get(time_ms, ()))
 
-    def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
-        """Forget batches at or before `up_to_ms`; returns their blocks."""
+    def mark_processed(self, time_ms: int) -> list[BlockInfo]:
+        """Record that batch `time_ms`'s output committed (journalled first).
+        Nothing is forgotten or deleted. Returns the batch's blocks the first
+        time, [] when it was already marked or has no allocation here."""
         with self._lock:
-            times = sorted(t for t in self._allocated if t <= up_to_ms)
+            if time_ms in self._processed or time_ms not in self._allocated:
+                return []
+            if self._journal is not None:
+                self._journal.processed(time_ms)
+            self._processed.add(time_ms)
+            return list(self._allocated[time_ms])
+
+    def is_processed(self, time_ms: int) -> bool:
+        with self._lock:
+            return time_ms in self._processed
+
+    def clean_up(self, retain_from_ms: int) -> list[BlockInfo]:
+        """Forget the batches with time < `retain_from_ms` (journalled first) and
+        return their blocks. Allocations at or after it and blocks not yet
+        allocated are kept."""
+        with self._lock:
+            times = sorted(t for t in self._allocated if t < retain_from_ms)
             if not times:
                 return []
             blocks = [b for t in times for b in self._allocated[t]]
@@ -69,16 +116,28 @@ class ReceivedBlockTracker:
                 self._journal.cleaned(times, blocks)
             for t in times:
                 del self._allocated[t]
+                self._processed.discard(t)
             return blocks
+
+    def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
+        """Forget batches at or before `up_to_ms`: `clean_up(up_to_ms + 1)`.
+        Kept for callers that acknowledge and forget in one step."""
+        return self.clean_up(up_to_ms + 1)
 
     def tracked(self) -> list[BlockInfo]:
         """Every block not cleaned up yet: unallocated, then allocated."""
         with self._lock:
             return list(self._unallocated) + [b for blocks in self._allocated.values() for b in blocks]
 
-    def restore(self, unallocated: list[BlockInfo], allocated: dict[int, list[BlockInfo]]) -> None:
+    def restore(self, unallocated: list[BlockInfo], allocated: dict[int, list[BlockInfo]],
+                processed: Iterable[int] = ()) -> None:
         """Replace the state with what a replayed journal says."""
         with self._lock:
             self._unallocated = deque(unallocated)
             self._allocated = {t: list(b) for t, b in allocated.items()}
+            self._processed = {t for t in processed if t in self._allocated}
             self._last_allocated = max(allocated) if allocated else None
+
+    def _state_unlocked(self) -> tuple[list[BlockInfo], dict[int, list[BlockInfo]]]:
+        """(unallocated, allocated) for a journal hook, which runs under the lock."""
+        return list(self._unallocated), self._allocated

@@ -34,25 +34,42 @@ Recovery on open
 ----------------
 Every segment is read once and every record's CRC checked.
 
-- Torn tail: in the last segment, the first record that fails its checks
-  (partial header, bad magic, length past the end of the file or above
-  ``max_record_bytes``, CRC mismatch) is a torn tail when no valid record
-  follows it anywhere in the file. The file is truncated there and a WARNING
-  names the file, the offset and the number of bytes dropped. A last segment
-  shorter than its header whose bytes are a prefix of the expected header (a
-  crash between creating and renaming cannot produce one, but a copy can) gets
-  its header rewritten the same way.
+- Torn tail: only the last segment can end in a record that a crash cut
+  short, and only an incomplete record is torn: fewer bytes than a header
+  left, a length field that runs past the end of the file, or nothing but
+  zero bytes from the record to the end (pages never written). The file is
+  truncated there and a WARNING names the file, the offset and the number of
+  bytes dropped. A length field running past the end is checked first against
+  its 32 one-bit variants: if one makes a complete record with a matching CRC,
+  the length was damaged and that is corruption. A last segment shorter than
+  its header whose bytes are a prefix of the expected header (a crash between
+  creating and renaming cannot produce one, but a copy can) gets its header
+  rewritten the same way.
 - Anything else is corruption and raises `CorruptRecordError` naming the file
-  and byte offset: a bad record with a valid record after it, any bad record in
-  a segment that is not the last one, a bad segment header, a valid record longer
-  than ``max_record_bytes`` (reopen with a larger bound). No length field is
-  trusted before it is checked against the file size and the bound.
+  and byte offset: a complete record whose CRC fails (even the last one: it
+  was written in full and may have been acknowledged), an intact record found
+  after a bad one, any bad record in a segment that is not the last one, a bad
+  segment header, a valid record longer than ``max_record_bytes`` (reopen with
+  a larger bound). No length field is trusted before it is checked against the
+  file size and the bound. Recovery is linear in the size of the log: the
+  search for an intact record after a bad one checks each record-like header
+  once and checksums at most twice the bytes it searches.
 - A gap in the segment numbers (a segment deleted by hand) raises
-  `CorruptRecordError` naming the missing segment. The first and last segment
-  numbers are also kept in ``<name>.bounds`` (rewritten atomically after a new
-  segment exists, and before old ones are deleted), so a segment deleted by
-  hand at either end is reported the same way; segments below the first bound
-  are leftovers of an interrupted clean-up and are removed.
+  `CorruptRecordError` naming the missing segment. ``<name>.bounds`` keeps the
+  first and last segment numbers and the final size of every closed segment,
+  with a CRC32C (rewritten atomically after a new segment exists, and before old
+  ones are deleted), so a segment deleted by hand at either end, and a closed
+  segment shortened (even at a record boundary) or grown, are reported the same
+  way. Segments below the first bound are leftovers of an interrupted clean-up
+  and are removed, but only when the bounds file passed its checksum: a bounds
+  file that fails it is an error naming it, and nothing is deleted. A bounds
+  file without checksum (format 1, older releases) is read but never used to
+  delete anything.
+- `verify(directory)` runs the same checks without changing anything and
+  returns the problems instead of raising (``ingest checkpoint fsck``).
+
+Files are created 0600 and directories 0700; a new directory is fsynced in
+its parent.
 
 Write errors (ENOSPC, EIO...) raise `StorageError` naming the file, with
 ``errno`` set to the cause's. A failed write is truncated back, so the log stays
@@ -80,6 +97,10 @@ Segment file ``<name>-<seq>.wal``, ``seq`` zero-padded to 20 digits, from 1::
      16   L  payload
 
 A `RecordHandle` is ``(segment, offset of the record header, L)``.
+
+Bounds file ``<name>.bounds``, format 2: one JSON object, keys sorted, no
+spaces: ``{"closed": {"<seq>": <final size>, ...}, "crc32c": <CRC32C of the
+same object without "crc32c">, "first": <seq>, "format": 2, "last": <seq>}``.
 """
 
 from __future__ import annotations
@@ -97,7 +118,7 @@ import threading
 import time
 from dataclasses import dataclass
 from itertools import accumulate, repeat
-from typing import Callable, Iterator, Literal, Sequence, get_args
+from typing import BinaryIO, Callable, Iterator, Literal, Sequence, get_args
 
 from crc32c import crc32c
 
@@ -111,6 +132,8 @@ __all__ = [
     "FsyncPolicy",
     "RecordHandle",
     "WriteAheadLog",
+    "read_records",
+    "verify",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +152,7 @@ RECORD_HEADER_SIZE = _RECORD_HEADER_BODY.size + 4  # 16
 _MAX_LENGTH = 0xFFFFFFFF
 _MAX_RECORD_TYPE = 0xFFFF
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_ANY_SEGMENT_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,99})-(\d{20})\.wal")
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
@@ -170,13 +194,18 @@ class RecordHandle:
 
 
 class _BadRecord(Exception):
-    """A record failed a check. The caller decides: torn tail or corruption."""
+    """A record failed a check. The caller decides: torn tail or corruption.
 
-    def __init__(self, reason: str, *, valid: bool = False) -> None:
+    `kind` says what failed, which is what that decision rests on:
+    "partial" (fewer bytes than a header left), "past_end" (the length field
+    runs past the end of the file), "header" (magic, version or flags),
+    "crc" (a complete record whose checksum fails) or "too_large" (a record
+    whose CRC matched but breaks max_record_bytes)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        # A record whose CRC matched but breaks a bound: never a torn tail.
-        self.valid = valid
+        self.kind = kind
 
 
 def _file_header(seq: int) -> bytes:
@@ -223,14 +252,15 @@ def _parse_record_header(header: bytes, available: int) -> tuple[int, int, int]:
     the segment. Returns (record type, payload length, crc)."""
     magic, version, flags, record_type, length = _RECORD_HEADER_BODY.unpack_from(header)
     if magic != RECORD_MAGIC:
-        raise _BadRecord(f"bad record magic {magic!r}")
+        raise _BadRecord(f"bad record magic {magic!r}", "header")
     if version != FORMAT_VERSION:
-        raise _BadRecord(f"unknown record format version {version}")
+        raise _BadRecord(f"unknown record format version {version}", "header")
     if flags:
-        raise _BadRecord(f"reserved flags set ({flags:#04x})")
+        raise _BadRecord(f"reserved flags set ({flags:#04x})", "header")
     if length > available:
         raise _BadRecord(
-            f"length field {length} runs past the end of the segment ({available} bytes follow)"
+            f"length field {length} runs past the end of the segment ({available} bytes follow)",
+            "past_end",
         )
     return record_type, length, _U32.unpack_from(header, 12)[0]
 
@@ -243,7 +273,9 @@ def _check_record_at(buf: mmap.mmap, offset: int, end: int, max_length: int | No
     """Check the whole record at `offset` of a mapped segment and return its total
     size. Reads no more than the file holds, whatever the length field says."""
     if end - offset < RECORD_HEADER_SIZE:
-        raise _BadRecord(f"partial record header ({end - offset} of {RECORD_HEADER_SIZE} bytes)")
+        raise _BadRecord(
+            f"partial record header ({end - offset} of {RECORD_HEADER_SIZE} bytes)", "partial"
+        )
     header = buf[offset : offset + RECORD_HEADER_SIZE]
     _, length, crc = _parse_record_header(header, end - offset - RECORD_HEADER_SIZE)
     start = offset + RECORD_HEADER_SIZE
@@ -253,21 +285,65 @@ def _check_record_at(buf: mmap.mmap, offset: int, end: int, max_length: int | No
             raise _BadRecord(
                 f"valid record of {length} bytes exceeds max_record_bytes={max_length}; "
                 f"reopen the log with max_record_bytes >= {length}",
-                valid=True,
+                "too_large",
             )
-        raise _BadRecord(f"length field {length} exceeds max_record_bytes={max_length}")
+        raise _BadRecord(f"length field {length} exceeds max_record_bytes={max_length}", "crc")
     if not crc_ok:
-        raise _BadRecord("CRC32C mismatch")
+        raise _BadRecord("CRC32C mismatch", "crc")
     return RECORD_HEADER_SIZE + length
 
 
+def _damaged_length(buf: mmap.mmap, offset: int, end: int) -> int | None:
+    """For a record whose length field runs past the end of the file: the
+    length, one bit away from the stored one, under which the record is
+    complete and its CRC matches; None if there is none.
+
+    A torn record keeps its true length and loses its end; a flipped bit in
+    the length field of a complete record looks the same until the checksum
+    of the 32 one-bit variants is tried. Costs at most 32 reads of the rest of
+    the file."""
+    header = buf[offset : offset + RECORD_HEADER_SIZE]
+    length = _U32.unpack_from(header, 8)[0]
+    crc = _U32.unpack_from(header, 12)[0]
+    available = end - offset - RECORD_HEADER_SIZE
+    start = offset + RECORD_HEADER_SIZE
+    for bit in range(32):
+        candidate = length ^ (1 << bit)
+        if candidate > available:
+            continue
+        prefix = header[:8] + candidate.to_bytes(4, "big")
+        if crc32c(buf[start : start + candidate], crc32c(prefix)) == crc:
+            return candidate
+    return None
+
+
 def _next_valid_record(buf: mmap.mmap, start: int, end: int) -> int | None:
-    """Offset of the first intact record at or after `start`, or None."""
+    """Offset of an intact record at or after `start`, or None when none was
+    found within the budget.
+
+    Linear in the bytes searched: every occurrence of the record magic gets
+    one header check, and checksums are computed only while the bytes they
+    cover stay within twice the bytes searched. A payload full of record-like
+    headers (each claiming most of the file) would otherwise cost the square
+    of the file size. Running out of budget means "not found": this search
+    only adds evidence of corruption to a tail that is incomplete anyway."""
+    budget = 2 * max(0, end - start)
     pos = start
     while True:
         pos = buf.find(RECORD_MAGIC, pos, end)
-        if pos < 0:
+        if pos < 0 or end - pos < RECORD_HEADER_SIZE:
             return None
+        try:
+            _, length, _ = _parse_record_header(
+                buf[pos : pos + RECORD_HEADER_SIZE], end - pos - RECORD_HEADER_SIZE
+            )
+        except _BadRecord:
+            pos += 1
+            continue
+        if length > budget:
+            pos += 1
+            continue
+        budget -= length
         try:
             _check_record_at(buf, pos, end, None)
         except _BadRecord:
@@ -581,7 +657,7 @@ class WriteAheadLog:
                 header = f.read(RECORD_HEADER_SIZE)
                 try:
                     if len(header) < RECORD_HEADER_SIZE:
-                        raise _BadRecord("file ends inside a record header")
+                        raise _BadRecord("file ends inside a record header", "partial")
                     record_type, length, _ = _parse_record_header(
                         header, end - offset - RECORD_HEADER_SIZE
                     )
@@ -610,14 +686,14 @@ class WriteAheadLog:
         it should be."""
         try:
             if len(data) < RECORD_HEADER_SIZE + length:
-                raise _BadRecord("file ends inside the record")
+                raise _BadRecord("file ends inside the record", "partial")
             header = data[:RECORD_HEADER_SIZE]
             _, actual, crc = _parse_record_header(header, _MAX_LENGTH)
             if actual != length:
-                raise _BadRecord(f"record has length {actual} but the handle says {length}")
+                raise _BadRecord(f"record has length {actual} but the handle says {length}", "header")
             payload = data[RECORD_HEADER_SIZE:]
             if _record_crc(header, payload) != crc:
-                raise _BadRecord("CRC32C mismatch")
+                raise _BadRecord("CRC32C mismatch", "crc")
         except _BadRecord as e:
             raise self._corrupt(path, offset, e.reason) from None
         return payload
@@ -664,6 +740,10 @@ class WriteAheadLog:
                 if deleted:
                     fsync_dir(self.directory)
             return deleted
+
+    def path_of(self, handle: RecordHandle) -> str:
+        """The segment file `handle` points into (for messages)."""
+        return self._path(handle.segment)
 
     # ---------------------------------------------------------------- closing
 
@@ -820,17 +900,13 @@ class WriteAheadLog:
         d = self.directory
         if os.path.exists(d) and not os.path.isdir(d):
             raise ConfigError(f"WAL directory {d} exists but is not a directory: pick another path")
-        if not os.path.isdir(d):
-            try:
-                os.makedirs(d)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot create WAL directory {d}: {_describe(e)}; create it with write "
-                    "permission for this user or pick another directory"
-                ) from e
-            fsync_dir(os.path.dirname(d))
+        try:
+            _make_private_dirs(d)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create WAL directory {d}: {_describe(e)}; create it with write "
+                "permission for this user or pick another directory"
+            ) from e
         if not os.access(d, os.W_OK | os.X_OK):
             raise ConfigError(
                 f"WAL directory {d} is not writable by this process (uid {os.geteuid()}): "
@@ -840,7 +916,7 @@ class WriteAheadLog:
     def _lock_directory(self) -> int:
         path = os.path.join(self.directory, f"{self.name}.lock")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except PermissionError as e:
             raise ConfigError(
                 f"cannot create {path}: {_describe(e)}; grant write permission on "
@@ -869,23 +945,24 @@ class WriteAheadLog:
                 seqs.append(int(match.group(1)))
             elif self._temp_re.fullmatch(entry):
                 # A crash between creating and renaming a new segment: it held no records.
-                os.unlink(os.path.join(self.directory, entry))
+                temp = os.path.join(self.directory, entry)
+                try:
+                    os.unlink(temp)
+                except OSError as e:
+                    raise _storage_error(
+                        f"cannot remove the unfinished new WAL segment {temp}: {_describe(e)}", e
+                    ) from e
                 logger.info("WAL %s: removed unfinished new segment %s", self.directory, entry)
         seqs.sort()
-        seqs = self._check_bounds(seqs)
-        for before, after in zip(seqs, seqs[1:]):
-            if after != before + 1:
-                missing = self._path(before + 1)
-                raise CorruptRecordError(
-                    f"WAL segment {missing} is missing between {self._path(before)} and "
-                    f"{self._path(after)}: its records are lost. Restore it, or delete every "
-                    "segment before it to accept the loss.",
-                    path=missing,
-                    offset=None,
-                )
+        seqs, closed = self._check_bounds(seqs)
+        gap = _first_gap(seqs, self._path)
+        if gap is not None:
+            raise gap
         last_repaired = False
         for seq in seqs:
-            self._sizes[seq], last_repaired = self._recover_segment(seq, last=seq == seqs[-1])
+            self._sizes[seq], last_repaired = self._recover_segment(
+                seq, last=seq == seqs[-1], closed_size=closed.get(seq)
+            )
         return bool(seqs) and self._sizes[seqs[-1]] == FILE_HEADER_SIZE and not last_repaired
 
     @property
@@ -893,95 +970,68 @@ class WriteAheadLog:
         return os.path.join(self.directory, f"{self.name}.bounds")
 
     def _write_bounds(self, first: int, last: int) -> None:
-        """Record the first and last segment numbers (atomically), so that a
-        segment deleted by hand at either end is noticed on open."""
+        """Record the first and last segment numbers and the final size of every
+        closed segment (atomically, with a checksum), so that a segment deleted
+        or shortened by hand is noticed on open."""
+        closed = {s: n for s, n in self._sizes.items() if first <= s < last}
         temp = self._bounds_path + ".tmp"
-        with open(temp, "w") as f:
-            f.write(json.dumps({"first": first, "last": last}))
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, [_bounds_bytes(first, last, closed)], 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, self._bounds_path)
         fsync_dir(self.directory)
 
-    def _check_bounds(self, seqs: list[int]) -> list[int]:
-        try:
-            with open(self._bounds_path) as f:
-                bounds = json.load(f)
-            first, last = int(bounds["first"]), int(bounds["last"])
-        except FileNotFoundError:
-            return seqs  # a log written before bounds were kept, or a new one
-        except (ValueError, KeyError, TypeError) as e:
-            raise CorruptRecordError(f"WAL bounds file {self._bounds_path} is unreadable ({e}); restore it, or "
-                                     "delete it to accept the segments as they are", path=self._bounds_path,
-                                     offset=0) from None
-        for seq in [s for s in seqs if s < first]:  # deletion was cut short by a crash: finish it
-            os.unlink(self._path(seq))
+    def _check_bounds(self, seqs: list[int]) -> tuple[list[int], dict[int, int]]:
+        """The segments that make up the log, and the recorded size of each closed
+        one. Nothing is deleted unless the bounds file passed its checksum."""
+        bounds = _read_bounds(self._bounds_path)
+        if bounds is None:
+            return seqs, {}  # a new log
+        problem = _bounds_problem(bounds, seqs, self._bounds_path, self._path)
+        if problem is not None:
+            raise problem
+        for seq in [s for s in seqs if s < bounds.first]:  # deletion was cut short by a crash: finish it
+            try:
+                os.unlink(self._path(seq))
+            except OSError as e:
+                raise _storage_error(
+                    f"cannot remove WAL segment {self._path(seq)}, already cleaned up: {_describe(e)}", e
+                ) from e
             logger.info("WAL %s: removed segment %s, already cleaned up", self.directory, self._path(seq))
-        seqs = [s for s in seqs if s >= first]
-        if not seqs or seqs[0] > first:
-            raise CorruptRecordError(
-                f"WAL segment {self._path(first)} is missing (the log starts there): its records are lost. "
-                "Restore it, or delete the bounds file to accept the loss.", path=self._path(first), offset=None)
-        if seqs[-1] < last:
-            raise CorruptRecordError(
-                f"WAL segment {self._path(last)} is missing (the log ends there): its records are lost. "
-                "Restore it, or delete the bounds file to accept the loss.", path=self._path(last), offset=None)
-        return seqs
+        return [s for s in seqs if s >= bounds.first], bounds.closed
 
-    def _recover_segment(self, seq: int, *, last: bool) -> tuple[int, bool]:
+    def _recover_segment(self, seq: int, *, last: bool, closed_size: int | None) -> tuple[int, bool]:
         """(valid size, repaired?) of one segment; truncates a torn tail of the last."""
         path = self._path(seq)
-        expected = _file_header(seq)
         try:
             f = open(path, "r+b" if last else "rb")
         except OSError as e:
             raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
         with f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(FILE_HEADER_SIZE)
-            if len(head) < FILE_HEADER_SIZE and last and expected.startswith(head):
+            check = _check_segment(f, path, seq, last=last, closed_size=closed_size,
+                                   max_record_bytes=self.max_record_bytes)
+            if check.torn_header:
                 f.seek(0)
-                f.write(expected)
+                f.write(_file_header(seq))
                 f.flush()
                 os.fsync(f.fileno())
                 logger.warning(
                     "WAL %s: torn segment header (%d of %d bytes); rewrote it, no record lost",
-                    path, size, FILE_HEADER_SIZE,
+                    path, check.size, FILE_HEADER_SIZE,
                 )
                 return FILE_HEADER_SIZE, True
-            if head != expected:
-                raise CorruptRecordError(
-                    f"bad WAL segment header in {path} at byte offset 0: "
-                    f"{_explain_header(head, seq)}",
-                    path=path,
-                    offset=0,
-                )
-            if size == FILE_HEADER_SIZE:
-                return size, False
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                offset = FILE_HEADER_SIZE
-                try:
-                    while offset < size:
-                        offset += _check_record_at(buf, offset, size, self.max_record_bytes)
-                    return size, False
-                except _BadRecord as e:
-                    bad = e
-                following = _next_valid_record(buf, offset + 1, size) if last else None
-            if not last or bad.valid or following is not None:
-                detail = "" if following is None else f"; an intact record follows at offset {following}"
-                raise CorruptRecordError(
-                    f"corrupt WAL record in {path} at byte offset {offset}: {bad.reason}{detail}. "
-                    "Records after it cannot be trusted; restore the file or move the log aside.",
-                    path=path,
-                    offset=offset,
-                )
-            f.truncate(offset)
+            if check.torn is None:
+                return check.size, False
+            f.truncate(check.valid)
             os.fsync(f.fileno())
         logger.warning(
             "WAL %s: torn tail at byte offset %d (%s); truncated %d bytes",
-            path, offset, bad.reason, size - offset,
+            path, check.valid, check.torn, check.size - check.valid,
         )
-        return offset, True
+        return check.valid, True
 
     def _open_for_append(self, seq: int) -> int:
         path = self._path(seq)
@@ -996,7 +1046,7 @@ class WriteAheadLog:
         path = self._path(seq)
         temp = path + ".tmp"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise _storage_error(f"cannot create WAL segment {temp}: {_describe(e)}", e) from e
         try:
@@ -1014,6 +1064,402 @@ class WriteAheadLog:
                     pass
             raise _storage_error(f"cannot create WAL segment {path}: {_describe(e)}", e) from e
         return fd
+
+
+# ------------------------------------------------------ recovery, shared with verify()
+
+
+def _make_private_dirs(path: str) -> None:
+    """Create `path` and any missing parents with mode 0700, each made durable
+    in its parent (a new directory's entry is only on disk once the parent is
+    synced). Existing directories are left as they are."""
+    missing: list[str] = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        fsync_dir(os.path.dirname(directory))
+
+
+def _first_gap(seqs: list[int], path_of: Callable[[int], str]) -> CorruptRecordError | None:
+    for before, after in zip(seqs, seqs[1:]):
+        if after != before + 1:
+            missing = path_of(before + 1)
+            return CorruptRecordError(
+                f"WAL segment {missing} is missing between {path_of(before)} and "
+                f"{path_of(after)}: its records are lost. Restore it, or delete every "
+                "segment before it to accept the loss.",
+                path=missing,
+                offset=None,
+            )
+    return None
+
+
+BOUNDS_FORMAT = 2
+_BOUNDS_MAX_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What ``<name>.bounds`` says: the first and last segment numbers and the
+    final size of each closed segment. `checked` is False for a file written
+    before bounds had a checksum (format 1: first and last only)."""
+
+    first: int
+    last: int
+    closed: dict[int, int]
+    checked: bool
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _bounds_bytes(first: int, last: int, closed: dict[int, int]) -> bytes:
+    """The bounds file, format 2: a JSON object whose "crc32c" is the CRC32C of
+    the canonical JSON (sorted keys, no spaces) of every other field."""
+    body = {
+        "format": BOUNDS_FORMAT,
+        "first": first,
+        "last": last,
+        "closed": {str(seq): size for seq, size in sorted(closed.items())},
+    }
+    return _canonical({**body, "crc32c": crc32c(_canonical(body))})
+
+
+def _read_bounds(path: str) -> _Bounds | None:
+    """The bounds file at `path`, None if there is none. Raises
+    `CorruptRecordError` naming it when it fails its checks, `StorageError`
+    when it cannot be read (a directory in its place, say)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_BOUNDS_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _storage_error(
+            f"cannot read WAL bounds file {path}: {_describe(e)}; it must be a regular file "
+            "written by the log (delete whatever is in its place to accept the segments as they are)",
+            e,
+        ) from e
+
+    def damaged(why: str) -> CorruptRecordError:
+        return CorruptRecordError(
+            f"WAL bounds file {path} is damaged ({why}); no segment was deleted. Restore it, or "
+            "delete it to accept the segments present as they are (receivers.wal.verify lists "
+            "them and their problems)",
+            path=path,
+            offset=0,
+        )
+
+    if len(data) > _BOUNDS_MAX_BYTES:
+        raise damaged(f"larger than {_BOUNDS_MAX_BYTES} bytes")
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise damaged(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise damaged("not a JSON object")
+
+    def number(key: str) -> int:
+        value = obj.get(key)
+        if type(value) is not int or value < 0:
+            raise damaged(f"{key!r} is {value!r}, not a segment number")
+        return value
+
+    if set(obj) == {"first", "last"}:  # format 1, no checksum: trusted for nothing destructive
+        first, last = number("first"), number("last")
+        if first > last:
+            raise damaged(f"first segment {first} after last segment {last}")
+        return _Bounds(first, last, {}, checked=False)
+    crc = obj.pop("crc32c", None)
+    if type(crc) is not int:
+        raise damaged("no checksum")
+    if crc32c(_canonical(obj)) != crc:
+        raise damaged("CRC32C mismatch")
+    if obj.get("format") != BOUNDS_FORMAT:
+        raise CorruptRecordError(
+            f"WAL bounds file {path} has format {obj.get('format')!r}; this release reads format "
+            f"{BOUNDS_FORMAT}: open the log with the ingest release that wrote it",
+            path=path,
+            offset=0,
+        )
+    first, last = number("first"), number("last")
+    if first > last:
+        raise damaged(f"first segment {first} after last segment {last}")
+    raw = obj.get("closed")
+    if not isinstance(raw, dict):
+        raise damaged("'closed' is not an object")
+    closed: dict[int, int] = {}
+    for key, size in raw.items():
+        if not key.isdigit() or type(size) is not int or size < FILE_HEADER_SIZE:
+            raise damaged(f"closed segment entry {key!r}: {size!r}")
+        closed[int(key)] = size
+    return _Bounds(first, last, closed, checked=True)
+
+
+def _bounds_problem(
+    bounds: _Bounds, seqs: list[int], bounds_path: str, path_of: Callable[[int], str]
+) -> CorruptRecordError | None:
+    """What is wrong with the segments present (`seqs`, ascending) given the
+    bounds, or None. Segments below the first bound are leftovers of a clean-up
+    cut short by a crash, which the log finishes on open: but only when the
+    bounds file passed its checksum, since otherwise one flipped bit would
+    delete valid segments."""
+    leftovers = [s for s in seqs if s < bounds.first]
+    if leftovers and not bounds.checked:
+        return CorruptRecordError(
+            f"WAL bounds file {bounds_path} has no checksum (an older release wrote it) and says "
+            f"the log starts at segment {bounds.first}, but {path_of(leftovers[0])} and "
+            f"{len(leftovers) - 1} more before it exist: a clean-up cut short and a damaged bounds "
+            "file look the same, so nothing was deleted. Delete the older segments if they were "
+            "cleaned up, or delete the bounds file to keep them.",
+            path=bounds_path,
+            offset=0,
+        )
+    present = [s for s in seqs if s >= bounds.first]
+    if not present or present[0] > bounds.first:
+        return CorruptRecordError(
+            f"WAL segment {path_of(bounds.first)} is missing (the log starts there): its records "
+            "are lost. Restore it, or delete the bounds file to accept the loss.",
+            path=path_of(bounds.first),
+            offset=None,
+        )
+    if present[-1] < bounds.last:
+        return CorruptRecordError(
+            f"WAL segment {path_of(bounds.last)} is missing (the log ends there): its records "
+            "are lost. Restore it, or delete the bounds file to accept the loss.",
+            path=path_of(bounds.last),
+            offset=None,
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _SegmentCheck:
+    size: int
+    """Bytes in the file."""
+    valid: int
+    """Bytes of whole, intact records (and the header) from the start."""
+    torn: str | None
+    """Why the bytes after `valid` are a torn tail, if there are any."""
+    torn_header: bool = False
+    """The (last) segment is shorter than its header and is a prefix of it."""
+
+
+def _check_segment(
+    f: BinaryIO,
+    path: str,
+    seq: int,
+    *,
+    last: bool,
+    closed_size: int | None,
+    max_record_bytes: int | None,
+) -> _SegmentCheck:
+    """Check one segment file without changing it. Raises `CorruptRecordError`
+    (file and offset) for anything but a torn tail of the last segment."""
+    size = os.fstat(f.fileno()).st_size
+    if closed_size is not None and size != closed_size:
+        how = "shortened" if size < closed_size else "grown"
+        raise CorruptRecordError(
+            f"WAL segment {path} is {size} bytes but was {closed_size} when it was closed "
+            f"({how} since, at byte offset {min(size, closed_size)}): records were "
+            f"{'lost' if size < closed_size else 'added behind the log'}. Restore the file, or move "
+            "the log aside.",
+            path=path,
+            offset=min(size, closed_size),
+        )
+    expected = _file_header(seq)
+    f.seek(0)
+    head = f.read(FILE_HEADER_SIZE)
+    if len(head) < FILE_HEADER_SIZE and last and expected.startswith(head):
+        return _SegmentCheck(size, len(head), None, torn_header=True)
+    if head != expected:
+        raise CorruptRecordError(
+            f"bad WAL segment header in {path} at byte offset 0: {_explain_header(head, seq)}",
+            path=path,
+            offset=0,
+        )
+    if size == FILE_HEADER_SIZE:
+        return _SegmentCheck(size, size, None)
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        offset = FILE_HEADER_SIZE
+        try:
+            while offset < size:
+                offset += _check_record_at(buf, offset, size, max_record_bytes)
+            return _SegmentCheck(size, size, None)
+        except _BadRecord as e:
+            bad = e
+        detail = _tail_damage(buf, offset, size, bad) if last else ""
+    if detail is None:
+        return _SegmentCheck(size, offset, bad.reason)
+    raise CorruptRecordError(
+        f"corrupt WAL record in {path} at byte offset {offset}: {bad.reason}{detail}. "
+        "Records after it cannot be trusted; restore the file or move the log aside.",
+        path=path,
+        offset=offset,
+    )
+
+
+def _tail_damage(buf: mmap.mmap, offset: int, size: int, bad: _BadRecord) -> str | None:
+    """For the first bad record of the last segment: None when it is a torn
+    tail (a write cut short by a crash), else why it is damage instead.
+
+    Only an incomplete record is torn: fewer bytes than a header left, a
+    length field running past the end of the file (unless one flipped bit in
+    it explains the record), or nothing but zero bytes to the end (pages never
+    written). A complete record whose checksum fails was written in full, and
+    may have been acknowledged: that is corruption."""
+    if bad.kind == "partial":
+        return None
+    if bad.kind == "header" and not bytes(buf[offset:size]).strip(b"\0"):
+        return None
+    if bad.kind == "past_end":
+        length = _damaged_length(buf, offset, size)
+        if length is not None:
+            return (
+                f"; a complete record of {length} bytes with a matching checksum is there: "
+                "its length field is damaged"
+            )
+    following = _next_valid_record(buf, offset + 1, size)
+    if following is not None:
+        return f"; an intact record follows at offset {following}"
+    if bad.kind == "past_end":
+        return None
+    if bad.kind == "crc":
+        return "; the record is complete, so it was written in full (and may have been acknowledged)"
+    return ""
+
+
+def verify(directory: str | os.PathLike[str]) -> list[str]:
+    """Check every write-ahead log in `directory` and the directories below it
+    without changing anything: the bounds file, the segment numbers, the size
+    of each closed segment and every record's framing and checksum. Returns the
+    problems found, each naming the file (and the byte offset where there is
+    one); empty when healthy. What opening the log would repair without loss (a
+    torn tail of the last segment, an unfinished new segment, segments left by
+    a clean-up cut short) is not a problem. Logs opened with a
+    `max_record_bytes` bound are checked without it."""
+    directory = os.path.abspath(os.fspath(directory))
+    problems: list[str] = []
+
+    def unreadable(e: OSError) -> None:
+        problems.append(f"WAL directory {e.filename or directory} cannot be listed: {_describe(e)}")
+
+    for current, subdirectories, _ in os.walk(directory, onerror=unreadable):
+        subdirectories.sort()
+        try:
+            logs = _logs_in(current)
+        except OSError as e:
+            unreadable(e)
+            continue
+        for name, seqs in sorted(logs.items()):
+            problems.extend(_verify_log(current, name, seqs))
+    return problems
+
+
+def read_records(
+    directory: str | os.PathLike[str], name: str = "wal"
+) -> Iterator[tuple[RecordHandle, int, bytes]]:
+    """(handle, record type, payload) of every record of the log `name` in
+    `directory`, read without opening the log: no lock, no repair, nothing
+    written (a torn tail is skipped, not truncated). Raises as opening the log
+    would for anything else. For tools that inspect a log a job may be using."""
+    directory = os.path.abspath(os.fspath(directory))
+
+    def path_of(seq: int) -> str:
+        return os.path.join(directory, f"{name}-{seq:020d}.wal")
+
+    try:
+        seqs = _logs_in(directory).get(name, [])
+    except OSError as e:
+        raise _storage_error(f"cannot list WAL directory {directory}: {_describe(e)}", e) from e
+    bounds_path = os.path.join(directory, f"{name}.bounds")
+    bounds = _read_bounds(bounds_path)
+    closed: dict[int, int] = {}
+    if bounds is not None:
+        problem = _bounds_problem(bounds, seqs, bounds_path, path_of)
+        if problem is not None:
+            raise problem
+        seqs = [s for s in seqs if s >= bounds.first]
+        closed = bounds.closed
+    gap = _first_gap(seqs, path_of)
+    if gap is not None:
+        raise gap
+    for seq in seqs:
+        path = path_of(seq)
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
+        with f:
+            check = _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
+                                   max_record_bytes=None)
+            if check.torn_header:
+                continue
+            offset = FILE_HEADER_SIZE
+            f.seek(offset)
+            while offset < check.valid:
+                header = f.read(RECORD_HEADER_SIZE)
+                record_type, length, _ = _parse_record_header(header, _MAX_LENGTH)
+                yield RecordHandle(seq, offset, length), record_type, f.read(length)
+                offset += RECORD_HEADER_SIZE + length
+
+
+def _logs_in(directory: str) -> dict[str, list[int]]:
+    """Log name -> its segment numbers (ascending), for every log with a
+    segment or a bounds file in `directory`."""
+    logs: dict[str, list[int]] = {}
+    for entry in os.listdir(directory):
+        if match := _ANY_SEGMENT_RE.fullmatch(entry):
+            logs.setdefault(match.group(1), []).append(int(match.group(2)))
+        elif entry.endswith(".bounds") and _NAME_RE.fullmatch(entry[: -len(".bounds")]):
+            logs.setdefault(entry[: -len(".bounds")], [])
+    return {name: sorted(seqs) for name, seqs in logs.items()}
+
+
+def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
+    def path_of(seq: int) -> str:
+        return os.path.join(directory, f"{name}-{seq:020d}.wal")
+
+    problems: list[str] = []
+    closed: dict[int, int] = {}
+    bounds_path = os.path.join(directory, f"{name}.bounds")
+    try:
+        bounds = _read_bounds(bounds_path)
+    except StorageError as e:
+        problems.append(str(e))
+        bounds = None
+    if bounds is not None:
+        problem = _bounds_problem(bounds, seqs, bounds_path, path_of)
+        if problem is not None:
+            problems.append(str(problem))
+        seqs = [s for s in seqs if s >= bounds.first]
+        closed = bounds.closed
+    gap = _first_gap(seqs, path_of)
+    if gap is not None:
+        problems.append(str(gap))
+    for seq in seqs:
+        path = path_of(seq)
+        try:
+            with open(path, "rb") as f:
+                _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
+                               max_record_bytes=None)
+        except StorageError as e:
+            problems.append(str(e))
+        except OSError as e:
+            problems.append(f"cannot read WAL segment {path}: {_describe(e)}")
+    return problems
 
 
 def _explain_header(head: bytes, seq: int) -> str:

@@ -177,12 +177,25 @@ def crashed_log(opened) -> BlockLog:
     return log
 
 
-def test_replay_cleans_committed_batches_and_keeps_the_pending_ones_allocated(opened) -> None:
+def test_replay_keeps_the_pending_batches_allocated_to_be_re_run(opened) -> None:
     log = reopen(crashed_log(opened), opened)
     log.recover(last_committed_ms=2000, pending_times=[3000])
     assert ids(log.allocate(3000)) == ["b4"]  # re-run reads exactly its blocks
-    assert log.cleanup(2000) == []  # batch 2000 was cleaned by the replay
+    assert not log.tracker.is_processed(3000)
     assert log.get(log.allocate(3000)[0]) == records_of("b4")
+
+
+def test_replay_keeps_committed_batches_readable_as_processed_until_clean_up(opened) -> None:
+    # A state replay after a checkpoint fallback re-reads committed batches:
+    # their blocks stay until the retention point passes them.
+    log = reopen(crashed_log(opened), opened)
+    log.recover(last_committed_ms=2000, pending_times=[3000])
+    assert ids(log.allocate(2000)) == ["b3"]
+    assert log.get(log.allocate(2000)[0]) == records_of("b3")
+    assert log.tracker.is_processed(2000)
+    assert log.mark_processed(2000) == [], "already processed: nothing to acknowledge again"
+    assert ids(log.clean_up(3000)) == ["b3"]
+    assert log.allocate(2000) == []
 
 
 def test_replay_releases_allocations_without_intent_to_the_next_batch_in_order(opened) -> None:
@@ -210,7 +223,8 @@ def test_a_second_replay_after_a_crash_during_the_first_gives_the_same_state(ope
     log.recover(last_committed_ms=2000, pending_times=[3000])
     log = reopen(log, opened)  # died again before batch 3000 was re-run
     log.recover(last_committed_ms=2000, pending_times=[3000])
-    assert ids(log.recovered) == ["b4", "b5", "b6", "b7"], "the first replay's clean-up of b3 is durable"
+    assert ids(log.recovered) == ["b3", "b4", "b5", "b6", "b7"], "replay forgets nothing"
+    assert ids(log.allocate(2000)) == ["b3"]
     assert ids(log.allocate(3000)) == ["b4"]
     assert ids(log.allocate(4000)) == ["b5", "b6", "b7"]
     log = reopen(log, opened)  # and again, with batch 4000 now allocated and no intent
@@ -253,6 +267,7 @@ def test_replay_after_everything_committed_leaves_nothing_to_do(opened) -> None:
     log.recover(last_committed_ms=2000, pending_times=[])
     assert not log.has_unallocated()
     assert log.allocate(3000) == []
+    log.clean_up(retain_from_ms=3000)
     log = reopen(log, opened)
     log.recover(last_committed_ms=2000, pending_times=[])
     assert log.recovered == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -378,20 +377,32 @@ def test_log_keeps_working_after_a_torn_tail(tmp_path: Path) -> None:
     assert read_all(tmp_path) == payloads[:-1] + [b"after the crash"]
 
 
-def test_bit_flip_anywhere_in_the_final_record_is_a_torn_tail(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_bit_flip_anywhere_in_the_complete_final_record_is_corruption_not_a_torn_tail(
+    tmp_path: Path,
 ) -> None:
+    # The final record is whole: it was written in full and may have been
+    # acknowledged, so dropping it as a torn write would lose data silently.
     template = tmp_path / "template"
     payloads, last, path = _log_with_final_record(template)
+    size = path.stat().st_size
     for position in range(last.offset, last.offset + RECORD_HEADER_SIZE + last.length):
         case = tmp_path / f"flip-{position}"
         shutil.copytree(template, case)
-        flip_bit(segment_path(case, last.segment), position, bit=position % 8)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="receivers.wal"):
-            assert read_all(case) == payloads[:-1], position
-        assert segment_path(case, last.segment).stat().st_size == last.offset
-        assert any(f"offset {last.offset}" in r.getMessage() for r in caplog.records)
+        case_path = segment_path(case, last.segment)
+        flip_bit(case_path, position, bit=position % 8)
+        with pytest.raises(CorruptRecordError) as caught:
+            WriteAheadLog(case)
+        assert (caught.value.path, caught.value.offset) == (str(case_path), last.offset), position
+        assert f"offset {last.offset}" in str(caught.value)
+        assert case_path.stat().st_size == size, "nothing was truncated"
+
+
+def test_a_flipped_bit_that_makes_the_final_length_run_past_the_end_is_corruption(tmp_path: Path) -> None:
+    payloads, last, path = _log_with_final_record(tmp_path)
+    _set_length_field(path, last.offset, last.length | (1 << 20))
+    with pytest.raises(CorruptRecordError, match=f"complete record of {last.length} bytes") as caught:
+        WriteAheadLog(tmp_path)
+    assert caught.value.offset == last.offset
 
 
 def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
@@ -871,6 +882,7 @@ def _cut_stream(directory: Path, cut: int) -> None:
     in is truncated."""
     start = 0
     last = 1
+    closed: dict[int, int] = {}
     for path in sorted(directory.glob("wal-*.wal")):
         size = path.stat().st_size
         if start > cut:
@@ -879,9 +891,12 @@ def _cut_stream(directory: Path, cut: int) -> None:
         if cut < start + size:
             truncate(path, cut - start)
         last = int(path.stem.split("-")[1])
+        closed[last] = size
         start += size
-    # The bounds file then named the last segment that existed.
-    (directory / "wal.bounds").write_text(json.dumps({"first": 1, "last": last}))
+    # The bounds file then named the last segment that existed and the final
+    # size of every segment before it.
+    closed.pop(last)
+    (directory / "wal.bounds").write_bytes(wal_module._bounds_bytes(1, last, closed))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
