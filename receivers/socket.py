@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 
-from ingest.errors import ConfigError, ReceiverError, StorageError
+from ingest.errors import ConfigError, ReceiverError, StateError, StorageError
 from receivers.receiver import Receiver
 
 log = logging.getLogger("receivers.socket")
@@ -88,8 +88,8 @@ class SocketTextReceiver(Receiver[str]):
             if not self.stop_event.is_set():
                 self.restart(f"connection to {where} failed: {exc}", exc)
             return
-        except ReceiverError:
-            return  # store() after stop: we are being stopped
+        except (StateError, ReceiverError):
+            return  # stopped: store() after the stop, or errors="strict" stopped the stream
         finally:
             with self._lock:
                 self._sock = None
