@@ -154,19 +154,23 @@ class StreamingContext:
     def socket_text_stream(self, host: str, port: int, *, encoding: str = "utf-8",
                            errors: str = "report", max_rate: float | None = None,
                            name: str | None = None, connect_timeout: float = 10.0,
-                           max_line_bytes: int = 1 << 20, **stream_options: Any) -> DStream[str]:
+                           read_timeout: float | None = 60.0, max_line_bytes: int = 1 << 20,
+                           **stream_options: Any) -> DStream[str]:
         """Lines of text read from a TCP server (the receiver connects to it).
 
         `errors`: what to do with a line that is not valid in `encoding`:
         "report" (skip it and report it to listeners, the default), "replace"
         (keep it with U+FFFD) or "strict" (stop the stream with an error).
-        A closed connection is reopened with backoff. `stream_options` are
+        A closed connection is reopened with backoff, and so is one that
+        delivers nothing for `read_timeout` seconds (None: wait forever;
+        TCP keepalive is on). `stream_options` are
         those of `receiver_stream` (restart_delay, max_buffered_records, ...).
         A socket cannot be replayed: see the README's guarantees table."""
         from receivers.socket import SocketTextReceiver
 
         receiver = SocketTextReceiver(host, port, encoding=encoding, errors=errors,
-                                      connect_timeout=connect_timeout, max_line_bytes=max_line_bytes)
+                                      connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                      max_line_bytes=max_line_bytes)
         return self.receiver_stream(receiver, max_rate=max_rate, name=name, kind="socket", **stream_options)
 
     def receiver_stream(self, receiver: "Receiver[T]", *, max_rate: float | None = None,
@@ -176,8 +180,11 @@ class StreamingContext:
         Options: `max_buffered_records` (store() blocks beyond it, default
         10,000), `max_queued_blocks` (10), `max_unprocessed_records` (received
         records not yet in a committed batch; store() waits beyond it, default
-        200,000), `restart_delay` (2 s, doubled on quick repeated failures) and
-        `max_restart_delay` (30 s)."""
+        200,000), `restart_delay` (2 s, doubled on quick repeated failures),
+        `max_restart_delay` (30 s) and `max_consecutive_failures` (5: restarts
+        tried after the receiver failed, i.e. on_start or a thread started
+        with `Receiver.start_thread` raised, before the job stops with a
+        `ReceiverError`; a run of 30 s or more starts the count again)."""
         from receivers.input import ReceiverInputDStream
 
         return ReceiverInputDStream(self, receiver, max_rate=max_rate, name=name, kind=kind, **options)

@@ -110,6 +110,11 @@ class Receiver(Generic[T]):
         source positions already durable, to resume after them."""
         return self.supervisor.recovered_metadata()
 
+    def metrics(self) -> dict[str, Any]:
+        """This receiver's counters as plain data (records received, input
+        skipped, reconnects...). Override it to publish your own."""
+        return {}
+
     def is_started(self) -> bool:
         return self._supervisor is not None and self._supervisor.receiver_running
 
