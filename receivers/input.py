@@ -105,6 +105,14 @@ class ReceiverInputDStream(InputDStream[T]):
     def stop_input(self, graceful: bool, timeout: float | None) -> None:
         self.supervisor.stop(graceful, timeout)
 
+    def records_lost_on_stop(self) -> int:
+        """After the last batch: received records that no batch processed and
+        that nothing keeps. With the write-ahead log they stay in it for the
+        next start, so only records that never reached it count."""
+        dropped = self.supervisor.records_dropped
+        with self._progress:
+            return dropped if self.reliable else dropped + self._unprocessed
+
     def has_unplanned_data(self) -> bool:
         return self.tracker.has_unallocated()
 
