@@ -94,7 +94,8 @@ class Receiver(Generic[T]):
         too is harmless). If `target` raises while the receiver runs, the
         receiver is restarted with backoff, and the job stops with a
         `ReceiverError` after `max_consecutive_failures` consecutive failed
-        restarts. If it raises after a stop began, the error is logged and
+        restarts; a `StorageError` (received records could not be stored)
+        stops the job at once. If it raises after a stop began, the error is logged and
         reported to listeners, and during a graceful stop it becomes the
         job's error. `target` should return when `stop_event` is set."""
         return self.supervisor.start_receiving_thread(target, name)

@@ -6,7 +6,8 @@ threads started with `Receiver.start_thread`, and joins them all. Restarts
 back off: the delay doubles on every restart that follows a short run (up to
 `max_restart_delay`) and resets after the receiver ran well for a while
 (`backoff_reset_after`, measured on the context's clock). A failure (on_start
-raising, or a receiving thread raising) counts towards
+raising, or a receiving thread raising anything but a `StorageError`, which
+stops the job at once: received data could not be stored) counts towards
 `max_consecutive_failures`: one more failure in a row than that stops the job
 with a `ReceiverError`; a run that lasted `backoff_reset_after` starts the count
 again. A restart the receiver asks for itself (`restart()`) backs off but is not
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ingest.errors import ConfigError, ReceiverError, StateError
+from ingest.errors import ConfigError, ReceiverError, StateError, StorageError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
 from receivers.block import Block, BlockInfo
@@ -229,7 +230,7 @@ class ReceiverSupervisor:
 
     def _receiving_thread_failed(self, name: str, generation: threading.Event, exc: BaseException) -> None:
         what = f"receiving thread {name} failed: {type(exc).__name__}: {exc}"
-        if self._stopped.is_set():
+        if self._stopped.is_set() or self._ssc.state in ("stopping", "stopped"):  # no restart now
             log.error("stream %s: %s while the receiver was stopping", self.stream, what, exc_info=exc)
             self.report_error(f"{what} while the receiver was stopping", exc)
             if self._graceful:
@@ -245,6 +246,11 @@ class ReceiverSupervisor:
             self.report_error(f"{what} after the receiver was asked to stop", exc)
             return
         log.error("stream %s: %s", self.stream, what, exc_info=exc)
+        if isinstance(exc, StorageError):
+            # The block store refused received data: a restart would not make it
+            # storable, and received data is never dropped silently.
+            self.stop_from_receiver(f"receiving thread {name}: received records cannot be stored", exc)
+            return
         self.restart(what, exc, failure=True)
 
     def push_single(self, item: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import receivers.rate_limiter as rate_limiter_module
 from ingest import ConfigError, StateError, StreamingListener
-from ingest.errors import ReceiverError
+from ingest.errors import ReceiverError, StorageError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverStarted
 from receivers import BlockGenerator, BlockInfo, RateLimiter, ReceivedBlockTracker, Receiver
@@ -436,6 +436,20 @@ def test_a_failing_on_start_counts_towards_max_consecutive_failures(make_context
     with pytest.raises(ReceiverError, match=r"failed 2 times in a row .*could not start: OSError: source "
                                             r"unavailable \(2\)"):
         ssc.await_termination(timeout=10)
+
+
+def test_a_receiving_thread_that_cannot_store_stops_the_job_instead_of_restarting(make_context):
+    def loop(r: LoopReceiver, n: int) -> None:
+        raise StorageError("cannot append to the write-ahead log: No space left on device [ENOSPC]")
+
+    ssc = make_context()
+    receiver = LoopReceiver(loop, name="full")
+    ssc.receiver_stream(receiver, name="feed").foreach_batch(print)
+    ssc.start()
+    with pytest.raises(ReceiverError, match=r"receiver full of stream feed stopped: receiving thread loop-1: received "
+                                            r"records cannot be stored: StorageError: .*ENOSPC"):
+        ssc.await_termination(timeout=10)
+    assert receiver.starts == 1
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "5"])
