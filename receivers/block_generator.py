@@ -58,7 +58,6 @@ class BlockGenerator:
         self._cutting = False
         self._pushing = False
         self._abandon = False  # stop pushing queued blocks: they are dropped
-        self._in_flight = 0  # blocks taken from the queue and not yet stored
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self.blocks_pushed = 0
@@ -132,13 +131,10 @@ class BlockGenerator:
     def _push_loop(self) -> None:
         while not self._abandon:
             try:
-                with self._cond:
-                    block = self._queue.get_nowait()
-                    self._in_flight += 1
+                block = self._queue.get(timeout=0.05)
             except queue.Empty:
                 if not self._pushing:
                     return
-                time.sleep(0.02)
                 continue
             try:
                 if self._abandon:
@@ -146,8 +142,7 @@ class BlockGenerator:
                     return
                 self._push(block)
             finally:
-                with self._cond:
-                    self._in_flight -= 1
+                self._queue.task_done()
 
     def _dropped(self, records: int) -> None:
         with self._cond:
@@ -174,8 +169,9 @@ class BlockGenerator:
                 delay *= 2
 
     def _pending(self) -> bool:
-        with self._cond:
-            return self._in_flight > 0 or not self._queue.empty()
+        """Blocks queued or being stored (a queued block counts until task_done)."""
+        with self._queue.all_tasks_done:
+            return self._queue.unfinished_tasks > 0
 
     def stop(self, drain: bool = True, timeout: float | None = 10.0) -> None:
         """Stop accepting records; with `drain`, cut and store everything
@@ -204,6 +200,7 @@ class BlockGenerator:
                 self._dropped(len(self._queue.get_nowait().records))
             except queue.Empty:
                 break
+            self._queue.task_done()
         if self.records_dropped:
             log.warning("stream %s: %d received records were not stored (%s)", self.stream, self.records_dropped,
                         "the stop was not graceful" if not drain else "the stop timed out or storing failed")

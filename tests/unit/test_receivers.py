@@ -587,6 +587,41 @@ def test_a_slow_block_store_blocks_store_instead_of_buffering_without_bound():
     assert stored == list(range(total))
 
 
+def test_a_generator_stopped_without_drain_counts_and_logs_the_records_it_did_not_store(caplog):
+    stored: list[Any] = []
+    generator = BlockGenerator("gen", 60_000, lambda block: stored.extend(block.records), lambda msg, exc: None)
+    generator.start()
+    for i in range(5):
+        generator.add(i)
+    generator.stop(drain=False, timeout=5)
+    assert stored == [] and generator.records_dropped == 5
+    assert [r.getMessage() for r in caplog.records if r.name == "receivers.block_generator"] == [
+        "stream gen: 5 received records were not stored (the stop was not graceful)"]
+
+
+def test_a_generator_whose_store_hangs_past_the_stop_timeout_counts_the_blocks_left_queued():
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    stored: list[Any] = []
+
+    def hanging_store(block) -> None:
+        entered.set()
+        release.wait(10)
+        stored.extend(block.records)
+        done.set()
+
+    generator = BlockGenerator("gen", 5, hanging_store, lambda msg, exc: None)
+    generator.start()
+    generator.add("first")
+    assert entered.wait(10)  # the pusher holds the first block
+    generator.add("second")
+    generator.add("third")
+    generator.stop(drain=True, timeout=0.2)
+    assert generator.records_dropped == 2
+    release.set()
+    assert done.wait(10)
+    assert stored == ["first"]  # the block in hand was stored; the two queued behind it were not
+
+
 def test_with_a_slow_output_store_blocks_once_unprocessed_records_reach_the_bound(make_context, wait_until):
     accepted = [0]
     finished = threading.Event()
