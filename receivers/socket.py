@@ -79,7 +79,7 @@ class SocketTextReceiver(Receiver[str]):
 
     @property
     def bad_lines(self) -> int:
-        """Lines skipped or replaced: not valid in the encoding, or too long."""
+        """Lines skipped: not valid in the encoding (unless errors="replace"), or too long."""
         return self.undecodable_lines + self.overlong_lines
 
     def metrics(self) -> dict[str, Any]:
