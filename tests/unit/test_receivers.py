@@ -438,6 +438,29 @@ def test_a_failing_on_start_counts_towards_max_consecutive_failures(make_context
         ssc.await_termination(timeout=10)
 
 
+def test_a_receiving_thread_that_raises_after_a_restart_began_is_reported_and_not_counted(make_context, wait_until):
+    def loop(r: LoopReceiver, n: int) -> None:
+        r.stop_event.wait(10)
+        if n == 1:
+            raise RuntimeError("connection closed under me")
+
+    ssc = make_context()
+    recorder = Recorder()
+    ssc.add_listener(recorder)
+    receiver = LoopReceiver(loop)
+    ssc.receiver_stream(receiver, restart_delay=0.01, max_restart_delay=0.01,
+                        max_consecutive_failures=0).foreach_batch(print)
+    ssc.start()
+    receiver.restart("switching servers", delay=0.01)
+    wait_until(lambda: receiver.starts == 2, what="the second run")
+    assert [e.info.last_error_message for e in recorder.of(ReceiverErrorEvent)] == [
+        "switching servers; restarting in 0.0 s (restart #1)",
+        "receiving thread loop-1 failed: RuntimeError: connection closed under me after the receiver was asked "
+        "to stop",
+    ]
+    assert ssc.state == "active"  # not a failure of its own: max_consecutive_failures=0 would have stopped the job
+
+
 def test_a_receiving_thread_that_cannot_store_stops_the_job_instead_of_restarting(make_context):
     def loop(r: LoopReceiver, n: int) -> None:
         raise StorageError("cannot append to the write-ahead log: No space left on device [ENOSPC]")
