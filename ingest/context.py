@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from ingest.batch_log import BatchLog
 from ingest.clock import Clock, ManualClock, SystemClock
 from ingest.dstream import DStream
-from ingest.errors import CheckpointError, ConfigError, IngestError, StateError
+from ingest.errors import CheckpointError, ConfigError, IngestError, ReceiverError, StateError
 from ingest.executor import TaskExecutor, make_executor
 from ingest.graph import StreamGraph
 from ingest.listener import (
@@ -154,19 +154,23 @@ class StreamingContext:
     def socket_text_stream(self, host: str, port: int, *, encoding: str = "utf-8",
                            errors: str = "report", max_rate: float | None = None,
                            name: str | None = None, connect_timeout: float = 10.0,
-                           max_line_bytes: int = 1 << 20, **stream_options: Any) -> DStream[str]:
+                           read_timeout: float | None = 60.0, max_line_bytes: int = 1 << 20,
+                           **stream_options: Any) -> DStream[str]:
         """Lines of text read from a TCP server (the receiver connects to it).
 
         `errors`: what to do with a line that is not valid in `encoding`:
         "report" (skip it and report it to listeners, the default), "replace"
         (keep it with U+FFFD) or "strict" (stop the stream with an error).
-        A closed connection is reopened with backoff. `stream_options` are
+        A closed connection is reopened with backoff, and so is one that
+        delivers nothing for `read_timeout` seconds (None: wait forever;
+        TCP keepalive is on). `stream_options` are
         those of `receiver_stream` (restart_delay, max_buffered_records, ...).
         A socket cannot be replayed: see the README's guarantees table."""
         from receivers.socket import SocketTextReceiver
 
         receiver = SocketTextReceiver(host, port, encoding=encoding, errors=errors,
-                                      connect_timeout=connect_timeout, max_line_bytes=max_line_bytes)
+                                      connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                      max_line_bytes=max_line_bytes)
         return self.receiver_stream(receiver, max_rate=max_rate, name=name, kind="socket", **stream_options)
 
     def receiver_stream(self, receiver: "Receiver[T]", *, max_rate: float | None = None,
@@ -176,8 +180,11 @@ class StreamingContext:
         Options: `max_buffered_records` (store() blocks beyond it, default
         10,000), `max_queued_blocks` (10), `max_unprocessed_records` (received
         records not yet in a committed batch; store() waits beyond it, default
-        200,000), `restart_delay` (2 s, doubled on quick repeated failures) and
-        `max_restart_delay` (30 s)."""
+        200,000), `restart_delay` (2 s, doubled on quick repeated failures),
+        `max_restart_delay` (30 s) and `max_consecutive_failures` (5: restarts
+        tried after the receiver failed, i.e. on_start or a thread started
+        with `Receiver.start_thread` raised, before the job stops with a
+        `ReceiverError`; a run of 30 s or more starts the count again)."""
         from receivers.input import ReceiverInputDStream
 
         return ReceiverInputDStream(self, receiver, max_rate=max_rate, name=name, kind=kind, **options)
@@ -272,7 +279,15 @@ class StreamingContext:
     def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop the context. Graceful: stop receivers, then process the data
         they already received (at most `timeout` seconds; default 10 batch
-        intervals, at least 10 s), then release everything. Idempotent."""
+        intervals, at least 10 s), then release everything. Idempotent.
+
+        Never closes inputs under a running batch: if a batch is still
+        running when `timeout` has passed, this returns (the state stays
+        'stopping') and everything is closed when the batch ends;
+        `await_termination()` waits for that. Received records that no batch
+        processed are kept in the write-ahead log when it is on; without it
+        they are lost, and their count is logged at WARNING and given in the
+        `StreamingStopped` event (and, for a graceful stop, in `ssc.error`)."""
         if timeout is None:
             timeout = max(10.0, 10 * self.batch_interval)
         with self._state_lock:
@@ -412,9 +427,13 @@ class StreamingContext:
     def _on_fatal(self, exc: BaseException) -> None:
         """Called from the scheduler or a receiver when the job cannot go on."""
         with self._state_lock:
-            if self._error is None:
+            first = self._error is None
+            if first:
                 self._error = exc
             if self._state in (STOPPING, STOPPED):
+                # Already stopping: the first error is the job's; a later one is still logged, never swallowed.
+                log.error("while stopping the streaming context%s: %s: %s",
+                          "" if first else " (after an earlier error)", type(exc).__name__, exc)
                 return
             self._state = STOPPING
         log.error("stopping the streaming context: %s: %s", type(exc).__name__, exc)
@@ -423,6 +442,7 @@ class StreamingContext:
 
     def _shutdown(self, graceful: bool, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        batch_ended = True
         try:
             for inp in self._graph.inputs:
                 try:
@@ -432,9 +452,40 @@ class StreamingContext:
                     if self._error is None:
                         self._error = exc
             self._scheduler.request_stop(graceful, max(0.0, deadline - time.monotonic()))
-            if not self._scheduler.join(max(1.0, deadline - time.monotonic())):
-                log.warning("the batch in progress did not finish within the stop timeout; "
-                            "it stays uncommitted and is re-run on restart if a checkpoint is set")
+            if threading.current_thread() is self._scheduler._thread:
+                batch_ended = False  # stop() called by an output operation: its batch is still running
+            else:
+                batch_ended = self._scheduler.join(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            log.exception("stopping the streaming context failed")
+        finally:
+            self._restore_signal_handlers()  # here: only the thread that called stop() may do it
+        if batch_ended:
+            self._close(graceful)
+            return
+        # Closing now would pull inputs, the write-ahead log, shared consumers
+        # and the executor from under the batch: the batch is left to end (it
+        # commits, or stays uncommitted if it fails), then everything is closed.
+        log.warning("the batch in progress did not finish within the stop timeout (%.1f s); inputs are closed "
+                    "when it ends (await_termination() waits for that)", timeout)
+        threading.Thread(target=self._close_after_last_batch, args=(graceful,), name="ingest-closer").start()
+
+    def _close_after_last_batch(self, graceful: bool) -> None:
+        try:
+            self._scheduler.join(None)
+        finally:
+            self._close(graceful)
+
+    def _close(self, graceful: bool) -> None:
+        """After the scheduler thread ended: count what was received and never
+        processed, close inputs, the log and the executor, and report the stop."""
+        lost: list[str] = []
+        try:
+            for inp in self._graph.inputs:
+                # Optional hook of inputs that receive (receivers.ReceiverInputDStream).
+                count = getattr(inp, "records_lost_on_stop", lambda: 0)()
+                if count:
+                    lost.append(f"{count} received record(s) of input {inp.name}")
             for inp in self._graph.inputs:
                 try:
                     inp.close()
@@ -443,10 +494,20 @@ class StreamingContext:
             self._log.close()
             self.executor.shutdown()
         finally:
-            self._restore_signal_handlers()
+            loss = None
+            if lost:
+                loss = ("stopped with " + ", ".join(lost) + " never processed and lost: they were in memory only "
+                        "(StreamingContext(write_ahead_log=True) with a checkpoint keeps them for the next start; "
+                        "a longer stop timeout gives the last batches time to process them)")
+                log.warning("%s", loss)
             with self._state_lock:
+                if loss is not None and graceful and self._error is None:
+                    # A graceful stop promises to process what was received: it did not.
+                    self._error = ReceiverError(loss)
                 self._state = STOPPED
             err = None if self._error is None else f"{type(self._error).__name__}: {self._error}"
+            if loss is not None and (err is None or loss not in err):
+                err = loss if err is None else f"{err}; {loss}"
             self._bus.post(StreamingStopped(time.time(), err))
             self._terminated.set()
             log.info("streaming stopped%s", f" with error: {err}" if err else "")

@@ -8,6 +8,10 @@ the queue fills, the buffer fills, and `add()` blocks the receiver's thread,
 which is the backpressure a receiver feels instead of memory growing without
 limit. A failing store is retried, then reported to the supervisor, which
 stops the job rather than dropping data.
+
+Stopping with `drain` stores every buffered record before returning, within
+the timeout; whatever could not be stored (no drain, the timeout passed, or
+the store failed) is counted in `records_dropped` and logged with its count.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ingest.errors import ReceiverError
+from ingest.errors import StateError
 from receivers.block import Block
 from receivers.rate_limiter import RateLimiter
 
@@ -53,10 +57,12 @@ class BlockGenerator:
         self._accepting = False
         self._cutting = False
         self._pushing = False
+        self._abandon = False  # stop pushing queued blocks: they are dropped
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self.blocks_pushed = 0
         self.records_pushed = 0
+        self.records_dropped = 0
 
     def new_block_id(self) -> str:
         return f"{self.stream}-{time.time_ns() // 1_000_000}-{next(self._seq)}"
@@ -76,13 +82,14 @@ class BlockGenerator:
     def add(self, item: Any) -> None:
         """Buffer one record; blocks while the rate limit or the bounded buffer says so."""
         if not self._rate.acquire(1, self._not_accepting):
-            raise ReceiverError(f"stream {self.stream}: store() called while the receiver is stopping")
+            raise StateError(f"stream {self.stream}: store() called after the receiver was stopped; a receiving "
+                             "loop must return once stop_event is set")
         with self._cond:
             while len(self._buffer) >= self._max_buffered and self._accepting:
                 self._cond.wait(0.1)
             if not self._accepting:
-                raise ReceiverError(f"stream {self.stream}: store() called on a stopped receiver; "
-                                    "stop the receiving threads in on_stop()")
+                raise StateError(f"stream {self.stream}: store() called after the receiver was stopped; a "
+                                 "receiving loop must return once stop_event is set")
             self._buffer.append(item)
 
     @property
@@ -107,8 +114,7 @@ class BlockGenerator:
                 return
             except queue.Full:
                 if not self._pushing:
-                    log.error("stream %s: dropping a block of %d records: the pusher stopped",
-                              self.stream, len(records))
+                    self._dropped(len(records))
                     return
 
     def _cut_loop(self) -> None:
@@ -123,14 +129,24 @@ class BlockGenerator:
         self._cut()  # the last records after accepting stopped
 
     def _push_loop(self) -> None:
-        while True:
+        while not self._abandon:
             try:
                 block = self._queue.get(timeout=0.05)
             except queue.Empty:
                 if not self._pushing:
                     return
                 continue
-            self._push(block)
+            try:
+                if self._abandon:
+                    self._dropped(len(block.records))
+                    return
+                self._push(block)
+            finally:
+                self._queue.task_done()
+
+    def _dropped(self, records: int) -> None:
+        with self._cond:
+            self.records_dropped += records
 
     def _push(self, block: Block) -> None:
         delay = 0.1
@@ -142,6 +158,7 @@ class BlockGenerator:
                 return
             except Exception as exc:  # noqa: BLE001
                 if attempt == PUSH_RETRIES:
+                    self._dropped(len(block.records))
                     self._on_error(
                         f"stream {self.stream}: storing block {block.block_id} ({len(block.records)} records) "
                         f"failed {PUSH_RETRIES} times: {type(exc).__name__}: {exc}", exc)
@@ -151,33 +168,45 @@ class BlockGenerator:
                 time.sleep(delay)
                 delay *= 2
 
+    def _pending(self) -> bool:
+        """Blocks queued or being stored (a queued block counts until task_done)."""
+        with self._queue.all_tasks_done:
+            return self._queue.unfinished_tasks > 0
+
     def stop(self, drain: bool = True, timeout: float | None = 10.0) -> None:
         """Stop accepting records; with `drain`, cut and store everything
-        buffered before returning. Joins both threads."""
+        buffered before returning (within `timeout`). Joins both threads.
+        What was not stored is counted in `records_dropped` and logged."""
         with self._cond:
             self._accepting = False
             self._cond.notify_all()
         self._cutting = False
+        if not drain:
+            self._abandon = True
+            self._pushing = False
         self._stopped.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._threads:
             self._threads[0].join(_left(deadline))
-        if drain:
-            while not self._queue.empty() and (deadline is None or time.monotonic() < deadline):
-                time.sleep(0.01)
-        else:
-            dropped = 0
-            while True:
-                try:
-                    dropped += len(self._queue.get_nowait().records)
-                except queue.Empty:
-                    break
-            if dropped:
-                log.warning("stream %s: stopped without draining; %d buffered records were not stored",
-                            self.stream, dropped)
+        while drain and self._pending() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+        if self._pending():
+            self._abandon = True
         self._pushing = False
-        if len(self._threads) > 1:
-            self._threads[1].join(_left(deadline))
+        for thread in self._threads:  # a cutter waiting on a full queue gives up now that pushing stopped
+            thread.join(None if deadline is None else max(0.5, deadline - time.monotonic()))
+        while True:
+            try:
+                self._dropped(len(self._queue.get_nowait().records))
+            except queue.Empty:
+                break
+            self._queue.task_done()
+        if self.records_dropped:
+            log.warning("stream %s: %d received records were not stored (%s)", self.stream, self.records_dropped,
+                        "the stop was not graceful" if not drain else "the stop timed out or storing failed")
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("stream %s: %s still storing a block after the stop timeout", self.stream, stuck)
 
 
 def _left(deadline: float | None) -> float | None:

@@ -33,7 +33,7 @@ class ReceiverInputDStream(InputDStream[T]):
     def __init__(self, ssc: "StreamingContext", receiver: "Receiver[T]", *, max_rate: float | None = None,
                  name: str | None = None, kind: str = "receiver", max_buffered_records: int = 10_000,
                  max_queued_blocks: int = 10, max_unprocessed_records: int = 200_000, restart_delay: float = 2.0,
-                 max_restart_delay: float = 30.0) -> None:
+                 max_restart_delay: float = 30.0, max_consecutive_failures: int = 5) -> None:
         from receivers.receiver import Receiver
 
         if not isinstance(receiver, Receiver):
@@ -53,7 +53,8 @@ class ReceiverInputDStream(InputDStream[T]):
         self.supervisor = ReceiverSupervisor(
             ssc, self.name, receiver, self._store_block, max_rate=max_rate,
             max_buffered_records=max_buffered_records, max_queued_blocks=max_queued_blocks,
-            restart_delay=restart_delay, max_restart_delay=max_restart_delay, owner=self)
+            restart_delay=restart_delay, max_restart_delay=max_restart_delay,
+            max_consecutive_failures=max_consecutive_failures, owner=self)
         self.records_received = 0
         self.max_unprocessed_records = max_unprocessed_records
         self._unprocessed = 0  # records stored and not yet in a committed batch
@@ -109,6 +110,14 @@ class ReceiverInputDStream(InputDStream[T]):
 
     def stop_input(self, graceful: bool, timeout: float | None) -> None:
         self.supervisor.stop(graceful, timeout)
+
+    def records_lost_on_stop(self) -> int:
+        """After the last batch: received records that no batch processed and
+        that nothing keeps. With the write-ahead log they stay in it for the
+        next start, so only records that never reached it count."""
+        dropped = self.supervisor.records_dropped
+        with self._progress:
+            return dropped if self.reliable else dropped + self._unprocessed
 
     def has_unplanned_data(self) -> bool:
         return self.tracker.has_unallocated()

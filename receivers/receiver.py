@@ -1,8 +1,8 @@
 """The `Receiver` API: how data from push and pull sources enters a stream.
 
-Subclass `Receiver`, implement `on_start()` (start your own threads; must not
-block) and `on_stop()` (stop and join them; must not block for long), and call
-from your threads:
+Subclass `Receiver`, implement `on_start()` (start the receiving loop with
+`start_thread`; must not block) and `on_stop()` (make the loop return, e.g.
+close its connection; must not block for long), and call from the loop:
 
 - `store(item)`: buffered and rate-limited; the record is cut into a block
   within one block interval. Returns before the record is durable: a crash can
@@ -15,12 +15,23 @@ from your threads:
 - `report_error(message, error=None)`: tell listeners, keep running.
 - `stop(message, error=None)`: stop for good; with an error, the job stops
   with that error.
+
+`start_thread(target, name=...)` is the supervised way to run a receiving
+loop: the supervisor owns the thread and joins it after `on_stop()`; if
+`target` raises, the receiver is restarted with backoff, and after
+`max_consecutive_failures` failed restarts in a row (a `receiver_stream`
+option) the job stops with a `ReceiverError`. The loop should return when
+`stop_event` is set.
+
+During a graceful stop the receiver keeps storing until `on_stop()` returned
+and its threads ended (what it stores is processed by the remaining batches);
+after that, `store` and `store_batch` raise `StateError`.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Generic, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from ingest.errors import StateError
 
@@ -59,10 +70,12 @@ class Receiver(Generic[T]):
         return self.supervisor.stream
 
     def store(self, item: T) -> None:
+        """Buffer one record (rate-limited); `StateError` once the receiver is stopped."""
         self.supervisor.push_single(item)
 
     def store_batch(self, items: Iterable[T], metadata: Mapping[str, Any] | None = None) -> str:
-        """Store `items` as one block; returns its block id once durable."""
+        """Store `items` as one block; returns its block id once durable.
+        `StateError` once the receiver is stopped."""
         return self.supervisor.push_block(list(items), metadata)
 
     def restart(self, message: str, error: BaseException | None = None, delay: float | None = None) -> None:
@@ -74,21 +87,18 @@ class Receiver(Generic[T]):
     def stop(self, message: str, error: BaseException | None = None) -> None:
         self.supervisor.stop_from_receiver(message, error)
 
-    def start_thread(self, target: Any, name: str) -> threading.Thread:
-        """Start a receiving thread. If `target` raises, the receiver is stopped
-        with that error (and so is the job): a receiving thread never dies
-        unnoticed. Join it in `on_stop`."""
+    def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Run `target` (the receiving loop) on a thread owned by the supervisor.
 
-        def guarded() -> None:
-            try:
-                target()
-            except BaseException as exc:  # noqa: BLE001 - reported, never swallowed
-                if not self.supervisor.receiver_stop_event.is_set():
-                    self.stop(f"receiving thread {name} failed", exc)
-
-        thread = threading.Thread(target=guarded, name=name)
-        thread.start()
-        return thread
+        The supervisor joins it after `on_stop()` (joining it in `on_stop`
+        too is harmless). If `target` raises while the receiver runs, the
+        receiver is restarted with backoff, and the job stops with a
+        `ReceiverError` after `max_consecutive_failures` consecutive failed
+        restarts; a `StorageError` (received records could not be stored)
+        stops the job at once. If it raises after a stop began, the error is logged and
+        reported to listeners, and during a graceful stop it becomes the
+        job's error. `target` should return when `stop_event` is set."""
+        return self.supervisor.start_receiving_thread(target, name)
 
     @property
     def reliable_storage(self) -> bool:
@@ -100,6 +110,11 @@ class Receiver(Generic[T]):
         """Metadata of the blocks found in the write-ahead log at start: the
         source positions already durable, to resume after them."""
         return self.supervisor.recovered_metadata()
+
+    def metrics(self) -> dict[str, Any]:
+        """This receiver's counters as plain data (records received, input
+        skipped, reconnects...). Override it to publish your own."""
+        return {}
 
     def is_started(self) -> bool:
         return self._supervisor is not None and self._supervisor.receiver_running

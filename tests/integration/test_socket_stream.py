@@ -51,6 +51,12 @@ def server():
     srv.close()
 
 
+def report_lines(caplog, port: int) -> list[str]:
+    """The log lines of receiver reports about the socket on `port`."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "ingest.listener" and f"127.0.0.1:{port}" in r.getMessage()]
+
+
 def socket_stream(ssc, port: int, **options: Any):
     """A socket stream that reconnects quickly after a failure."""
     options.setdefault("restart_delay", 0.1)
@@ -250,3 +256,77 @@ def test_socket_text_stream_takes_a_restart_delay(make_context, wait_until):
                    what="three restarts 0.05 s apart")
     finally:
         closed.close()
+
+
+def test_a_connection_silent_for_read_timeout_is_reopened_with_a_warning(make_context, collect, server, wait_until,
+                                                                          caplog):
+    ssc = make_context(block_interval=0.02)
+    recorder = ErrorRecorder()
+    ssc.add_listener(recorder)
+    lines = socket_stream(ssc, server.port, read_timeout=0.2, restart_delay=0.01, max_restart_delay=0.01)
+    out = collect(lines)
+    ssc.start()
+    server.accept()  # a peer that vanished without closing: the connection stays open and silent
+    server.accept().sendall(b"after reconnecting\n")
+    run_until_received(ssc, lines, 1, wait_until)
+    ssc.step(1)
+    assert out == [["after reconnecting"]]
+    message = f"no data from 127.0.0.1:{server.port} for 0.2 s (read_timeout): the connection may be half-open; " \
+              "reconnecting"
+    assert recorder.messages()[0].startswith(message)
+    assert any(r.name == "receivers.socket" and r.levelname == "WARNING" and message in r.getMessage()
+               for r in caplog.records)
+    assert lines.receiver.metrics()["read_timeouts"] == 1
+    assert ssc.state == "active"
+
+
+def test_the_receivers_connection_has_tcp_keepalive_on(make_context, server, monkeypatch):
+    opened: list[socket.socket] = []
+    create_connection = socket.create_connection
+
+    def recording_create_connection(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = create_connection(*args, **kwargs)
+        opened.append(sock)
+        return sock
+
+    monkeypatch.setattr(socket, "create_connection", recording_create_connection)
+    ssc = make_context()
+    socket_stream(ssc, server.port).foreach_batch(print)
+    ssc.start()
+    server.accept()
+    (sock,) = opened
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert sock.gettimeout() == 60.0  # the default read_timeout
+
+
+@pytest.mark.parametrize("read_timeout", [0, -1.0, float("nan"), "60", True])
+def test_a_read_timeout_that_is_not_a_positive_number_is_refused(make_context, read_timeout):
+    from ingest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="read_timeout must be a positive number of seconds"):
+        make_context().socket_text_stream("127.0.0.1", 9, read_timeout=read_timeout)
+
+
+def test_reports_of_bad_lines_are_throttled_to_the_first_ten_and_a_summary(make_context, collect, server,
+                                                                            wait_until, caplog):
+    ssc = make_context(block_interval=0.02)
+    lines = socket_stream(ssc, server.port, max_line_bytes=64)
+    out = collect(lines)
+    ssc.start()
+    conn = server.accept()
+    conn.sendall(b"\xff\xfe binary\n" * 95 + (b"y" * 100 + b"\n") * 5 + b"text\n")
+    conn.close()
+    wait_until(lambda: any("more bad line" in m for m in report_lines(caplog, server.port)),
+               what="the summary of the bad lines not reported one by one")
+    run_until_received(ssc, lines, 1, wait_until)
+    ssc.step(1)
+    assert out == [["text"]]
+    reports = [m for m in report_lines(caplog, server.port) if "restarting" not in m]
+    assert len(reports) == 11
+    assert all("is not valid utf-8" in m for m in reports[:10])
+    assert reports[10].startswith(f"receiver socket 127.0.0.1:{server.port} of stream {lines.name}: "
+                                  f"127.0.0.1:{server.port}: 90 more bad line(s) skipped without a report of their "
+                                  "own (only the first 10 per 60 s are reported); 100 since the start (95 not valid "
+                                  "utf-8, 5 too long)")
+    assert lines.receiver.metrics() == {"lines_received": 1, "undecodable_lines": 95, "overlong_lines": 5,
+                                        "bad_line_reports_suppressed": 90, "read_timeouts": 0}

@@ -12,7 +12,7 @@ import pytest
 
 import receivers.rate_limiter as rate_limiter_module
 from ingest import ConfigError, StateError, StreamingListener
-from ingest.errors import ReceiverError
+from ingest.errors import ReceiverError, StorageError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverStarted
 from receivers import BlockGenerator, BlockInfo, RateLimiter, ReceivedBlockTracker, Receiver
@@ -339,6 +339,218 @@ def test_a_receiver_that_stops_itself_without_error_leaves_the_job_running(make_
     assert ssc.state == "active"
 
 
+# -- supervised receiving threads (Receiver.start_thread) -------------------------------------------
+
+
+class LoopReceiver(Receiver[Any]):
+    """Runs `loop(self, start_number)` with `start_thread` on every start;
+    `on_stop` runs `stopping(self)` (by default nothing: the supervisor joins
+    the loop)."""
+
+    def __init__(self, loop: Callable[["LoopReceiver", int], None],
+                 stopping: Callable[["LoopReceiver"], None] = lambda r: None, name: str = "loop") -> None:
+        super().__init__(name)
+        self.loop, self.stopping = loop, stopping
+        self.starts = 0
+        self.threads: list[threading.Thread] = []
+
+    def on_start(self) -> None:
+        self.starts += 1
+        n = self.starts
+        self.threads.append(self.start_thread(lambda: self.loop(self, n), name=f"loop-{n}"))
+
+    def on_stop(self) -> None:
+        self.stopping(self)
+
+
+def test_a_receiving_thread_that_raises_is_restarted_and_its_next_run_stores(make_context, collect, wait_until):
+    def loop(r: LoopReceiver, n: int) -> None:
+        if n == 1:
+            raise ConnectionError("source dropped us")
+        r.store_batch([f"run{n}"])
+
+    ssc = make_context()
+    recorder = Recorder()
+    ssc.add_listener(recorder)
+    receiver = LoopReceiver(loop)
+    stream = ssc.receiver_stream(receiver, name="feed", restart_delay=0.01, max_restart_delay=0.02)
+    out = collect(stream)
+    ssc.start()
+    wait_until(lambda: stream.records_received == 1, what="the second run's record")
+    ssc.step(1)
+    assert out == [["run2"]]
+    (error,) = [e.info for e in recorder.of(ReceiverErrorEvent)]
+    assert error.last_error_message.startswith("receiving thread loop-1 failed: ConnectionError: source dropped "
+                                               "us; restarting in")
+    assert error.restarts == 1
+    assert ssc.state == "active" and ssc.error is None
+
+
+def test_the_job_fails_after_max_consecutive_failures_failed_restarts(make_context):
+    def loop(r: LoopReceiver, n: int) -> None:
+        raise ConnectionError(f"refused ({n})")
+
+    ssc = make_context()
+    receiver = LoopReceiver(loop, name="hopeless")
+    ssc.receiver_stream(receiver, name="feed", restart_delay=0.01, max_restart_delay=0.02,
+                        max_consecutive_failures=2).foreach_batch(print)
+    ssc.start()
+    with pytest.raises(ReceiverError, match=r"receiver hopeless of stream feed failed 3 times in a row \(2 restarts "
+                                            r"tried, max_consecutive_failures=2\); last: receiving thread loop-3 "
+                                            r"failed: ConnectionError: refused \(3\)"):
+        ssc.await_termination(timeout=10)
+    assert receiver.starts == 3
+    assert not any(t.is_alive() for t in receiver.threads)
+
+
+def test_a_run_that_lasted_long_enough_starts_the_failure_count_again(make_context, wait_until):
+    long_run = threading.Event()
+    released = threading.Event()
+
+    def loop(r: LoopReceiver, n: int) -> None:
+        if n == 3:  # a run that lasts (on the context's clock) before it fails
+            long_run.set()
+            released.wait(10)
+        if n < 5:
+            raise ConnectionError(f"lost ({n})")
+        r.store_batch(["run5"])
+
+    ssc = make_context()
+    stream = ssc.receiver_stream(LoopReceiver(loop), restart_delay=0.01, max_restart_delay=0.02,
+                                 max_consecutive_failures=2)
+    stream.foreach_batch(print)
+    ssc.start()
+    assert long_run.wait(10)
+    ssc.clock.advance(31.0)  # longer than backoff_reset_after (30 s)
+    released.set()
+    wait_until(lambda: stream.records_received == 1, what="the fifth run to store")
+    assert ssc.state == "active" and ssc.error is None
+    assert stream.supervisor.consecutive_failures == 2  # runs 3 and 4; runs 1 and 2 were forgiven
+
+
+def test_a_failing_on_start_counts_towards_max_consecutive_failures(make_context):
+    ssc = make_context()
+    ssc.receiver_stream(FlakyStart(failures=10), restart_delay=0.01, max_restart_delay=0.02,
+                        max_consecutive_failures=1).foreach_batch(print)
+    ssc.start()
+    with pytest.raises(ReceiverError, match=r"failed 2 times in a row .*could not start: OSError: source "
+                                            r"unavailable \(2\)"):
+        ssc.await_termination(timeout=10)
+
+
+def test_a_receiving_thread_that_raises_after_a_restart_began_is_reported_and_not_counted(make_context, wait_until):
+    def loop(r: LoopReceiver, n: int) -> None:
+        r.stop_event.wait(10)
+        if n == 1:
+            raise RuntimeError("connection closed under me")
+
+    ssc = make_context()
+    recorder = Recorder()
+    ssc.add_listener(recorder)
+    receiver = LoopReceiver(loop)
+    ssc.receiver_stream(receiver, restart_delay=0.01, max_restart_delay=0.01,
+                        max_consecutive_failures=0).foreach_batch(print)
+    ssc.start()
+    receiver.restart("switching servers", delay=0.01)
+    wait_until(lambda: receiver.starts == 2, what="the second run")
+    assert [e.info.last_error_message for e in recorder.of(ReceiverErrorEvent)] == [
+        "switching servers; restarting in 0.0 s (restart #1)",
+        "receiving thread loop-1 failed: RuntimeError: connection closed under me after the receiver was asked "
+        "to stop",
+    ]
+    assert ssc.state == "active"  # not a failure of its own: max_consecutive_failures=0 would have stopped the job
+
+
+def test_a_receiving_thread_that_cannot_store_stops_the_job_instead_of_restarting(make_context):
+    def loop(r: LoopReceiver, n: int) -> None:
+        raise StorageError("cannot append to the write-ahead log: No space left on device [ENOSPC]")
+
+    ssc = make_context()
+    receiver = LoopReceiver(loop, name="full")
+    ssc.receiver_stream(receiver, name="feed").foreach_batch(print)
+    ssc.start()
+    with pytest.raises(ReceiverError, match=r"receiver full of stream feed stopped: receiving thread loop-1: received "
+                                            r"records cannot be stored: StorageError: .*ENOSPC"):
+        ssc.await_termination(timeout=10)
+    assert receiver.starts == 1
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "5"])
+def test_max_consecutive_failures_must_be_an_integer_of_at_least_zero(make_context, value):
+    with pytest.raises(ConfigError, match="max_consecutive_failures must be an integer >= 0"):
+        make_context().receiver_stream(LoopReceiver(lambda r, n: None), max_consecutive_failures=value)
+
+
+def test_store_batch_during_a_graceful_stop_is_stored_and_processed(make_context, collect):
+    late_stored = threading.Event()
+
+    def loop(r: LoopReceiver, _n: int) -> None:
+        r.stop_event.wait(10)
+        r.store_batch(["late"])  # the source had this in hand when the stop began
+        late_stored.set()
+
+    def stopping(_r: LoopReceiver) -> None:
+        assert late_stored.wait(10)
+
+    ssc = make_context()
+    out = collect(ssc.receiver_stream(LoopReceiver(loop, stopping)))
+    ssc.start()
+    ssc.stop(graceful=True)
+    assert out == [["late"]]
+    assert ssc.error is None
+
+
+def test_store_and_store_batch_after_the_receiver_stopped_raise_state_error(make_context):
+    ssc = make_context()
+    receiver = LoopReceiver(lambda r, n: None, name="done")
+    ssc.receiver_stream(receiver, name="feed").foreach_batch(print)
+    ssc.start()
+    ssc.stop(graceful=True)
+    with pytest.raises(StateError, match="stream feed: store_batch\\(\\) called after receiver done was stopped"):
+        receiver.store_batch([1])
+    with pytest.raises(StateError, match="stream feed: store\\(\\) called after the receiver was stopped"):
+        receiver.store(1)
+
+
+def test_a_receiving_thread_that_raises_during_a_graceful_stop_fails_the_stop_and_is_reported(make_context,
+                                                                                                caplog):
+    def loop(r: LoopReceiver, _n: int) -> None:
+        r.stop_event.wait(10)
+        raise RuntimeError("lost the records in hand")
+
+    ssc = make_context()
+    recorder = Recorder()
+    ssc.add_listener(recorder)
+    ssc.receiver_stream(LoopReceiver(loop, name="clumsy"), name="feed").foreach_batch(print)
+    ssc.start()
+    ssc.stop(graceful=True)
+    assert isinstance(ssc.error, ReceiverError)
+    assert "receiving thread loop-1 failed: RuntimeError: lost the records in hand during a graceful stop" \
+        in str(ssc.error)
+    (event,) = recorder.of(ReceiverErrorEvent)
+    assert event.info.last_error == "RuntimeError: lost the records in hand"
+    (record,) = [r for r in caplog.records if r.name == "receivers.supervisor" and r.exc_info]
+    assert "while the receiver was stopping" in record.getMessage()
+    assert str(record.exc_info[1]) == "lost the records in hand"
+
+
+def test_a_receiving_thread_that_raises_during_an_immediate_stop_is_reported_but_not_the_jobs_error(make_context):
+    def loop(r: LoopReceiver, _n: int) -> None:
+        r.stop_event.wait(10)
+        raise RuntimeError("interrupted")
+
+    ssc = make_context()
+    recorder = Recorder()
+    ssc.add_listener(recorder)
+    ssc.receiver_stream(LoopReceiver(loop)).foreach_batch(print)
+    ssc.start()
+    ssc.stop(graceful=False)
+    assert ssc.error is None
+    (event,) = recorder.of(ReceiverErrorEvent)
+    assert event.info.last_error_message == ("receiving thread loop-1 failed: RuntimeError: interrupted while the "
+                                             "receiver was stopping")
+
+
 # -- block tracking ------------------------------------------------------------------------------
 
 
@@ -396,6 +608,41 @@ def test_a_slow_block_store_blocks_store_instead_of_buffering_without_bound():
     assert worst["in_flight"] <= bound
     assert worst["buffered"] == max_buffered  # the buffer did fill: store() had to wait
     assert stored == list(range(total))
+
+
+def test_a_generator_stopped_without_drain_counts_and_logs_the_records_it_did_not_store(caplog):
+    stored: list[Any] = []
+    generator = BlockGenerator("gen", 60_000, lambda block: stored.extend(block.records), lambda msg, exc: None)
+    generator.start()
+    for i in range(5):
+        generator.add(i)
+    generator.stop(drain=False, timeout=5)
+    assert stored == [] and generator.records_dropped == 5
+    assert [r.getMessage() for r in caplog.records if r.name == "receivers.block_generator"] == [
+        "stream gen: 5 received records were not stored (the stop was not graceful)"]
+
+
+def test_a_generator_whose_store_hangs_past_the_stop_timeout_counts_the_blocks_left_queued():
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    stored: list[Any] = []
+
+    def hanging_store(block) -> None:
+        entered.set()
+        release.wait(10)
+        stored.extend(block.records)
+        done.set()
+
+    generator = BlockGenerator("gen", 5, hanging_store, lambda msg, exc: None)
+    generator.start()
+    generator.add("first")
+    assert entered.wait(10)  # the pusher holds the first block
+    generator.add("second")
+    generator.add("third")
+    generator.stop(drain=True, timeout=0.2)
+    assert generator.records_dropped == 2
+    release.set()
+    assert done.wait(10)
+    assert stored == ["first"]  # the block in hand was stored; the two queued behind it were not
 
 
 def test_with_a_slow_output_store_blocks_once_unprocessed_records_reach_the_bound(make_context, wait_until):
@@ -518,7 +765,7 @@ def test_a_receiver_stream_with_max_rate_stores_no_faster_than_the_rate(make_con
         while not r.stop_event.is_set():
             try:
                 r.store(stored[0])
-            except ReceiverError:
+            except StateError:
                 return
             stored[0] += 1
 
