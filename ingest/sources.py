@@ -52,7 +52,11 @@ class ReceiverLike(Protocol):
 
 
 _factories: dict[str, StreamFactory] = {}
-_lock = threading.RLock()
+_lock = threading.Lock()  # guards _factories; never held while importing
+# Serializes loading. Separate from _lock: a plugin imported by another thread
+# registers (takes _lock) while holding its module's import lock, which this
+# thread may be waiting for.
+_load_lock = threading.RLock()  # re-entrant: a plugin may look up another factory while it loads
 _loaded: set[str] = set()
 _failed: dict[str, str] = {}
 
@@ -81,8 +85,9 @@ def stream_factory(name: str) -> StreamFactory:
     it is not registered yet. Raises `ConfigError` when no package provides it."""
     with _lock:
         factory = _factories.get(name)
-        if factory is None:
-            load_source_packages()
+    if factory is None:
+        load_source_packages()
+        with _lock:
             factory = _factories.get(name)
     if factory is None:
         failed = "".join(f"; {module} failed to import: {why}" for module, why in sorted(_failed.items()))
@@ -95,8 +100,8 @@ def stream_factory(name: str) -> StreamFactory:
 
 def registered_stream_factories() -> dict[str, StreamFactory]:
     """Every factory registered so far, after loading the source packages."""
+    load_source_packages()
     with _lock:
-        load_source_packages()
         return dict(_factories)
 
 
@@ -123,7 +128,7 @@ def load_source_packages(modules: Iterable[str] | None = None) -> list[str]:
     remembered (named by `stream_factory`'s error), not raised: one broken
     third-party source must not take the others down."""
     newly = []
-    with _lock:
+    with _load_lock:
         for module in (source_modules() if modules is None else tuple(modules)):
             if module in _loaded or module in _failed:
                 continue
