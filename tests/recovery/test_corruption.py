@@ -55,8 +55,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ingest import ManualClock, StreamingContext
-from ingest.cli import main as ingest_cli
-from ingest.errors import IngestError
+from ingest.checkpoint_cli import run_checkpoint_command
+from ingest.errors import ConfigError, IngestError
 from receivers import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -325,13 +325,20 @@ class Outcome:
 
 
 def run_fsck(checkpoint: Path) -> tuple[int | None, str]:
-    out, err = io.StringIO(), io.StringIO()
+    """`ingest checkpoint fsck DIR` in-process: its exit code (a project error
+    maps to 1 or 2 as the command does) and the end of what it printed; None
+    when it crashed with another exception."""
+    out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = ingest_cli(["--log-level", "CRITICAL", "checkpoint", "fsck", str(checkpoint)])
-    except BaseException as exc:  # noqa: BLE001 - judged: fsck must never crash
+        with contextlib.redirect_stdout(out):
+            code = run_checkpoint_command("fsck", str(checkpoint))
+    except ConfigError as exc:
+        return 2, str(exc)[-400:]
+    except IngestError as exc:
+        return 1, f"{type(exc).__name__}: {exc}"[-400:]
+    except Exception as exc:  # noqa: BLE001 - judged: fsck must never crash
         return None, f"{type(exc).__name__}: {exc}"
-    return code, (out.getvalue() + err.getvalue())[-400:]
+    return code, out.getvalue()[-400:]
 
 
 def judge_restart(case: Corruption, workdir: Path, expected: dict[tuple[int, str], list[Any]]) -> tuple[str, str]:
