@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 from ingest.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ingest.context import StreamingContext
     from ingest.dstream import DStream
 
 log = logging.getLogger("ingest.sources")
@@ -105,10 +104,6 @@ def registered_stream_factories() -> dict[str, StreamFactory]:
         return dict(_factories)
 
 
-def create_stream(name: str, ssc: "StreamingContext", *args: Any, **kwargs: Any) -> "DStream[Any]":
-    return stream_factory(name)(ssc, *args, **kwargs)
-
-
 def source_modules() -> tuple[str, ...]:
     """The modules to import: the entry points' (in name order), then the built-in
     ones not among them."""
@@ -148,7 +143,7 @@ def _qualname(fn: Any) -> str:
 
 
 __all__ = [
-    "BUILTIN_SOURCE_MODULES", "ENTRY_POINT_GROUP", "ReceiverLike", "StreamFactory", "create_stream",
+    "BUILTIN_SOURCE_MODULES", "ENTRY_POINT_GROUP", "ReceiverLike", "StreamFactory",
     "load_source_packages", "register_stream_factory", "registered_stream_factories", "source_modules",
     "stream_factory",
 ]

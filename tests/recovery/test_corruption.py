@@ -472,14 +472,15 @@ def print_report(suite: Suite) -> None:
     print("fsck:", dict(Counter(o.fsck for o in outcomes)))
 
 
-def examples(outcomes: list[Outcome], label: Callable[[Outcome], str], per_class: int = 4) -> str:
+def examples(outcomes: list[Outcome], label: Callable[[Outcome], str], detail: Callable[[Outcome], str],
+             per_class: int = 4) -> str:
     groups: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
         groups[label(o)].append(o)
     lines = []
     for name, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"{name}: {len(members)} case(s), e.g.")
-        lines += [f"    {o.case}: {o.detail or o.fsck_detail}" for o in members[:per_class]]
+        lines += [f"    {o.case}: {detail(o)}" for o in members[:per_class]]
     return "\n".join(lines)
 
 
@@ -507,10 +508,13 @@ def test_the_checkpoint_holds_every_kind_of_file_the_suite_is_meant_to_damage(su
 def test_every_corruption_restarts_to_the_exact_output_or_an_error_naming_the_file(suite: Suite) -> None:
     bad = [o for o in suite.outcomes if o.restart not in ("exact", "error")]
     assert not bad, (f"{len(bad)} of {len(suite.outcomes)} corrupted checkpoints restarted wrongly:\n"
-                     + examples(bad, lambda o: f"{o.restart} ({kind_of(o.case.rel)}, {o.case.how})"))
+                     + examples(bad, lambda o: f"{o.restart} ({kind_of(o.case.rel)}, {o.case.how})",
+                                lambda o: o.detail))
 
 
 def test_fsck_fails_whenever_a_restart_would_raise_and_never_crashes(suite: Suite) -> None:
     bad = [o for o in suite.outcomes if o.fsck not in ("agree", "stricter", "agree (both missed the damage)")]
     assert not bad, (f"{len(bad)} of {len(suite.outcomes)} cases where fsck disagrees with the restart:\n"
-                     + examples(bad, lambda o: f"{o.fsck} ({kind_of(o.case.rel)}, {o.case.how})"))
+                     + examples(bad, lambda o: f"{o.fsck} ({kind_of(o.case.rel)}, {o.case.how})",
+                                lambda o: f"fsck exit {o.fsck_code}: {o.fsck_detail.strip()[-200:]!r}; "
+                                          f"restart: {o.restart}: {o.detail[:200]}"))
