@@ -3,6 +3,10 @@
 ls    one line per batch: time, intent, commit, records
 show  the metadata, every batch's plans (summarized) and the state files with sizes
 fsck  check every record's framing and checksum; exit code 1 if anything is wrong
+
+Source packages add their own checks of what they keep under the checkpoint
+directory (the receivers' write-ahead logs) with `register_fsck_check`; their
+plugin modules are loaded through `ingest.sources` before a check runs.
 """
 
 from __future__ import annotations
@@ -10,11 +14,35 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
-from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
+from ingest.errors import CheckpointError, ConfigError, CorruptRecordError, IngestError
 from ingest.listener import format_batch_time
+from ingest.sources import load_source_packages
+
+FsckCheck = Callable[[str], Iterable[str]]
+"""A check of a local checkpoint directory: returns one message per problem."""
+
+_fsck_checks: list[FsckCheck] = []
+
+
+def register_fsck_check(check: FsckCheck) -> None:
+    """Run `check(directory)` in every `fsck`/`inspect`, after the core's own
+    checks. Registering the same function twice runs it once."""
+    if check not in _fsck_checks:
+        _fsck_checks.append(check)
+
+
+def _run_fsck_checks(directory: str) -> list[str]:
+    load_source_packages()
+    problems: list[str] = []
+    for check in list(_fsck_checks):
+        try:
+            problems.extend(check(directory))
+        except (IngestError, OSError) as exc:
+            problems.append(f"{type(exc).__name__}: {exc}")
+    return problems
 
 
 def _summarize_plan(plan: Any) -> str:
@@ -79,6 +107,8 @@ def inspect(directory: str) -> dict[str, Any]:
                 if not ckpt.storage.exists(f):
                     problems.append(f"commit of batch {t} lists {ckpt.storage.describe(f)}, which is missing")
     pending = [t for t in times if last_commit is None or t > last_commit]
+    if "://" not in directory:
+        problems.extend(_run_fsck_checks(directory))
     return {"directory": ckpt.location, "metadata": meta, "batches": [batches[t] for t in times],
             "last_committed_ms": last_commit, "pending": pending, "state": state, "problems": problems}
 

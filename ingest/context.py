@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from ingest.batch_log import BatchLog
 from ingest.clock import Clock, ManualClock, SystemClock
@@ -35,9 +35,7 @@ from ingest.listener import (
 )
 from ingest.queue_stream import QueueInputDStream
 from ingest.scheduler import BatchScheduler
-
-if TYPE_CHECKING:
-    from receivers.receiver import Receiver
+from ingest.sources import ReceiverLike, stream_factory
 
 log = logging.getLogger("ingest.context")
 
@@ -165,16 +163,17 @@ class StreamingContext:
         delivers nothing for `read_timeout` seconds (None: wait forever;
         TCP keepalive is on). `stream_options` are
         those of `receiver_stream` (restart_delay, max_buffered_records, ...).
-        A socket cannot be replayed: see the README's guarantees table."""
-        from receivers.socket import SocketTextReceiver
+        A socket cannot be replayed: see the README's guarantees table.
 
-        receiver = SocketTextReceiver(host, port, encoding=encoding, errors=errors,
-                                      connect_timeout=connect_timeout, read_timeout=read_timeout,
-                                      max_line_bytes=max_line_bytes)
-        return self.receiver_stream(receiver, max_rate=max_rate, name=name, kind="socket", **stream_options)
+        Provided by the `receivers` package (registered in `ingest.sources`,
+        loaded on first use)."""
+        return stream_factory("socket_text_stream")(
+            self, host, port, encoding=encoding, errors=errors, max_rate=max_rate, name=name,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, max_line_bytes=max_line_bytes,
+            **stream_options)
 
-    def receiver_stream(self, receiver: "Receiver[T]", *, max_rate: float | None = None,
-                        name: str | None = None, kind: str = "receiver", **options: Any) -> DStream[T]:
+    def receiver_stream(self, receiver: ReceiverLike, *, max_rate: float | None = None,
+                        name: str | None = None, kind: str = "receiver", **options: Any) -> DStream[Any]:
         """A stream fed by a custom `receivers.Receiver`.
 
         Options: `max_buffered_records` (store() blocks beyond it, default
@@ -184,10 +183,19 @@ class StreamingContext:
         `max_restart_delay` (30 s) and `max_consecutive_failures` (5: restarts
         tried after the receiver failed, i.e. on_start or a thread started
         with `Receiver.start_thread` raised, before the job stops with a
-        `ReceiverError`; a run of 30 s or more starts the count again)."""
-        from receivers.input import ReceiverInputDStream
+        `ReceiverError`; a run of 30 s or more starts the count again).
 
-        return ReceiverInputDStream(self, receiver, max_rate=max_rate, name=name, kind=kind, **options)
+        Provided by the `receivers` package (registered in `ingest.sources`,
+        loaded on first use)."""
+        return stream_factory("receiver_stream")(self, receiver, max_rate=max_rate, name=name, kind=kind, **options)
+
+    def stream(self, factory: str, *args: Any, **options: Any) -> DStream[Any]:
+        """A stream made by the factory a source package registered as `factory`
+        (see `ingest.sources`), e.g. ``ssc.stream("kafka_direct_stream",
+        topics=["events"], kafka_params={...})``; the same as calling the
+        package's function with `ssc` first. Raises `ConfigError` naming the
+        known factories when none has that name."""
+        return stream_factory(factory)(self, *args, **options)
 
     def union(self, *streams: DStream[T]) -> DStream[T]:
         if not streams:

@@ -1,8 +1,9 @@
 """Receiver-based input: the `Receiver` API, its supervisor, block generator,
 rate limiter and block tracker, and the built-in receivers.
 
-`ingest` never imports this package at module level; the context's factory
-methods (`socket_text_stream`, `receiver_stream`) import it when called.
+The core (`ingest`) never imports this package: `receivers.plugin` registers
+the context's `socket_text_stream` and `receiver_stream` in `ingest.sources`,
+which loads it on first use.
 """
 
 from receivers.block import BlockInfo

@@ -1,0 +1,73 @@
+"""What the `receivers` package adds to the core, registered when imported.
+
+The core loads this module through the `ingest.sources` entry point (or its
+list of built-in source modules) the first time a receiver stream is asked
+for, so `from ingest import StreamingContext; ssc.socket_text_stream(...)`
+needs no other import. It registers:
+
+- the stream factories `receiver_stream`, `socket_text_stream` and `kafka_stream`;
+- an `ingest checkpoint fsck` check of every receiver's write-ahead log
+  (`<checkpoint>/receivers/<stream>/`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ingest.checkpoint_cli import register_fsck_check
+from ingest.sources import register_stream_factory
+from receivers import block_log
+from receivers.input import ReceiverInputDStream
+from receivers.kafka import kafka_stream
+from receivers.socket import SocketTextReceiver
+
+if TYPE_CHECKING:
+    from ingest.context import StreamingContext
+    from ingest.dstream import DStream
+    from receivers.receiver import Receiver
+
+WAL_ROOT = "receivers"
+"""Where receivers keep their write-ahead logs, under the checkpoint directory."""
+
+
+def receiver_stream(ssc: "StreamingContext", receiver: "Receiver[Any]", *, max_rate: float | None = None,
+                    name: str | None = None, kind: str = "receiver", **options: Any) -> "DStream[Any]":
+    """`StreamingContext.receiver_stream`: see its documentation."""
+    return ReceiverInputDStream(ssc, receiver, max_rate=max_rate, name=name, kind=kind, **options)
+
+
+def socket_text_stream(ssc: "StreamingContext", host: str, port: int, *, encoding: str = "utf-8",
+                       errors: str = "report", max_rate: float | None = None, name: str | None = None,
+                       connect_timeout: float = 10.0, read_timeout: float | None = 60.0,
+                       max_line_bytes: int = 1 << 20, **stream_options: Any) -> "DStream[str]":
+    """`StreamingContext.socket_text_stream`: see its documentation."""
+    receiver = SocketTextReceiver(host, port, encoding=encoding, errors=errors, connect_timeout=connect_timeout,
+                                  read_timeout=read_timeout, max_line_bytes=max_line_bytes)
+    return ssc.receiver_stream(receiver, max_rate=max_rate, name=name, kind="socket", **stream_options)
+
+
+def wal_directories(checkpoint_dir: str) -> list[str]:
+    """The write-ahead-log directory of every receiver stream in a checkpoint."""
+    root = os.path.join(checkpoint_dir, WAL_ROOT)
+    if not os.path.isdir(root):
+        return []
+    return sorted(os.path.join(root, name) for name in os.listdir(root))
+
+
+def check_write_ahead_logs(checkpoint_dir: str) -> Iterator[str]:
+    """The fsck check: every problem `receivers.block_log.verify` finds in each
+    receiver's log (segments, bounds, records, then a replay of the events).
+    It reads without repairing: opening a `WriteAheadLog` would truncate torn
+    tails and remove leftovers, which fsck must not do."""
+    for directory in wal_directories(checkpoint_dir):
+        if not os.path.isdir(directory):
+            yield f"{directory} is not a directory: a receiver's write-ahead log should be there"
+            continue
+        yield from (str(p) for p in block_log.verify(directory))
+
+
+register_stream_factory("receiver_stream", receiver_stream)
+register_stream_factory("socket_text_stream", socket_text_stream)
+register_stream_factory("kafka_stream", kafka_stream)
+register_fsck_check(check_write_ahead_logs)
