@@ -54,6 +54,7 @@ from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
 from ingest.storage import Storage, storage_for
+from offsets import Position, position_from_data, position_to_data
 
 if TYPE_CHECKING:
     from ingest.state import StatefulDStream
@@ -202,12 +203,13 @@ class CheckpointLog(BatchLog):
         }
         return self.metadata
 
-    def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
+    def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
+        data = {name: position_to_data(p) for name, p in plans.items()}
         try:
-            body = json.dumps(encode({"time_ms": time_ms, "plans": dict(plans)}), separators=(",", ":"),
+            body = json.dumps(encode({"time_ms": time_ms, "plans": data}), separators=(",", ":"),
                               allow_nan=False)
         except (TypeError, ValueError) as exc:
-            bad = [name for name, plan in plans.items() if not _json_ok(plan)]
+            bad = [name for name, plan in data.items() if not _json_ok(plan)]
             raise CheckpointError(
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
@@ -298,8 +300,8 @@ class CheckpointLog(BatchLog):
             path = f"offsets/{_tname(t)}"
             needed = last_committed is None or t > last_committed
             try:
-                record = self._read_json(path, "intent")
-            except CorruptRecordError as exc:
+                plans = _positions(self._read_json(path, "intent"), self._where(path))
+            except (CorruptRecordError, CheckpointError) as exc:
                 if needed:
                     raise CheckpointError(
                         f"{exc}. Batch {format_batch_time(t)} has no commit, so it must be re-run with the "
@@ -308,7 +310,6 @@ class CheckpointLog(BatchLog):
                         "it (replayable sources then read the same data again).") from exc
                 log.warning("%s (the batch is committed; only its plan for state replay is lost)", exc)
                 continue
-            plans = record.get("plans", {})
             for name, plan in plans.items():
                 last_plans[name] = plan
             if needed:
@@ -347,8 +348,9 @@ class CheckpointLog(BatchLog):
                 replay = []
                 for c in replay_times:
                     try:
-                        replay.append((c, self._read_json(f"offsets/{_tname(c)}", "intent").get("plans", {})))
-                    except CorruptRecordError as exc:
+                        path = f"offsets/{_tname(c)}"
+                        replay.append((c, _positions(self._read_json(path, "intent"), self._where(path))))
+                    except (CorruptRecordError, CheckpointError) as exc:
                         raise CheckpointError(f"state of the newest commit is unreadable and {exc}, so it "
                                               "cannot be rebuilt; use a new checkpoint directory") from exc
                 log.warning("state of the newest commit is unreadable; using the state of batch %s and "
@@ -381,6 +383,11 @@ def _state_bytes(op: Any, produce: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"the state of {op.describe()} cannot be written to the checkpoint with its serde "
                               f"({type(op.serde).__name__}): {exc}") from exc
+
+
+def _positions(record: Any, where: str) -> dict[str, Position]:
+    return {name: position_from_data(data, f"{where}: input {name!r}")
+            for name, data in record.get("plans", {}).items()}
 
 
 def _json_ok(value: Any) -> bool:

@@ -15,21 +15,19 @@ from typing import Any
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
 from ingest.listener import format_batch_time
+from offsets import position_from_data
 
 
 def _summarize_plan(plan: Any) -> str:
-    if not isinstance(plan, dict):
-        return json.dumps(plan)[:80]
-    parts = []
-    if "records" in plan:
-        parts.append(f"{plan['records']} records")
-    if "offset_ranges" in plan:
-        parts.append(f"{len(plan['offset_ranges'])} offset ranges")
-    if "blocks" in plan:
-        parts.append(f"{len(plan['blocks'])} blocks")
-    if "files" in plan:
-        parts.append(f"{len(plan['files'])} files")
-    return ", ".join(parts) or json.dumps(plan)[:80]
+    """One line about a stored position, from the position itself."""
+    try:
+        position = position_from_data(plan)
+    except CheckpointError as exc:
+        return f"unreadable position ({exc})"
+    records = position.records
+    text = position.describe()
+    return f"{records} records" + (f", {text}" if text and text != f"{records} record(s)" else "") \
+        if records is not None else (text or json.dumps(plan)[:80])
 
 
 def inspect(directory: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`ReceiverInputDStream`: the input stream of a receiver.
 
-Planning batch `t` allocates every block received so far to it; the plan is
-the list of block ids (plain data for the intent log). Materializing reads the
+Planning batch `t` allocates every block received so far to it; its position
+is `ReceivedBlocks` (the block references, plain data for the intent log). Materializing reads the
 blocks' records from the block store. After the batch commits, its blocks are
 removed from the store.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
+from offsets import Position, ReceivedBlocks
 from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
 from receivers.supervisor import ReceiverSupervisor
@@ -117,18 +118,14 @@ class ReceiverInputDStream(InputDStream[T]):
 
     # batch lifecycle -----------------------------------------------------------
 
-    def plan(self, time_ms: int) -> dict[str, Any]:
-        blocks = self.tracker.allocate(time_ms)
-        return {"records": sum(b.num_records for b in blocks), "blocks": [b.to_json() for b in blocks]}
+    def plan(self, time_ms: int) -> ReceivedBlocks:
+        return ReceivedBlocks(tuple(self.tracker.allocate(time_ms)))
 
-    def plan_description(self, plan: Any) -> str:
-        return f"{len(plan.get('blocks', []))} blocks" if plan else ""
-
-    def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
+    def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         parts = []
         lost = []
-        for b in (plan or {}).get("blocks", []):
-            info = BlockInfo.from_json(b)
+        blocks = position.blocks if isinstance(position, ReceivedBlocks) else ()
+        for info in blocks:
             records = self.store.get(info)
             if records is None:
                 lost.append(info)
@@ -141,7 +138,7 @@ class ReceiverInputDStream(InputDStream[T]):
                         self.name, time_ms, len(lost), sum(i.num_records for i in lost))
         return Dataset(parts, self.ssc.executor)
 
-    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
+    def on_batch_committed(self, time_ms: int, position: Position) -> None:
         done = self.tracker.cleanup(time_ms)
         self.store.remove(done)
         with self._progress:

@@ -26,6 +26,7 @@ from ingest import BatchFailedError, CheckpointError, CorruptRecordError, DStrea
 from ingest.checkpoint import frame, unframe
 from ingest.serde import JsonSerde
 from ingest.storage import LocalStorage
+from offsets import QueueItems
 
 MS = 1000
 
@@ -112,7 +113,7 @@ class App:
         self.deliveries.append((name, batch.time, batch.recovered))
 
     def _maybe_fail(self, batch: Any) -> None:
-        self.batches_seen.append((batch.time, batch.id, json.loads(json.dumps(batch.positions)), batch.attempt,
+        self.batches_seen.append((batch.time, batch.id, dict(batch.positions), batch.attempt,
                                   batch.recovered))
         if batch.time in self.fail_once_at:
             self.fail_once_at.discard(batch.time)
@@ -189,8 +190,8 @@ def test_batch_without_commit_is_rerun_with_exactly_the_same_inputs(tmp_path):
     run_once(app, tmp_path, 1)
     rerun, after = app.batches_seen[-2:]
     assert rerun[0] == 4000 and rerun[4] is True  # recovered
-    assert rerun[2] == failed[2] == {"lines": {"records": 2, "items": ["c:1", "b:1"], "next_seq": 4}}
-    assert after[0] == 5000 and after[2]["lines"]["items"] == LINES[4]
+    assert rerun[2] == failed[2] == {"lines": QueueItems(("c:1", "b:1"), next_seq=4)}
+    assert after[0] == 5000 and list(after[2]["lines"].items) == LINES[4]
     assert app.committed_times() == [1000, 2000, 3000, 4000, 4000, 5000]
     assert app.results["lines"][4000] == ["b:1", "c:1"]
 
@@ -228,8 +229,8 @@ def test_outputs_see_batch_time_id_and_positions(tmp_path):
     app = App(build=lambda lines: {})
     run_once(app, tmp_path, 2)
     assert app.batches_seen == [
-        (1000, "1000", {"lines": {"records": 2, "items": ["a:1", "b:2"], "next_seq": 1}}, 1, False),
-        (2000, "2000", {"lines": {"records": 1, "items": ["a:3"], "next_seq": 2}}, 1, False),
+        (1000, "1000", {"lines": QueueItems(("a:1", "b:2"), next_seq=1)}, 1, False),
+        (2000, "2000", {"lines": QueueItems(("a:3",), next_seq=2)}, 1, False),
     ]
 
 
