@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
 from ingest.dataset import Dataset
 from offsets import OffsetRange, Position, offset_ranges_of

@@ -11,15 +11,12 @@ Layout (every file is one framed record, see below):
 
 Times are zero-padded to 20 digits so names sort in time order.
 
-Record framing: one ASCII header line
-`INGEST-CKPT <version> <kind> <length> <crc32c as 8 lowercase hex digits>\\n`
-followed by exactly `length` bytes of body (JSON for metadata, intents and
-commits; the serde's bytes for state). The CRC32C covers the header up to and
-including the space before it, then the body, so a flipped bit anywhere is
-caught. A record whose header, length or checksum does not match is corrupt;
-the error names the file and the byte offset. Plans and commits are JSON with
-the serde's encoding of tuples and non-string keys, so a re-run batch sees
-exactly the values its first run saw.
+Records: see `offsets.records` (header with format, kind, batch time and
+operator, then the body, with a CRC32C over both). Every record is checked
+against its file's name when read, so a record copied or swapped to another
+name is corrupt, and the error names the file and the byte offset. Intents and
+commits are JSON with the serde's encoding of tuples and non-string keys, so a
+re-run batch sees exactly the values its first run saw.
 
 Durability: each record is written with `Storage.write_atomic` (temp file,
 fsync, rename, fsync of the directory). A commit is written after the state
@@ -41,64 +38,33 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
-
-import crc32c
 
 from ingest.batch_log import BatchLog, Recovery
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
 from ingest.storage import Storage, storage_for
-from offsets import Position, position_from_data, position_to_data
+from offsets import Position, position_to_data
+from offsets.records import (
+    FORMAT_VERSION,
+    CommitRecord,
+    IntentRecord,
+    RecordCodec,
+    StateRecord,
+    parse_state_file,
+    state_file_name,
+)
 
 if TYPE_CHECKING:
     from ingest.state import StatefulDStream
 
 log = logging.getLogger("ingest.checkpoint")
 
-MAGIC = b"INGEST-CKPT"
-FORMAT_VERSION = 1
-
-
-# -- record framing -----------------------------------------------------------------
-
-
-def frame(kind: str, body: bytes) -> bytes:
-    prefix = b"%s %d %s %d " % (MAGIC, FORMAT_VERSION, kind.encode(), len(body))
-    return prefix + b"%08x\n" % crc32c.crc32c(body, crc32c.crc32c(prefix)) + body
-
-
-_HEADER = re.compile(rb"^(INGEST-CKPT ([0-9]{1,4}) ([a-z]{1,16}) ([0-9]{1,12}) )([0-9a-f]{8})$")
-
-
-def unframe(data: bytes, where: str, kind: str | None = None) -> bytes:
-    """Check a record's header, length and checksum; return its body."""
-    newline = data.find(b"\n", 0, 200)
-    if newline < 0:
-        raise CorruptRecordError(f"{where}: no record header (empty or truncated file, {len(data)} bytes)",
-                                 where, 0)
-    match = _HEADER.match(data[:newline])
-    if match is None:
-        raise CorruptRecordError(f"{where}: not a checkpoint record (bad header at byte 0)", where, 0)
-    prefix, version, found_kind, length = match.group(1), int(match.group(2)), match.group(3), int(match.group(4))
-    body = data[newline + 1:]
-    if len(body) != length:
-        raise CorruptRecordError(
-            f"{where}: truncated or padded record: header says {length} bytes, file has {len(body)} "
-            f"after byte {newline + 1}", where, newline + 1)
-    if crc32c.crc32c(body, crc32c.crc32c(prefix)) != int(match.group(5), 16):
-        raise CorruptRecordError(f"{where}: checksum mismatch (header or body changed after byte 0)", where, 0)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where}: written by a newer ingest (record format {version}, this version "
-                              f"reads up to {FORMAT_VERSION}); upgrade ingest to recover from it")
-    if kind is not None and found_kind.decode() != kind:
-        raise CorruptRecordError(f"{where}: expected a {kind} record, found {found_kind.decode()!r}", where, 0)
-    return body
+CODEC = RecordCodec(encode, decode_hook)
 
 
 def _tname(time_ms: int) -> str:
@@ -150,41 +116,61 @@ class CheckpointLog(BatchLog):
     def _where(self, path: str) -> str:
         return self.storage.describe(path)
 
-    def _read(self, path: str, kind: str) -> bytes:
+    def _read_bytes(self, path: str) -> bytes:
+        where = self._where(path)
         try:
-            data = self.storage.read(path)
+            return self.storage.read(path)
         except FileNotFoundError:
-            raise CorruptRecordError(f"{self._where(path)} is missing", self._where(path), 0) from None
-        return unframe(data, self._where(path), kind)
+            raise CorruptRecordError(f"{where} is missing", where, 0) from None
+        except IsADirectoryError:
+            raise CorruptRecordError(f"{where} is a directory, not a checkpoint record; remove it or restore "
+                                     "the file", where, 0) from None
+        except OSError as exc:
+            raise CheckpointError(f"{where} cannot be read: {exc.strerror or exc}") from None
 
-    def _read_json(self, path: str, kind: str) -> Any:
-        body = self._read(path, kind)
-        try:
-            return json.loads(body, object_hook=decode_hook)
-        except ValueError as exc:
-            raise CorruptRecordError(f"{self._where(path)}: body is not valid JSON ({exc})",
-                                     self._where(path), 0) from None
+    def read_intent(self, time_ms: int) -> IntentRecord:
+        path = f"offsets/{_tname(time_ms)}"
+        return CODEC.decode_intent(self._read_bytes(path), self._where(path), time_ms)
+
+    def read_commit(self, time_ms: int) -> CommitRecord:
+        path = f"commits/{_tname(time_ms)}"
+        return CODEC.decode_commit(self._read_bytes(path), self._where(path), time_ms)
+
+    def read_state(self, path: str) -> StateRecord:
+        rid = parse_state_file(path)
+        if rid is None or rid.time_ms is None:
+            raise CorruptRecordError(f"{self._where(path)} is not the name of a state file", self._where(path), 0)
+        return CODEC.decode_state(self._read_bytes(path), self._where(path), rid.time_ms, rid.operator,
+                                  rid.kind == "full")
 
     def _write(self, path: str, record: bytes) -> None:
         self.storage.write_atomic(path, record)
         if self._files is not None and path != "metadata":
             self._files.add(path)
 
-    def _write_json(self, path: str, kind: str, obj: Any) -> None:
-        self._write(path, frame(kind, json.dumps(encode(obj), separators=(",", ":")).encode()))
-
     # -- metadata -----------------------------------------------------------------
 
     def read_metadata(self) -> dict[str, Any] | None:
         if not self.storage.exists("metadata"):
             return None
-        meta = self._read_json("metadata", "meta")
+        where = self._where("metadata")
+        meta = CODEC.decode_meta(self._read_bytes("metadata"), where)
         if meta.get("format") != "ingest-checkpoint":
-            raise CheckpointError(f"{self._where('metadata')} is not an ingest checkpoint")
+            raise CheckpointError(f"{where} is not an ingest checkpoint")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{where}: checkpoint format {meta.get('format_version')!r}, this release "
+                                  f"reads format {FORMAT_VERSION}; use a new checkpoint directory")
+        for key in ("batch_interval_ms", "zero_time_ms"):
+            if key in meta and (not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0):
+                raise CorruptRecordError(f"{where}: {key} is {meta[key]!r}, not a number of milliseconds; "
+                                         "restore the file", where, 0)
+        for key in ("inputs", "stateful"):
+            if not isinstance(meta.get(key, []), list) or not all(isinstance(n, str) for n in meta.get(key, [])):
+                raise CorruptRecordError(f"{where}: {key} is not a list of names; restore the file", where, 0)
         return meta
 
     def write_metadata(self, meta: dict[str, Any]) -> None:
-        self._write_json("metadata", "meta", meta)
+        self._write("metadata", CODEC.encode_meta(meta))
         self.metadata = meta
 
     # -- BatchLog ---------------------------------------------------------------------
@@ -204,17 +190,15 @@ class CheckpointLog(BatchLog):
         return self.metadata
 
     def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
-        data = {name: position_to_data(p) for name, p in plans.items()}
         try:
-            body = json.dumps(encode({"time_ms": time_ms, "plans": data}), separators=(",", ":"),
-                              allow_nan=False)
+            record = CODEC.encode_intent(IntentRecord(time_ms, dict(plans)))
         except (TypeError, ValueError) as exc:
-            bad = [name for name, plan in data.items() if not _json_ok(plan)]
+            bad = [name for name, plan in plans.items() if not _json_ok(plan)]
             raise CheckpointError(
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
-        self._write(f"offsets/{_tname(time_ms)}", frame("intent", body.encode()))
+        self._write(f"offsets/{_tname(time_ms)}", record)
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = ()) -> None:
@@ -226,20 +210,21 @@ class CheckpointLog(BatchLog):
             if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
-                path = f"state/{sid}/{_tname(time_ms)}.delta"
-                self._write(path, frame("state", delta))
+                path = state_file_name(sid, time_ms, full=False)
+                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, False, delta)))
                 files = self._last_state_files[sid] + [path]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
-                path = f"state/{sid}/{_tname(time_ms)}.full"
-                self._write(path, frame("state", _state_bytes(op, op.pending_snapshot)))
+                path = state_file_name(sid, time_ms, full=True)
+                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, True,
+                                                                 _state_bytes(op, op.pending_snapshot))))
                 files = [path]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
             self._last_state_files[sid] = files
-        self._write_json(f"commits/{_tname(time_ms)}", "commit",
-                         {"time_ms": time_ms, "summary": dict(summary), "state": state_files,
-                          "committed_at": time.time()})
+        self._write(f"commits/{_tname(time_ms)}", CODEC.encode_commit(
+            CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
+                         committed_at=time.time())))
         self._commits.append((time_ms, state_files))
         self._clean_up()
 
@@ -282,8 +267,8 @@ class CheckpointLog(BatchLog):
         committed: list[tuple[int, dict[str, Any]]] = []
         for t in reversed(commits):
             try:
-                record = self._read_json(f"commits/{_tname(t)}", "commit")
-            except CorruptRecordError as exc:
+                record = self.read_commit(t)
+            except (CorruptRecordError, CheckpointError) as exc:
                 if not committed:
                     log.warning("%s; falling back to the commit before it, so batch %s is re-run "
                                 "(idempotent and transactional sinks are not affected)", exc, format_batch_time(t))
@@ -300,7 +285,7 @@ class CheckpointLog(BatchLog):
             path = f"offsets/{_tname(t)}"
             needed = last_committed is None or t > last_committed
             try:
-                plans = _positions(self._read_json(path, "intent"), self._where(path))
+                plans = self.read_intent(t).positions
             except (CorruptRecordError, CheckpointError) as exc:
                 if needed:
                     raise CheckpointError(
@@ -317,7 +302,8 @@ class CheckpointLog(BatchLog):
 
         state_files, replay = self._recover_state(committed, intents)
         self.metadata = meta
-        self._commits = deque((t, rec.get("state", {})) for t, rec in committed[-self.retain_batches:])
+        self._commits = deque((t, {sid: list(f) for sid, f in rec.state_files.items()})
+                              for t, rec in committed[-self.retain_batches:])
         self._last_state_files = dict(state_files)
         self._deltas_since_full = {sid: sum(1 for f in files if f.endswith(".delta"))
                                    for sid, files in state_files.items()}
@@ -325,31 +311,30 @@ class CheckpointLog(BatchLog):
             zero_time_ms=int(meta["zero_time_ms"]), last_committed_ms=last_committed, pending=pending,
             last_plans=last_plans, state_files=state_files, replay=replay, metadata=meta)
 
-    def _state_readable(self, files: list[str]) -> bool:
+    def _state_readable(self, files: Iterable[str]) -> bool:
         for f in files:
             try:
-                self._read(f, "state")
-            except CorruptRecordError as exc:
+                self.read_state(f)
+            except (CorruptRecordError, CheckpointError) as exc:
                 log.warning("%s", exc)
                 return False
         return True
 
-    def _recover_state(self, committed: list[tuple[int, dict[str, Any]]], intents: list[int]
-                       ) -> tuple[dict[str, list[str]], list[tuple[int, Mapping[str, Any]]]]:
+    def _recover_state(self, committed: list[tuple[int, CommitRecord]], intents: list[int]
+                       ) -> tuple[dict[str, list[str]], list[tuple[int, Mapping[str, Position]]]]:
         if not committed:
             return {}, []
-        newest_state: dict[str, list[str]] = committed[-1][1].get("state", {})
+        newest_state = {sid: list(f) for sid, f in committed[-1][1].state_files.items()}
         if all(self._state_readable(files) for files in newest_state.values()):
             return newest_state, []
         for t, record in reversed(committed[:-1]):
-            files = record.get("state", {})
+            files = {sid: list(f) for sid, f in record.state_files.items()}
             if set(files) >= set(newest_state) and all(self._state_readable(fs) for fs in files.values()):
                 replay_times = [c for c, _ in committed if c > t]
                 replay = []
                 for c in replay_times:
                     try:
-                        path = f"offsets/{_tname(c)}"
-                        replay.append((c, _positions(self._read_json(path, "intent"), self._where(path))))
+                        replay.append((c, self.read_intent(c).positions))
                     except (CorruptRecordError, CheckpointError) as exc:
                         raise CheckpointError(f"state of the newest commit is unreadable and {exc}, so it "
                                               "cannot be rebuilt; use a new checkpoint directory") from exc
@@ -369,11 +354,11 @@ class CheckpointLog(BatchLog):
         full = None
         deltas = []
         for f in files:
-            body = self._read(f, "state")
-            if f.endswith(".full"):
-                full, deltas = body, []
+            record = self.read_state(f)
+            if record.full:
+                full, deltas = record.data, []
             else:
-                deltas.append(body)
+                deltas.append(record.data)
         return full, deltas
 
 
@@ -385,14 +370,9 @@ def _state_bytes(op: Any, produce: Any) -> Any:
                               f"({type(op.serde).__name__}): {exc}") from exc
 
 
-def _positions(record: Any, where: str) -> dict[str, Position]:
-    return {name: position_from_data(data, f"{where}: input {name!r}")
-            for name, data in record.get("plans", {}).items()}
-
-
-def _json_ok(value: Any) -> bool:
+def _json_ok(position: Position) -> bool:
     try:
-        json.dumps(encode(value), allow_nan=False)
+        json.dumps(encode(position_to_data(position)), allow_nan=False)
         return True
     except (TypeError, ValueError):
         return False

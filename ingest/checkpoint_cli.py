@@ -15,19 +15,28 @@ from typing import Any
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
 from ingest.listener import format_batch_time
-from offsets import position_from_data
+from offsets import Position, position_to_data
+from offsets.records import CommitRecord, IntentRecord
 
 
-def _summarize_plan(plan: Any) -> str:
+def _summarize(position: Position) -> str:
     """One line about a stored position, from the position itself."""
-    try:
-        position = position_from_data(plan)
-    except CheckpointError as exc:
-        return f"unreadable position ({exc})"
-    records = position.records
-    text = position.describe()
-    return f"{records} records" + (f", {text}" if text and text != f"{records} record(s)" else "") \
-        if records is not None else (text or json.dumps(plan)[:80])
+    records, text = position.records, position.describe()
+    if records is None:
+        return text
+    return f"{records} records" + (f", {text}" if text and text != f"{records} record(s)" else "")
+
+
+def _intent_entry(record: IntentRecord) -> dict[str, Any]:
+    return {"time_ms": record.time_ms,
+            "plans": {name: position_to_data(p) for name, p in record.positions.items()},
+            "summary": {name: _summarize(p) for name, p in record.positions.items()}}
+
+
+def _commit_entry(record: CommitRecord) -> dict[str, Any]:
+    return {"time_ms": record.time_ms, "summary": dict(record.summary),
+            "state": {sid: list(files) for sid, files in record.state_files.items()},
+            "next": {name: position_to_data(p) for name, p in record.next_positions.items()}}
 
 
 def inspect(directory: str) -> dict[str, Any]:
@@ -42,26 +51,29 @@ def inspect(directory: str) -> dict[str, Any]:
         meta = None
         problems.append(str(exc))
     batches: dict[int, dict[str, Any]] = {}
-    for kind, directory_name, record_kind in (("intent", "offsets", "intent"), ("commit", "commits", "commit")):
+    readers = (("intent", "offsets", ckpt.read_intent, _intent_entry),
+               ("commit", "commits", ckpt.read_commit, _commit_entry))
+    for kind, directory_name, read, entry_of in readers:
         for name in ckpt.storage.list(directory_name):
             t = _parse_time(name)
-            if t is None:
+            if t is None or name != _tname(t):
+                problems.append(f"{ckpt.storage.describe(directory_name + '/' + name)} is not a batch file")
                 continue
             entry = batches.setdefault(t, {"time_ms": t, "intent": None, "commit": None})
             try:
-                entry[kind] = ckpt._read_json(f"{directory_name}/{name}", record_kind)
-            except CorruptRecordError as exc:
+                entry[kind] = entry_of(read(t))  # type: ignore[operator]
+            except (CorruptRecordError, CheckpointError) as exc:
                 entry[kind] = {"error": str(exc)}
                 problems.append(str(exc))
     state: dict[str, list[dict[str, Any]]] = {}
     for sid in ckpt.storage.list("state"):
         for name in ckpt.storage.list(f"state/{sid}"):
             path = f"state/{sid}/{name}"
-            item: dict[str, Any] = {"file": name, "bytes": ckpt.storage.size(path)}
+            item: dict[str, Any] = {"file": name, "bytes": _size(ckpt, path)}
             try:
-                ckpt._read(path, "state")
+                ckpt.read_state(path)
                 item["ok"] = True
-            except CorruptRecordError as exc:
+            except (CorruptRecordError, CheckpointError) as exc:
                 item["ok"] = False
                 problems.append(str(exc))
             state.setdefault(sid, []).append(item)
@@ -72,13 +84,21 @@ def inspect(directory: str) -> dict[str, Any]:
         entry = batches[t]
         if entry["commit"] is not None and entry["intent"] is None:
             problems.append(f"batch {t} has a commit but no intent ({ckpt.storage.describe('offsets/' + _tname(t))})")
-        for sid, files in (entry["commit"] or {}).get("state", {}).items() if isinstance(entry["commit"], dict) else ():
+        commit = entry["commit"]
+        for sid, files in (commit.get("state", {}).items() if isinstance(commit, dict) else ()):
             for f in files:
                 if not ckpt.storage.exists(f):
                     problems.append(f"commit of batch {t} lists {ckpt.storage.describe(f)}, which is missing")
     pending = [t for t in times if last_commit is None or t > last_commit]
     return {"directory": ckpt.location, "metadata": meta, "batches": [batches[t] for t in times],
             "last_committed_ms": last_commit, "pending": pending, "state": state, "problems": problems}
+
+
+def _size(ckpt: CheckpointLog, path: str) -> int:
+    try:
+        return ckpt.storage.size(path)
+    except OSError:
+        return 0
 
 
 def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -> int:
@@ -108,9 +128,9 @@ def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -
             cstat = "-" if commit is None else ("CORRUPT" if "error" in commit else "ok")
             records = (commit or {}).get("summary", {}).get("records", "")
             out.write(f"  {format_batch_time(b['time_ms']):<26} {b['time_ms']:>15}  {istat:<8} {cstat:<8} {records}\n")
-            if action == "show" and intent and "plans" in intent:
-                for name, plan in intent["plans"].items():
-                    out.write(f"      {name}: {_summarize_plan(plan)}\n")
+            if action == "show" and intent and "summary" in intent:
+                for name, text in intent["summary"].items():
+                    out.write(f"      {name}: {text}\n")
         if action == "show":
             out.write("\n  state:\n")
             for sid, files in sorted(info["state"].items()):
