@@ -9,8 +9,8 @@ log before anything is read, so a re-run batch reads exactly the same records.
 
 Reading (partition tasks, one per range): see `direct.clients`.
 
-Starting positions, first found wins: the checkpoint (the newest plan's
-`until` offsets), the sink's stored offsets (`offset_store=`), the group's
+Starting positions, first found wins: the checkpoint (the next offsets stored
+with the newest commit, or the `until` offsets of the newest batch to re-run), the sink's stored offsets (`offset_store=`), the group's
 committed offsets, `auto.offset.reset` (default latest). Partitions that appear
 while the job runs start at their earliest offset, so nothing written to them
 is missed. After a batch commits, its `until` offsets are committed to the
@@ -258,8 +258,16 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self.client.close()
         CONSUMERS.clear()
 
+    def next_position(self, position: Position) -> KafkaOffsets | None:
+        return KafkaOffsets(position.next_offsets()) if isinstance(position, KafkaRanges) else None
+
     def restore(self, position: Position) -> None:
-        if isinstance(position, KafkaRanges):
+        """Resume at `position`: the next offsets stored with the newest commit
+        (or those after the newest batch to re-run)."""
+        if isinstance(position, KafkaOffsets):
+            self._current.update(position.offsets)
+            self._restored = True
+        elif isinstance(position, KafkaRanges):
             self._current.update(position.next_offsets())
             self._restored = True
 

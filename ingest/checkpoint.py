@@ -81,8 +81,10 @@ def _parse_time(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class CheckpointRecovery(Recovery):
-    last_plans: dict[str, Any] = field(default_factory=dict)
-    """The newest plan of every input (from the newest intent that has it)."""
+    next_positions: dict[str, Position] = field(default_factory=dict)
+    """Where every input resumes after the last committed batch (from its commit)."""
+    last_plans: dict[str, Position] = field(default_factory=dict)
+    """The newest readable position of every input (for inputs without a resume point)."""
     state_files: dict[str, list[str]] = field(default_factory=dict)
     replay: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
     """Committed batches to run through the stateful operators only (state fallback)."""
@@ -108,6 +110,7 @@ class CheckpointLog(BatchLog):
         # then kept up to date by the writes, so a commit lists no directory.
         self._files: set[str] | None = None
         self._last_state_files: dict[str, list[str]] = {}
+        self._next_positions: dict[str, Position] = {}
 
     @property
     def location(self) -> str:
@@ -201,7 +204,8 @@ class CheckpointLog(BatchLog):
         self._write(f"offsets/{_tname(time_ms)}", record)
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
-                     stateful: Iterable["StatefulDStream[Any]"] = ()) -> None:
+                     stateful: Iterable["StatefulDStream[Any]"] = (),
+                     next_positions: Mapping[str, Position] | None = None) -> None:
         state_files: dict[str, list[str]] = {}
         for op in stateful:
             sid = op.state_id
@@ -222,9 +226,13 @@ class CheckpointLog(BatchLog):
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
             self._last_state_files[sid] = files
+        # Every commit carries every input's resume point: those of inputs that
+        # read nothing in this batch carry over from the commits before it.
+        if next_positions:
+            self._next_positions = {**self._next_positions, **next_positions}
         self._write(f"commits/{_tname(time_ms)}", CODEC.encode_commit(
             CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
-                         committed_at=time.time())))
+                         self._next_positions, committed_at=time.time())))
         self._commits.append((time_ms, state_files))
         self._clean_up()
 
@@ -264,7 +272,7 @@ class CheckpointLog(BatchLog):
             return None  # created but never started
 
         # The newest commit that can be read; corrupt newer ones mean those batches re-run.
-        committed: list[tuple[int, dict[str, Any]]] = []
+        committed: list[tuple[int, CommitRecord]] = []
         for t in reversed(commits):
             try:
                 record = self.read_commit(t)
@@ -279,8 +287,8 @@ class CheckpointLog(BatchLog):
         committed.reverse()
         last_committed = committed[-1][0] if committed else None
 
-        pending: list[tuple[int, Mapping[str, Any]]] = []
-        last_plans: dict[str, Any] = {}
+        pending: list[tuple[int, Mapping[str, Position]]] = []
+        last_plans: dict[str, Position] = {}
         for t in intents:
             path = f"offsets/{_tname(t)}"
             needed = last_committed is None or t > last_committed
@@ -293,7 +301,8 @@ class CheckpointLog(BatchLog):
                         "inputs recorded in this file, which cannot be read. Restore the file from a backup, "
                         "or delete it to re-plan that batch from the source positions of the batches before "
                         "it (replayable sources then read the same data again).") from exc
-                log.warning("%s (the batch is committed; only its plan for state replay is lost)", exc)
+                log.warning("%s. Batch %s is committed: %s", exc, format_batch_time(t),
+                            self._committed_intent_loss(committed, meta))
                 continue
             for name, plan in plans.items():
                 last_plans[name] = plan
@@ -307,9 +316,25 @@ class CheckpointLog(BatchLog):
         self._last_state_files = dict(state_files)
         self._deltas_since_full = {sid: sum(1 for f in files if f.endswith(".delta"))
                                    for sid, files in state_files.items()}
+        next_positions = dict(committed[-1][1].next_positions) if committed else {}
+        self._next_positions = dict(next_positions)
         return CheckpointRecovery(
             zero_time_ms=int(meta["zero_time_ms"]), last_committed_ms=last_committed, pending=pending,
-            last_plans=last_plans, state_files=state_files, replay=replay, metadata=meta)
+            next_positions=next_positions, last_plans=last_plans, state_files=state_files, replay=replay,
+            metadata=meta)
+
+    @staticmethod
+    def _committed_intent_loss(committed: list[tuple[int, CommitRecord]], meta: Mapping[str, Any]) -> str:
+        """What an unreadable intent of a committed batch really affects."""
+        resumable = set(committed[-1][1].next_positions) if committed else set()
+        without = sorted(set(meta.get("inputs", [])) - resumable)
+        out = ("inputs " + (f"{sorted(resumable)} " if resumable else "") + "resume from the next positions "
+               "stored with the newest commit, so no data is read twice")
+        if without:
+            out += (f"; input(s) {without} have no resume point in the commit and resume after their newest "
+                    "readable position instead (receivers resume from their write-ahead log)")
+        return out + ("; the intent would be needed again only to replay the batch into state if newer state "
+                      "files were unreadable, and a restart then fails naming it")
 
     def _state_readable(self, files: Iterable[str]) -> bool:
         for f in files:

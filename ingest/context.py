@@ -392,8 +392,9 @@ class StreamingContext:
         pending_times = [t for t, _ in recovery.pending]
         for inp in graph.inputs:
             inp.on_recovery(recovery.last_committed_ms, pending_times)
-            if inp.name in recovery.last_plans:
-                inp.restore(recovery.last_plans[inp.name])
+            resume = _resume_point(inp, recovery)
+            if resume is not None:
+                inp.restore(resume)
         self._graph.zero_time_ms = zero
         for t, plans in recovery.replay:
             self._scheduler.replay_state(t, plans)
@@ -486,6 +487,23 @@ class StreamingContext:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop(graceful=exc[0] is None)
+
+
+def _resume_point(inp: Any, recovery: Any) -> Any:
+    """Where `inp` resumes: the next position stored with the newest readable
+    commit, moved on past every batch that is re-run (their intents are
+    newer). An input without resume points (`next_position` returns None)
+    gets its newest readable planned position, as `restore` documents."""
+    position = recovery.next_positions.get(inp.name)
+    for _t, plans in recovery.pending:
+        planned = plans.get(inp.name)
+        if planned is not None:
+            position = inp.next_position(planned)
+            if position is None:
+                break
+    if position is None:
+        position = recovery.last_plans.get(inp.name)
+    return position
 
 
 __all__ = ["StreamingContext"]

@@ -63,6 +63,9 @@ class QueueInputDStream(InputDStream[T]):
                 self._queue.clear()
         return QueueItems(tuple(records), self._consumed)
 
+    def next_position(self, position: Position) -> QueueItems | None:
+        return QueueItems((), position.next_seq) if isinstance(position, QueueItems) else None
+
     def restore(self, position: Position) -> None:
         """The application queued the same lists again: skip those that
         batches before the restart already took."""

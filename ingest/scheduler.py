@@ -6,8 +6,9 @@ One thread, owned by the `StreamingContext`, runs batches strictly in order:
 2. ask every input to plan batch `t` (a typed `offsets.Position` each);
 3. write the positions to the intent log;
 4. run every output operation over the batch's datasets;
-5. when all succeeded, write the commit log, then let the inputs acknowledge
-   their sources (`on_batch_committed`).
+5. when all succeeded, write the commit record (with every input's next
+   position, where it resumes after a restart), then let the inputs
+   acknowledge their sources (`on_batch_committed`).
 
 A batch whose output operation fails is retried from the same positions up to
 `max_batch_retries` times; after that the context stops with a
@@ -182,7 +183,14 @@ class BatchScheduler:
             raise BatchFailedError(message, t) from exc
 
         crash_point("after_outputs")
-        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts}, graph.stateful)
+        next_positions = {}
+        for inp in graph.inputs:
+            position = plans.get(inp.name)
+            resume = None if position is None else inp.next_position(position)
+            if resume is not None:
+                next_positions[inp.name] = resume
+        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts}, graph.stateful,
+                              next_positions)
         crash_point("after_commit")
         for s in graph.stateful:
             s.commit_batch(t)
