@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from offsets import Position
+from offsets.retention import retain_from_ms
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class BatchLog:
         """Make batch `time_ms` committed. `stateful` are the stateful
         operators whose pending state must be stored with the commit;
         `next_positions` where the inputs that read something resume after it."""
+
+    def retain_from_ms(self, committed_ms: int) -> int:
+        """The retention point after batch `committed_ms` committed: nothing is
+        replayed without a checkpoint, so only newer batches keep their data."""
+        return retain_from_ms(committed_ms, (), (), durable=False)
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Delete the log's own files that no retained commit or pending batch needs."""
 
     def close(self) -> None:
         pass

@@ -58,6 +58,7 @@ from offsets.records import (
     parse_state_file,
     state_file_name,
 )
+from offsets.retention import retain_from_ms
 
 if TYPE_CHECKING:
     from ingest.state import StatefulDStream
@@ -111,6 +112,8 @@ class CheckpointLog(BatchLog):
         self._files: set[str] | None = None
         self._last_state_files: dict[str, list[str]] = {}
         self._next_positions: dict[str, Position] = {}
+        self._pending: set[int] = set()
+        """Batches with an intent and no commit yet."""
 
     @property
     def location(self) -> str:
@@ -202,6 +205,7 @@ class CheckpointLog(BatchLog):
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
         self._write(f"offsets/{_tname(time_ms)}", record)
+        self._pending.add(time_ms)
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = (),
@@ -234,18 +238,26 @@ class CheckpointLog(BatchLog):
             CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
                          self._next_positions, committed_at=time.time())))
         self._commits.append((time_ms, state_files))
-        self._clean_up()
-
-    def _clean_up(self) -> None:
+        self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
             self._commits.popleft()
+
+    def retain_from_ms(self, committed_ms: int) -> int:
+        return retain_from_ms(committed_ms, (t for t, _ in self._commits), self._pending, durable=True)
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Delete intents, commits and state files of batches before the oldest
+        retained commit (and before `retain_from_ms`), except state files a
+        retained commit still lists. A separate step after the commit: a crash
+        before or during it leaves only extra files, which the next clean-up
+        deletes."""
         if not self._commits:
             return
         if self._files is None:
             self._files = {f"{d}/{n}" for d in ("commits", "offsets") for n in self.storage.list(d)}
             self._files.update(f"state/{sid}/{n}" for sid in self.storage.list("state")
                                for n in self.storage.list(f"state/{sid}"))
-        oldest = self._commits[0][0]
+        oldest = min(self._commits[0][0], retain_from_ms)
         live = {f for _, files in self._commits for fs in files.values() for f in fs}
         for path in sorted(self._files):
             t = _parse_time(path.rsplit("/", 1)[1])
@@ -318,6 +330,7 @@ class CheckpointLog(BatchLog):
                                    for sid, files in state_files.items()}
         next_positions = dict(committed[-1][1].next_positions) if committed else {}
         self._next_positions = dict(next_positions)
+        self._pending = {t for t, _ in pending}
         return CheckpointRecovery(
             zero_time_ms=int(meta["zero_time_ms"]), last_committed_ms=last_committed, pending=pending,
             next_positions=next_positions, last_plans=last_plans, state_files=state_files, replay=replay,

@@ -8,7 +8,10 @@ One thread, owned by the `StreamingContext`, runs batches strictly in order:
 4. run every output operation over the batch's datasets;
 5. when all succeeded, write the commit record (with every input's next
    position, where it resumes after a restart), then let the inputs
-   acknowledge their sources (`on_batch_committed`).
+   acknowledge their sources (`on_batch_committed`);
+6. compute the retention point (`offsets.retention`), delete the checkpoint's
+   files behind it, then let every input delete its data behind it
+   (`clean_up`).
 
 A batch whose output operation fails is retried from the same positions up to
 `max_batch_retries` times; after that the context stops with a
@@ -198,6 +201,12 @@ class BatchScheduler:
             position = plans.get(inp.name)
             if position is not None:
                 inp.on_batch_committed(t, position)
+        # Forgetting is its own step, behind the commit and the acknowledgements:
+        # one retention point for the checkpoint's files and every input's data.
+        retain_from = ssc._log.retain_from_ms(t)
+        ssc._log.clean_up(retain_from)
+        for inp in graph.inputs:
+            inp.clean_up(retain_from)
         graph.forget(t + 1)
         info = info.with_(processing_end_time=time.time())
         bus.post(BatchCompleted(info))

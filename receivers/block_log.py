@@ -97,6 +97,12 @@ class BlockLog:
     def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
         return self.tracker.cleanup(up_to_ms)
 
+    def mark_processed(self, time_ms: int) -> None:
+        self.tracker.mark_processed(time_ms)
+
+    def clean_up(self, retain_from_ms: int) -> list[BlockInfo]:
+        return self.tracker.clean_up(retain_from_ms)
+
     # -- the tracker's journal (called under the tracker's lock, before it applies) --------
 
     def allocated(self, time_ms: int, blocks: list[BlockInfo]) -> None:
@@ -168,8 +174,9 @@ class BlockLog:
                              {t: [infos[i] for i in ids] for t, ids in allocations.items()})
         self.recovered = [infos[i] for i in order if i in infos]
         self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
-        if committed:
-            self.tracker.cleanup(max(committed))
+        # Committed batches stay allocated: a checkpoint's state fallback may
+        # replay them; the first clean-up after a commit forgets those behind
+        # the retention point.
         log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d for the "
                  "next batch)%s", self.stream, len(self.recovered),
                  sum(len(v) for t, v in allocations.items() if t in pending),

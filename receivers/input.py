@@ -2,8 +2,9 @@
 
 Planning batch `t` allocates every block received so far to it; its position
 is `ReceivedBlocks` (the block references, plain data for the intent log). Materializing reads the
-blocks' records from the block store. After the batch commits, its blocks are
-removed from the store.
+blocks' records from the block store. After the batch commits, the tracker
+marks it processed (an acknowledgement); its blocks are removed later, by
+`clean_up`, once the retention point has passed the batch.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ReceiverInputDStream(InputDStream[T]):
         self.records_received = 0
         self.max_unprocessed_records = max_unprocessed_records
         self._unprocessed = 0  # records stored and not yet in a committed batch
+        self._last_committed_ms: int | None = None
         self._progress = threading.Condition()
 
     def _store_block(self, block: Block) -> BlockInfo:
@@ -139,8 +141,21 @@ class ReceiverInputDStream(InputDStream[T]):
         return Dataset(parts, self.ssc.executor)
 
     def on_batch_committed(self, time_ms: int, position: Position) -> None:
-        done = self.tracker.cleanup(time_ms)
-        self.store.remove(done)
+        """Acknowledge only: the tracker marks the batch processed and the
+        backpressure count goes down. Its blocks stay until `clean_up`."""
+        self.tracker.mark_processed(time_ms)
+        self._last_committed_ms = time_ms
+        done = position.records if isinstance(position, ReceivedBlocks) else 0
         with self._progress:
-            self._unprocessed = max(0, self._unprocessed - sum(b.num_records for b in done))
+            self._unprocessed = max(0, self._unprocessed - done)
             self._progress.notify_all()
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Forget the blocks of batches before `retain_from_ms` (blocks not yet
+        allocated to a batch are in flight and stay)."""
+        if not self.reliable and self._last_committed_ms is not None:
+            # Without the write-ahead log no block outlives the process, so none
+            # can be replayed after a restart: keeping blocks of committed
+            # batches in memory for a checkpoint's state fallback would only cost memory.
+            retain_from_ms = max(retain_from_ms, self._last_committed_ms + 1)
+        self.store.remove(self.tracker.clean_up(retain_from_ms))

@@ -71,6 +71,14 @@ class ReceivedBlockTracker:
                 del self._allocated[t]
             return blocks
 
+    def mark_processed(self, time_ms: int) -> None:
+        """Batch `time_ms` committed. Its blocks stay until `clean_up` passes it."""
+
+    def clean_up(self, retain_from_ms: int) -> list[BlockInfo]:
+        """Forget the batches before `retain_from_ms`; returns their blocks.
+        Unallocated blocks (in flight) are never forgotten here."""
+        return self.cleanup(retain_from_ms - 1)
+
     def tracked(self) -> list[BlockInfo]:
         """Every block not cleaned up yet: unallocated, then allocated."""
         with self._lock:
