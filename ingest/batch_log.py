@@ -31,6 +31,9 @@ class BatchLog:
 
     durable = False
 
+    def acquire(self) -> None:
+        """Become the only writer of the log (before `recover`); `close` releases it."""
+
     def recover(self, batch_interval_ms: int) -> Recovery | None:
         return None
 

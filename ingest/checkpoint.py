@@ -19,7 +19,9 @@ commits are JSON with the serde's encoding of tuples and non-string keys, so a
 re-run batch sees exactly the values its first run saw.
 
 Durability: each record is written with `Storage.write_atomic` (temp file,
-fsync, rename, fsync of the directory). A commit is written after the state
+fsync, rename, fsync of the directory); intents with `Storage.write_new`
+(create-only: an existing intent is an error, never overwritten). One context
+at a time writes a directory: see `ingest.checkpoint_lock`. A commit is written after the state
 files it lists, so a commit never points at a missing file. Clean-up runs after
 a commit and follows commits, never the wall clock: the newest
 `retain_batches` commits, their intents and the state files they reference are
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.batch_log import BatchLog, Recovery
+from ingest.checkpoint_lock import CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
@@ -98,6 +101,7 @@ class CheckpointLog(BatchLog):
     def __init__(self, location: str | Storage, *, retain_batches: int = 10, full_snapshot_every: int = 10,
                  allow_changes: bool = False) -> None:
         self.storage = location if isinstance(location, Storage) else storage_for(location)
+        self.lock = CheckpointLock(self.storage)
         if retain_batches < 1:
             raise CheckpointError(f"retain_batches must be >= 1, got {retain_batches}")
         self.retain_batches = retain_batches
@@ -176,8 +180,24 @@ class CheckpointLog(BatchLog):
         return meta
 
     def write_metadata(self, meta: dict[str, Any]) -> None:
+        if self.lock.owner is not None:
+            meta = {**meta, "epoch": self.lock.owner.epoch}
         self._write("metadata", CODEC.encode_meta(meta))
         self.metadata = meta
+
+    # -- single writer ---------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the directory's lock (see `ingest.checkpoint_lock`)."""
+        try:
+            meta = self.read_metadata() or {}
+        except (CorruptRecordError, CheckpointError):
+            meta = {}  # recover() reports it, with the lock held
+        epoch = meta.get("epoch", 0)
+        self.lock.acquire(epoch if isinstance(epoch, int) else 0)
+
+    def close(self) -> None:
+        self.lock.release()
 
     # -- BatchLog ---------------------------------------------------------------------
 
@@ -204,7 +224,16 @@ class CheckpointLog(BatchLog):
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
-        self._write(f"offsets/{_tname(time_ms)}", record)
+        path = f"offsets/{_tname(time_ms)}"
+        try:
+            self.storage.write_new(path, record)  # create-only: an intent is never overwritten
+        except FileExistsError:
+            raise CheckpointError(
+                f"{self._where(path)} already exists: batch {format_batch_time(time_ms)} was planned before, by "
+                "this job before a restart or by another writer of this checkpoint. Its intent is not "
+                "overwritten; check that no other job uses the directory") from None
+        if self._files is not None:
+            self._files.add(path)
         self._pending.add(time_ms)
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],

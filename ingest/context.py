@@ -217,44 +217,53 @@ class StreamingContext:
             if self.write_ahead_log and self.checkpoint_dir is None:
                 raise ConfigError("write_ahead_log=True needs a checkpoint directory: call ssc.checkpoint(directory) "
                                   "(or use StreamingContext.get_or_create); the log lives under it")
-            interval = self.batch_interval_ms
-            if self._log.durable:
-                self._log.describe_app([i.name for i in self._graph.inputs],
-                                       [s.state_id for s in self._graph.stateful], interval)
-            recovery = self._log.recover(interval)
-            if recovery is not None:
-                zero = self._apply_recovery(recovery)
-                now = self.clock.now_ms()
-                first = zero + (max(0, now - zero) // interval + 1) * interval
-                done = [t for t, _ in recovery.pending] + (
-                    [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
-                if done:
-                    first = max(first, max(done) + interval)
-                pending = recovery.pending
-            else:
-                zero = (self.clock.now_ms() // interval) * interval
-                first = zero + interval
-                pending = []
-                self._log.start(zero, interval)
-            self._graph.zero_time_ms = zero
-            self._graph.frozen = True
+            self._log.acquire()
             try:
-                for inp in self._graph.inputs:
-                    inp.start()
+                self._start_locked()
             except BaseException:
-                for inp in self._graph.inputs:  # the one that failed too: it may hold connections
-                    try:
-                        inp.stop_input(graceful=False, timeout=5.0)
-                        inp.close()
-                    except Exception:  # noqa: BLE001 - the start error is the one to report
-                        log.exception("closing input %s after a failed start failed", inp.name)
-                self._state = STOPPED
-                self._terminated.set()
+                self._log.close()  # releases the checkpoint's lock
                 raise
-            self._state = ACTIVE
-            self._install_signal_handlers()
-            self._bus.post(StreamingStarted(time.time()))
-            self._scheduler.start(first, pending)
+
+    def _start_locked(self) -> None:
+        """`start()` with the batch log's lock held (the caller releases it on failure)."""
+        interval = self.batch_interval_ms
+        if self._log.durable:
+            self._log.describe_app([i.name for i in self._graph.inputs],
+                                   [s.state_id for s in self._graph.stateful], interval)
+        recovery = self._log.recover(interval)
+        if recovery is not None:
+            zero = self._apply_recovery(recovery)
+            now = self.clock.now_ms()
+            first = zero + (max(0, now - zero) // interval + 1) * interval
+            done = [t for t, _ in recovery.pending] + (
+                [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
+            if done:
+                first = max(first, max(done) + interval)
+            pending = recovery.pending
+        else:
+            zero = (self.clock.now_ms() // interval) * interval
+            first = zero + interval
+            pending = []
+            self._log.start(zero, interval)
+        self._graph.zero_time_ms = zero
+        self._graph.frozen = True
+        try:
+            for inp in self._graph.inputs:
+                inp.start()
+        except BaseException:
+            for inp in self._graph.inputs:  # the one that failed too: it may hold connections
+                try:
+                    inp.stop_input(graceful=False, timeout=5.0)
+                    inp.close()
+                except Exception:  # noqa: BLE001 - the start error is the one to report
+                    log.exception("closing input %s after a failed start failed", inp.name)
+            self._state = STOPPED
+            self._terminated.set()
+            raise
+        self._state = ACTIVE
+        self._install_signal_handlers()
+        self._bus.post(StreamingStarted(time.time()))
+        self._scheduler.start(first, pending)
         log.info("streaming started: batch interval %.3f s, %d input(s), %d output operation(s)%s",
                  self.batch_interval, len(self._graph.inputs), len(self._graph.outputs),
                  f", re-running {len(pending)} uncommitted batch(es)" if pending else "")
