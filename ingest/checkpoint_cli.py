@@ -2,21 +2,43 @@
 
 ls    one line per batch: time, intent, commit, records
 show  the metadata, every batch's plans (summarized) and the state files with sizes
-fsck  check every record's framing and checksum; exit code 1 if anything is wrong
+fsck  check the metadata and every record with the rules a restart uses (framing,
+      checksum, the record's batch time, operator and kind against its file
+      name, the fields), then recover the directory as a restart would without
+      writing anything, and say what the restart would do; exit code 1 if
+      anything is wrong, in particular whenever a restart would fail
+
+Other parts of a checkpoint directory (the receivers' write-ahead logs) add
+their checks with `register_fsck_check(fn)`: `fn(checkpoint_dir)` returns a
+list of (path, problem) pairs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
+from ingest.checkpoint_lock import LOCK
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
 from ingest.listener import format_batch_time
 from offsets import Position, position_to_data
 from offsets.records import CommitRecord, IntentRecord
+
+
+FsckCheck = Callable[[str], "list[tuple[str, str]]"]
+_FSCK_CHECKS: list[FsckCheck] = []
+
+
+def register_fsck_check(fn: FsckCheck) -> FsckCheck:
+    """Add a check to `ingest checkpoint fsck`: `fn(checkpoint_dir)` returns
+    (path, problem) pairs, empty when all is well. Usable as a decorator."""
+    if fn not in _FSCK_CHECKS:
+        _FSCK_CHECKS.append(fn)
+    return fn
 
 
 def _summarize(position: Position) -> str:
@@ -90,8 +112,70 @@ def inspect(directory: str) -> dict[str, Any]:
                 if not ckpt.storage.exists(f):
                     problems.append(f"commit of batch {t} lists {ckpt.storage.describe(f)}, which is missing")
     pending = [t for t in times if last_commit is None or t > last_commit]
+    problems.extend(_lock_problems(ckpt))
+    for check in list(_FSCK_CHECKS):
+        try:
+            problems.extend(f"{path}: {problem}" for path, problem in check(ckpt.location))
+        except Exception as exc:  # noqa: BLE001 - a failing check is a finding, not a crash of fsck
+            problems.append(f"check {getattr(check, '__name__', check)} failed: {type(exc).__name__}: {exc}")
+    restart = _dry_restart(directory)
+    if not restart["ok"]:
+        problems.append(f"a restart would fail: {restart['error']}")
     return {"directory": ckpt.location, "metadata": meta, "batches": [batches[t] for t in times],
-            "last_committed_ms": last_commit, "pending": pending, "state": state, "problems": problems}
+            "last_committed_ms": last_commit, "pending": pending, "state": state, "restart": restart,
+            "problems": problems}
+
+
+def _lock_problems(ckpt: CheckpointLog) -> list[str]:
+    if not ckpt.storage.exists(LOCK):
+        return []
+    try:
+        ckpt.lock.read()
+    except CheckpointError as exc:
+        return [str(exc)]
+    return []
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _dry_restart(directory: str) -> dict[str, Any]:
+    """What a restart would do: the same recovery, reading only."""
+    ckpt = CheckpointLog(directory)
+    logger = logging.getLogger("ingest.checkpoint")
+    warnings = _Warnings()
+    logger.addHandler(warnings)
+    try:
+        meta = ckpt.read_metadata()
+        recovery = ckpt.recover(int((meta or {}).get("batch_interval_ms", 1000)))
+    except (CorruptRecordError, CheckpointError) as exc:
+        return {"ok": False, "error": str(exc), "warnings": warnings.messages}
+    finally:
+        logger.removeHandler(warnings)
+    if recovery is None:
+        return {"ok": True, "fresh": True, "warnings": warnings.messages}
+    return {"ok": True, "fresh": False, "last_committed_ms": recovery.last_committed_ms,
+            "rerun": [t for t, _ in recovery.pending], "replay": [t for t, _ in recovery.replay],
+            "warnings": warnings.messages}
+
+
+def _describe_restart(restart: dict[str, Any]) -> str:
+    if not restart["ok"]:
+        return f"a restart would fail: {restart['error']}"
+    if restart.get("fresh"):
+        return "a restart would start afresh (no batch has run)"
+    last = restart["last_committed_ms"]
+    out = (f"a restart would resume after batch {format_batch_time(last) if last is not None else 'none'}"
+           f" and re-run {len(restart['rerun'])} batch(es)")
+    if restart["replay"]:
+        out += f", replaying {len(restart['replay'])} committed batch(es) into state (older state is used)"
+    return out
 
 
 def _size(ckpt: CheckpointLog, path: str) -> int:
@@ -138,6 +222,8 @@ def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -
                 out.write(f"    {sid}: {len(files)} file(s), {total} bytes\n")
                 for f in files:
                     out.write(f"      {f['file']:<34} {f['bytes']:>10} bytes {'ok' if f['ok'] else 'CORRUPT'}\n")
+    if action == "fsck":
+        out.write(f"{_describe_restart(info['restart'])}\n")
     if action == "fsck" or info["problems"]:
         if info["problems"]:
             out.write(f"\n{len(info['problems'])} problem(s):\n")

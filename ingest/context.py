@@ -397,7 +397,14 @@ class StreamingContext:
             files = recovery.state_files.get(s.state_id)
             if files:
                 full, deltas = self._log.load_state(files)  # type: ignore[attr-defined]
-                s.restore(full, deltas)
+                try:
+                    s.restore(full, deltas)
+                except Exception as exc:  # noqa: BLE001 - bytes that passed their checksum but not the serde
+                    where = [self._log.storage.describe(f) for f in files]  # type: ignore[attr-defined]
+                    raise CheckpointError(
+                        f"the state of {s.describe()} in {where} cannot be decoded ({type(exc).__name__}: "
+                        f"{exc}): the files were written with another serde or edited; restore them, or start "
+                        "from a new checkpoint directory") from exc
         pending_times = [t for t, _ in recovery.pending]
         for inp in graph.inputs:
             inp.on_recovery(recovery.last_committed_ms, pending_times)
