@@ -3,9 +3,12 @@ directory. Plain data only, never pickle.
 
 Layout (every file is one framed record, see below):
 
-    <dir>/metadata                  format version, batch interval, zero time, inputs, stateful operators
-    <dir>/offsets/<time_ms>         intent: every input's plan for the batch, written before it runs
-    <dir>/commits/<time_ms>         commit: written after every output succeeded; lists the state files
+    <dir>/metadata                  format version, batch interval, zero time, inputs, stateful
+                                    operators, the epoch of the context that last started
+    <dir>/lock                      the single writer's lock (see `ingest.checkpoint_lock`)
+    <dir>/offsets/<time_ms>         intent: every input's position for the batch, written before it runs
+    <dir>/commits/<time_ms>         commit: written after every output succeeded; lists the state
+                                    files and every input's next position (its resume point)
     <dir>/state/<op>/<time_ms>.full full snapshot of a stateful operator after that batch
     <dir>/state/<op>/<time_ms>.delta changes of a stateful operator in that batch
 
@@ -21,19 +24,25 @@ re-run batch sees exactly the values its first run saw.
 Durability: each record is written with `Storage.write_atomic` (temp file,
 fsync, rename, fsync of the directory); intents with `Storage.write_new`
 (create-only: an existing intent is an error, never overwritten). One context
-at a time writes a directory: see `ingest.checkpoint_lock`. A commit is written after the state
-files it lists, so a commit never points at a missing file. Clean-up runs after
-a commit and follows commits, never the wall clock: the newest
-`retain_batches` commits, their intents and the state files they reference are
-kept; everything older is deleted.
+at a time writes a directory: see `ingest.checkpoint_lock`. A commit is written
+after the state files it lists, so a commit never points at a missing file.
+
+Clean-up is a step of its own, after the commit and after every input
+acknowledged its source (`clean_up(retain_from_ms)`, see `offsets.retention`):
+it follows commits, never the wall clock. The newest `retain_batches` commits,
+their intents, the intents of pending batches and the state files the retained
+commits reference are kept; everything older is deleted.
 
 Recovery: the newest readable commit is the last committed batch (a corrupt
 newest commit falls back to the one before, with a warning naming the file:
-that batch is then re-run). Intents newer than it are re-run with exactly
-their plans. State comes from the newest commit's files; if one is corrupt,
-the newest older commit whose files are all readable is used and the batches
-after it are replayed through the stateful operators only, from their intents,
-so outputs are not repeated.
+that batch is then re-run). Inputs resume from the next positions stored with
+it, moved past the batches that are re-run: intents newer than it are re-run
+with exactly their positions. An unreadable intent of a committed batch
+changes no input's position. State comes from the newest commit's files; if
+one is corrupt, the newest older commit whose files are all readable is used
+and the batches after it are replayed through the stateful operators only,
+from their intents (inputs keep their data of those batches, behind the
+retention point), so outputs are not repeated.
 """
 
 from __future__ import annotations
