@@ -78,5 +78,5 @@ class QueueInputDStream(InputDStream[T]):
             self._consumed = skip
 
     def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
-        items = list(position.items) if isinstance(position, QueueItems) else []
+        items = position.items if isinstance(position, QueueItems) else ()
         return Dataset.from_records(items, self._num_partitions, self.ssc.executor)
