@@ -175,3 +175,19 @@ def test_a_format_1_intent_is_refused_even_without_metadata_being_read(tmp_path)
     write_format_1_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="checkpoint format 1"):
         CheckpointLog(str(tmp_path)).read_intent(2000)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"time_ms": 1000, "positions": ["words"]}, "'positions' is not an object"),
+    ({"time_ms": 1000, "positions": {"words": {"kind": "kafka", "v": 1, "ranges": [["t", 0, 9, 3]]}}},
+     "malformed kafka position"),
+    ({"time_ms": 1000, "positions": {"words": {"kind": "blocks", "v": 1, "blocks": [7]}}}, "malformed blocks"),
+    ({"time_ms": 1000, "positions": {"words": {"kind": "queue", "v": 9, "items": [], "next_seq": 0}}},
+     "format version 9"),
+    ({"positions": {}}, "body says batch None"),
+])
+def test_a_crafted_intent_with_a_valid_checksum_is_a_project_error_naming_the_file(body, message):
+    data = frame(RecordId("intent", 1000), json.dumps(body).encode())
+    with pytest.raises((CorruptRecordError, CheckpointError), match=message) as err:
+        CODEC.decode_intent(data, "/ckpt/offsets/1", 1000)
+    assert "/ckpt/offsets/1" in str(err.value)
