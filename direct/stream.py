@@ -9,8 +9,8 @@ log before anything is read, so a re-run batch reads exactly the same records.
 
 Reading (partition tasks, one per range): see `direct.clients`.
 
-Starting positions, first found wins: the checkpoint (the newest plan's
-`until` offsets), the sink's stored offsets (`offset_store=`), the group's
+Starting positions, first found wins: the checkpoint (the next offsets stored
+with the newest commit, or the `until` offsets of the newest batch to re-run), the sink's stored offsets (`offset_store=`), the group's
 committed offsets, `auto.offset.reset` (default latest). Partitions that appear
 while the job runs start at their earliest offset, so nothing written to them
 is missed. After a batch commits, its `until` offsets are committed to the
@@ -33,7 +33,7 @@ from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
 from ingest.rate import PIDRateEstimator, RateController
-from offsets import OffsetRange
+from offsets import KafkaOffsets, KafkaRanges, OffsetRange, Position
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -258,11 +258,17 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self.client.close()
         CONSUMERS.clear()
 
-    def restore(self, last_plan: Any) -> None:
-        if isinstance(last_plan, dict) and "offset_ranges" in last_plan:
-            for r in last_plan["offset_ranges"]:
-                rng = OffsetRange.from_json(r)
-                self._current[(rng.topic, rng.partition)] = rng.until_offset
+    def next_position(self, position: Position) -> KafkaOffsets | None:
+        return KafkaOffsets(position.next_offsets()) if isinstance(position, KafkaRanges) else None
+
+    def restore(self, position: Position) -> None:
+        """Resume at `position`: the next offsets stored with the newest commit
+        (or those after the newest batch to re-run)."""
+        if isinstance(position, KafkaOffsets):
+            self._current.update(position.offsets)
+            self._restored = True
+        elif isinstance(position, KafkaRanges):
+            self._current.update(position.next_offsets())
             self._restored = True
 
     # -- planning -----------------------------------------------------------------------
@@ -358,7 +364,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             counts = scaled
         return {tp: current[tp] + counts[tp] for tp in current}
 
-    def plan(self, time_ms: int) -> dict[str, Any]:
+    def plan(self, time_ms: int) -> KafkaRanges:
         tps = self._partitions()
         gone = [tp for tp in self._current if tp not in set(tps)]
         for tp in gone:
@@ -378,11 +384,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         until = self._until(self._current, latest)
         ranges = [OffsetRange(t, p, self._current[(t, p)], until[(t, p)]) for (t, p) in sorted(self._current)]
         self._current = dict(until)
-        plan: dict[str, Any] = {"records": sum(r.count for r in ranges),
-                                "offset_ranges": [r.to_json() for r in ranges]}
-        if lost:
-            plan["records_lost"] = lost
-        return plan
+        return KafkaRanges(tuple(ranges), lost)
 
     def _apply_data_loss_policy(self, marks: Mapping[TP, tuple[int, int]]) -> int:
         lost_total = 0
@@ -409,29 +411,19 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             self.counters.add("records_lost", lost_total)
         return lost_total
 
-    def plan_description(self, plan: Any) -> str:
-        if not plan:
-            return ""
-        return ", ".join(str(OffsetRange.from_json(r)) for r in plan.get("offset_ranges", [])[:8])
-
-    def materialize(self, time_ms: int, plan: Any) -> Dataset[KafkaRecord]:
+    def materialize(self, time_ms: int, position: Position) -> Dataset[KafkaRecord]:
         parts = []
-        for value in (plan or {}).get("offset_ranges", []):
-            r = OffsetRange.from_json(value)
+        for r in position.ranges if isinstance(position, KafkaRanges) else ():
             if r.count > 0:
                 parts.append(Partition(KafkaRangeSource(r, self.reader, self.poll_timeout, self._key_de,
                                                         self._value_de, self._policy, self.name, self.bootstrap)))
         return Dataset(parts, self.ssc.executor)
 
-    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
-        if not self.commit_offsets or not plan or not self.group:
+    def on_batch_committed(self, time_ms: int, position: Position) -> None:
+        if not self.commit_offsets or not self.group or not isinstance(position, KafkaRanges):
             return
-        offsets = {}
-        for value in plan.get("offset_ranges", []):
-            r = OffsetRange.from_json(value)
-            offsets[(r.topic, r.partition)] = r.until_offset
         try:
-            self.client.commit(self.group, offsets)
+            self.client.commit(self.group, position.next_offsets())
         except SourceError as exc:  # the batch is committed; the group's offsets catch up next time
             log.warning("%s: %s (offsets are committed again after the next batch)", self.describe(), exc)
 

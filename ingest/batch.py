@@ -1,7 +1,7 @@
 """`Batch`: what an output operation sees of one batch.
 
-Besides the records, a batch carries its time and the plan of every input
-(`positions`), so that a sink can be idempotent (keyed by `batch.id`) or
+Besides the records, a batch carries its time and the typed position every
+input read (`positions`, see `offsets.positions`), so that a sink can be idempotent (keyed by `batch.id`) or
 transactional (writing `batch.offset_ranges` in the same transaction as the
 results).
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
 from ingest.dataset import Dataset
-from offsets import OffsetRange
+from offsets import OffsetRange, Position, offset_ranges_of
 
 T = TypeVar("T")
 
@@ -23,8 +23,9 @@ class Batch(Generic[T]):
     time: int
     """Batch time in milliseconds since the epoch (a multiple of the batch interval)."""
     data: Dataset[T]
-    positions: Mapping[str, Any] = field(default_factory=dict)
-    """Each input's plan for this batch, by input name (plain data)."""
+    positions: Mapping[str, Position] = field(default_factory=dict)
+    """What each input read in this batch, by input name (`KafkaRanges`,
+    `ReceivedBlocks`, `QueueItems`, ...)."""
     attempt: int = 1
     """1 for the first run of this batch, more when it is retried or re-run after a restart."""
     recovered: bool = False
@@ -42,11 +43,7 @@ class Batch(Generic[T]):
     @property
     def offset_ranges(self) -> list[OffsetRange]:
         """Kafka offset ranges read by this batch, over all direct inputs."""
-        out: list[OffsetRange] = []
-        for plan in self.positions.values():
-            if isinstance(plan, dict) and "offset_ranges" in plan:
-                out.extend(OffsetRange.from_json(r) for r in plan["offset_ranges"])
-        return out
+        return offset_ranges_of(self.positions.values())
 
     def collect(self) -> list[T]:
         return self.data.collect()

@@ -1,6 +1,6 @@
 """The intent and commit logs of the batch lifecycle, behind one interface.
 
-For every batch the scheduler writes the intent (each input's plan) before any
+For every batch the scheduler writes the intent (each input's position) before any
 work runs, and the commit after every output operation succeeded. Without a
 checkpoint directory the log lives in memory and a restart starts afresh; with
 one (`ssc.checkpoint(dir)`) the durable implementation in `ingest.checkpoint`
@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from offsets import Position
+from offsets.retention import retain_from_ms
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -19,8 +22,8 @@ class Recovery:
 
     zero_time_ms: int
     last_committed_ms: int | None
-    pending: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
-    """Batches with an intent and no commit, oldest first, with their plans."""
+    pending: list[tuple[int, Mapping[str, Position]]] = field(default_factory=list)
+    """Batches with an intent and no commit, oldest first, with their positions."""
 
 
 class BatchLog:
@@ -28,18 +31,31 @@ class BatchLog:
 
     durable = False
 
+    def acquire(self) -> None:
+        """Become the only writer of the log (before `recover`); `close` releases it."""
+
     def recover(self, batch_interval_ms: int) -> Recovery | None:
         return None
 
     def start(self, zero_time_ms: int, batch_interval_ms: int) -> None:
         """Called once before the first batch of a fresh (not recovered) run."""
 
-    def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
+    def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
         pass
 
-    def write_commit(self, time_ms: int, summary: Mapping[str, Any], stateful: Iterable[Any] = ()) -> None:
+    def write_commit(self, time_ms: int, summary: Mapping[str, Any], stateful: Iterable[Any] = (),
+                     next_positions: Mapping[str, Position] | None = None) -> None:
         """Make batch `time_ms` committed. `stateful` are the stateful
-        operators whose pending state must be stored with the commit."""
+        operators whose pending state must be stored with the commit;
+        `next_positions` where the inputs that read something resume after it."""
+
+    def retain_from_ms(self, committed_ms: int) -> int:
+        """The retention point after batch `committed_ms` committed: nothing is
+        replayed without a checkpoint, so only newer batches keep their data."""
+        return retain_from_ms(committed_ms, (), (), durable=False)
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Delete the log's own files that no retained commit or pending batch needs."""
 
     def close(self) -> None:
         pass

@@ -3,101 +3,81 @@ directory. Plain data only, never pickle.
 
 Layout (every file is one framed record, see below):
 
-    <dir>/metadata                  format version, batch interval, zero time, inputs, stateful operators
-    <dir>/offsets/<time_ms>         intent: every input's plan for the batch, written before it runs
-    <dir>/commits/<time_ms>         commit: written after every output succeeded; lists the state files
+    <dir>/metadata                  format version, batch interval, zero time, inputs, stateful
+                                    operators, the epoch of the context that last started
+    <dir>/lock                      the single writer's lock (see `ingest.checkpoint_lock`)
+    <dir>/offsets/<time_ms>         intent: every input's position for the batch, written before it runs
+    <dir>/commits/<time_ms>         commit: written after every output succeeded; lists the state
+                                    files and every input's next position (its resume point)
     <dir>/state/<op>/<time_ms>.full full snapshot of a stateful operator after that batch
     <dir>/state/<op>/<time_ms>.delta changes of a stateful operator in that batch
 
 Times are zero-padded to 20 digits so names sort in time order.
 
-Record framing: one ASCII header line
-`INGEST-CKPT <version> <kind> <length> <crc32c as 8 lowercase hex digits>\\n`
-followed by exactly `length` bytes of body (JSON for metadata, intents and
-commits; the serde's bytes for state). The CRC32C covers the header up to and
-including the space before it, then the body, so a flipped bit anywhere is
-caught. A record whose header, length or checksum does not match is corrupt;
-the error names the file and the byte offset. Plans and commits are JSON with
-the serde's encoding of tuples and non-string keys, so a re-run batch sees
-exactly the values its first run saw.
+Records: see `offsets.records` (header with format, kind, batch time and
+operator, then the body, with a CRC32C over both). Every record is checked
+against its file's name when read, so a record copied or swapped to another
+name is corrupt, and the error names the file and the byte offset. Intents and
+commits are JSON with the serde's encoding of tuples and non-string keys, so a
+re-run batch sees exactly the values its first run saw.
 
 Durability: each record is written with `Storage.write_atomic` (temp file,
-fsync, rename, fsync of the directory). A commit is written after the state
-files it lists, so a commit never points at a missing file. Clean-up runs after
-a commit and follows commits, never the wall clock: the newest
-`retain_batches` commits, their intents and the state files they reference are
-kept; everything older is deleted.
+fsync, rename, fsync of the directory); intents with `Storage.write_new`
+(create-only: an existing intent is an error, never overwritten). One context
+at a time writes a directory: see `ingest.checkpoint_lock`. A commit is written
+after the state files it lists, so a commit never points at a missing file.
+
+Clean-up is a step of its own, after the commit and after every input
+acknowledged its source (`clean_up(retain_from_ms)`, see `offsets.retention`):
+it follows commits, never the wall clock. The newest `retain_batches` commits,
+their intents, the intents of pending batches and the state files the retained
+commits reference are kept; everything older is deleted.
 
 Recovery: the newest readable commit is the last committed batch (a corrupt
 newest commit falls back to the one before, with a warning naming the file:
-that batch is then re-run). Intents newer than it are re-run with exactly
-their plans. State comes from the newest commit's files; if one is corrupt,
-the newest older commit whose files are all readable is used and the batches
-after it are replayed through the stateful operators only, from their intents,
-so outputs are not repeated.
+that batch is then re-run). Inputs resume from the next positions stored with
+it, moved past the batches that are re-run: intents newer than it are re-run
+with exactly their positions. An unreadable intent of a committed batch
+changes no input's position. State comes from the newest commit's files; if
+one is corrupt, the newest older commit whose files are all readable is used
+and the batches after it are replayed through the stateful operators only,
+from their intents (inputs keep their data of those batches, behind the
+retention point), so outputs are not repeated.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import crc32c
-
 from ingest.batch_log import BatchLog, Recovery
+from ingest.checkpoint_lock import CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
 from ingest.storage import Storage, storage_for
+from offsets import Position, position_to_data
+from offsets.records import (
+    FORMAT_VERSION,
+    CommitRecord,
+    IntentRecord,
+    RecordCodec,
+    StateRecord,
+    parse_state_file,
+    state_file_name,
+)
+from offsets.retention import retain_from_ms
 
 if TYPE_CHECKING:
     from ingest.state import StatefulDStream
 
 log = logging.getLogger("ingest.checkpoint")
 
-MAGIC = b"INGEST-CKPT"
-FORMAT_VERSION = 1
-
-
-# -- record framing -----------------------------------------------------------------
-
-
-def frame(kind: str, body: bytes) -> bytes:
-    prefix = b"%s %d %s %d " % (MAGIC, FORMAT_VERSION, kind.encode(), len(body))
-    return prefix + b"%08x\n" % crc32c.crc32c(body, crc32c.crc32c(prefix)) + body
-
-
-_HEADER = re.compile(rb"^(INGEST-CKPT ([0-9]{1,4}) ([a-z]{1,16}) ([0-9]{1,12}) )([0-9a-f]{8})$")
-
-
-def unframe(data: bytes, where: str, kind: str | None = None) -> bytes:
-    """Check a record's header, length and checksum; return its body."""
-    newline = data.find(b"\n", 0, 200)
-    if newline < 0:
-        raise CorruptRecordError(f"{where}: no record header (empty or truncated file, {len(data)} bytes)",
-                                 where, 0)
-    match = _HEADER.match(data[:newline])
-    if match is None:
-        raise CorruptRecordError(f"{where}: not a checkpoint record (bad header at byte 0)", where, 0)
-    prefix, version, found_kind, length = match.group(1), int(match.group(2)), match.group(3), int(match.group(4))
-    body = data[newline + 1:]
-    if len(body) != length:
-        raise CorruptRecordError(
-            f"{where}: truncated or padded record: header says {length} bytes, file has {len(body)} "
-            f"after byte {newline + 1}", where, newline + 1)
-    if crc32c.crc32c(body, crc32c.crc32c(prefix)) != int(match.group(5), 16):
-        raise CorruptRecordError(f"{where}: checksum mismatch (header or body changed after byte 0)", where, 0)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where}: written by a newer ingest (record format {version}, this version "
-                              f"reads up to {FORMAT_VERSION}); upgrade ingest to recover from it")
-    if kind is not None and found_kind.decode() != kind:
-        raise CorruptRecordError(f"{where}: expected a {kind} record, found {found_kind.decode()!r}", where, 0)
-    return body
+CODEC = RecordCodec(encode, decode_hook)
 
 
 def _tname(time_ms: int) -> str:
@@ -114,8 +94,10 @@ def _parse_time(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class CheckpointRecovery(Recovery):
-    last_plans: dict[str, Any] = field(default_factory=dict)
-    """The newest plan of every input (from the newest intent that has it)."""
+    next_positions: dict[str, Position] = field(default_factory=dict)
+    """Where every input resumes after the last committed batch (from its commit)."""
+    last_plans: dict[str, Position] = field(default_factory=dict)
+    """The newest readable position of every input (for inputs without a resume point)."""
     state_files: dict[str, list[str]] = field(default_factory=dict)
     replay: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
     """Committed batches to run through the stateful operators only (state fallback)."""
@@ -128,6 +110,7 @@ class CheckpointLog(BatchLog):
     def __init__(self, location: str | Storage, *, retain_batches: int = 10, full_snapshot_every: int = 10,
                  allow_changes: bool = False) -> None:
         self.storage = location if isinstance(location, Storage) else storage_for(location)
+        self.lock = CheckpointLock(self.storage)
         if retain_batches < 1:
             raise CheckpointError(f"retain_batches must be >= 1, got {retain_batches}")
         self.retain_batches = retain_batches
@@ -141,6 +124,9 @@ class CheckpointLog(BatchLog):
         # then kept up to date by the writes, so a commit lists no directory.
         self._files: set[str] | None = None
         self._last_state_files: dict[str, list[str]] = {}
+        self._next_positions: dict[str, Position] = {}
+        self._pending: set[int] = set()
+        """Batches with an intent and no commit yet."""
 
     @property
     def location(self) -> str:
@@ -149,42 +135,78 @@ class CheckpointLog(BatchLog):
     def _where(self, path: str) -> str:
         return self.storage.describe(path)
 
-    def _read(self, path: str, kind: str) -> bytes:
+    def _read_bytes(self, path: str) -> bytes:
+        where = self._where(path)
         try:
-            data = self.storage.read(path)
+            return self.storage.read(path)
         except FileNotFoundError:
-            raise CorruptRecordError(f"{self._where(path)} is missing", self._where(path), 0) from None
-        return unframe(data, self._where(path), kind)
+            raise CorruptRecordError(f"{where} is missing", where, 0) from None
+        except IsADirectoryError:
+            raise CorruptRecordError(f"{where} is a directory, not a checkpoint record; remove it or restore "
+                                     "the file", where, 0) from None
+        except OSError as exc:
+            raise CheckpointError(f"{where} cannot be read: {exc.strerror or exc}") from None
 
-    def _read_json(self, path: str, kind: str) -> Any:
-        body = self._read(path, kind)
-        try:
-            return json.loads(body, object_hook=decode_hook)
-        except ValueError as exc:
-            raise CorruptRecordError(f"{self._where(path)}: body is not valid JSON ({exc})",
-                                     self._where(path), 0) from None
+    def read_intent(self, time_ms: int) -> IntentRecord:
+        path = f"offsets/{_tname(time_ms)}"
+        return CODEC.decode_intent(self._read_bytes(path), self._where(path), time_ms)
+
+    def read_commit(self, time_ms: int) -> CommitRecord:
+        path = f"commits/{_tname(time_ms)}"
+        return CODEC.decode_commit(self._read_bytes(path), self._where(path), time_ms)
+
+    def read_state(self, path: str) -> StateRecord:
+        rid = parse_state_file(path)
+        if rid is None or rid.time_ms is None:
+            raise CorruptRecordError(f"{self._where(path)} is not the name of a state file", self._where(path), 0)
+        return CODEC.decode_state(self._read_bytes(path), self._where(path), rid.time_ms, rid.operator,
+                                  rid.kind == "full")
 
     def _write(self, path: str, record: bytes) -> None:
         self.storage.write_atomic(path, record)
         if self._files is not None and path != "metadata":
             self._files.add(path)
 
-    def _write_json(self, path: str, kind: str, obj: Any) -> None:
-        self._write(path, frame(kind, json.dumps(encode(obj), separators=(",", ":")).encode()))
-
     # -- metadata -----------------------------------------------------------------
 
     def read_metadata(self) -> dict[str, Any] | None:
         if not self.storage.exists("metadata"):
             return None
-        meta = self._read_json("metadata", "meta")
+        where = self._where("metadata")
+        meta = CODEC.decode_meta(self._read_bytes("metadata"), where)
         if meta.get("format") != "ingest-checkpoint":
-            raise CheckpointError(f"{self._where('metadata')} is not an ingest checkpoint")
+            raise CheckpointError(f"{where} is not an ingest checkpoint")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{where}: checkpoint format {meta.get('format_version')!r}, this release "
+                                  f"reads format {FORMAT_VERSION}; use a new checkpoint directory")
+        for key in ("batch_interval_ms", "zero_time_ms"):
+            if key in meta and (not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0):
+                raise CorruptRecordError(f"{where}: {key} is {meta[key]!r}, not a number of milliseconds; "
+                                         "restore the file", where, 0)
+        for key in ("inputs", "stateful"):
+            if not isinstance(meta.get(key, []), list) or not all(isinstance(n, str) for n in meta.get(key, [])):
+                raise CorruptRecordError(f"{where}: {key} is not a list of names; restore the file", where, 0)
         return meta
 
     def write_metadata(self, meta: dict[str, Any]) -> None:
-        self._write_json("metadata", "meta", meta)
+        if self.lock.owner is not None:
+            meta = {**meta, "epoch": self.lock.owner.epoch}
+        self._write("metadata", CODEC.encode_meta(meta))
         self.metadata = meta
+
+    # -- single writer ---------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the directory's lock (see `ingest.checkpoint_lock`)."""
+        try:
+            meta = self.read_metadata() or {}
+        except (CorruptRecordError, CheckpointError):
+            meta = {}  # recover() reports it, with the lock held
+        epoch = meta.get("epoch", 0)
+        self.lock.acquire(epoch if isinstance(epoch, int) else 0)
+
+    def close(self) -> None:
+        self.lock.release()
 
     # -- BatchLog ---------------------------------------------------------------------
 
@@ -202,20 +224,30 @@ class CheckpointLog(BatchLog):
         }
         return self.metadata
 
-    def write_intent(self, time_ms: int, plans: Mapping[str, Any]) -> None:
+    def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
         try:
-            body = json.dumps(encode({"time_ms": time_ms, "plans": dict(plans)}), separators=(",", ":"),
-                              allow_nan=False)
+            record = CODEC.encode_intent(IntentRecord(time_ms, dict(plans)))
         except (TypeError, ValueError) as exc:
             bad = [name for name, plan in plans.items() if not _json_ok(plan)]
             raise CheckpointError(
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
-        self._write(f"offsets/{_tname(time_ms)}", frame("intent", body.encode()))
+        path = f"offsets/{_tname(time_ms)}"
+        try:
+            self.storage.write_new(path, record)  # create-only: an intent is never overwritten
+        except FileExistsError:
+            raise CheckpointError(
+                f"{self._where(path)} already exists: batch {format_batch_time(time_ms)} was planned before, by "
+                "this job before a restart or by another writer of this checkpoint. Its intent is not "
+                "overwritten; check that no other job uses the directory") from None
+        if self._files is not None:
+            self._files.add(path)
+        self._pending.add(time_ms)
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
-                     stateful: Iterable["StatefulDStream[Any]"] = ()) -> None:
+                     stateful: Iterable["StatefulDStream[Any]"] = (),
+                     next_positions: Mapping[str, Position] | None = None) -> None:
         state_files: dict[str, list[str]] = {}
         for op in stateful:
             sid = op.state_id
@@ -224,33 +256,46 @@ class CheckpointLog(BatchLog):
             if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
-                path = f"state/{sid}/{_tname(time_ms)}.delta"
-                self._write(path, frame("state", delta))
+                path = state_file_name(sid, time_ms, full=False)
+                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, False, delta)))
                 files = self._last_state_files[sid] + [path]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
-                path = f"state/{sid}/{_tname(time_ms)}.full"
-                self._write(path, frame("state", _state_bytes(op, op.pending_snapshot)))
+                path = state_file_name(sid, time_ms, full=True)
+                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, True,
+                                                                 _state_bytes(op, op.pending_snapshot))))
                 files = [path]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
             self._last_state_files[sid] = files
-        self._write_json(f"commits/{_tname(time_ms)}", "commit",
-                         {"time_ms": time_ms, "summary": dict(summary), "state": state_files,
-                          "committed_at": time.time()})
+        # Every commit carries every input's resume point: those of inputs that
+        # read nothing in this batch carry over from the commits before it.
+        if next_positions:
+            self._next_positions = {**self._next_positions, **next_positions}
+        self._write(f"commits/{_tname(time_ms)}", CODEC.encode_commit(
+            CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
+                         self._next_positions, committed_at=time.time())))
         self._commits.append((time_ms, state_files))
-        self._clean_up()
-
-    def _clean_up(self) -> None:
+        self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
             self._commits.popleft()
+
+    def retain_from_ms(self, committed_ms: int) -> int:
+        return retain_from_ms(committed_ms, (t for t, _ in self._commits), self._pending, durable=True)
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Delete intents, commits and state files of batches before the oldest
+        retained commit (and before `retain_from_ms`), except state files a
+        retained commit still lists. A separate step after the commit: a crash
+        before or during it leaves only extra files, which the next clean-up
+        deletes."""
         if not self._commits:
             return
         if self._files is None:
             self._files = {f"{d}/{n}" for d in ("commits", "offsets") for n in self.storage.list(d)}
             self._files.update(f"state/{sid}/{n}" for sid in self.storage.list("state")
                                for n in self.storage.list(f"state/{sid}"))
-        oldest = self._commits[0][0]
+        oldest = min(self._commits[0][0], retain_from_ms)
         live = {f for _, files in self._commits for fs in files.values() for f in fs}
         for path in sorted(self._files):
             t = _parse_time(path.rsplit("/", 1)[1])
@@ -277,11 +322,11 @@ class CheckpointLog(BatchLog):
             return None  # created but never started
 
         # The newest commit that can be read; corrupt newer ones mean those batches re-run.
-        committed: list[tuple[int, dict[str, Any]]] = []
+        committed: list[tuple[int, CommitRecord]] = []
         for t in reversed(commits):
             try:
-                record = self._read_json(f"commits/{_tname(t)}", "commit")
-            except CorruptRecordError as exc:
+                record = self.read_commit(t)
+            except (CorruptRecordError, CheckpointError) as exc:
                 if not committed:
                     log.warning("%s; falling back to the commit before it, so batch %s is re-run "
                                 "(idempotent and transactional sinks are not affected)", exc, format_batch_time(t))
@@ -292,23 +337,23 @@ class CheckpointLog(BatchLog):
         committed.reverse()
         last_committed = committed[-1][0] if committed else None
 
-        pending: list[tuple[int, Mapping[str, Any]]] = []
-        last_plans: dict[str, Any] = {}
+        pending: list[tuple[int, Mapping[str, Position]]] = []
+        last_plans: dict[str, Position] = {}
         for t in intents:
             path = f"offsets/{_tname(t)}"
             needed = last_committed is None or t > last_committed
             try:
-                record = self._read_json(path, "intent")
-            except CorruptRecordError as exc:
+                plans = self.read_intent(t).positions
+            except (CorruptRecordError, CheckpointError) as exc:
                 if needed:
                     raise CheckpointError(
                         f"{exc}. Batch {format_batch_time(t)} has no commit, so it must be re-run with the "
                         "inputs recorded in this file, which cannot be read. Restore the file from a backup, "
                         "or delete it to re-plan that batch from the source positions of the batches before "
                         "it (replayable sources then read the same data again).") from exc
-                log.warning("%s (the batch is committed; only its plan for state replay is lost)", exc)
+                log.warning("%s. Batch %s is committed: %s", exc, format_batch_time(t),
+                            self._committed_intent_loss(committed, meta))
                 continue
-            plans = record.get("plans", {})
             for name, plan in plans.items():
                 last_plans[name] = plan
             if needed:
@@ -316,39 +361,57 @@ class CheckpointLog(BatchLog):
 
         state_files, replay = self._recover_state(committed, intents)
         self.metadata = meta
-        self._commits = deque((t, rec.get("state", {})) for t, rec in committed[-self.retain_batches:])
+        self._commits = deque((t, {sid: list(f) for sid, f in rec.state_files.items()})
+                              for t, rec in committed[-self.retain_batches:])
         self._last_state_files = dict(state_files)
         self._deltas_since_full = {sid: sum(1 for f in files if f.endswith(".delta"))
                                    for sid, files in state_files.items()}
+        next_positions = dict(committed[-1][1].next_positions) if committed else {}
+        self._next_positions = dict(next_positions)
+        self._pending = {t for t, _ in pending}
         return CheckpointRecovery(
             zero_time_ms=int(meta["zero_time_ms"]), last_committed_ms=last_committed, pending=pending,
-            last_plans=last_plans, state_files=state_files, replay=replay, metadata=meta)
+            next_positions=next_positions, last_plans=last_plans, state_files=state_files, replay=replay,
+            metadata=meta)
 
-    def _state_readable(self, files: list[str]) -> bool:
+    @staticmethod
+    def _committed_intent_loss(committed: list[tuple[int, CommitRecord]], meta: Mapping[str, Any]) -> str:
+        """What an unreadable intent of a committed batch really affects."""
+        resumable = set(committed[-1][1].next_positions) if committed else set()
+        without = sorted(set(meta.get("inputs", [])) - resumable)
+        out = ("inputs " + (f"{sorted(resumable)} " if resumable else "") + "resume from the next positions "
+               "stored with the newest commit, so no data is read twice")
+        if without:
+            out += (f"; input(s) {without} have no resume point in the commit and resume after their newest "
+                    "readable position instead (receivers resume from their write-ahead log)")
+        return out + ("; the intent would be needed again only to replay the batch into state if newer state "
+                      "files were unreadable, and a restart then fails naming it")
+
+    def _state_readable(self, files: Iterable[str]) -> bool:
         for f in files:
             try:
-                self._read(f, "state")
-            except CorruptRecordError as exc:
+                self.read_state(f)
+            except (CorruptRecordError, CheckpointError) as exc:
                 log.warning("%s", exc)
                 return False
         return True
 
-    def _recover_state(self, committed: list[tuple[int, dict[str, Any]]], intents: list[int]
-                       ) -> tuple[dict[str, list[str]], list[tuple[int, Mapping[str, Any]]]]:
+    def _recover_state(self, committed: list[tuple[int, CommitRecord]], intents: list[int]
+                       ) -> tuple[dict[str, list[str]], list[tuple[int, Mapping[str, Position]]]]:
         if not committed:
             return {}, []
-        newest_state: dict[str, list[str]] = committed[-1][1].get("state", {})
+        newest_state = {sid: list(f) for sid, f in committed[-1][1].state_files.items()}
         if all(self._state_readable(files) for files in newest_state.values()):
             return newest_state, []
         for t, record in reversed(committed[:-1]):
-            files = record.get("state", {})
+            files = {sid: list(f) for sid, f in record.state_files.items()}
             if set(files) >= set(newest_state) and all(self._state_readable(fs) for fs in files.values()):
                 replay_times = [c for c, _ in committed if c > t]
                 replay = []
                 for c in replay_times:
                     try:
-                        replay.append((c, self._read_json(f"offsets/{_tname(c)}", "intent").get("plans", {})))
-                    except CorruptRecordError as exc:
+                        replay.append((c, self.read_intent(c).positions))
+                    except (CorruptRecordError, CheckpointError) as exc:
                         raise CheckpointError(f"state of the newest commit is unreadable and {exc}, so it "
                                               "cannot be rebuilt; use a new checkpoint directory") from exc
                 log.warning("state of the newest commit is unreadable; using the state of batch %s and "
@@ -367,11 +430,11 @@ class CheckpointLog(BatchLog):
         full = None
         deltas = []
         for f in files:
-            body = self._read(f, "state")
-            if f.endswith(".full"):
-                full, deltas = body, []
+            record = self.read_state(f)
+            if record.full:
+                full, deltas = record.data, []
             else:
-                deltas.append(body)
+                deltas.append(record.data)
         return full, deltas
 
 
@@ -383,9 +446,9 @@ def _state_bytes(op: Any, produce: Any) -> Any:
                               f"({type(op.serde).__name__}): {exc}") from exc
 
 
-def _json_ok(value: Any) -> bool:
+def _json_ok(position: Position) -> bool:
     try:
-        json.dumps(encode(value), allow_nan=False)
+        json.dumps(encode(position_to_data(position)), allow_nan=False)
         return True
     except (TypeError, ValueError):
         return False

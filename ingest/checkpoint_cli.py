@@ -2,7 +2,11 @@
 
 ls    one line per batch: time, intent, commit, records
 show  the metadata, every batch's plans (summarized) and the state files with sizes
-fsck  check every record's framing and checksum; exit code 1 if anything is wrong
+fsck  check the metadata and every record with the rules a restart uses (framing,
+      checksum, the record's batch time, operator and kind against its file
+      name, the fields), then recover the directory as a restart would without
+      writing anything, and say what the restart would do; exit code 1 if
+      anything is wrong, in particular whenever a restart would fail
 
 Source packages add their own checks of what they keep under the checkpoint
 directory (the receivers' write-ahead logs) with `register_fsck_check`; their
@@ -12,26 +16,32 @@ plugin modules are loaded through `ingest.sources` before a check runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any, Callable, Iterable
 
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
+from ingest.checkpoint_lock import LOCK
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError, IngestError
 from ingest.listener import format_batch_time
 from ingest.sources import load_source_packages
+from offsets import Position, position_to_data
+from offsets.records import CommitRecord, IntentRecord
 
 FsckCheck = Callable[[str], Iterable[str]]
-"""A check of a local checkpoint directory: returns one message per problem."""
+"""A check of a local checkpoint directory: returns one message per problem,
+each naming the file (and offset) it is about."""
 
 _fsck_checks: list[FsckCheck] = []
 
 
-def register_fsck_check(check: FsckCheck) -> None:
+def register_fsck_check(check: FsckCheck) -> FsckCheck:
     """Run `check(directory)` in every `fsck`/`inspect`, after the core's own
-    checks. Registering the same function twice runs it once."""
+    checks. Registering the same function twice runs it once. Usable as a decorator."""
     if check not in _fsck_checks:
         _fsck_checks.append(check)
+    return check
 
 
 def _run_fsck_checks(directory: str) -> list[str]:
@@ -39,25 +49,30 @@ def _run_fsck_checks(directory: str) -> list[str]:
     problems: list[str] = []
     for check in list(_fsck_checks):
         try:
-            problems.extend(check(directory))
-        except (IngestError, OSError) as exc:
-            problems.append(f"{type(exc).__name__}: {exc}")
+            problems.extend(str(p) for p in check(directory))
+        except Exception as exc:  # noqa: BLE001 - a failing check is a finding, not a crash of fsck
+            problems.append(f"check {getattr(check, '__name__', check)} failed: {type(exc).__name__}: {exc}")
     return problems
 
 
-def _summarize_plan(plan: Any) -> str:
-    if not isinstance(plan, dict):
-        return json.dumps(plan)[:80]
-    parts = []
-    if "records" in plan:
-        parts.append(f"{plan['records']} records")
-    if "offset_ranges" in plan:
-        parts.append(f"{len(plan['offset_ranges'])} offset ranges")
-    if "blocks" in plan:
-        parts.append(f"{len(plan['blocks'])} blocks")
-    if "files" in plan:
-        parts.append(f"{len(plan['files'])} files")
-    return ", ".join(parts) or json.dumps(plan)[:80]
+def _summarize(position: Position) -> str:
+    """One line about a stored position, from the position itself."""
+    records, text = position.records, position.describe()
+    if records is None:
+        return text
+    return f"{records} records" + (f", {text}" if text and text != f"{records} record(s)" else "")
+
+
+def _intent_entry(record: IntentRecord) -> dict[str, Any]:
+    return {"time_ms": record.time_ms,
+            "plans": {name: position_to_data(p) for name, p in record.positions.items()},
+            "summary": {name: _summarize(p) for name, p in record.positions.items()}}
+
+
+def _commit_entry(record: CommitRecord) -> dict[str, Any]:
+    return {"time_ms": record.time_ms, "summary": dict(record.summary),
+            "state": {sid: list(files) for sid, files in record.state_files.items()},
+            "next": {name: position_to_data(p) for name, p in record.next_positions.items()}}
 
 
 def inspect(directory: str) -> dict[str, Any]:
@@ -72,26 +87,29 @@ def inspect(directory: str) -> dict[str, Any]:
         meta = None
         problems.append(str(exc))
     batches: dict[int, dict[str, Any]] = {}
-    for kind, directory_name, record_kind in (("intent", "offsets", "intent"), ("commit", "commits", "commit")):
+    readers = (("intent", "offsets", ckpt.read_intent, _intent_entry),
+               ("commit", "commits", ckpt.read_commit, _commit_entry))
+    for kind, directory_name, read, entry_of in readers:
         for name in ckpt.storage.list(directory_name):
             t = _parse_time(name)
-            if t is None:
+            if t is None or name != _tname(t):
+                problems.append(f"{ckpt.storage.describe(directory_name + '/' + name)} is not a batch file")
                 continue
             entry = batches.setdefault(t, {"time_ms": t, "intent": None, "commit": None})
             try:
-                entry[kind] = ckpt._read_json(f"{directory_name}/{name}", record_kind)
-            except CorruptRecordError as exc:
+                entry[kind] = entry_of(read(t))  # type: ignore[operator]
+            except (CorruptRecordError, CheckpointError) as exc:
                 entry[kind] = {"error": str(exc)}
                 problems.append(str(exc))
     state: dict[str, list[dict[str, Any]]] = {}
     for sid in ckpt.storage.list("state"):
         for name in ckpt.storage.list(f"state/{sid}"):
             path = f"state/{sid}/{name}"
-            item: dict[str, Any] = {"file": name, "bytes": ckpt.storage.size(path)}
+            item: dict[str, Any] = {"file": name, "bytes": _size(ckpt, path)}
             try:
-                ckpt._read(path, "state")
+                ckpt.read_state(path)
                 item["ok"] = True
-            except CorruptRecordError as exc:
+            except (CorruptRecordError, CheckpointError) as exc:
                 item["ok"] = False
                 problems.append(str(exc))
             state.setdefault(sid, []).append(item)
@@ -102,15 +120,80 @@ def inspect(directory: str) -> dict[str, Any]:
         entry = batches[t]
         if entry["commit"] is not None and entry["intent"] is None:
             problems.append(f"batch {t} has a commit but no intent ({ckpt.storage.describe('offsets/' + _tname(t))})")
-        for sid, files in (entry["commit"] or {}).get("state", {}).items() if isinstance(entry["commit"], dict) else ():
+        commit = entry["commit"]
+        for sid, files in (commit.get("state", {}).items() if isinstance(commit, dict) else ()):
             for f in files:
                 if not ckpt.storage.exists(f):
                     problems.append(f"commit of batch {t} lists {ckpt.storage.describe(f)}, which is missing")
     pending = [t for t in times if last_commit is None or t > last_commit]
+    problems.extend(_lock_problems(ckpt))
     if "://" not in directory:
         problems.extend(_run_fsck_checks(directory))
+    restart = _dry_restart(directory)
+    if not restart["ok"]:
+        problems.append(f"a restart would fail: {restart['error']}")
     return {"directory": ckpt.location, "metadata": meta, "batches": [batches[t] for t in times],
-            "last_committed_ms": last_commit, "pending": pending, "state": state, "problems": problems}
+            "last_committed_ms": last_commit, "pending": pending, "state": state, "restart": restart,
+            "problems": problems}
+
+
+def _lock_problems(ckpt: CheckpointLog) -> list[str]:
+    if not ckpt.storage.exists(LOCK):
+        return []
+    try:
+        ckpt.lock.read()
+    except CheckpointError as exc:
+        return [str(exc)]
+    return []
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _dry_restart(directory: str) -> dict[str, Any]:
+    """What a restart would do: the same recovery, reading only."""
+    ckpt = CheckpointLog(directory)
+    logger = logging.getLogger("ingest.checkpoint")
+    warnings = _Warnings()
+    logger.addHandler(warnings)
+    try:
+        meta = ckpt.read_metadata()
+        recovery = ckpt.recover(int((meta or {}).get("batch_interval_ms", 1000)))
+    except (CorruptRecordError, CheckpointError) as exc:
+        return {"ok": False, "error": str(exc), "warnings": warnings.messages}
+    finally:
+        logger.removeHandler(warnings)
+    if recovery is None:
+        return {"ok": True, "fresh": True, "warnings": warnings.messages}
+    return {"ok": True, "fresh": False, "last_committed_ms": recovery.last_committed_ms,
+            "rerun": [t for t, _ in recovery.pending], "replay": [t for t, _ in recovery.replay],
+            "warnings": warnings.messages}
+
+
+def _describe_restart(restart: dict[str, Any]) -> str:
+    if not restart["ok"]:
+        return f"a restart would fail: {restart['error']}"
+    if restart.get("fresh"):
+        return "a restart would start afresh (no batch has run)"
+    last = restart["last_committed_ms"]
+    out = (f"a restart would resume after batch {format_batch_time(last) if last is not None else 'none'}"
+           f" and re-run {len(restart['rerun'])} batch(es)")
+    if restart["replay"]:
+        out += f", replaying {len(restart['replay'])} committed batch(es) into state (older state is used)"
+    return out
+
+
+def _size(ckpt: CheckpointLog, path: str) -> int:
+    try:
+        return ckpt.storage.size(path)
+    except OSError:
+        return 0
 
 
 def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -> int:
@@ -140,9 +223,9 @@ def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -
             cstat = "-" if commit is None else ("CORRUPT" if "error" in commit else "ok")
             records = (commit or {}).get("summary", {}).get("records", "")
             out.write(f"  {format_batch_time(b['time_ms']):<26} {b['time_ms']:>15}  {istat:<8} {cstat:<8} {records}\n")
-            if action == "show" and intent and "plans" in intent:
-                for name, plan in intent["plans"].items():
-                    out.write(f"      {name}: {_summarize_plan(plan)}\n")
+            if action == "show" and intent and "summary" in intent:
+                for name, text in intent["summary"].items():
+                    out.write(f"      {name}: {text}\n")
         if action == "show":
             out.write("\n  state:\n")
             for sid, files in sorted(info["state"].items()):
@@ -150,6 +233,8 @@ def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -
                 out.write(f"    {sid}: {len(files)} file(s), {total} bytes\n")
                 for f in files:
                     out.write(f"      {f['file']:<34} {f['bytes']:>10} bytes {'ok' if f['ok'] else 'CORRUPT'}\n")
+    if action == "fsck":
+        out.write(f"{_describe_restart(info['restart'])}\n")
     if action == "fsck" or info["problems"]:
         if info["problems"]:
             out.write(f"\n{len(info['problems'])} problem(s):\n")

@@ -232,44 +232,53 @@ class StreamingContext:
             if self.write_ahead_log and self.checkpoint_dir is None:
                 raise ConfigError("write_ahead_log=True needs a checkpoint directory: call ssc.checkpoint(directory) "
                                   "(or use StreamingContext.get_or_create); the log lives under it")
-            interval = self.batch_interval_ms
-            if self._log.durable:
-                self._log.describe_app([i.name for i in self._graph.inputs],
-                                       [s.state_id for s in self._graph.stateful], interval)
-            recovery = self._log.recover(interval)
-            if recovery is not None:
-                zero = self._apply_recovery(recovery)
-                now = self.clock.now_ms()
-                first = zero + (max(0, now - zero) // interval + 1) * interval
-                done = [t for t, _ in recovery.pending] + (
-                    [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
-                if done:
-                    first = max(first, max(done) + interval)
-                pending = recovery.pending
-            else:
-                zero = (self.clock.now_ms() // interval) * interval
-                first = zero + interval
-                pending = []
-                self._log.start(zero, interval)
-            self._graph.zero_time_ms = zero
-            self._graph.frozen = True
+            self._log.acquire()
             try:
-                for inp in self._graph.inputs:
-                    inp.start()
+                self._start_locked()
             except BaseException:
-                for inp in self._graph.inputs:  # the one that failed too: it may hold connections
-                    try:
-                        inp.stop_input(graceful=False, timeout=5.0)
-                        inp.close()
-                    except Exception:  # noqa: BLE001 - the start error is the one to report
-                        log.exception("closing input %s after a failed start failed", inp.name)
-                self._state = STOPPED
-                self._terminated.set()
+                self._log.close()  # releases the checkpoint's lock
                 raise
-            self._state = ACTIVE
-            self._install_signal_handlers()
-            self._bus.post(StreamingStarted(time.time()))
-            self._scheduler.start(first, pending)
+
+    def _start_locked(self) -> None:
+        """`start()` with the batch log's lock held (the caller releases it on failure)."""
+        interval = self.batch_interval_ms
+        if self._log.durable:
+            self._log.describe_app([i.name for i in self._graph.inputs],
+                                   [s.state_id for s in self._graph.stateful], interval)
+        recovery = self._log.recover(interval)
+        if recovery is not None:
+            zero = self._apply_recovery(recovery)
+            now = self.clock.now_ms()
+            first = zero + (max(0, now - zero) // interval + 1) * interval
+            done = [t for t, _ in recovery.pending] + (
+                [recovery.last_committed_ms] if recovery.last_committed_ms is not None else [])
+            if done:
+                first = max(first, max(done) + interval)
+            pending = recovery.pending
+        else:
+            zero = (self.clock.now_ms() // interval) * interval
+            first = zero + interval
+            pending = []
+            self._log.start(zero, interval)
+        self._graph.zero_time_ms = zero
+        self._graph.frozen = True
+        try:
+            for inp in self._graph.inputs:
+                inp.start()
+        except BaseException:
+            for inp in self._graph.inputs:  # the one that failed too: it may hold connections
+                try:
+                    inp.stop_input(graceful=False, timeout=5.0)
+                    inp.close()
+                except Exception:  # noqa: BLE001 - the start error is the one to report
+                    log.exception("closing input %s after a failed start failed", inp.name)
+            self._state = STOPPED
+            self._terminated.set()
+            raise
+        self._state = ACTIVE
+        self._install_signal_handlers()
+        self._bus.post(StreamingStarted(time.time()))
+        self._scheduler.start(first, pending)
         log.info("streaming started: batch interval %.3f s, %d input(s), %d output operation(s)%s",
                  self.batch_interval, len(self._graph.inputs), len(self._graph.outputs),
                  f", re-running {len(pending)} uncommitted batch(es)" if pending else "")
@@ -411,12 +420,20 @@ class StreamingContext:
             files = recovery.state_files.get(s.state_id)
             if files:
                 full, deltas = self._log.load_state(files)  # type: ignore[attr-defined]
-                s.restore(full, deltas)
+                try:
+                    s.restore(full, deltas)
+                except Exception as exc:  # noqa: BLE001 - bytes that passed their checksum but not the serde
+                    where = [self._log.storage.describe(f) for f in files]  # type: ignore[attr-defined]
+                    raise CheckpointError(
+                        f"the state of {s.describe()} in {where} cannot be decoded ({type(exc).__name__}: "
+                        f"{exc}): the files were written with another serde or edited; restore them, or start "
+                        "from a new checkpoint directory") from exc
         pending_times = [t for t, _ in recovery.pending]
         for inp in graph.inputs:
             inp.on_recovery(recovery.last_committed_ms, pending_times)
-            if inp.name in recovery.last_plans:
-                inp.restore(recovery.last_plans[inp.name])
+            resume = _resume_point(inp, recovery)
+            if resume is not None:
+                inp.restore(resume)
         self._graph.zero_time_ms = zero
         for t, plans in recovery.replay:
             self._scheduler.replay_state(t, plans)
@@ -555,6 +572,23 @@ class StreamingContext:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop(graceful=exc[0] is None)
+
+
+def _resume_point(inp: Any, recovery: Any) -> Any:
+    """Where `inp` resumes: the next position stored with the newest readable
+    commit, moved on past every batch that is re-run (their intents are
+    newer). An input without resume points (`next_position` returns None)
+    gets its newest readable planned position, as `restore` documents."""
+    position = recovery.next_positions.get(inp.name)
+    for _t, plans in recovery.pending:
+        planned = plans.get(inp.name)
+        if planned is not None:
+            position = inp.next_position(planned)
+            if position is None:
+                break
+    if position is None:
+        position = recovery.last_plans.get(inp.name)
+    return position
 
 
 __all__ = ["StreamingContext"]

@@ -4,7 +4,7 @@ Each `DStream` computes one `Dataset` per batch time. Transformations build new
 DStreams whose datasets are computed from their parents' datasets of the same
 batch; output operations (`pprint`, `foreach_batch`, `save_as_text_files`)
 consume them. The graph is rebuilt by the application's code on every start, so
-nothing here is ever serialized: a checkpoint stores only data (plans, state).
+nothing here is ever serialized: a checkpoint stores only data (positions, state).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Se
 
 from ingest.dataset import Dataset
 from ingest.errors import ConfigError
+from offsets import OpaquePosition, Position
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -326,20 +327,29 @@ class TransformedDStream(DStream[T]):
 class InputDStream(DStream[T]):
     """A stream fed by a source. The scheduler drives it through the batch lifecycle:
 
-    1. `plan(t)` decides what batch `t` reads and returns it as plain,
-       JSON-serializable data (offset ranges, file names, block ids, records);
-    2. the plan is written to the intent log before anything runs;
-    3. `materialize(t, plan)` turns a plan into a Dataset, also when the plan
-       comes back from the intent log after a restart;
-    4. `on_batch_committed(t, plan)` runs after the batch's commit is durable:
-       the place to acknowledge the source and clean up.
+    1. `plan(t)` decides what batch `t` reads and returns it as a typed
+       `offsets.Position` (offset ranges, block references, records, ...);
+    2. the position is written to the intent log before anything runs;
+    3. `materialize(t, position)` turns a position into a Dataset, also when
+       the position comes back from the intent log after a restart;
+    4. `on_batch_committed(t, position)` runs after the batch's commit is
+       durable: the place to acknowledge the source (it deletes nothing);
+    5. `clean_up(retain_from_ms)` runs after every input acknowledged: data of
+       batches older than `retain_from_ms` may be deleted, nothing else.
+
+    After a restart, `restore(position)` gets the position to resume from.
+
+    A custom input whose `plan` still returns a plain JSON value keeps working:
+    the core wraps the value in an `OpaquePosition`, and `materialize`,
+    `on_batch_committed`, `next_position` and `restore` then receive that
+    `OpaquePosition` (the plan's value is its `.value`).
     """
 
     kind = "input"
 
     def __init__(self, ssc: "StreamingContext", name: str | None = None) -> None:
         self.name = ssc._graph.input_name(self.kind, name)
-        self._plans: dict[int, Any] = {}
+        self._plans: dict[int, Position] = {}
         super().__init__(ssc, [], self.kind)
         ssc._graph.add_input(self)
 
@@ -364,34 +374,41 @@ class InputDStream(DStream[T]):
 
     # batch lifecycle ---------------------------------------------------------
 
-    def plan(self, time_ms: int) -> Any:
+    def plan(self, time_ms: int) -> Position:
+        """What batch `time_ms` reads, as a typed position."""
         raise NotImplementedError
 
-    def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
+    def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         raise NotImplementedError
 
-    def plan_records(self, plan: Any) -> int | None:
-        """The number of records a plan covers, if known without reading."""
-        if isinstance(plan, dict) and isinstance(plan.get("records"), int):
-            return plan["records"]
+    def on_batch_committed(self, time_ms: int, position: Position) -> None:
+        """The batch that read `position` committed: acknowledge the source.
+        Delete nothing here; deleting is `clean_up`'s job."""
+
+    def next_position(self, position: Position) -> Position | None:
+        """Where this input resumes after the batch that read `position`
+        (stored in the commit record). None: the input has no resume point of
+        its own, and a restart restores it from its newest planned position."""
         return None
 
-    def plan_description(self, plan: Any) -> str:
-        return ""
-
-    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
-        """The batch that used `plan` committed."""
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Data of batches with time < `retain_from_ms` is no longer needed by
+        any retained commit's replay or any pending batch: it may be deleted."""
 
     def on_recovery(self, last_committed_ms: int | None, pending_times: list[int]) -> None:
         """After a restart, before `restore` and before `start`: the last
         committed batch and the batches that will be re-run."""
 
-    def restore(self, last_plan: Any) -> None:
-        """After a restart: `last_plan` is this input's newest plan in the
-        intent log (committed or about to be re-run). Continue after it."""
+    def restore(self, position: Position) -> None:
+        """After a restart: continue from `position`, this input's resume
+        point (its `next_position` after the newest batch in the checkpoint),
+        or, for inputs without `next_position`, its newest planned position."""
 
-    def set_plan(self, time_ms: int, plan: Any) -> None:
-        self._plans[time_ms] = plan
+    def set_plan(self, time_ms: int, position: Position | None) -> None:
+        if position is None:
+            self._plans.pop(time_ms, None)
+        else:
+            self._plans[time_ms] = position
 
     def compute(self, time_ms: int) -> Dataset[T]:
         if time_ms not in self._plans:
@@ -402,6 +419,11 @@ class InputDStream(DStream[T]):
         super().forget(before_ms)
         for t in [t for t in self._plans if t < before_ms]:
             del self._plans[t]
+
+
+def as_position(value: Any) -> Position:
+    """A plan as a typed position: plain values of custom inputs are wrapped."""
+    return value if isinstance(value, Position) else OpaquePosition(value)
 
 
 def _arity(fn: Callable[..., Any]) -> int:
@@ -416,4 +438,4 @@ def _arity(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
 
 
-__all__ = ["DStream", "InputDStream", "TransformedDStream"]
+__all__ = ["DStream", "InputDStream", "TransformedDStream", "as_position"]

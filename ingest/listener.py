@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from offsets import Position
+
 log = logging.getLogger("ingest.listener")
 batch_log = logging.getLogger("ingest.batches")
 
@@ -32,6 +34,13 @@ class InputInfo:
     name: str
     num_records: int | None
     description: str = ""
+
+    @classmethod
+    def of(cls, name: str, position: Position | None) -> "InputInfo":
+        """What a batch's position says about the input (no position: nothing read)."""
+        if position is None:
+            return cls(name, None, "")
+        return cls(name, position.records, position.describe())
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
 """`queue_stream`: batches handed in by the program itself, for tests and demos.
 
 Each batch takes the next queued list of records (or all queued lists with
-`one_at_a_time=False`). The records themselves are the batch's plan, so with a
-checkpoint they are in the intent log and a re-run batch sees exactly the same
-records: records must then be JSON-serializable.
+`one_at_a_time=False`). The records themselves are the batch's position
+(`QueueItems`), so with a checkpoint they are in the intent log and a re-run
+batch sees exactly the same records: records must then be JSON-serializable.
+The resume point is `QueueItems(next_seq=n)`: the application queues the same
+lists again after a restart, and the first n of them are skipped.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, TypeVar
+from typing import TYPE_CHECKING, Iterable, TypeVar
 
 from ingest.dataset import Dataset
 from ingest.dstream import InputDStream
+from offsets import Position, QueueItems
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -47,7 +50,7 @@ class QueueInputDStream(InputDStream[T]):
     def has_unplanned_data(self) -> bool:
         return self.pending() > 0
 
-    def plan(self, time_ms: int) -> dict[str, Any]:
+    def plan(self, time_ms: int) -> QueueItems:
         with self._lock:
             if not self._queue:
                 records = list(self._default) if self._default is not None else []
@@ -58,19 +61,22 @@ class QueueInputDStream(InputDStream[T]):
                 records = [r for batch in self._queue for r in batch]
                 self._consumed += len(self._queue)
                 self._queue.clear()
-        return {"records": len(records), "items": records, "next_seq": self._consumed}
+        return QueueItems(tuple(records), self._consumed)
 
-    def restore(self, last_plan: Any) -> None:
+    def next_position(self, position: Position) -> QueueItems | None:
+        return QueueItems((), position.next_seq) if isinstance(position, QueueItems) else None
+
+    def restore(self, position: Position) -> None:
         """The application queued the same lists again: skip those that
         batches before the restart already took."""
-        if not isinstance(last_plan, dict) or "next_seq" not in last_plan:
+        if not isinstance(position, QueueItems):
             return
         with self._lock:
-            skip = int(last_plan["next_seq"])
+            skip = position.next_seq
             for _ in range(min(skip, len(self._queue))):
                 self._queue.popleft()
             self._consumed = skip
 
-    def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
-        items = plan["items"] if plan else []
+    def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
+        items = position.items if isinstance(position, QueueItems) else ()
         return Dataset.from_records(items, self._num_partitions, self.ssc.executor)

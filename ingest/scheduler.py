@@ -3,13 +3,17 @@
 One thread, owned by the `StreamingContext`, runs batches strictly in order:
 
 1. wait for the clock to reach `zero_time + k * batch_interval`;
-2. ask every input to plan batch `t` (plain data);
-3. write the plans to the intent log;
+2. ask every input to plan batch `t` (a typed `offsets.Position` each);
+3. write the positions to the intent log;
 4. run every output operation over the batch's datasets;
-5. when all succeeded, write the commit log, then let the inputs acknowledge
-   their sources (`on_batch_committed`).
+5. when all succeeded, write the commit record (with every input's next
+   position, where it resumes after a restart), then let the inputs
+   acknowledge their sources (`on_batch_committed`);
+6. compute the retention point (`offsets.retention`), delete the checkpoint's
+   files behind it, then let every input delete its data behind it
+   (`clean_up`).
 
-A batch whose output operation fails is retried from the same plans up to
+A batch whose output operation fails is retried from the same positions up to
 `max_batch_retries` times; after that the context stops with a
 `BatchFailedError` and the batch stays uncommitted (with a checkpoint it is
 re-run on restart, with exactly the same inputs).
@@ -23,7 +27,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
+from offsets import Position
+
 from ingest.batch import Batch
+from ingest.dstream import as_position
 from ingest.errors import BatchFailedError, IngestError
 from ingest.faults import crash_point
 from ingest.listener import (
@@ -57,7 +64,7 @@ class BatchScheduler:
 
     # -- control, from other threads ------------------------------------------
 
-    def start(self, first_time_ms: int, pending: list[tuple[int, Mapping[str, Any]]]) -> None:
+    def start(self, first_time_ms: int, pending: list[tuple[int, Mapping[str, Position]]]) -> None:
         self.next_time_ms = first_time_ms
         self._thread = threading.Thread(
             target=self._run, args=(pending,), name="ingest-batch-scheduler", daemon=False)
@@ -93,7 +100,7 @@ class BatchScheduler:
     def _stopping(self) -> bool:
         return self._stop_mode is not None
 
-    def _run(self, pending: list[tuple[int, Mapping[str, Any]]]) -> None:
+    def _run(self, pending: list[tuple[int, Mapping[str, Position]]]) -> None:
         ssc = self._ssc
         try:
             for t, plans in pending:
@@ -123,16 +130,16 @@ class BatchScheduler:
                 self.done.set()
                 self._cond.notify_all()
 
-    def run_batch(self, t: int, plans: Mapping[str, Any] | None = None, recovered: bool = False) -> BatchInfo:
+    def run_batch(self, t: int, plans: Mapping[str, Position] | None = None, recovered: bool = False) -> BatchInfo:
         ssc = self._ssc
         graph = ssc._graph
         bus = ssc._bus
         info = BatchInfo(batch_time_ms=t, submission_time=time.time(), recovered=recovered)
         if plans is None:
-            new_plans: dict[str, Any] = {}
+            new_plans: dict[str, Position] = {}
             for inp in graph.inputs:
                 try:
-                    new_plans[inp.name] = inp.plan(t)
+                    new_plans[inp.name] = as_position(inp.plan(t))
                 except IngestError:
                     raise
                 except Exception as exc:
@@ -145,10 +152,7 @@ class BatchScheduler:
             plans = new_plans
         for inp in graph.inputs:
             inp.set_plan(t, plans.get(inp.name))
-        info = info.with_(inputs={
-            inp.name: InputInfo(inp.name, inp.plan_records(plans.get(inp.name)),
-                                inp.plan_description(plans.get(inp.name)))
-            for inp in graph.inputs})
+        info = info.with_(inputs={inp.name: InputInfo.of(inp.name, plans.get(inp.name)) for inp in graph.inputs})
         bus.post(BatchSubmitted(info))
         info = info.with_(processing_start_time=time.time(),
                           scheduling_delay_ms=float(max(0, ssc.clock.now_ms() - t)))
@@ -182,12 +186,27 @@ class BatchScheduler:
             raise BatchFailedError(message, t) from exc
 
         crash_point("after_outputs")
-        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts}, graph.stateful)
+        next_positions = {}
+        for inp in graph.inputs:
+            position = plans.get(inp.name)
+            resume = None if position is None else inp.next_position(position)
+            if resume is not None:
+                next_positions[inp.name] = resume
+        ssc._log.write_commit(t, {"records": info.num_records, "attempts": info.attempts}, graph.stateful,
+                              next_positions)
         crash_point("after_commit")
         for s in graph.stateful:
             s.commit_batch(t)
         for inp in graph.inputs:
-            inp.on_batch_committed(t, plans.get(inp.name))
+            position = plans.get(inp.name)
+            if position is not None:
+                inp.on_batch_committed(t, position)
+        # Forgetting is its own step, behind the commit and the acknowledgements:
+        # one retention point for the checkpoint's files and every input's data.
+        retain_from = ssc._log.retain_from_ms(t)
+        ssc._log.clean_up(retain_from)
+        for inp in graph.inputs:
+            inp.clean_up(retain_from)
         graph.forget(t + 1)
         info = info.with_(processing_end_time=time.time())
         bus.post(BatchCompleted(info))
@@ -208,7 +227,7 @@ class BatchScheduler:
                 return f"stateful operation {s.describe()}", exc
         return None
 
-    def replay_state(self, t: int, plans: Mapping[str, Any]) -> None:
+    def replay_state(self, t: int, plans: Mapping[str, Position]) -> None:
         """Run a committed batch through the stateful operators only (used when
         recovery had to fall back to an older state snapshot)."""
         graph = self._ssc._graph
@@ -222,7 +241,7 @@ class BatchScheduler:
             s.commit_batch(t)
         graph.forget(t + 1)
 
-    def _run_outputs(self, t: int, plans: Mapping[str, Any], attempt: int, recovered: bool
+    def _run_outputs(self, t: int, plans: Mapping[str, Position], attempt: int, recovered: bool
                      ) -> tuple[list[OutputOperationInfo], Any]:
         ssc = self._ssc
         infos: list[OutputOperationInfo] = []

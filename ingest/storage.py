@@ -9,6 +9,11 @@ Paths are relative to the storage's root and use '/'. Guarantees:
 - `write_new` does the same but fails with FileExistsError if the name exists
   (object stores: a single PUT with If-None-Match).
 
+Local disk: files are created 0600 and directories 0700 (checkpoints hold the
+job's data and source positions: only its user reads them), and every
+directory the storage creates is fsynced in its parent, so that after a power
+cut a durable file is never in a directory whose own entry was lost.
+
 Local disk is built in; HDFS and S3 backends plug in through `storage_for`.
 """
 
@@ -55,6 +60,10 @@ class Storage:
         return f"{self.url.rstrip('/')}/{path}"
 
 
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
 def fsync_dir(path: str) -> None:
     """Make a directory's entries (a rename, a new or deleted file) durable."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -64,12 +73,33 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str, mode: int = DIR_MODE) -> None:
+    """`os.makedirs`, but every directory it creates is fsynced in its parent
+    (a new directory's entry is only durable once its parent is synced)."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):  # a file is in the way: not "the name exists" for write_new
+                raise NotADirectoryError(errno.ENOTDIR, "a file is where a directory should be", directory) from None
+            continue
+        fsync_dir(os.path.dirname(directory))
+
+
 class LocalStorage(Storage):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
         try:
-            os.makedirs(self.root, exist_ok=True)
+            make_dirs(self.root)
         except OSError as exc:
             raise ConfigError(f"cannot create directory {self.root}: {exc.strerror}; choose a writable "
                               "location") from None
@@ -92,8 +122,9 @@ class LocalStorage(Storage):
         directory = os.path.dirname(target)
         tmp = os.path.join(directory, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.tmp")
         try:
-            os.makedirs(directory, exist_ok=True)
-            with open(tmp, "wb") as f:
+            make_dirs(directory)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+            with open(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -104,10 +135,10 @@ class LocalStorage(Storage):
                 os.unlink(tmp)
             fsync_dir(directory)
         except FileExistsError:
-            _silent_unlink(tmp)
+            _discard_tmp(tmp)
             raise
         except OSError as exc:
-            _silent_unlink(tmp)
+            _discard_tmp(tmp)
             hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
             raise StorageError(f"writing {target} failed{hint}: {exc.strerror or exc}") from exc
 
@@ -125,12 +156,26 @@ class LocalStorage(Storage):
             return sorted(n for n in os.listdir(self._abs(directory)) if not n.startswith("."))
         except FileNotFoundError:
             return []
+        except OSError as exc:  # a file where a directory should be, no permission, ...
+            raise StorageError(f"cannot list {self._abs(directory)}: {exc.strerror or exc}; it should be a "
+                               "directory the job can read") from None
 
     def delete(self, path: str) -> None:
-        _silent_unlink(self._abs(path))
+        try:
+            _silent_unlink(self._abs(path))
+        except OSError as exc:  # a directory where a file should be, no permission, ...
+            raise StorageError(f"cannot delete {self._abs(path)}: {exc.strerror or exc}") from None
 
     def size(self, path: str) -> int:
         return os.path.getsize(self._abs(path))
+
+
+def _discard_tmp(path: str) -> None:
+    """Best effort: the write already failed, and that is the error to report."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _silent_unlink(path: str) -> None:

@@ -22,9 +22,12 @@ from offsets.positions import (
     register_position,
 )
 from offsets.ranges import OffsetRange, ranges_from_json, ranges_to_json
+from offsets.records import CommitRecord, IntentRecord, RecordCodec, RecordId, StateRecord
+from offsets.retention import retain_from_ms
 
 __all__ = [
-    "BlockRef", "FileList", "FileSlice", "KafkaOffsets", "KafkaRanges", "OffsetRange", "OpaquePosition",
-    "Position", "QueueItems", "ReceivedBlocks", "SequenceNumbers", "SequenceRef", "offset_ranges_of",
-    "position_from_data", "position_to_data", "ranges_from_json", "ranges_to_json", "register_position",
+    "BlockRef", "CommitRecord", "FileList", "FileSlice", "IntentRecord", "KafkaOffsets", "KafkaRanges",
+    "OffsetRange", "OpaquePosition", "Position", "QueueItems", "ReceivedBlocks", "RecordCodec", "RecordId",
+    "SequenceNumbers", "SequenceRef", "StateRecord", "offset_ranges_of", "position_from_data", "position_to_data",
+    "ranges_from_json", "ranges_to_json", "register_position", "retain_from_ms",
 ]

@@ -91,7 +91,7 @@ def position_from_data(data: Any, where: str = "a position") -> Position:
     body = {k: v for k, v in data.items() if k not in ("kind", "v")}
     try:
         return cls.from_body(body, version)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{where}: malformed {kind} position ({type(exc).__name__}: {exc})") from None
 
 

@@ -1,9 +1,10 @@
 """`ReceiverInputDStream`: the input stream of a receiver.
 
-Planning batch `t` allocates every block received so far to it; the plan is
-the list of block ids (plain data for the intent log). Materializing reads the
-blocks' records from the block store. After the batch commits, its blocks are
-removed from the store.
+Planning batch `t` allocates every block received so far to it; its position
+is `ReceivedBlocks` (the block references, plain data for the intent log). Materializing reads the
+blocks' records from the block store. After the batch commits, the tracker
+marks it processed (an acknowledgement); its blocks are removed later, by
+`clean_up`, once the retention point has passed the batch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
+from offsets import Position, ReceivedBlocks
 from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
 from receivers.supervisor import ReceiverSupervisor
@@ -58,6 +60,7 @@ class ReceiverInputDStream(InputDStream[T]):
         self.records_received = 0
         self.max_unprocessed_records = max_unprocessed_records
         self._unprocessed = 0  # records stored and not yet in a committed batch
+        self._last_committed_ms: int | None = None
         self._progress = threading.Condition()
 
     def _store_block(self, block: Block) -> BlockInfo:
@@ -132,18 +135,14 @@ class ReceiverInputDStream(InputDStream[T]):
 
     # batch lifecycle -----------------------------------------------------------
 
-    def plan(self, time_ms: int) -> dict[str, Any]:
-        blocks = self.tracker.allocate(time_ms)
-        return {"records": sum(b.num_records for b in blocks), "blocks": [b.to_json() for b in blocks]}
+    def plan(self, time_ms: int) -> ReceivedBlocks:
+        return ReceivedBlocks(tuple(self.tracker.allocate(time_ms)))
 
-    def plan_description(self, plan: Any) -> str:
-        return f"{len(plan.get('blocks', []))} blocks" if plan else ""
-
-    def materialize(self, time_ms: int, plan: Any) -> Dataset[T]:
+    def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         parts = []
         lost = []
-        for b in (plan or {}).get("blocks", []):
-            info = BlockInfo.from_json(b)
+        blocks = position.blocks if isinstance(position, ReceivedBlocks) else ()
+        for info in blocks:
             records = self.store.get(info)
             if records is None:
                 lost.append(info)
@@ -156,9 +155,22 @@ class ReceiverInputDStream(InputDStream[T]):
                         self.name, time_ms, len(lost), sum(i.num_records for i in lost))
         return Dataset(parts, self.ssc.executor)
 
-    def on_batch_committed(self, time_ms: int, plan: Any) -> None:
-        done = self.tracker.cleanup(time_ms)
-        self.store.remove(done)
+    def on_batch_committed(self, time_ms: int, position: Position) -> None:
+        """Acknowledge only: the tracker marks the batch processed and the
+        backpressure count goes down. Its blocks stay until `clean_up`."""
+        self.tracker.mark_processed(time_ms)
+        self._last_committed_ms = time_ms
+        done = position.records if isinstance(position, ReceivedBlocks) else 0
         with self._progress:
-            self._unprocessed = max(0, self._unprocessed - sum(b.num_records for b in done))
+            self._unprocessed = max(0, self._unprocessed - done)
             self._progress.notify_all()
+
+    def clean_up(self, retain_from_ms: int) -> None:
+        """Forget the blocks of batches before `retain_from_ms` (blocks not yet
+        allocated to a batch are in flight and stay)."""
+        if not self.reliable and self._last_committed_ms is not None:
+            # Without the write-ahead log no block outlives the process, so none
+            # can be replayed after a restart: keeping blocks of committed
+            # batches in memory for a checkpoint's state fallback would only cost memory.
+            retain_from_ms = max(retain_from_ms, self._last_committed_ms + 1)
+        self.store.remove(self.tracker.clean_up(retain_from_ms))

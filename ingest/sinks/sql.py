@@ -36,7 +36,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
-from offsets import OffsetRange
+from offsets import OffsetRange, offset_ranges_of
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -184,8 +184,8 @@ class SqlSink:
         """One attempt; False when another writer got in between (rolled back)."""
         cur.execute(self._q(f"SELECT batch_time, version FROM {self._batches} WHERE sink = ?"), (self.name,))
         row = cur.fetchone()
-        ranges = [(stream, OffsetRange.from_json(v)) for stream, plan in batch.positions.items()
-                  if isinstance(plan, dict) for v in plan.get("offset_ranges", ())]
+        ranges = [(stream, r) for stream, position in batch.positions.items()
+                  for r in offset_ranges_of([position])]
         if self._already_written(cur, batch, row, ranges):
             conn.rollback()
             self.batches_skipped += 1

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import crc32c
 import pytest
 
-from ingest import BatchFailedError, ManualClock, StreamingContext
+from ingest import BatchFailedError, IngestError, ManualClock, StreamingContext
+from ingest.checkpoint_cli import _fsck_checks, inspect, register_fsck_check, run_checkpoint_command
+from offsets.records import RecordId, frame
 
 BATCHES = [["a", "b"], ["a"], [], ["c", "b", "a"], ["d"], ["e"]]
 STATE_IDS = ["map_with_state-0", "update_state_by_key-0"]
@@ -27,9 +30,9 @@ def remember(key: str, value: int, state: Any) -> None:
     state.update(state.get_option(0) + value)
 
 
-def write_checkpoint(directory: Path) -> None:
+def build_context(directory: Path, fail_at: int | None = None) -> StreamingContext:
     def sink(batch: Any) -> None:
-        if batch.time == 5000:
+        if batch.time == fail_at:
             raise RuntimeError("sink unavailable")
 
     ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
@@ -37,6 +40,11 @@ def write_checkpoint(directory: Path) -> None:
     pairs = ssc.queue_stream(BATCHES, name="words").map(lambda w: (w, 1))
     pairs.update_state_by_key(count).foreach_batch(lambda batch: None)
     pairs.map_with_state(remember).foreach_batch(sink)
+    return ssc
+
+
+def write_checkpoint(directory: Path) -> None:
+    ssc = build_context(directory, fail_at=5000)
     ssc.start()
     try:
         with pytest.raises(BatchFailedError):
@@ -94,23 +102,31 @@ def test_show_lists_plans_and_state_files(checkpoint_dir):
     assert "CORRUPT" not in out
 
 
-def test_fsck_of_a_healthy_directory_exits_0(checkpoint_dir):
+def test_fsck_of_a_healthy_directory_exits_0_and_says_what_a_restart_would_do(checkpoint_dir):
     result = cli("fsck", str(checkpoint_dir))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 batches, 8 state files, no problems" in result.stdout
+    assert "a restart would resume after batch" in result.stdout and "re-run 1 batch(es)" in result.stdout
 
 
-@pytest.mark.parametrize("victim", [f"state/map_with_state-0/{name(3000)}.delta", f"commits/{name(2000)}",
-                                    f"offsets/{name(5000)}", "metadata"])
-def test_fsck_of_a_damaged_file_exits_1_naming_it(checkpoint_dir, victim):
+@pytest.mark.parametrize("victim, restart_fails", [
+    (f"state/map_with_state-0/{name(3000)}.delta", False),  # an older state chain: not used
+    (f"commits/{name(2000)}", False),  # an older commit: ignored
+    (f"offsets/{name(5000)}", True),  # the intent of the batch to re-run
+    ("metadata", True),
+])
+def test_fsck_of_a_damaged_file_exits_1_naming_it_and_says_whether_a_restart_would_fail(
+        checkpoint_dir, victim, restart_fails):
     path = checkpoint_dir / victim
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x10
     path.write_bytes(bytes(data))
     result = cli("fsck", str(checkpoint_dir))
     assert result.returncode == 1
-    assert "1 problem(s)" in result.stdout
+    assert f"{1 + restart_fails} problem(s)" in result.stdout
     assert str(path) in result.stdout and "checksum mismatch" in result.stdout
+    assert ("a restart would fail: " in result.stdout) is restart_fails
+    assert ("a restart would resume after batch" in result.stdout) is not restart_fails
 
 
 def test_fsck_reports_a_state_file_a_commit_lists_but_is_missing(checkpoint_dir):
@@ -159,3 +175,82 @@ def test_missing_directory_is_a_usage_error(tmp_path):
     result = cli("ls", str(tmp_path / "nope"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def crafted_commit(path: Path) -> None:
+    """A commit with a valid checksum whose state list names another operator's file."""
+    body = {"time_ms": 4000, "summary": {}, "state": {"map_with_state-0": [f"state/other/{name(4000)}.full"]}}
+    path.write_bytes(frame(RecordId("commit", 4000), json.dumps(body).encode()))
+
+
+def into_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def swap_with_older(path: Path) -> None:
+    older = path.with_name(name(int(path.name[:20]) - 1000) + path.name[20:])
+    data = path.read_bytes()
+    path.write_bytes(older.read_bytes())
+    older.write_bytes(data)
+
+
+DAMAGES = [
+    (f"commits/{name(4000)}", flip), (f"commits/{name(4000)}", crafted_commit),
+    (f"commits/{name(4000)}", into_directory), (f"commits/{name(4000)}", Path.unlink),
+    (f"offsets/{name(4000)}", flip), (f"offsets/{name(4000)}", Path.unlink),
+    (f"offsets/{name(5000)}", flip), (f"offsets/{name(5000)}", into_directory),
+    (f"offsets/{name(3000)}", swap_with_older), (f"offsets/{name(5000)}", Path.unlink),
+    (f"state/update_state_by_key-0/{name(4000)}.full", flip),
+    (f"state/update_state_by_key-0/{name(4000)}.full", swap_with_older),
+    (f"state/map_with_state-0/{name(4000)}.full", into_directory),
+    ("metadata", flip), ("metadata", into_directory),
+]
+
+
+@pytest.mark.parametrize("victim, damage", DAMAGES, ids=[f"{v}-{d.__name__}" for v, d in DAMAGES])
+def test_fsck_says_a_restart_fails_exactly_when_a_restart_fails(checkpoint_dir, victim, damage):
+    damage(checkpoint_dir / victim)
+    info = inspect(str(checkpoint_dir))
+    ssc = build_context(checkpoint_dir)
+    try:
+        ssc.start()
+        error = None
+    except IngestError as exc:  # a project error, never a foreign one
+        error = exc
+    finally:
+        ssc.stop(graceful=False)
+    assert info["restart"]["ok"] is (error is None), (info["restart"], error)
+    if error is not None:
+        assert info["restart"]["error"] == str(error)
+        assert str(checkpoint_dir) in str(error)
+    if damage is not Path.unlink:  # a deleted file can be what a crash leaves: not always a finding
+        assert any(str(checkpoint_dir / victim) in p for p in info["problems"]), info["problems"]
+
+
+def test_fsck_runs_the_registered_checks_and_reports_their_findings(checkpoint_dir, capsys, monkeypatch):
+    monkeypatch.setattr("ingest.checkpoint_cli._fsck_checks", list(_fsck_checks))
+
+    @register_fsck_check
+    def wal_check(directory: str) -> list[str]:
+        assert directory == str(checkpoint_dir)
+        return [f"{directory}/receivers/x/blocks-1.wal: record 3 fails its checksum"]
+
+    assert run_checkpoint_command("fsck", str(checkpoint_dir)) == 1
+    out = capsys.readouterr().out
+    assert f"{checkpoint_dir}/receivers/x/blocks-1.wal: record 3 fails its checksum" in out
+
+
+def test_fsck_of_a_checkpoint_of_an_older_format_names_the_version(tmp_path):
+    prefix = b"INGEST-CKPT 1 meta 2 "
+    (tmp_path / "metadata").write_bytes(prefix + b"%08x\n" % crc32c.crc32c(b"{}", crc32c.crc32c(prefix)) + b"{}")
+    result = cli("fsck", str(tmp_path))
+    assert result.returncode == 1
+    assert "checkpoint format 1, written by an older release" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

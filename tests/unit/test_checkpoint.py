@@ -23,9 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import BatchFailedError, CheckpointError, CorruptRecordError, DStream, ManualClock, StreamingContext
-from ingest.checkpoint import frame, unframe
 from ingest.serde import JsonSerde
 from ingest.storage import LocalStorage
+from offsets import QueueItems
+from offsets.records import RecordId, frame, unframe
 
 MS = 1000
 
@@ -112,7 +113,7 @@ class App:
         self.deliveries.append((name, batch.time, batch.recovered))
 
     def _maybe_fail(self, batch: Any) -> None:
-        self.batches_seen.append((batch.time, batch.id, json.loads(json.dumps(batch.positions)), batch.attempt,
+        self.batches_seen.append((batch.time, batch.id, dict(batch.positions), batch.attempt,
                                   batch.recovered))
         if batch.time in self.fail_once_at:
             self.fail_once_at.discard(batch.time)
@@ -157,7 +158,7 @@ def flip_bit(path: Path, offset: int, bit: int = 0) -> None:
 
 
 def read_record(path: Path) -> Any:
-    return json.loads(unframe(path.read_bytes(), str(path)))
+    return json.loads(unframe(path.read_bytes(), str(path))[1])
 
 
 # -- the batch log -----------------------------------------------------------------------------------
@@ -189,8 +190,8 @@ def test_batch_without_commit_is_rerun_with_exactly_the_same_inputs(tmp_path):
     run_once(app, tmp_path, 1)
     rerun, after = app.batches_seen[-2:]
     assert rerun[0] == 4000 and rerun[4] is True  # recovered
-    assert rerun[2] == failed[2] == {"lines": {"records": 2, "items": ["c:1", "b:1"], "next_seq": 4}}
-    assert after[0] == 5000 and after[2]["lines"]["items"] == LINES[4]
+    assert rerun[2] == failed[2] == {"lines": QueueItems(("c:1", "b:1"), next_seq=4)}
+    assert after[0] == 5000 and list(after[2]["lines"].items) == LINES[4]
     assert app.committed_times() == [1000, 2000, 3000, 4000, 4000, 5000]
     assert app.results["lines"][4000] == ["b:1", "c:1"]
 
@@ -228,8 +229,8 @@ def test_outputs_see_batch_time_id_and_positions(tmp_path):
     app = App(build=lambda lines: {})
     run_once(app, tmp_path, 2)
     assert app.batches_seen == [
-        (1000, "1000", {"lines": {"records": 2, "items": ["a:1", "b:2"], "next_seq": 1}}, 1, False),
-        (2000, "2000", {"lines": {"records": 1, "items": ["a:3"], "next_seq": 2}}, 1, False),
+        (1000, "1000", {"lines": QueueItems(("a:1", "b:2"), next_seq=1)}, 1, False),
+        (2000, "2000", {"lines": QueueItems(("a:3",), next_seq=2)}, 1, False),
     ]
 
 
@@ -539,51 +540,60 @@ def test_missing_metadata_in_a_used_directory_is_an_error(tmp_path):
 
 # -- record framing ---------------------------------------------------------------------------------------------
 
-BODY = b'{"time_ms":1000,"plans":{"lines":{"records":1,"items":["a:1"],"next_seq":1}}}'
+BODY = b'{"time_ms":1000,"positions":{"lines":{"kind":"queue","v":1,"items":["a:1"],"next_seq":1}}}'
+INTENT = RecordId("intent", 1000)
 
 
-def test_frame_round_trips_and_names_the_kind():
-    record = frame("intent", BODY)
-    assert record.startswith(b"INGEST-CKPT 1 intent %d " % len(BODY))
-    assert unframe(record, "f", "intent") == BODY
-    assert unframe(frame("state", b""), "f", "state") == b""
+def test_frame_round_trips_and_names_kind_time_and_operator():
+    record = frame(INTENT, BODY)
+    assert record.startswith(b"INGEST-CKPT 2 intent 1000 - %d " % len(BODY))
+    assert unframe(record, "f", INTENT) == (INTENT, BODY)
+    state = RecordId("delta", 3000, "counts by key/v2")
+    assert frame(state, b"").startswith(b"INGEST-CKPT 2 delta 3000 counts%20by%20key%2Fv2 0 ")
+    assert unframe(frame(state, b""), "f", state) == (state, b"")
 
 
 def test_every_bit_flip_in_the_body_is_reported_with_path_and_offset():
-    record = frame("intent", BODY)
+    record = frame(INTENT, BODY)
     header = record.index(b"\n") + 1
     for i in range(header, len(record)):
         for bit in range(8):
             damaged = bytearray(record)
             damaged[i] ^= 1 << bit
             with pytest.raises(CorruptRecordError) as err:
-                unframe(bytes(damaged), "/ckpt/offsets/x", "intent")
+                unframe(bytes(damaged), "/ckpt/offsets/x", INTENT)
             # The checksum covers the header and the body: the whole record is suspect.
             assert (err.value.path, err.value.offset) == ("/ckpt/offsets/x", 0)
             assert "/ckpt/offsets/x" in str(err.value) and "checksum mismatch" in str(err.value)
 
 
 def test_every_truncation_is_reported():
-    record = frame("commit", BODY)
+    record = frame(RecordId("commit", 1000), BODY)
     for n in range(len(record)):
         with pytest.raises(CorruptRecordError, match="/ckpt/commits/x"):
-            unframe(record[:n], "/ckpt/commits/x", "commit")
+            unframe(record[:n], "/ckpt/commits/x", RecordId("commit", 1000))
 
 
-def test_record_of_another_kind_is_rejected():
-    with pytest.raises(CorruptRecordError, match="expected a commit record"):
-        unframe(frame("intent", BODY), "f", "commit")
+@pytest.mark.parametrize("found, expected", [
+    (RecordId("intent", 1000), RecordId("commit", 1000)),
+    (RecordId("intent", 1000), RecordId("intent", 2000)),
+    (RecordId("full", 1000, "a"), RecordId("full", 1000, "b")),
+    (RecordId("full", 1000, "a"), RecordId("delta", 1000, "a")),
+])
+def test_record_of_another_kind_time_or_operator_is_rejected_naming_the_file(found, expected):
+    with pytest.raises(CorruptRecordError, match="/ckpt/f: holds the .* but its name says"):
+        unframe(frame(found, BODY), "/ckpt/f", expected)
 
 
 def test_every_bit_flip_in_the_header_is_reported():
-    record = frame("intent", BODY)
+    record = frame(INTENT, BODY)
     header = record.index(b"\n") + 1
     for i in range(header):
         for bit in range(8):
             damaged = bytearray(record)
             damaged[i] ^= 1 << bit
-            with pytest.raises(CorruptRecordError) as err:  # not accepted, nor taken for a newer format
-                unframe(bytes(damaged), "/ckpt/offsets/x", "intent")
+            with pytest.raises(CorruptRecordError) as err:  # not accepted, nor taken for another format
+                unframe(bytes(damaged), "/ckpt/offsets/x", INTENT)
             assert err.value.path == "/ckpt/offsets/x" and err.value.offset in (0, header)
 
 

@@ -26,7 +26,7 @@ from direct import DataLossError, kafka_direct_stream
 from ingest import ConfigError, ManualClock, SourceError, StreamingContext
 from ingest.listener import BatchCompleted, BatchInfo, InputInfo
 from ingest.rate import PIDRateEstimator, RateController
-from offsets import OffsetRange
+from offsets import KafkaRanges
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:(read|open)_text is deprecated:DeprecationWarning")
 
@@ -246,21 +246,25 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
     return build
 
 
-def counts(plan: dict[str, Any]) -> list[int]:
-    return [OffsetRange.from_json(r).count for r in plan["offset_ranges"]]
+def counts(plan: KafkaRanges) -> list[int]:
+    return [r.count for r in plan.ranges]
 
 
-def froms(plan: dict[str, Any]) -> list[int]:
-    return [OffsetRange.from_json(r).from_offset for r in plan["offset_ranges"]]
+def froms(plan: KafkaRanges) -> list[int]:
+    return [r.from_offset for r in plan.ranges]
+
+
+def as_lists(plan: KafkaRanges) -> list[list[Any]]:
+    return [r.to_json() for r in plan.ranges]
 
 
 def test_without_limits_a_batch_reads_up_to_the_latest_offsets(fake: Any) -> None:
     stream, client = fake([(0, 500), (0, 0), (3, 7)])
     plan = stream.plan(1000)
-    assert plan["offset_ranges"] == [["t", 0, 0, 500], ["t", 1, 0, 0], ["t", 2, 3, 7]]
-    assert plan["records"] == 504
+    assert as_lists(plan) == [["t", 0, 0, 500], ["t", 1, 0, 0], ["t", 2, 3, 7]]
+    assert plan.records == 504
     client.marks[("t", 0)] = (0, 510)
-    assert stream.plan(2000)["offset_ranges"] == [["t", 0, 500, 510], ["t", 1, 0, 0], ["t", 2, 7, 7]]
+    assert as_lists(stream.plan(2000)) == [["t", 0, 500, 510], ["t", 1, 0, 0], ["t", 2, 7, 7]]
 
 
 @pytest.mark.parametrize("interval, rate, expected", [
@@ -330,7 +334,7 @@ def test_ranges_are_capped_as_spark_caps_them(fake: Any, seed: int) -> None:
     current = {("t", p): 0 for p in range(len(marks))}
     latest = {("t", p): m[1] for p, m in enumerate(marks)}
     expected = spark_max_messages(current, latest, rate, max_rate or 0, interval)
-    assert [OffsetRange.from_json(r).until_offset for r in stream.plan(1000)["offset_ranges"]] == \
+    assert [r.until_offset for r in stream.plan(1000).ranges] == \
         [expected[("t", p)] for p in range(len(marks))]
 
 
@@ -371,7 +375,7 @@ def test_partitions_that_appear_later_start_at_their_earliest_offset(fake: Any) 
     assert froms(stream.plan(1000)) == [9]
     client.topics["t"] = [0, 1]
     client.marks[("t", 1)] = (4, 12)
-    assert stream.plan(2000)["offset_ranges"] == [["t", 0, 9, 9], ["t", 1, 4, 12]]
+    assert as_lists(stream.plan(2000)) == [["t", 0, 9, 9], ["t", 1, 4, 12]]
 
 
 def test_auto_offset_reset_none_without_a_commit_is_an_error_naming_the_partition(fake: Any) -> None:
@@ -383,7 +387,7 @@ def test_auto_offset_reset_none_without_a_commit_is_an_error_naming_the_partitio
 def lose(fake: Any, policy: str) -> tuple[Any, FakeClient]:
     """A stream at offset 10 of t[0], after offsets below 50 were removed."""
     stream, client = fake([(0, 100)], max_rate_per_partition=10, on_data_loss=policy)
-    assert stream.plan(1000)["offset_ranges"] == [["t", 0, 0, 10]]
+    assert as_lists(stream.plan(1000)) == [["t", 0, 0, 10]]
     client.marks[("t", 0)] = (50, 100)
     return stream, client
 
@@ -399,14 +403,14 @@ def test_data_loss_fail_raises_naming_topic_partition_and_offsets(fake: Any) -> 
 def test_data_loss_earliest_moves_to_the_log_start_and_counts(fake: Any) -> None:
     stream, _ = lose(fake, "earliest")
     plan = stream.plan(2000)
-    assert plan["offset_ranges"] == [["t", 0, 50, 60]] and plan["records_lost"] == 40
+    assert as_lists(plan) == [["t", 0, 50, 60]] and plan.records_lost == 40
     assert stream.metrics()["records_lost"] == 40
 
 
 def test_data_loss_latest_moves_to_the_end_and_counts(fake: Any) -> None:
     stream, _ = lose(fake, "latest")
     plan = stream.plan(2000)
-    assert plan["offset_ranges"] == [["t", 0, 100, 100]] and plan["records_lost"] == 90
+    assert as_lists(plan) == [["t", 0, 100, 100]] and plan.records_lost == 90
     assert stream.metrics()["records_lost"] == 90
 
 

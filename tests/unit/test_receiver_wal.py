@@ -193,7 +193,7 @@ def test_with_and_without_the_log_a_run_gives_the_same_output_record_for_record(
     def run(wal: bool) -> tuple[list[list[Any]], list[list[int]]]:
         sizes: list[list[int]] = []
         job = build_job(contexts, tmp_path / ("on" if wal else "off"), wal=wal,
-                        sink=lambda b: sizes.append([blk["records"] for blk in b.positions[STREAM]["blocks"]]))
+                        sink=lambda b: sizes.append([blk.num_records for blk in b.positions[STREAM].blocks]))
         job.ssc.start()
         n = 0
         for step in range(12):
@@ -257,7 +257,7 @@ def test_a_batch_whose_output_failed_is_re_run_after_restart_with_the_same_block
     second.ssc.step()
     assert second.batches[0] == ["a", "b", "c"]
     assert seen[0][0] is True
-    assert [b["id"] for b in seen[0][1]["blocks"]] == ids
+    assert list(seen[0][1].block_ids) == ids
     second.ssc.step()
     assert second.batches[1] == ["late"]
 

@@ -15,6 +15,7 @@ from ingest import ConfigError, StateError, StreamingListener
 from ingest.errors import ReceiverError, StorageError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverStarted
+from offsets import ReceivedBlocks
 from receivers import BlockGenerator, BlockInfo, RateLimiter, ReceivedBlockTracker, Receiver
 
 
@@ -110,10 +111,8 @@ def test_store_batch_returns_the_block_id_only_once_the_block_is_tracked(make_co
     ssc.start()
     block_id = ids.get(timeout=10)
     ssc.step(1)  # planned right after store_batch returned
-    assert seen == [(["a", "b"], {
-        "records": 2,
-        "blocks": [{"id": block_id, "stream": "orders", "records": 2, "metadata": {"partition": 3, "offset": 41}}],
-    })]
+    assert seen == [(["a", "b"], ReceivedBlocks((
+        BlockInfo(block_id, "orders", 2, {"partition": 3, "offset": 41}),)))]
 
 
 def test_blocks_leave_the_block_store_when_their_batch_commits(make_context):
@@ -125,7 +124,7 @@ def test_blocks_leave_the_block_store_when_their_batch_commits(make_context):
     ssc.start()
     ids.get(timeout=10)
     ssc.step(1)
-    info = BlockInfo.from_json(plans[0]["blocks"][0])
+    info = plans[0].blocks[0]
     assert info.num_records == 3
     assert stream.store.get(info) is None
 

@@ -17,6 +17,7 @@ import pytest
 
 from ingest import Batch, BatchFailedError, Dataset, ManualClock, StreamingContext
 from ingest.sinks import SqlSink
+from offsets import KafkaRanges, OffsetRange, QueueItems
 
 
 def kafka_batch(time_ms: int, records: list[Any], *ranges: tuple[str, int, int, int],
@@ -24,7 +25,7 @@ def kafka_batch(time_ms: int, records: list[Any], *ranges: tuple[str, int, int, 
     """A batch as a direct Kafka stream would plan it: `ranges` are (topic, partition,
     from, until)."""
     return Batch(time_ms, Dataset.from_records(records),
-                 positions={stream: {"offset_ranges": [list(r) for r in ranges]}})
+                 positions={stream: KafkaRanges(tuple(OffsetRange(*r) for r in ranges))})
 
 
 def insert_records(cur: Any, batch: Batch[Any]) -> None:
@@ -170,9 +171,9 @@ def test_results_and_offsets_commit_together_in_one_transaction(db: Database) ->
 
 def test_offsets_of_every_partition_and_stream_are_stored(db: Database, sink: SqlSink) -> None:
     batch = Batch(1000, Dataset.from_records(["a"]), positions={
-        "clicks": {"offset_ranges": [["clicks", 0, 0, 5], ["clicks", 1, 0, 7]]},
-        "views": {"offset_ranges": [["views", 0, 10, 12]]},
-        "queue": {"records": 1, "items": ["a"], "next_seq": 1},  # not a Kafka plan: no offsets
+        "clicks": KafkaRanges((OffsetRange("clicks", 0, 0, 5), OffsetRange("clicks", 1, 0, 7))),
+        "views": KafkaRanges((OffsetRange("views", 0, 10, 12),)),
+        "queue": QueueItems(("a",), next_seq=1),  # not a Kafka plan: no offsets
     })
     sink(batch)
 

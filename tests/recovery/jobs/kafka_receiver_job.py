@@ -15,7 +15,7 @@ is only ever at the end of a file:
 - OUT/plain/<pid>.log: one JSON line per record value, appended per batch:
   at-least-once, a batch re-run after a crash writes its records again;
 - OUT/tagged/<pid>.log: one JSON line [block id, index in block, value] per
-  record. A batch's `positions[stream]["blocks"]` lists its block ids in the
+  record. A batch's `positions[stream].blocks` lists its blocks in the
   order of the dataset's partitions (no shuffle here), so a reader that keeps
   one record per (block id, index) has each record exactly once.
 
@@ -75,10 +75,10 @@ def plain_sink(batch):
 
 
 def tagged_sink(batch):
-    blocks = batch.positions[STREAM]["blocks"]
+    blocks = batch.positions[STREAM].blocks
     partitions = batch.partitions()
     assert len(blocks) == len(partitions), (len(blocks), len(partitions))
-    append("tagged", [[block["id"], index, record.value.decode()]
+    append("tagged", [[block.block_id, index, record.value.decode()]
                       for block, records in zip(blocks, partitions) for index, record in enumerate(records)])
     committed_batches[0] += 1
 
