@@ -12,12 +12,14 @@ from ingest.batch import Batch
 from ingest.dataset import Dataset
 from ingest.sinks import KafkaTransactionalSink
 from ingest.testing.kafka import create_topic, read_to_end
+from offsets import KafkaRanges, OffsetRange, QueueItems
 
 pytestmark = pytest.mark.kafka
 
 
 def batch(time_ms: int, records: list[tuple[str, str]], ranges: list[list]) -> Batch:
-    return Batch(time_ms, Dataset.from_records(records), positions={"input": {"offset_ranges": ranges}})
+    return Batch(time_ms, Dataset.from_records(records),
+                 positions={"input": KafkaRanges(tuple(OffsetRange(*r) for r in ranges))})
 
 
 def committed(bootstrap: str, group: str, topic: str, partition: int = 0) -> int:
@@ -86,4 +88,4 @@ def test_a_batch_without_kafka_offsets_is_refused(kafka_bootstrap: str, topics) 
     sink = KafkaTransactionalSink(out, producer_config={"bootstrap.servers": kafka_bootstrap},
                                   transactional_id=f"tx-{group}", group_id=group)
     with pytest.raises(ConfigError, match="direct Kafka stream"):
-        sink(Batch(1000, Dataset.from_records(["x"]), positions={"queue-0": {"items": ["x"]}}))
+        sink(Batch(1000, Dataset.from_records(["x"]), positions={"queue-0": QueueItems(("x",), 1)}))

@@ -21,6 +21,7 @@ import pytest
 from ingest import Batch, Dataset, ManualClock, StreamingContext
 from ingest.sinks import SqlSink
 from ingest.testing.plugin import skip_or_fail
+from offsets import KafkaRanges, OffsetRange
 
 try:
     import psycopg
@@ -38,7 +39,7 @@ def kafka_batch(time_ms: int, topic: str, partition: int, from_offset: int, unti
     if records is None:
         records = list(range(from_offset, until))
     return Batch(time_ms, Dataset.from_records(records),
-                 positions={STREAM: {"offset_ranges": [[topic, partition, from_offset, until]]}})
+                 positions={STREAM: KafkaRanges((OffsetRange(topic, partition, from_offset, until),))})
 
 
 class Database:
@@ -64,6 +65,7 @@ class Database:
 
     def sink(self, write: Callable[[Any, Batch[Any]], None] | None = None, *,
              connect: Callable[[], Any] | None = None, **options: Any) -> SqlSink:
+        options.setdefault("name", "sql")
         return SqlSink(connect or self.connect, write or self.insert, table_prefix=self.prefix, **options)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -91,7 +93,7 @@ class Database:
         for conn in self.opened:
             conn.close()
         self.admin.execute("SET lock_timeout = '10s'")
-        for table in ("results", "offsets", "batches"):
+        for table in ("results", "offsets", "batches", "applied", "sink_meta"):
             self.admin.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
         self.admin.close()
 
@@ -225,11 +227,11 @@ def test_load_offsets_returns_the_next_offset_of_every_partition_of_the_stream(d
     sink = db.sink()
     assert sink.load_offsets(STREAM) == {}
     sink(Batch(1000, Dataset.from_records(["x"]), positions={
-        STREAM: {"offset_ranges": [["events", 0, 0, 10], ["events", 1, 0, 4]]},
-        "audit-in": {"offset_ranges": [["audit", 0, 5, 9]]},
+        STREAM: KafkaRanges((OffsetRange("events", 0, 0, 10), OffsetRange("events", 1, 0, 4))),
+        "audit-in": KafkaRanges((OffsetRange("audit", 0, 5, 9),)),
     }))
     sink(Batch(2000, Dataset.from_records(["y"]), positions={
-        STREAM: {"offset_ranges": [["events", 0, 10, 25], ["events", 1, 4, 4]]},
+        STREAM: KafkaRanges((OffsetRange("events", 0, 10, 25), OffsetRange("events", 1, 4, 4))),
     }))
 
     restarted = db.sink()

@@ -3,8 +3,8 @@ offsets commit in one transaction; a re-run or older batch writes nothing; a fai
 write leaves nothing behind; `load_offsets` gives back where each partition resumes.
 
 Batches come from a StreamingContext on a ManualClock, or are built by hand with
-`offset_ranges` plans where a test needs Kafka-shaped positions. Every assertion
-reads the database through a connection of its own."""
+typed `KafkaRanges` positions where a test needs Kafka-shaped positions. Every
+assertion reads the database through a connection of its own."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from ingest import Batch, BatchFailedError, Dataset, ManualClock, StreamingContext
+from ingest import Batch, BatchFailedError, ConfigError, Dataset, ManualClock, StreamingContext
 from ingest.sinks import SqlSink
+from offsets import KafkaRanges, OffsetRange, QueueItems
 
 
 def kafka_batch(time_ms: int, records: list[Any], *ranges: tuple[str, int, int, int],
@@ -24,12 +25,16 @@ def kafka_batch(time_ms: int, records: list[Any], *ranges: tuple[str, int, int, 
     """A batch as a direct Kafka stream would plan it: `ranges` are (topic, partition,
     from, until)."""
     return Batch(time_ms, Dataset.from_records(records),
-                 positions={stream: {"offset_ranges": [list(r) for r in ranges]}})
+                 positions={stream: KafkaRanges(tuple(OffsetRange(*r) for r in ranges))})
 
 
 def insert_records(cur: Any, batch: Batch[Any]) -> None:
     cur.executemany("INSERT INTO results (batch_time, value) VALUES (?, ?)",
                     [(batch.time, str(v)) for v in batch.collect()])
+
+
+SINK = f"{insert_records.__module__}.insert_records"
+"""The identity a sink writing with `insert_records` gets without name=."""
 
 
 class Database:
@@ -56,11 +61,11 @@ class Database:
     def results(self) -> list[tuple[int, str]]:
         return self.query("SELECT batch_time, value FROM results ORDER BY batch_time, value")
 
-    def offsets(self, sink: str = "sql") -> list[tuple[str, str, int, int]]:
+    def offsets(self, sink: str = SINK) -> list[tuple[str, str, int, int]]:
         return self.query("SELECT stream, topic, part, next_offset FROM ingest_offsets WHERE sink = ? "
                           "ORDER BY stream, topic, part", (sink,))
 
-    def batch_time(self, sink: str = "sql") -> int | None:
+    def batch_time(self, sink: str = SINK) -> int | None:
         rows = self.query("SELECT batch_time FROM ingest_batches WHERE sink = ?", (sink,))
         return rows[0][0] if rows else None
 
@@ -114,7 +119,7 @@ def test_a_batch_the_context_retries_after_a_failed_write_is_written_once(db: Da
         if failure is not None:
             raise failure
 
-    sink = SqlSink(db.connect, flaky)
+    sink = SqlSink(db.connect, flaky, name=SINK)
     ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, max_batch_retries=1)
     try:
         ssc.queue_stream([["a", "b"]]).foreach_batch(sink)
@@ -135,7 +140,7 @@ def test_a_write_that_fails_on_every_attempt_stops_the_context_and_leaves_nothin
         insert_records(cur, batch)
         raise RuntimeError("write failed")
 
-    sink = SqlSink(db.connect, broken)
+    sink = SqlSink(db.connect, broken, name=SINK)
     ssc.queue_stream([["a"]]).foreach_batch(sink)
     ssc.start()
     with pytest.raises(BatchFailedError, match="write failed"):
@@ -157,7 +162,7 @@ def test_results_and_offsets_commit_together_in_one_transaction(db: Database) ->
         # Another connection, mid-transaction: nothing of this batch is visible yet.
         seen_during_write.append((db.results(), db.batch_time()))
 
-    sink = SqlSink(db.connect, write_and_look)
+    sink = SqlSink(db.connect, write_and_look, name=SINK)
     sink(kafka_batch(1000, ["a", "b"], ("events", 0, 0, 2)))
     sink(kafka_batch(2000, ["c"], ("events", 0, 2, 3)))
     sink.close()
@@ -170,9 +175,9 @@ def test_results_and_offsets_commit_together_in_one_transaction(db: Database) ->
 
 def test_offsets_of_every_partition_and_stream_are_stored(db: Database, sink: SqlSink) -> None:
     batch = Batch(1000, Dataset.from_records(["a"]), positions={
-        "clicks": {"offset_ranges": [["clicks", 0, 0, 5], ["clicks", 1, 0, 7]]},
-        "views": {"offset_ranges": [["views", 0, 10, 12]]},
-        "queue": {"records": 1, "items": ["a"], "next_seq": 1},  # not a Kafka plan: no offsets
+        "clicks": KafkaRanges((OffsetRange("clicks", 0, 0, 5), OffsetRange("clicks", 1, 0, 7))),
+        "views": KafkaRanges((OffsetRange("views", 0, 10, 12),)),
+        "queue": QueueItems(("a",), 1),  # not a Kafka position: no offsets
     })
     sink(batch)
 
@@ -198,7 +203,7 @@ def test_a_failed_write_leaves_neither_results_nor_offsets_and_the_next_attempt_
         if fail.pop() if fail else False:
             raise RuntimeError("crash after inserting, before the commit")
 
-    sink = SqlSink(db.connect, write)
+    sink = SqlSink(db.connect, write, name=SINK)
     batch = kafka_batch(1000, ["a", "b"], ("events", 0, 0, 2))
     with pytest.raises(RuntimeError, match="crash after inserting"):
         sink(batch)
@@ -312,8 +317,8 @@ def test_a_table_prefix_puts_the_sinks_tables_elsewhere(db: Database) -> None:
     sink.close()
 
     assert db.query("SELECT sink, stream, topic, part, next_offset FROM job7_offsets") == [
-        ("sql", "kafka-in", "events", 0, 2)]
-    assert db.query("SELECT sink, batch_time FROM job7_batches") == [("sql", 1000)]
+        (SINK, "kafka-in", "events", 0, 2)]
+    assert db.query("SELECT sink, batch_time FROM job7_batches") == [(SINK, 1000)]
     assert db.query("SELECT name FROM sqlite_master WHERE name LIKE 'ingest_%'") == []
 
 
