@@ -347,3 +347,98 @@ def test_a_connection_broken_under_the_sink_is_replaced(db: Database) -> None:
     assert db.results() == [(1000, "a"), (2000, "b")]
     assert db.offsets() == [("kafka-in", "events", 0, 2)]
 
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_rows_are_keyed_by_the_write_functions_qualified_name_without_name(db: Database, sink: SqlSink) -> None:
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+    assert sink.name == f"{__name__}.insert_records"
+    assert db.query("SELECT sink FROM ingest_batches") == [(SINK,)]
+
+
+# --------------------------------------------------------------------------- format of the sink's tables
+
+# The layout of releases before the format row (format 0), as they created it.
+FORMAT_0_DDL = [
+    "CREATE TABLE IF NOT EXISTS ingest_offsets (sink VARCHAR(200) NOT NULL, stream VARCHAR(200) NOT NULL, "
+    "topic VARCHAR(300) NOT NULL, part INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
+    "PRIMARY KEY (sink, stream, topic, part))",
+    "CREATE TABLE IF NOT EXISTS ingest_batches (sink VARCHAR(200) PRIMARY KEY, batch_time BIGINT NOT NULL, "
+    "version BIGINT NOT NULL)",
+]
+
+
+def write_format_0(db: Database, next_offset: int = 5, batch_time: int = 1000) -> None:
+    """Tables of format 0 holding the positions of a sink with the old default name 'sql'."""
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        for ddl in FORMAT_0_DDL:
+            conn.execute(ddl)
+        conn.execute("INSERT INTO ingest_offsets VALUES ('sql', 'kafka-in', 'events', 0, ?)", (next_offset,))
+        conn.execute("INSERT INTO ingest_batches VALUES ('sql', ?, 3)", (batch_time,))
+        conn.commit()
+
+
+def test_new_tables_record_their_format_version(db: Database, sink: SqlSink) -> None:
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1"}
+
+
+def test_tables_of_format_0_are_migrated_and_their_positions_read(db: Database) -> None:
+    write_format_0(db, next_offset=5, batch_time=1000)
+
+    sink = SqlSink(db.connect, insert_records, name="sql")
+    assert sink.load_offsets("kafka-in") == {("events", 0): 5}
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 5)))  # written before the upgrade: skipped
+    sink(kafka_batch(2000, ["b"], ("events", 0, 5, 6)))
+    sink.close()
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1", "migrated_from": "0"}
+    assert db.results() == [(2000, "b")]
+    assert db.offsets("sql") == [("kafka-in", "events", 0, 6)]
+    assert (sink.batches_written, sink.batches_skipped) == (1, 1)
+
+
+def test_a_sink_without_name_on_format_0_tables_of_a_sink_named_sql_is_refused(db: Database) -> None:
+    write_format_0(db)
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match=r"migrated from format 0.*Pass name='sql' to go on from those positions"):
+        sink.load_offsets("kafka-in")
+    assert db.results() == []
+
+
+def test_a_sink_named_explicitly_on_migrated_tables_starts_on_its_own_rows(db: Database) -> None:
+    write_format_0(db)
+    sink = SqlSink(db.connect, insert_records, name="fresh")
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    sink.close()
+
+    assert db.offsets("fresh") == [("kafka-in", "events", 0, 1)]
+    assert db.offsets("sql") == [("kafka-in", "events", 0, 5)]
+
+
+def test_tables_of_a_newer_format_are_refused_naming_the_version(db: Database) -> None:
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_sink_meta (k VARCHAR(100) PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        conn.execute("INSERT INTO ingest_sink_meta VALUES ('format', '2')")
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match="have format version 2, and this release of ingest reads format 1"):
+        sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    assert db.results() == []
+
+
+def test_tables_with_the_sinks_names_but_another_layout_are_refused(db: Database) -> None:
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_batches (id INTEGER PRIMARY KEY, note TEXT)")
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match="table ingest_batches exists without the format row .* not a sink "
+                                          "table of format 0"):
+        sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
