@@ -20,8 +20,10 @@ rows of a sink named `sql`, and none of its own, is refused with a message
 saying which name to pass. A format newer than this release reads is refused
 with a message naming it, never read.
 
-Every statement that creates or migrates runs in one transaction, so a
-concurrent start by another sink sees either nothing or all of it.
+Creation and migration are one transaction where the driver makes DDL
+transactional (PostgreSQL). Where it does not (Python's sqlite3), the meta
+table is created first, and only old tables WITHOUT a meta table are taken for
+format 0, so a sink starting during another's creation never "migrates" it.
 """
 
 from __future__ import annotations
@@ -52,37 +54,47 @@ class SinkTables:
         """Create the tables, migrate format 0, or refuse a format this release
         does not read. Leaves no transaction open."""
         meta = self._read_meta(conn)
-        if meta.get("format") is None:
-            for attempt in range(2):
-                try:
-                    self._create(conn)
-                    break
-                except Exception:
-                    # Another sink created them at the same time (PostgreSQL's IF NOT
-                    # EXISTS is not safe against that): read what it wrote.
-                    conn.rollback()
-                    if attempt == 1:
-                        raise
+        for attempt in range(3):
+            if meta is not None and "format" in meta:
+                break
+            # Format 0 is old tables WITHOUT a meta table: a meta table without
+            # its format row is a creation by this release still under way.
+            legacy = meta is None and self._has_format_0_tables(conn)
+            try:
+                self._create(conn, legacy)
+            except Exception:
+                # Another sink created them at the same time (PostgreSQL's IF NOT
+                # EXISTS is not safe against that): read what it wrote.
+                conn.rollback()
+                if attempt == 2:
+                    raise
             meta = self._read_meta(conn)
-        version = meta.get("format")
+        version = (meta or {}).get("format", f"unknown (no format row in {self.meta})")
         if version != str(FORMAT_VERSION):
             raise ConfigError(
                 f"sink {sink}: the {self.describe()} have format version {version}, and this release of ingest "
                 f"reads format {FORMAT_VERSION} (and migrates the unversioned tables of earlier releases). "
                 "Upgrade ingest to the release that wrote them, or give the sink another table_prefix=")
-        if meta.get("migrated_from") == "0" and derived_name:
+        if (meta or {}).get("migrated_from") == "0" and derived_name:
             self._check_legacy_name(conn, q, sink)
 
-    def _read_meta(self, conn: Any) -> dict[str, str]:
+    def _read_meta(self, conn: Any) -> dict[str, str] | None:
+        """The meta rows, or None when there is no meta table."""
         cur = conn.cursor()
         try:
             cur.execute(f"SELECT k, v FROM {self.meta}")
             rows = cur.fetchall()
             conn.commit()
-        except Exception:  # noqa: BLE001 - no meta table (yet): format 0 or a new database
+        except Exception:  # noqa: BLE001 - no meta table: format 0 or a new database
             conn.rollback()
-            return {}
+            return None
         return {str(k): str(v) for k, v in rows}
+
+    def _has_format_0_tables(self, conn: Any) -> bool:
+        if not (self._exists(conn, self.batches) or self._exists(conn, self.offsets)):
+            return False
+        self._check_legacy_layout(conn)
+        return True
 
     def _exists(self, conn: Any, table: str) -> bool:
         cur = conn.cursor()
@@ -95,10 +107,7 @@ class SinkTables:
             conn.rollback()
             return False
 
-    def _create(self, conn: Any) -> None:
-        legacy = self._exists(conn, self.batches) or self._exists(conn, self.offsets)
-        if legacy:
-            self._check_legacy_layout(conn)
+    def _create(self, conn: Any, legacy: bool) -> None:
         cur = conn.cursor()
         cur.execute(f"CREATE TABLE IF NOT EXISTS {self.meta} (k VARCHAR(100) PRIMARY KEY, v VARCHAR(200) NOT NULL)")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {self.batches} (sink VARCHAR(200) PRIMARY KEY, "
