@@ -442,3 +442,17 @@ def test_tables_with_the_sinks_names_but_another_layout_are_refused(db: Database
     with pytest.raises(ConfigError, match="table ingest_batches exists without the format row .* not a sink "
                                           "table of format 0"):
         sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+
+def test_a_meta_table_without_its_format_row_is_a_creation_under_way_not_format_0(db: Database) -> None:
+    # Another sink of this release created the meta table and the batches table and
+    # has not yet written the format row (sqlite3 commits DDL at once).
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_sink_meta (k VARCHAR(100) PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        conn.execute(FORMAT_0_DDL[1])
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    sink.close()
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1"}
