@@ -292,10 +292,14 @@ class DStream(Generic[T]):
     def foreach_batch(self, fn: Callable[["Batch"], None], name: str | None = None) -> "OutputOperation":
         """Run `fn(batch)` for every batch. `batch.time`, `batch.collect()`,
         `batch.offset_ranges` and `batch.positions` are available; the batch
-        commits only after every output operation returned."""
+        commits only after every output operation returned. An exactly-once
+        sink (`ingest.sinks`) is registered once: the same instance twice, or
+        two sinks with one identity, is a `ConfigError`."""
         from ingest.output import OutputOperation
 
-        return OutputOperation(self, fn, name or "foreach_batch")
+        sink_id = getattr(fn, "sink_id", None)
+        default = f"sink {sink_id}" if isinstance(sink_id, str) else "foreach_batch"
+        return OutputOperation(self, fn, name or default)
 
     def pprint(self, num: int = 10) -> "OutputOperation":
         """Print the first `num` records of every batch under a `Time:` header."""

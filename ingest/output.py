@@ -3,6 +3,12 @@
 An output operation runs once per batch, in registration order, after the
 batch's inputs are planned and logged. A batch commits only when all of its
 output operations returned without error.
+
+Registration refuses what would break an exactly-once sink (an object with
+`sink_id` and `sink_claims`, see `ingest.sinks.identity`): the same sink
+instance registered twice (both operations would share one stored state and
+the second would skip every batch as already written), and two sinks with a
+claim in common (one identity, one Kafka transactional id or group).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
+from ingest.errors import ConfigError
 from ingest.listener import format_batch_time
 from ingest.storage import fsync_dir
 
@@ -29,6 +36,7 @@ class OutputOperation:
         self.fn = fn
         self.name = name
         self.site = creation_site()
+        check_registration(stream.ssc._graph.outputs, fn)
         self.id = stream.ssc._graph.add_output(self)
 
     def describe(self) -> str:
@@ -36,6 +44,38 @@ class OutputOperation:
 
     def __repr__(self) -> str:
         return f"<OutputOperation #{self.id} {self.describe()}>"
+
+
+def check_registration(registered: "list[OutputOperation]", fn: Any) -> None:
+    """Refuse `fn` if it is a sink already registered, or one whose claims
+    (identity, transactional id, ...) another registered sink holds. Plain
+    functions store nothing and may be registered any number of times."""
+    if not isinstance(getattr(fn, "sink_id", None), str):
+        return
+    for op in registered:
+        if op.fn is fn:
+            raise ConfigError(
+                f"{_sink_label(fn)} is already registered as output operation #{op.id} ({op.describe()}); "
+                "a sink instance can be registered once: create one sink per output operation, each with its "
+                "own name=")
+    claims = _claims(fn)
+    for op in registered:
+        common = sorted(claims & _claims(op.fn))
+        if common:
+            raise ConfigError(
+                f"{_sink_label(fn)} and {_sink_label(op.fn)} (output operation #{op.id}, {op.describe()}) both "
+                f"claim {common[0]}: their stored positions would mix and one would skip the other's batches. "
+                "Give each sink its own name= (and a Kafka sink its own transactional_id and group_id)")
+
+
+def _claims(fn: Any) -> set[str]:
+    claims = getattr(fn, "sink_claims", None)
+    return set(claims) if isinstance(claims, (tuple, list, set, frozenset)) else set()
+
+
+def _sink_label(fn: Any) -> str:
+    sink_id = getattr(fn, "sink_id", None)
+    return f"sink {sink_id!r} ({type(fn).__name__})" if isinstance(sink_id, str) else repr(fn)
 
 
 def pprint_batch(batch: "Batch[Any]", num: int) -> None:

@@ -5,31 +5,55 @@ input offsets (`send_offsets_to_transaction` to the stream's consumer group),
 so a reader with `isolation.level=read_committed` sees every input record's
 output exactly once:
 
-- a batch whose transaction committed before a crash is skipped when it is
-  re-run: the group's committed offsets already cover its ranges;
+- whether a batch was already applied is decided by the rule shared by every
+  exactly-once sink (`ingest.sinks.applied`), reading the group's committed
+  offsets: a re-run batch whose transaction committed is skipped;
+- the batch time and the sink's identity travel as the committed offsets'
+  metadata (JSON with a format version), so a batch whose ranges are all empty
+  but which has output (a window, state) is written once, not never or twice;
 - a batch whose transaction did not commit is aborted by the broker (or by
   `init_transactions` of the restarted job) and written again;
 - the transactional id is stable (`transactional_id=`), so a restarted job
   fences the old process (a zombie) before writing: the zombie's next
   transactional call fails.
 
+Reading the committed offsets retries retriable errors (the group coordinator
+moving or loading: NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, timeouts)
+with backoff until `committed_timeout_s`, then fails the batch with a
+`SourceError`. A batch with nothing to write and no offsets to advance is a
+no-op, logged at debug level only.
+
 The batch's input must be a direct Kafka stream (its offset ranges are what is
 committed). Records are turned into (key, value[, headers]) by `serialize`.
+The sink's identity is `name=`, else its transactional id; two sinks of a job
+may share neither, nor a transactional id or group.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
-from offsets import OffsetRange
+from ingest.sinks.applied import Stored, already_applied, evidence_of
+from ingest.sinks.identity import check_name
+from offsets import KafkaRanges
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
 
 log = logging.getLogger("ingest.sinks.kafka")
+
+METADATA_FORMAT = 1
+"""Version of the JSON this sink puts in the committed offsets' metadata."""
+
+# Errors of the group coordinator that go away by themselves: it moves, loads,
+# or has a transaction's offsets pending (read_committed consumers see those as unstable).
+_RETRIABLE_CODES = frozenset({16, 14, 15, -185, 7, -195, 88})  # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
+# COORDINATOR_NOT_AVAILABLE, _TIMED_OUT, REQUEST_TIMED_OUT, _TRANSPORT, UNSTABLE_OFFSET_COMMIT
 
 
 def _default_serialize(record: Any) -> tuple[Any, Any]:
@@ -50,10 +74,13 @@ def _as_bytes(value: Any) -> bytes | None:
 class KafkaTransactionalSink:
     def __init__(self, topic: str, *, producer_config: Mapping[str, Any], transactional_id: str, group_id: str,
                  serialize: Callable[[Any], tuple[Any, ...]] = _default_serialize,
-                 transaction_timeout_s: float = 60.0) -> None:
+                 transaction_timeout_s: float = 60.0, committed_timeout_s: float = 60.0,
+                 name: str | None = None) -> None:
         """topic: where the output goes. producer_config: at least bootstrap.servers.
         transactional_id: stable across restarts of this job (unique per job and sink).
-        group_id: the consumer group of the input stream (its kafka_params['group.id'])."""
+        group_id: the consumer group of the input stream (its kafka_params['group.id']).
+        committed_timeout_s: how long retriable errors reading the group's offsets are retried.
+        name: the sink's identity (default: the transactional id)."""
         try:
             import confluent_kafka  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -65,56 +92,94 @@ class KafkaTransactionalSink:
         for key in ("transactional.id", "enable.idempotence"):
             if key in producer_config:
                 raise ConfigError(f"KafkaTransactionalSink sets {key!r} itself; remove it from producer_config")
+        if committed_timeout_s <= 0:
+            raise ConfigError(f"KafkaTransactionalSink: committed_timeout_s must be > 0, got {committed_timeout_s}")
         self.topic = topic
         self.transactional_id = transactional_id
         self.group_id = group_id
+        self.name = check_name(transactional_id if name is None else name, "KafkaTransactionalSink")
         self._serialize = serialize
         self._config = {**producer_config, "transactional.id": transactional_id, "enable.idempotence": True,
                         "transaction.timeout.ms": int(transaction_timeout_s * 1000)}
         self._timeout = transaction_timeout_s
+        self._committed_timeout = committed_timeout_s
         self._producer: Any = None
         self._consumer: Any = None
         self._lock = threading.Lock()
         self.batches_written = 0
         self.batches_skipped = 0
 
-    def _clients(self) -> tuple[Any, Any]:
-        from confluent_kafka import Consumer, Producer
+    @property
+    def sink_id(self) -> str:
+        return self.name
 
+    @property
+    def sink_claims(self) -> tuple[str, ...]:
+        # Two producers with one transactional id fence each other; two sinks
+        # committing to one group read each other's offsets as their own.
+        return (f"the sink identity {self.name!r}", f"the Kafka transactional id {self.transactional_id!r}",
+                f"the Kafka consumer group {self.group_id!r}")
+
+    def _new_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        producer = Producer(self._config)
+        producer.init_transactions(self._timeout)  # fences any older producer with this id
+        return producer
+
+    def _new_consumer(self) -> Any:
+        from confluent_kafka import Consumer
+
+        common = {k: v for k, v in self._config.items()
+                  if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
+        return Consumer({**common, "group.id": self.group_id, "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+
+    def _clients(self) -> tuple[Any, Any]:
         if self._producer is None:
-            producer = Producer(self._config)
-            producer.init_transactions(self._timeout)  # fences any older producer with this id
-            self._producer = producer
+            self._producer = self._new_producer()
         if self._consumer is None:
-            common = {k: v for k, v in self._config.items()
-                      if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
-            self._consumer = Consumer({**common, "group.id": self.group_id, "enable.auto.commit": False,
-                                       "isolation.level": "read_committed"})
+            self._consumer = self._new_consumer()
         return self._producer, self._consumer
 
     def __call__(self, batch: "Batch[Any]") -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        ranges = [r for r in batch.offset_ranges]
-        if not ranges:
-            raise ConfigError("KafkaTransactionalSink needs a batch from a direct Kafka stream (no offset ranges "
-                              f"in batch {batch.id}); use SqlSink or an idempotent sink for other sources")
+        kafka = [(name, p) for name, p in batch.positions.items() if isinstance(p, KafkaRanges)]
+        if not kafka:
+            raise ConfigError(f"sink {self.name}: KafkaTransactionalSink needs a batch from a direct Kafka stream "
+                              f"(batch {batch.id} has no offset ranges); use SqlSink or DedupeSink for other sources")
+        ranges = [r for _name, p in kafka for r in p.ranges]
+        evidence = evidence_of(batch)
+        records: list[Any] | None = None
+        if not evidence:
+            records = batch.collect()
+            if not records:  # nothing read, nothing to write: no transaction at all
+                log.debug("sink %s: batch %s is empty; nothing to write", self.name, batch.id)
+                return
+            if not ranges:
+                raise ConfigError(f"sink {self.name}: batch {batch.id} has output but its Kafka input has no "
+                                  "partition, so there is no offset to commit it with")
         with self._lock:
             producer, consumer = self._clients()
-            tps = [TopicPartition(r.topic, r.partition) for r in ranges]
-            try:
-                committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=30)}
-            except KafkaException as exc:
-                raise SourceError(f"sink {self.transactional_id}: cannot read the committed offsets of group "
-                                  f"{self.group_id!r}: {exc}") from exc
-            if _already_written(ranges, committed):
+            committed = self._committed(consumer, [TopicPartition(r.topic, r.partition) for r in ranges], batch)
+            stored = Stored(
+                batch_time=max((t for _o, t in committed.values() if t is not None), default=None),
+                offsets={(name, r.topic, r.partition): committed[(r.topic, r.partition)][0]
+                         for name, r in evidence.ranges if committed.get((r.topic, r.partition), (-1,))[0] >= 0})
+            if already_applied(self.name, batch.time, evidence, stored,
+                               store=f"the committed offsets of group {self.group_id!r}"):
                 self.batches_skipped += 1
-                log.info("sink %s: batch %s was already written (group offsets cover its ranges); skipped",
-                         self.transactional_id, batch.id)
+                log.info("sink %s: batch %s was already applied (group %r); skipped",
+                         self.name, batch.id, self.group_id)
                 return
+            if records is None:
+                records = batch.collect()
+            metadata = json.dumps({"ingest_sink": self.name, "batch_time": batch.time, "format": METADATA_FORMAT},
+                                  separators=(",", ":"))
             producer.begin_transaction()
             try:
-                for record in batch.collect():
+                for record in records:
                     parts = self._serialize(record)
                     key, value = _as_bytes(parts[0]), _as_bytes(parts[1])
                     headers = parts[2] if len(parts) > 2 else None
@@ -125,7 +190,7 @@ class KafkaTransactionalSink:
                         except BufferError:
                             producer.poll(0.05)
                 producer.send_offsets_to_transaction(
-                    [TopicPartition(r.topic, r.partition, r.until_offset) for r in ranges],
+                    [TopicPartition(r.topic, r.partition, r.until_offset, metadata=metadata) for r in ranges],
                     consumer.consumer_group_metadata(), self._timeout)
                 producer.commit_transaction(self._timeout)
                 self.batches_written += 1
@@ -133,19 +198,76 @@ class KafkaTransactionalSink:
                 self._abort(exc)
                 raise
 
+    def _committed(self, consumer: Any, tps: list[Any], batch: "Batch[Any]") -> dict[tuple[str, int],
+                                                                                      tuple[int, int | None]]:
+        """The group's committed offset and, if this sink wrote it, batch time per
+        partition. Retriable errors are retried with backoff until the deadline."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self._committed_timeout
+        delay = 0.05
+        attempts = 0
+        while True:
+            attempts += 1
+            error: Any = None
+            try:
+                result = consumer.committed(tps, timeout=max(0.1, min(10.0, deadline - time.monotonic())))
+                error = next((tp.error for tp in result if tp.error is not None), None)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else exc
+            if error is None:
+                if attempts > 1:
+                    log.info("sink %s: read the committed offsets of group %r after %d attempts",
+                             self.name, self.group_id, attempts)
+                return {(tp.topic, tp.partition): (tp.offset, self._batch_time_of(tp.metadata, tp))
+                        for tp in result}
+            if not _retriable(error) or time.monotonic() + delay > deadline:
+                raise SourceError(
+                    f"sink {self.name}: batch {batch.id}: cannot read the committed offsets of group "
+                    f"{self.group_id!r} ({attempts} attempt(s) in up to {self._committed_timeout:g} s): {error}"
+                    + ("" if _retriable(error) else " (not retriable)")
+                    + "; check that the brokers are reachable, or raise committed_timeout_s")
+            log.debug("sink %s: reading the committed offsets of group %r failed (%s); retrying in %.2f s",
+                      self.name, self.group_id, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _batch_time_of(self, metadata: Any, tp: Any) -> int | None:
+        """The batch time this sink stored with a committed offset; None when the
+        offset was committed by someone else (the stream's own group commit)."""
+        if not metadata:
+            return None
+        try:
+            data = json.loads(metadata)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("ingest_sink") != self.name:
+            return None
+        version = data.get("format")
+        if version != METADATA_FORMAT:
+            raise SourceError(
+                f"sink {self.name}: the offset of {tp.topic}[{tp.partition}] committed to group {self.group_id!r} "
+                f"carries sink metadata of format version {version!r}, and this release of ingest reads format "
+                f"{METADATA_FORMAT}; upgrade ingest to the release that wrote it")
+        batch_time = data.get("batch_time")
+        if not isinstance(batch_time, int):
+            raise SourceError(f"sink {self.name}: malformed sink metadata on the offset of {tp.topic}"
+                              f"[{tp.partition}] in group {self.group_id!r}: {metadata[:120]!r}")
+        return batch_time
+
     def _abort(self, exc: BaseException) -> None:
         from confluent_kafka import KafkaException
 
         fatal = isinstance(exc, KafkaException) and exc.args and exc.args[0].fatal()
         if fatal:  # fenced by a newer instance, or a broken producer: never reuse it
-            log.error("sink %s: fatal producer error (%s); it will not be used again", self.transactional_id, exc)
+            log.error("sink %s: fatal producer error (%s); it will not be used again", self.name, exc)
             self._producer = None
             return
         try:
             self._producer.abort_transaction(self._timeout)
         except KafkaException as abort_exc:
             log.warning("sink %s: aborting the transaction failed (%s); starting a new producer",
-                        self.transactional_id, abort_exc)
+                        self.name, abort_exc)
             self._producer = None
 
     def close(self) -> None:
@@ -158,15 +280,11 @@ class KafkaTransactionalSink:
                 self._producer = None
 
 
-def _already_written(ranges: list[OffsetRange], committed: Mapping[tuple[str, int], int]) -> bool:
-    """True when the group's committed offsets cover every non-empty range."""
-    non_empty = [r for r in ranges if r.count > 0]
-    if not non_empty:
-        return True
-    done = [committed.get((r.topic, r.partition), -1) >= r.until_offset for r in non_empty]
-    if all(done):
-        return True
-    if any(done):
-        raise SourceError("the group's committed offsets cover only part of this batch's ranges; another job "
-                          "with the same group.id commits offsets of these partitions. Give each job its own group")
-    return False
+def _retriable(error: Any) -> bool:
+    try:
+        return bool(error.retriable()) or error.code() in _RETRIABLE_CODES
+    except AttributeError:
+        return False
+
+
+__all__ = ["KafkaTransactionalSink", "METADATA_FORMAT"]

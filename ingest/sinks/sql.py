@@ -1,13 +1,15 @@
 """`SqlSink`: exactly-once output to a SQL database over DB-API.
 
 For each batch, in ONE transaction:
-1. decide whether the batch was already written before a crash: a batch with
-   Kafka offset ranges was written when the stored next offsets already cover
-   its ranges (positions are what identify data, whatever the batch times); any
-   other batch was written when the stored batch time is not older;
+1. decide whether the batch was already applied before a crash, by the rule
+   of `ingest.sinks.applied` (shared with the other exactly-once sinks): its
+   non-empty Kafka ranges are covered by the stored next offsets, or, for a
+   batch without any (only empty ranges, or no Kafka input), the stored batch
+   time is not older than its own;
 2. call `write(cursor, batch)`, your code, which inserts the results;
 3. store the batch time and, for every Kafka offset range of the batch, the
-   next offset to read (rows in `<prefix>offsets`);
+   next offset to read (see `ingest.sinks.sql_tables` for the tables and their
+   format version);
 4. commit.
 
 Because results and positions commit together, a batch re-run after a crash
@@ -15,11 +17,13 @@ is either skipped (its transaction committed) or written once (it did not).
 Pass the sink as `offset_store=` to `kafka_direct_stream` and a job started
 without a checkpoint resumes from the offsets in the database.
 
-Concurrent writers with the same sink name (a zombie of an earlier run, a
-second instance by mistake) cannot both write a batch: every write ends with an
-update of the sink's row that succeeds only if the row's version is still the
-one read at the start (optimistic locking); the loser rolls back and re-checks,
-and then finds the batch written.
+The sink's rows are keyed by its identity: `name=`, else the qualified name of
+`write` (`module.qualname`); see `ingest.sinks.identity`. Concurrent writers
+with the same identity (a zombie of an earlier run, a second instance by
+mistake) cannot both write a batch: every write ends with an update of the
+sink's row that succeeds only if the row's version is still the one read at
+the start (optimistic locking); the loser rolls back and re-checks, and then
+finds the batch applied.
 
 SQLite (`sqlite3`) and PostgreSQL (psycopg 3 or psycopg2) are tested; other
 DB-API drivers work if they support `INSERT ... ON CONFLICT`. The sink connects
@@ -33,10 +37,13 @@ import importlib
 import logging
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from ingest.errors import ConfigError, SourceError
-from offsets import OffsetRange, offset_ranges_of
+from ingest.sinks.applied import Evidence, Stored, already_applied, evidence_of
+from ingest.sinks.identity import check_name, name_of_function
+from ingest.sinks.sql_tables import SinkTables
+from offsets import KafkaRanges
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -44,30 +51,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("ingest.sinks.sql")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+_IN_CHUNK = 200  # placeholders per `IN (...)` query
 
 
 class SqlSink:
+    tracks_items = False
+    """Whether received block ids and Flume sequence numbers are evidence (`DedupeSink`)."""
+
     def __init__(self, connect: Callable[[], Any], write: Callable[[Any, "Batch[Any]"], None], *,
-                 name: str = "sql", table_prefix: str = "ingest_", paramstyle: str | None = None) -> None:
+                 name: str | None = None, table_prefix: str = "ingest_", paramstyle: str | None = None) -> None:
         """connect: returns a new DB-API connection (called once, lazily).
         write: `write(cursor, batch)` inserts the batch's results; it must not commit.
-        name: identifies this sink's rows; two sinks on one database need different names."""
+        name: this sink's identity, which keys its rows; default: `write`'s
+        `module.qualname`. Two sinks of a job cannot share one."""
+        kind = type(self).__name__
         if not callable(connect) or not callable(write):
-            raise ConfigError("SqlSink(connect, write): both must be callables")
+            raise ConfigError(f"{kind}(connect, write): both must be callables")
         if not _IDENT.match(table_prefix) and table_prefix != "":
-            raise ConfigError(f"table_prefix {table_prefix!r} must be letters, digits and '_'")
+            raise ConfigError(f"{kind}: table_prefix {table_prefix!r} must be letters, digits and '_'")
         if paramstyle not in (None, "qmark", "format", "pyformat", "numeric"):
-            raise ConfigError(f"unsupported paramstyle {paramstyle!r}: use qmark, format, pyformat or numeric")
-        self.name = name
+            raise ConfigError(f"{kind}: unsupported paramstyle {paramstyle!r}: use qmark, format, pyformat or numeric")
+        self._derived_name = name is None
+        self.name = name_of_function(write, kind) if name is None else check_name(name, kind)
         self._connect = connect
         self._write = write
         self._paramstyle = paramstyle
-        self._offsets = f"{table_prefix}offsets"
-        self._batches = f"{table_prefix}batches"
+        self._tables = SinkTables(table_prefix)
         self._conn: Any = None
         self._lock = threading.Lock()
         self.batches_written = 0
         self.batches_skipped = 0
+
+    @property
+    def sink_id(self) -> str:
+        return self.name
+
+    @property
+    def sink_claims(self) -> tuple[str, ...]:
+        return (f"the sink identity {self.name!r}",)
 
     # -- connection and SQL ----------------------------------------------------------
 
@@ -78,33 +99,12 @@ class SqlSink:
                 module = importlib.import_module(type(conn).__module__.split(".")[0])
                 self._paramstyle = getattr(module, "paramstyle", "qmark")
             try:
-                self._create_table(conn, f"CREATE TABLE IF NOT EXISTS {self._offsets} (sink VARCHAR(200) NOT NULL, "
-                                   "stream VARCHAR(200) NOT NULL, topic VARCHAR(300) NOT NULL, part INTEGER NOT "
-                                   "NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (sink, stream, topic, part))",
-                                   self._offsets)
-                self._create_table(conn, f"CREATE TABLE IF NOT EXISTS {self._batches} (sink VARCHAR(200) PRIMARY "
-                                   "KEY, batch_time BIGINT NOT NULL, version BIGINT NOT NULL)", self._batches)
+                self._tables.prepare(conn, self._q, self.name, self._derived_name)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
-
-    @staticmethod
-    def _create_table(conn: Any, ddl: str, table: str) -> None:
-        """CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator
-        in every database (PostgreSQL): if it fails, the table must be there now."""
-        try:
-            conn.cursor().execute(ddl)
-            conn.commit()
-        except Exception:
-            conn.rollback()
-            try:
-                conn.cursor().execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
-                conn.commit()
-            except Exception:
-                conn.rollback()
-                raise
 
     def _integrity_errors(self, conn: Any) -> tuple[type[BaseException], ...]:
         module = importlib.import_module(type(conn).__module__.split(".")[0])
@@ -147,8 +147,8 @@ class SqlSink:
     def load_offsets(self, stream: str) -> Mapping[tuple[str, int], int]:
         """Next offsets to read for `stream`, as written with the last batch."""
         def read(conn: Any, cur: Any) -> Any:
-            cur.execute(self._q(f"SELECT topic, part, next_offset FROM {self._offsets} WHERE sink = ? AND stream = ?"),
-                        (self.name, stream))
+            cur.execute(self._q(f"SELECT topic, part, next_offset FROM {self._tables.offsets} "
+                                "WHERE sink = ? AND stream = ?"), (self.name, stream))
             rows = cur.fetchall()
             conn.commit()
             return rows
@@ -159,7 +159,7 @@ class SqlSink:
 
     def last_batch_time(self) -> int | None:
         def read(conn: Any, cur: Any) -> Any:
-            cur.execute(self._q(f"SELECT batch_time FROM {self._batches} WHERE sink = ?"), (self.name,))
+            cur.execute(self._q(f"SELECT batch_time FROM {self._tables.batches} WHERE sink = ?"), (self.name,))
             row = cur.fetchone()
             conn.commit()
             return row
@@ -182,33 +182,41 @@ class SqlSink:
 
     def _write_batch(self, conn: Any, cur: Any, batch: "Batch[Any]") -> bool:
         """One attempt; False when another writer got in between (rolled back)."""
-        cur.execute(self._q(f"SELECT batch_time, version FROM {self._batches} WHERE sink = ?"), (self.name,))
+        cur.execute(self._q(f"SELECT batch_time, version FROM {self._tables.batches} WHERE sink = ?"), (self.name,))
         row = cur.fetchone()
-        ranges = [(stream, r) for stream, position in batch.positions.items()
-                  for r in offset_ranges_of([position])]
-        if self._already_written(cur, batch, row, ranges):
+        evidence = evidence_of(batch, items=self.tracks_items)
+        stored = Stored(None if row is None else int(row[0]), self._stored_offsets(cur, evidence),
+                        self._stored_items(cur, evidence))
+        if already_applied(self.name, batch.time, evidence, stored, store=f"table {self._tables.prefix}*"):
             conn.rollback()
             self.batches_skipped += 1
-            log.info("sink %s: batch %s was already written; skipped", self.name, batch.id)
+            log.info("sink %s: batch %s was already applied; skipped", self.name, batch.id)
             return True
         self._write(cur, batch)
-        for stream, r in ranges:
-            cur.execute(self._q(
-                f"INSERT INTO {self._offsets} (sink, stream, topic, part, next_offset) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
-                "DO UPDATE SET next_offset = excluded.next_offset"),
-                (self.name, stream, r.topic, r.partition, r.until_offset))
+        for stream, position in batch.positions.items():
+            if not isinstance(position, KafkaRanges):
+                continue
+            for r in position.ranges:
+                cur.execute(self._q(
+                    f"INSERT INTO {self._tables.offsets} (sink, stream, topic, part, next_offset) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, stream, topic, part) "
+                    "DO UPDATE SET next_offset = excluded.next_offset"),
+                    (self.name, stream, r.topic, r.partition, r.until_offset))
+        self._store_items(cur, batch, evidence.items)
+        # Never move the stored time back: a batch older than it (written because
+        # its positions were new) must not make newer batches look unwritten.
+        batch_time = batch.time if stored.batch_time is None else max(stored.batch_time, batch.time)
         # Last, and conditional: only if nobody wrote since we read the row.
         if row is None:
             try:
-                cur.execute(self._q(f"INSERT INTO {self._batches} (sink, batch_time, version) VALUES (?, ?, 1)"),
-                            (self.name, batch.time))
+                cur.execute(self._q(f"INSERT INTO {self._tables.batches} (sink, batch_time, version) "
+                                    "VALUES (?, ?, 1)"), (self.name, batch_time))
             except self._integrity_errors(conn):
                 conn.rollback()
                 return False
         else:
-            cur.execute(self._q(f"UPDATE {self._batches} SET batch_time = ?, version = version + 1 "
-                                "WHERE sink = ? AND version = ?"), (batch.time, self.name, int(row[1])))
+            cur.execute(self._q(f"UPDATE {self._tables.batches} SET batch_time = ?, version = version + 1 "
+                                "WHERE sink = ? AND version = ?"), (batch_time, self.name, int(row[1])))
             if cur.rowcount != 1:
                 conn.rollback()
                 return False
@@ -216,31 +224,25 @@ class SqlSink:
         self.batches_written += 1
         return True
 
-    def _already_written(self, cur: Any, batch: "Batch[Any]", row: Any,
-                         ranges: list[tuple[str, OffsetRange]]) -> bool:
-        if not ranges:
-            return row is not None and int(row[0]) >= batch.time
-        cur.execute(self._q(f"SELECT stream, topic, part, next_offset FROM {self._offsets} WHERE sink = ?"),
+    def _stored_offsets(self, cur: Any, evidence: Evidence) -> dict[tuple[str, str, int], int]:
+        if not evidence.ranges:
+            return {}
+        cur.execute(self._q(f"SELECT stream, topic, part, next_offset FROM {self._tables.offsets} WHERE sink = ?"),
                     (self.name,))
-        stored = {(s, t, int(p)): int(o) for s, t, p, o in cur.fetchall()}
-        written, fresh = [], []
-        for stream, r in ranges:
-            if r.count == 0:
-                continue
-            at = stored.get((stream, r.topic, r.partition))
-            if at is not None and at >= r.until_offset:
-                written.append(r)
-            elif at is None or at <= r.from_offset:
-                fresh.append(r)
-            else:
-                raise SourceError(
-                    f"sink {self.name}: stored offset {at} of {r.topic}[{r.partition}] falls inside the batch's "
-                    f"range {r}: the database and the stream disagree (was the stream started from other "
-                    "offsets than the sink's? pass offset_store=sink to kafka_direct_stream)")
-        if written and fresh:
-            raise SourceError(f"sink {self.name}: batch {batch.id} is written for {written[0]} but not for "
-                              f"{fresh[0]}; another writer uses this sink name")
-        return bool(written)
+        return {(s, t, int(p)): int(o) for s, t, p, o in cur.fetchall()}
+
+    def _stored_items(self, cur: Any, evidence: Evidence) -> frozenset[str]:
+        found: set[str] = set()
+        items = list(evidence.items)
+        for i in range(0, len(items), _IN_CHUNK):
+            chunk = items[i:i + _IN_CHUNK]
+            cur.execute(self._q(f"SELECT item FROM {self._tables.applied} WHERE sink = ? AND item IN "
+                                f"({', '.join('?' * len(chunk))})"), (self.name, *chunk))
+            found.update(str(r[0]) for r in cur.fetchall())
+        return frozenset(found)
+
+    def _store_items(self, cur: Any, batch: "Batch[Any]", items: Iterable[str]) -> None:
+        """Only `DedupeSink` has items; see there."""
 
     def close(self) -> None:
         with self._lock:

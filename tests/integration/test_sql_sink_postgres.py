@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from ingest import Batch, Dataset, ManualClock, StreamingContext
-from ingest.sinks import SqlSink
+from ingest import Batch, ConfigError, Dataset, ManualClock, StreamingContext
+from ingest.sinks import DedupeSink, SqlSink
 from ingest.testing.plugin import skip_or_fail
-from offsets import KafkaRanges, OffsetRange
+from offsets import BlockRef, KafkaRanges, OffsetRange, ReceivedBlocks
 
 try:
     import psycopg
@@ -65,6 +65,7 @@ class Database:
 
     def sink(self, write: Callable[[Any, Batch[Any]], None] | None = None, *,
              connect: Callable[[], Any] | None = None, **options: Any) -> SqlSink:
+        options.setdefault("name", "sql")
         return SqlSink(connect or self.connect, write or self.insert, table_prefix=self.prefix, **options)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -92,7 +93,7 @@ class Database:
         for conn in self.opened:
             conn.close()
         self.admin.execute("SET lock_timeout = '10s'")
-        for table in ("results", "offsets", "batches"):
+        for table in ("results", "offsets", "batches", "applied", "sink_meta"):
             self.admin.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
         self.admin.close()
 
@@ -367,3 +368,51 @@ def test_sinks_that_start_together_on_a_fresh_database_all_write_their_first_bat
 
     assert errors == []
     assert [db.batch_time(f"job{i}") for i in range(4)] == [1000] * 4
+
+
+# --------------------------------------------------------------------------- DedupeSink and the tables' format
+
+
+def blocks_batch(time_ms: int, records: list[str], *block_ids: str) -> Batch[Any]:
+    return Batch(time_ms, Dataset.from_records(records),
+                 positions={"lines": ReceivedBlocks(tuple(BlockRef(b, "lines", 1) for b in block_ids))})
+
+
+def test_a_dedupe_sink_writes_a_batch_of_blocks_once_across_a_restart(db: Database) -> None:
+    first = DedupeSink(db.connect, db.insert, name="lines", table_prefix=db.prefix)
+    first(blocks_batch(1000, ["a", "b"], "lines-1-0", "lines-1-1"))
+    first.close()
+
+    restarted = DedupeSink(db.connect, db.insert, name="lines", table_prefix=db.prefix)
+    restarted(blocks_batch(1000, ["a", "b"], "lines-1-0", "lines-1-1"))
+    restarted(blocks_batch(2000, ["c"], "lines-2-0"))
+    restarted.close()
+
+    assert db.results() == [(1000, "a"), (1000, "b"), (2000, "c")]
+    assert db.query(f"SELECT item FROM {db.prefix}applied WHERE sink = 'lines' ORDER BY item") == [
+        ("block:lines-1-0",), ("block:lines-1-1",), ("block:lines-2-0",)]
+    assert (restarted.batches_written, restarted.batches_skipped) == (1, 1)
+
+
+def test_tables_of_format_0_are_migrated_and_their_positions_read(db: Database) -> None:
+    # The layout of releases before the format row, as they created it.
+    db.admin.execute(f"CREATE TABLE {db.prefix}offsets (sink VARCHAR(200) NOT NULL, stream VARCHAR(200) NOT NULL, "
+                     "topic VARCHAR(300) NOT NULL, part INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
+                     "PRIMARY KEY (sink, stream, topic, part))")
+    db.admin.execute(f"CREATE TABLE {db.prefix}batches (sink VARCHAR(200) PRIMARY KEY, batch_time BIGINT NOT NULL, "
+                     "version BIGINT NOT NULL)")
+    db.admin.execute(f"INSERT INTO {db.prefix}offsets VALUES ('sql', %s, 'events', 0, 4)", (STREAM,))
+    db.admin.execute(f"INSERT INTO {db.prefix}batches VALUES ('sql', 1000, 1)")
+
+    unnamed = db.sink(name=None)
+    with pytest.raises(ConfigError, match="migrated from format 0.*Pass name='sql'"):
+        unnamed.load_offsets(STREAM)
+    sink = db.sink()  # name='sql'
+    assert sink.load_offsets(STREAM) == {("events", 0): 4}
+    sink(kafka_batch(1000, "events", 0, 0, 4))  # written before the upgrade
+    sink(kafka_batch(2000, "events", 0, 4, 6))
+    sink.close()
+
+    assert dict(db.query(f"SELECT k, v FROM {db.prefix}sink_meta")) == {"format": "1", "migrated_from": "0"}
+    assert db.results() == [(2000, "4"), (2000, "5")]
+    assert db.offsets() == [(STREAM, "events", 0, 6)]

@@ -3,8 +3,8 @@ offsets commit in one transaction; a re-run or older batch writes nothing; a fai
 write leaves nothing behind; `load_offsets` gives back where each partition resumes.
 
 Batches come from a StreamingContext on a ManualClock, or are built by hand with
-`offset_ranges` plans where a test needs Kafka-shaped positions. Every assertion
-reads the database through a connection of its own."""
+typed `KafkaRanges` positions where a test needs Kafka-shaped positions. Every
+assertion reads the database through a connection of its own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from ingest import Batch, BatchFailedError, Dataset, ManualClock, StreamingContext
+from ingest import Batch, BatchFailedError, ConfigError, Dataset, ManualClock, StreamingContext
 from ingest.sinks import SqlSink
 from offsets import KafkaRanges, OffsetRange, QueueItems
 
@@ -31,6 +31,10 @@ def kafka_batch(time_ms: int, records: list[Any], *ranges: tuple[str, int, int, 
 def insert_records(cur: Any, batch: Batch[Any]) -> None:
     cur.executemany("INSERT INTO results (batch_time, value) VALUES (?, ?)",
                     [(batch.time, str(v)) for v in batch.collect()])
+
+
+SINK = f"{insert_records.__module__}.insert_records"
+"""The identity a sink writing with `insert_records` gets without name=."""
 
 
 class Database:
@@ -57,11 +61,11 @@ class Database:
     def results(self) -> list[tuple[int, str]]:
         return self.query("SELECT batch_time, value FROM results ORDER BY batch_time, value")
 
-    def offsets(self, sink: str = "sql") -> list[tuple[str, str, int, int]]:
+    def offsets(self, sink: str = SINK) -> list[tuple[str, str, int, int]]:
         return self.query("SELECT stream, topic, part, next_offset FROM ingest_offsets WHERE sink = ? "
                           "ORDER BY stream, topic, part", (sink,))
 
-    def batch_time(self, sink: str = "sql") -> int | None:
+    def batch_time(self, sink: str = SINK) -> int | None:
         rows = self.query("SELECT batch_time FROM ingest_batches WHERE sink = ?", (sink,))
         return rows[0][0] if rows else None
 
@@ -115,7 +119,7 @@ def test_a_batch_the_context_retries_after_a_failed_write_is_written_once(db: Da
         if failure is not None:
             raise failure
 
-    sink = SqlSink(db.connect, flaky)
+    sink = SqlSink(db.connect, flaky, name=SINK)
     ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, max_batch_retries=1)
     try:
         ssc.queue_stream([["a", "b"]]).foreach_batch(sink)
@@ -136,7 +140,7 @@ def test_a_write_that_fails_on_every_attempt_stops_the_context_and_leaves_nothin
         insert_records(cur, batch)
         raise RuntimeError("write failed")
 
-    sink = SqlSink(db.connect, broken)
+    sink = SqlSink(db.connect, broken, name=SINK)
     ssc.queue_stream([["a"]]).foreach_batch(sink)
     ssc.start()
     with pytest.raises(BatchFailedError, match="write failed"):
@@ -158,7 +162,7 @@ def test_results_and_offsets_commit_together_in_one_transaction(db: Database) ->
         # Another connection, mid-transaction: nothing of this batch is visible yet.
         seen_during_write.append((db.results(), db.batch_time()))
 
-    sink = SqlSink(db.connect, write_and_look)
+    sink = SqlSink(db.connect, write_and_look, name=SINK)
     sink(kafka_batch(1000, ["a", "b"], ("events", 0, 0, 2)))
     sink(kafka_batch(2000, ["c"], ("events", 0, 2, 3)))
     sink.close()
@@ -173,7 +177,7 @@ def test_offsets_of_every_partition_and_stream_are_stored(db: Database, sink: Sq
     batch = Batch(1000, Dataset.from_records(["a"]), positions={
         "clicks": KafkaRanges((OffsetRange("clicks", 0, 0, 5), OffsetRange("clicks", 1, 0, 7))),
         "views": KafkaRanges((OffsetRange("views", 0, 10, 12),)),
-        "queue": QueueItems(("a",), next_seq=1),  # not a Kafka plan: no offsets
+        "queue": QueueItems(("a",), 1),  # not a Kafka position: no offsets
     })
     sink(batch)
 
@@ -199,7 +203,7 @@ def test_a_failed_write_leaves_neither_results_nor_offsets_and_the_next_attempt_
         if fail.pop() if fail else False:
             raise RuntimeError("crash after inserting, before the commit")
 
-    sink = SqlSink(db.connect, write)
+    sink = SqlSink(db.connect, write, name=SINK)
     batch = kafka_batch(1000, ["a", "b"], ("events", 0, 0, 2))
     with pytest.raises(RuntimeError, match="crash after inserting"):
         sink(batch)
@@ -313,8 +317,8 @@ def test_a_table_prefix_puts_the_sinks_tables_elsewhere(db: Database) -> None:
     sink.close()
 
     assert db.query("SELECT sink, stream, topic, part, next_offset FROM job7_offsets") == [
-        ("sql", "kafka-in", "events", 0, 2)]
-    assert db.query("SELECT sink, batch_time FROM job7_batches") == [("sql", 1000)]
+        (SINK, "kafka-in", "events", 0, 2)]
+    assert db.query("SELECT sink, batch_time FROM job7_batches") == [(SINK, 1000)]
     assert db.query("SELECT name FROM sqlite_master WHERE name LIKE 'ingest_%'") == []
 
 
@@ -343,3 +347,112 @@ def test_a_connection_broken_under_the_sink_is_replaced(db: Database) -> None:
     assert db.results() == [(1000, "a"), (2000, "b")]
     assert db.offsets() == [("kafka-in", "events", 0, 2)]
 
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_rows_are_keyed_by_the_write_functions_qualified_name_without_name(db: Database, sink: SqlSink) -> None:
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+    assert sink.name == f"{__name__}.insert_records"
+    assert db.query("SELECT sink FROM ingest_batches") == [(SINK,)]
+
+
+# --------------------------------------------------------------------------- format of the sink's tables
+
+# The layout of releases before the format row (format 0), as they created it.
+FORMAT_0_DDL = [
+    "CREATE TABLE IF NOT EXISTS ingest_offsets (sink VARCHAR(200) NOT NULL, stream VARCHAR(200) NOT NULL, "
+    "topic VARCHAR(300) NOT NULL, part INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
+    "PRIMARY KEY (sink, stream, topic, part))",
+    "CREATE TABLE IF NOT EXISTS ingest_batches (sink VARCHAR(200) PRIMARY KEY, batch_time BIGINT NOT NULL, "
+    "version BIGINT NOT NULL)",
+]
+
+
+def write_format_0(db: Database, next_offset: int = 5, batch_time: int = 1000) -> None:
+    """Tables of format 0 holding the positions of a sink with the old default name 'sql'."""
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        for ddl in FORMAT_0_DDL:
+            conn.execute(ddl)
+        conn.execute("INSERT INTO ingest_offsets VALUES ('sql', 'kafka-in', 'events', 0, ?)", (next_offset,))
+        conn.execute("INSERT INTO ingest_batches VALUES ('sql', ?, 3)", (batch_time,))
+        conn.commit()
+
+
+def test_new_tables_record_their_format_version(db: Database, sink: SqlSink) -> None:
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1"}
+
+
+def test_tables_of_format_0_are_migrated_and_their_positions_read(db: Database) -> None:
+    write_format_0(db, next_offset=5, batch_time=1000)
+
+    sink = SqlSink(db.connect, insert_records, name="sql")
+    assert sink.load_offsets("kafka-in") == {("events", 0): 5}
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 5)))  # written before the upgrade: skipped
+    sink(kafka_batch(2000, ["b"], ("events", 0, 5, 6)))
+    sink.close()
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1", "migrated_from": "0"}
+    assert db.results() == [(2000, "b")]
+    assert db.offsets("sql") == [("kafka-in", "events", 0, 6)]
+    assert (sink.batches_written, sink.batches_skipped) == (1, 1)
+
+
+def test_a_sink_without_name_on_format_0_tables_of_a_sink_named_sql_is_refused(db: Database) -> None:
+    write_format_0(db)
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match=r"migrated from format 0.*Pass name='sql' to go on from those positions"):
+        sink.load_offsets("kafka-in")
+    assert db.results() == []
+
+
+def test_a_sink_named_explicitly_on_migrated_tables_starts_on_its_own_rows(db: Database) -> None:
+    write_format_0(db)
+    sink = SqlSink(db.connect, insert_records, name="fresh")
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    sink.close()
+
+    assert db.offsets("fresh") == [("kafka-in", "events", 0, 1)]
+    assert db.offsets("sql") == [("kafka-in", "events", 0, 5)]
+
+
+def test_tables_of_a_newer_format_are_refused_naming_the_version(db: Database) -> None:
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_sink_meta (k VARCHAR(100) PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        conn.execute("INSERT INTO ingest_sink_meta VALUES ('format', '2')")
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match="have format version 2, and this release of ingest reads format 1"):
+        sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    assert db.results() == []
+
+
+def test_tables_with_the_sinks_names_but_another_layout_are_refused(db: Database) -> None:
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_batches (id INTEGER PRIMARY KEY, note TEXT)")
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+
+    with pytest.raises(ConfigError, match="table ingest_batches exists without the format row .* not a sink "
+                                          "table of format 0"):
+        sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+
+
+def test_a_meta_table_without_its_format_row_is_a_creation_under_way_not_format_0(db: Database) -> None:
+    # Another sink of this release created the meta table and the batches table and
+    # has not yet written the format row (sqlite3 commits DDL at once).
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        conn.execute("CREATE TABLE ingest_sink_meta (k VARCHAR(100) PRIMARY KEY, v VARCHAR(200) NOT NULL)")
+        conn.execute(FORMAT_0_DDL[1])
+        conn.commit()
+    sink = SqlSink(db.connect, insert_records)
+    sink(kafka_batch(1000, ["a"], ("events", 0, 0, 1)))
+    sink.close()
+
+    assert dict(db.query("SELECT k, v FROM ingest_sink_meta")) == {"format": "1"}
