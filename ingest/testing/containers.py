@@ -15,7 +15,8 @@ Two kinds of engine:
   broker listens on free ports of 127.0.0.1 directly.
 
 Ports are picked free and a start that loses one to another process is retried on new
-ones. The broker is ready when its log says "Kafka Server started" and it answers a
+ones. `start()` first removes the containers of dead sessions and turns Ryuk off when it
+cannot run (see below). The broker is ready when its log says "Kafka Server started" and it answers a
 metadata request; a container that exits or stays silent fails with the end of its log.
 
 Clean-up: every container carries labels naming its session (a random id), the process
@@ -204,6 +205,8 @@ class KafkaBrokerContainer(DockerContainer):
         self.controller_port: int | None = None
         self.host_ip = "127.0.0.1"
         self.cluster_id = _cluster_id()
+        self.ryuk_used = False
+        self.orphans_removed: list[str] = []
 
     # -- configuration (no engine call: the bridge path is tested through it)
 
@@ -238,6 +241,11 @@ class KafkaBrokerContainer(DockerContainer):
         self._kwargs = kwargs
         return self
 
+    def create_settings(self) -> dict:
+        """The arguments the container is created with (docker-py's containers.create),
+        as configured for the next start attempt."""
+        return {"image": self.image, "environment": dict(self.env), "ports": dict(self.ports), **self._kwargs}
+
     @property
     def bootstrap(self) -> str:
         if self.port is None or self._container is None:
@@ -261,6 +269,7 @@ class KafkaBrokerContainer(DockerContainer):
                 f"your registry has (e.g. apache/kafka:4.1.1) and pull it"
             )
         mode = choose_network_mode(client, self._requested_network)
+        self.ryuk_used, self.orphans_removed = prepare_session(client)
         local = mode == "host" or self._docker_host_ip() in ("127.0.0.1", "localhost")
         for port in (self._requested_port, self._requested_controller_port):
             if port is not None and local and not port_is_free(port):

@@ -133,16 +133,12 @@ def _kafka_in_container() -> Iterator[KafkaService]:
     sessions; removed at the end of the session (and by the next session when this one
     is killed)."""
     from ingest.errors import IngestError
-    from ingest.testing.containers import KafkaBrokerContainer, prepare_session
+    from ingest.testing.containers import KafkaBrokerContainer
     from ingest.testing.docker_engine import engine_client
 
     container = None
     try:
-        client = engine_client()
-        try:
-            prepare_session(client)
-        finally:
-            client.close()
+        engine_client().close()  # no engine: say so in our words, before testcontainers tries
         container = KafkaBrokerContainer(kafka_image())
         container.start()
     except IngestError as exc:
