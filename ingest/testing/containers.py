@@ -263,11 +263,7 @@ class KafkaBrokerContainer(DockerContainer):
 
         client = self.get_docker_client().client
         if not image_present(client, self.image):
-            raise ServiceError(
-                f"image {self.image} is not on this Docker engine ({os.environ.get('DOCKER_HOST') or 'default socket'})"
-                f": build it with `ingest services image kafka`, or set INGEST_KAFKA_IMAGE to an image "
-                f"your registry has (e.g. apache/kafka:4.1.1) and pull it"
-            )
+            self._pull(client)
         mode = choose_network_mode(client, self._requested_network)
         self.ryuk_used, self.orphans_removed = prepare_session(client)
         local = mode == "host" or self._docker_host_ip() in ("127.0.0.1", "localhost")
@@ -294,6 +290,19 @@ class KafkaBrokerContainer(DockerContainer):
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    def _pull(self, client) -> None:
+        """Pull an upstream image; the project's own images come from no registry."""
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        how = (f"build it with `ingest services image kafka`, or set INGEST_KAFKA_IMAGE to an image your "
+               f"registry has (e.g. apache/kafka:4.1.1)")
+        if self.image.startswith("ingest/"):
+            raise ServiceError(f"image {self.image} is not on this Docker engine ({where}): {how}")
+        try:
+            client.images.pull(self.image)
+        except Exception as exc:  # APIError, ImageNotFound, registry unreachable
+            raise ServiceError(f"image {self.image} is not on this Docker engine ({where}) and could not be "
+                               f"pulled ({str(exc).splitlines()[0][:200]}): {how}") from None
 
     def _docker_host_ip(self) -> str:
         return self.get_docker_client().host()

@@ -107,19 +107,19 @@ def kafka_image() -> str:
 
 
 def _container_unavailable() -> str | None:
-    """Why the default order cannot use a container (None when it can): no engine, or
-    the image is not there. Only a forced backend turns these into failures."""
-    if not docker_engine_answers():
-        return "no Docker engine answers"
+    """Why the default order cannot use a container (None when it can): Docker skipped,
+    no engine, or no image to run. Only a forced backend turns these into failures."""
+    if os.environ.get("INGEST_USE_DOCKER", "").strip().lower() in ("0", "false", "no", "off"):
+        return "INGEST_USE_DOCKER=0"
     from ingest.errors import ServiceError
     from ingest.testing.docker_engine import engine_client
     from ingest.testing.images import image_present
 
-    image = kafka_image()
     try:
-        client = engine_client()
+        client = engine_client(timeout=3)
     except ServiceError as exc:
         return str(exc)
+    image = kafka_image()
     try:
         if not image_present(client, image) and not os.environ.get("INGEST_KAFKA_IMAGE", "").strip():
             return f"the Docker engine has no image {image} (build it with `ingest services image kafka`)"
@@ -152,14 +152,15 @@ def _kafka_in_container() -> Iterator[KafkaService]:
         container.stop()
 
 
-def _kafka_from_maven_central(forced: bool = False) -> Iterator[KafkaService]:
+def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "") -> Iterator[KafkaService]:
     from ingest.testing import kafka
 
     missing = kafka.missing_requirements()
     if missing:
         reason = ("no Kafka broker for these tests: install " + " and ".join(missing)
                   + " so that one starts from Maven Central jars, or start a Docker engine, "
-                  "or set KAFKA_BOOTSTRAP_SERVERS=host:port")
+                  "or set KAFKA_BOOTSTRAP_SERVERS=host:port"
+                  + (f" (no container either: {why_not_container})" if why_not_container else ""))
         if forced:
             pytest.fail(f"INGEST_KAFKA_BACKEND=jvm, but {reason}", pytrace=False)
         skip_or_fail(reason)
@@ -207,10 +208,14 @@ def kafka_service() -> Iterator[KafkaService]:
     elif backend == "testcontainers":
         # Forced: no fallback, and the engine's own words say what is missing.
         yield from _kafka_in_container()
-    elif backend is None and _container_unavailable() is None:
-        yield from _kafka_in_container()
+    elif backend == "jvm":
+        yield from _kafka_from_maven_central(forced=True)
     else:
-        yield from _kafka_from_maven_central(forced=backend == "jvm")
+        why_not_container = _container_unavailable()
+        if why_not_container is None:
+            yield from _kafka_in_container()
+        else:
+            yield from _kafka_from_maven_central(why_not_container=why_not_container)
 
 
 @pytest.fixture(scope="session")

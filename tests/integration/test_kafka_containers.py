@@ -306,6 +306,32 @@ def test_a_missing_image_is_an_error_that_says_how_to_build_it(docker_client) ->
 
 
 @pytest.mark.docker
+def test_an_upstream_image_that_cannot_be_pulled_is_an_error_that_names_the_alternatives(docker_client) -> None:
+    container = KafkaBrokerContainer("registry.invalid/kafka:1")
+
+    with pytest.raises(ServiceError) as error:
+        container.start()
+
+    message = str(error.value)
+    assert "image registry.invalid/kafka:1 is not on this Docker engine" in message
+    assert "could not be pulled" in message and "ingest services image kafka" in message
+
+
+@pytest.mark.docker
+def test_asking_for_a_bridge_on_an_engine_without_one_is_an_error(docker_client) -> None:
+    from ingest.testing.docker_engine import has_bridge
+
+    if has_bridge(docker_client):
+        pytest.skip("this engine has a bridge network")
+
+    with pytest.raises(ServiceError) as error:
+        containers.choose_network_mode(docker_client, "bridge")
+
+    assert "this Docker engine has no bridge network" in str(error.value)
+    assert containers.choose_network_mode(docker_client) == "host"
+
+
+@pytest.mark.docker
 def test_a_port_already_taken_is_refused_before_any_container_starts(docker_client, kafka_image_tag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
