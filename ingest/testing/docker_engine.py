@@ -17,6 +17,7 @@ package. CI uses it through::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -121,6 +122,12 @@ class PrivateEngine:
         if os.geteuid() != 0:
             raise ServiceError("a private Docker engine must be started as root (dockerd needs it); "
                                "run this command with sudo, or start Docker yourself and set DOCKER_HOST")
+        longest = self.root / "exec" / "containerd" / "containerd.sock.ttrpc"
+        if len(str(longest)) > 100:
+            # containerd's sockets live under the exec root; a Unix socket path has at most 107 bytes.
+            raise ServiceError(f"{self.root} is too long a path for the engine's Unix sockets (at most "
+                               f"{100 - len(str(longest)) + len(str(self.root))} characters): choose a shorter "
+                               f"directory, e.g. one made by `mktemp -d /tmp/docker.XXXXXX`")
         if self.socket.exists():
             raise ServiceError(f"{self.socket} exists: an engine already runs there, or one was killed; "
                                f"stop it with `python -m ingest.testing.docker_engine stop {self.root}` first")
@@ -133,13 +140,18 @@ class PrivateEngine:
         while True:
             code = proc.poll()
             if code is not None:
+                self.unmount_leftovers()
                 raise ServiceStartError(
                     f"dockerd exited with code {code} while starting; the end of its log "
                     f"({self.log_path}):\n{self.log_tail()}", log_tail=self.log_tail(), exit_code=code)
             if self.socket.exists() and self._answers():
                 return self.host
             if time.monotonic() > deadline:
-                self._signal(proc.pid, signal.SIGKILL)
+                # Its own process group holds containerd too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                self.unmount_leftovers()
                 raise ServiceStartError(
                     f"dockerd did not answer on {self.socket} within {timeout:.0f} s; the end of its log:\n"
                     f"{self.log_tail()}", log_tail=self.log_tail())
@@ -172,23 +184,45 @@ class PrivateEngine:
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the engine (SIGTERM, which stops its containers; SIGKILL after
-        `timeout`). Returns whether one was running."""
+        """Stop the engine (SIGTERM, which stops its containers; SIGKILL of its process
+        group after `timeout`), then unmount what it left mounted under its directory,
+        so that the directory can be deleted. Returns whether one was running."""
         pid = self.pid()
         if pid is None or not self._signal(pid, signal.SIGTERM):
+            self.unmount_leftovers()
             return False
         deadline = time.monotonic() + timeout
         while self._alive(pid):
             if time.monotonic() > deadline:
-                self._signal(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
+        self.unmount_leftovers()
         return True
+
+    def unmount_leftovers(self) -> list[str]:
+        """Unmount the mounts under the engine's directory (dockerd bind-mounts its data
+        root, and leaves it when it dies); deepest first. Returns the mount points."""
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return []
+        prefix = f"{self.root}/"
+        # Field 5 is the mount point, with spaces and such escaped as octal.
+        points = [p for p in (line.split()[4].encode().decode("unicode_escape") for line in lines)
+                  if (p + "/").startswith(prefix)]
+        for point in sorted(set(points), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        return points
 
     @staticmethod
     def _alive(pid: int) -> bool:
         from ingest.testing.jvm import _pid_alive
 
+        # When this process started the engine, reap it: a zombie must not linger.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         return _pid_alive(pid)
 
 

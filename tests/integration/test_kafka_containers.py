@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -187,7 +188,95 @@ def test_jvm_forced_without_java_fails_even_off_ci(tmp_path: Path) -> None:
     assert "INGEST_KAFKA_BACKEND=jvm, but no Kafka broker for these tests" in run.stdout
 
 
+def test_without_an_engine_the_default_order_falls_back_to_the_jvm_broker(tmp_path: Path) -> None:
+    from ingest.testing.kafka import missing_requirements
+
+    missing = missing_requirements()
+    if missing:
+        skip_or_fail("the fallback test needs " + " and ".join(missing))
+
+    run = run_inner(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock", INGEST_SERVICES_DIR=str(tmp_path))
+
+    assert run.returncode == pytest.ExitCode.OK, run.stdout
+    assert "SOURCE jvm" in run.stdout
+
+
+@pytest.mark.docker
+def test_with_an_engine_and_its_image_the_default_order_uses_a_container(
+        docker_client, kafka_image_tag: str, tmp_path: Path) -> None:
+    run = run_inner(tmp_path)
+
+    assert run.returncode == pytest.ExitCode.OK, run.stdout
+    assert "SOURCE testcontainers" in run.stdout
+
+
 # --------------------------------------------------------------------------- files and commands
+
+
+def test_the_private_engine_has_its_own_socket_and_roots_and_no_bridge_or_firewall_rules(tmp_path: Path) -> None:
+    from ingest.testing.docker_engine import PrivateEngine
+
+    command = PrivateEngine(tmp_path).command()
+
+    assert command[command.index("-H") + 1] == f"unix://{tmp_path}/docker.sock"
+    assert command[command.index("--data-root") + 1] == f"{tmp_path}/data"
+    assert command[command.index("--exec-root") + 1] == f"{tmp_path}/exec"
+    assert command[command.index("--pidfile") + 1] == f"{tmp_path}/dockerd.pid"
+    for flag in ("--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"):
+        assert flag in command
+
+
+def test_a_private_engine_starts_answers_and_stops(tmp_path: Path) -> None:
+    from ingest.testing.docker_engine import PrivateEngine
+
+    if os.geteuid() != 0 or not (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
+        pytest.skip("starting a private Docker engine needs root and dockerd (apt-get install docker.io)")
+    root = tempfile.mkdtemp(prefix="ingest-engine-", dir="/tmp")  # Unix socket paths must stay short
+    engine = PrivateEngine(root)
+
+    host = engine.start()
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=host, timeout=10)
+        assert client.ping()
+        assert not any(n.name == "bridge" for n in client.networks.list())
+        client.close()
+        pid = engine.pid()
+    finally:
+        assert engine.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert not jvm._pid_alive(pid)
+
+
+def test_an_engine_directory_too_long_for_unix_sockets_is_refused_with_a_shorter_choice(tmp_path: Path) -> None:
+    from ingest.testing.docker_engine import PrivateEngine
+
+    if os.geteuid() != 0 or not (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
+        pytest.skip("starting a private Docker engine needs root and dockerd (apt-get install docker.io)")
+    root = tmp_path / ("d" * 80)
+
+    with pytest.raises(ServiceError) as error:
+        PrivateEngine(root).start()
+
+    assert "is too long a path for the engine's Unix sockets" in str(error.value)
+    assert "mktemp -d /tmp/docker.XXXXXX" in str(error.value)
+    assert not root.exists(), "nothing is started or created"
+
+
+def test_a_second_engine_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    from ingest.testing.docker_engine import PrivateEngine
+
+    if os.geteuid() != 0 or not (shutil.which("dockerd") or os.path.exists("/usr/sbin/dockerd")):
+        pytest.skip("starting a private Docker engine needs root and dockerd (apt-get install docker.io)")
+    (tmp_path / "docker.sock").touch()
+
+    with pytest.raises(ServiceError) as error:
+        PrivateEngine(tmp_path).start()
+
+    assert f"{tmp_path}/docker.sock exists" in str(error.value)
+    assert f"python -m ingest.testing.docker_engine stop {tmp_path}" in str(error.value)
+
 
 
 def test_the_compose_file_parses_and_names_the_locally_built_image_as_the_alternative(tmp_path: Path) -> None:
