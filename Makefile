@@ -1,5 +1,7 @@
 # Two entry points: `make demo` runs the seeds' example on its embedded default,
 # `make test` runs the whole suite. Both create .venv and install what they need.
+# `make images` builds the test services' images on the Docker engine of DOCKER_HOST
+# without a registry; `make container-deps` installs what CI's container pass needs.
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -10,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[all]'
 	touch $(STAMP)
 
-.PHONY: demo test bench install services-deps
+.PHONY: demo test bench install services-deps container-deps images
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -32,3 +34,23 @@ services-deps:
 		echo "No PostgreSQL server binaries: install them (Debian/Ubuntu: sudo apt-get install postgresql);"; \
 		echo "without them the PostgreSQL tests are skipped (and fail with CI=true)."; \
 	fi
+
+# What CI's container pass needs (.ci/run): Debian's Docker engine (run privately there,
+# never as the machine's service), debootstrap for the base image, and docker-compose to
+# check docker/compose.yaml. Installed with apt-get when we are root, as above.
+CONTAINER_TOOLS := dockerd debootstrap docker-compose
+container-deps:
+	@missing=""; for tool in $(CONTAINER_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	packages=$$(echo "$$missing" | sed -e 's/dockerd/docker.io/' -e 's/debootstrap/debootstrap debian-archive-keyring/'); \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing for the container tests (apt-get install$$packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$packages; \
+	else \
+		echo "Missing for the container tests:$$missing (Debian/Ubuntu: sudo apt-get install$$packages)"; \
+	fi
+
+# The images the pytest plugin runs when a Docker engine answers (see the README).
+images: $(STAMP)
+	$(VENV)/bin/ingest services image kafka

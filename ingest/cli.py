@@ -3,6 +3,7 @@
     ingest run APP.py [ARGS...]     run an application file as __main__
     ingest demo [--port 7777]       the seed example against a built-in line generator
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
+    ingest services image kafka     build the ingest/kafka image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
 
@@ -48,9 +49,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_services(args: argparse.Namespace) -> int:
     if args.service == "kafka":
+        if args.image_of is not None:
+            raise ConfigError(f"`ingest services kafka` takes no further argument (got {args.image_of!r})")
         from ingest.testing.kafka import run_forever
 
         return run_forever(args.kafka_version)
+    if args.service == "image":
+        from ingest.testing.images import IMAGE_SERVICES, run_build
+
+        if args.image_of not in IMAGE_SERVICES:
+            raise ConfigError(f"`ingest services image` needs the service whose image to build: "
+                              f"one of {', '.join(IMAGE_SERVICES)} (got {args.image_of!r})")
+        return run_build(args.image_of, args.kafka_version)
     raise ConfigError(f"unknown service {args.service!r}")
 
 
@@ -78,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_cmd_demo)
 
     services = sub.add_parser("services", help="start a real service for development")
-    services.add_argument("service", choices=["kafka"], help="the service to start")
+    services.add_argument("service", choices=["kafka", "image"],
+                          help="kafka: start a broker; image: build a service's image (then name it: kafka)")
+    services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
+                          help="with `image`: the service whose image to build on the Docker engine of "
+                               "DOCKER_HOST, without a registry (kafka)")
     services.add_argument("--kafka-version", default=None, help="Apache Kafka version (default: the tested one)")
     services.set_defaults(fn=_cmd_services)
 

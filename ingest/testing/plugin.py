@@ -9,12 +9,17 @@ Fixtures (session scope, one broker per session):
 * ``kafka_bootstrap``: the bootstrap address, "host:port".
 * ``kafka_service``: a `KafkaService` saying where that broker came from.
 
-The broker is, in this order: the one named by ``KAFKA_BOOTSTRAP_SERVERS``; a
-testcontainers Kafka container when a Docker engine answers a ping (set
-``INGEST_USE_DOCKER=0`` to skip Docker); a local broker started from Apache Kafka's
-jars on Maven Central (``ingest.testing.kafka.KafkaBroker``; version from
+The broker is, in this order: the one named by ``KAFKA_BOOTSTRAP_SERVERS``; a broker
+in a container (``ingest.testing.containers.KafkaBrokerContainer``, on testcontainers)
+when a Docker engine answers a ping and has the image (``INGEST_KAFKA_IMAGE``, default
+the project's ``ingest/kafka:<version>``, built by ``ingest services image kafka``; set
+``INGEST_USE_DOCKER=0`` to skip Docker); a local broker started from Apache Kafka's jars
+on Maven Central (``ingest.testing.kafka.KafkaBroker``; version from
 ``INGEST_KAFKA_VERSION``). When none is possible, the tests are skipped with what to
 install, except on CI (``CI=true``), where they fail.
+
+``INGEST_KAFKA_BACKEND=env|testcontainers|jvm`` forces one of the three: the session
+then uses that one or fails saying why, whatever CI says.
 
 ``postgres_dsn`` (session scope) is the DSN of a real PostgreSQL server:
 ``POSTGRES_DSN`` if set, else a throwaway server started from the PostgreSQL server
@@ -30,34 +35,29 @@ from dataclasses import dataclass
 
 import pytest
 
-DOCKER_IMAGE = "confluentinc/cp-kafka:7.9.2"
-
-# Single-node settings the Confluent image does not set by itself; without the
-# transaction-state ones, init_transactions() fails on one broker.
-DOCKER_SINGLE_NODE_ENV = {
-    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-    "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "1",
-    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-    "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
-}
+KAFKA_BACKENDS = ("env", "testcontainers", "jvm")
 
 
 @dataclass(frozen=True)
 class KafkaService:
-    """The broker a session uses. `source` is "env", "docker" or "jvm"; `pid` and
-    `workdir` are set for a local JVM broker only."""
+    """The broker a session uses. `source` is "env", "testcontainers" or "jvm"; `pid`
+    and `workdir` are set for a local JVM broker only, `container` (its name) and
+    `image` for a container only."""
 
     bootstrap: str
     source: str
     pid: int | None = None
     workdir: str | None = None
+    container: str | None = None
+    image: str | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs a real Kafka broker (the kafka_bootstrap fixture)")
     config.addinivalue_line("markers", "postgres: needs a real PostgreSQL server (the postgres_dsn fixture)")
+    config.addinivalue_line("markers", "docker: needs a Docker engine (the docker_client fixture)")
+    config.addinivalue_line("markers", "jvm_launcher: tests the local JVM broker launcher itself, whatever "
+                                       "broker the session uses")
 
 
 def _truthy(value: str | None) -> bool:
@@ -81,44 +81,89 @@ def docker_engine_answers() -> bool:
     if os.environ.get("INGEST_USE_DOCKER", "").strip().lower() in ("0", "false", "no", "off"):
         return False
     try:
-        import docker
+        from ingest.testing.docker_engine import engine_answers
     except ImportError:
         return False
-    try:
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # DockerException, connection errors: no engine
-        return False
+    return engine_answers()
 
 
-def _kafka_in_docker() -> Iterator[KafkaService]:
+def kafka_backend() -> str | None:
+    """The backend INGEST_KAFKA_BACKEND forces, or None for the default order."""
+    from ingest.errors import ConfigError
+
+    value = os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower()
+    if not value:
+        return None
+    if value not in KAFKA_BACKENDS:
+        raise ConfigError(f"INGEST_KAFKA_BACKEND={value!r} is not a Kafka backend: use one of "
+                          f"{', '.join(KAFKA_BACKENDS)}, or unset it for the default order (env, testcontainers, jvm)")
+    return value
+
+
+def kafka_image() -> str:
+    from ingest.testing.images import kafka_image as project_image
+
+    return os.environ.get("INGEST_KAFKA_IMAGE", "").strip() or project_image(os.environ.get("INGEST_KAFKA_VERSION"))
+
+
+def _container_unavailable() -> str | None:
+    """Why the default order cannot use a container (None when it can): Docker skipped,
+    no engine, or no image to run. Only a forced backend turns these into failures."""
+    if os.environ.get("INGEST_USE_DOCKER", "").strip().lower() in ("0", "false", "no", "off"):
+        return "INGEST_USE_DOCKER=0"
+    from ingest.errors import ServiceError
+    from ingest.testing.docker_engine import engine_client
+    from ingest.testing.images import image_present
+
     try:
-        from testcontainers.community.kafka import KafkaContainer
-    except ImportError:  # testcontainers <= 4.14
-        from testcontainers.kafka import KafkaContainer
-    container = KafkaContainer(os.environ.get("INGEST_KAFKA_IMAGE", DOCKER_IMAGE)).with_kraft()
-    for name, value in DOCKER_SINGLE_NODE_ENV.items():
-        container.with_env(name, value)
+        client = engine_client(timeout=3)
+    except ServiceError as exc:
+        return str(exc)
+    image = kafka_image()
     try:
-        container.start(timeout=120)
-        yield KafkaService(container.get_bootstrap_server(), "docker")
+        if not image_present(client, image) and not os.environ.get("INGEST_KAFKA_IMAGE", "").strip():
+            return f"the Docker engine has no image {image} (build it with `ingest services image kafka`)"
+    finally:
+        client.close()
+    return None
+
+
+def _kafka_in_container() -> Iterator[KafkaService]:
+    """A broker in a container for the session, after removing the containers of dead
+    sessions; removed at the end of the session (and by the next session when this one
+    is killed)."""
+    from ingest.errors import IngestError
+    from ingest.testing.containers import KafkaBrokerContainer
+    from ingest.testing.docker_engine import engine_client
+
+    container = None
+    try:
+        engine_client().close()  # no engine: say so in our words, before testcontainers tries
+        container = KafkaBrokerContainer(kafka_image())
+        container.start()
+    except IngestError as exc:
+        if container is not None:
+            container.stop()
+        pytest.fail(f"Kafka in a container could not be had: {exc}", pytrace=False)
+    try:
+        yield KafkaService(container.bootstrap, "testcontainers", container=container.get_wrapped_container().name,
+                           image=container.image)
     finally:
         container.stop()
 
 
-def _kafka_from_maven_central() -> Iterator[KafkaService]:
+def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "") -> Iterator[KafkaService]:
     from ingest.testing import kafka
 
     missing = kafka.missing_requirements()
     if missing:
-        skip_or_fail(
-            "no Kafka broker for these tests: install " + " and ".join(missing)
-            + " so that one starts from Maven Central jars, or start a Docker engine, "
-            "or set KAFKA_BOOTSTRAP_SERVERS=host:port"
-        )
+        reason = ("no Kafka broker for these tests: install " + " and ".join(missing)
+                  + " so that one starts from Maven Central jars, or start a Docker engine, "
+                  "or set KAFKA_BOOTSTRAP_SERVERS=host:port"
+                  + (f" (no container either: {why_not_container})" if why_not_container else ""))
+        if forced:
+            pytest.fail(f"INGEST_KAFKA_BACKEND=jvm, but {reason}", pytrace=False)
+        skip_or_fail(reason)
     broker = kafka.KafkaBroker(os.environ.get("INGEST_KAFKA_VERSION") or None)
     broker.start()
     try:
@@ -147,14 +192,50 @@ def _check_external(bootstrap: str) -> None:
 @pytest.fixture(scope="session")
 def kafka_service() -> Iterator[KafkaService]:
     """The session's Kafka broker (see the module docstring for where it comes from)."""
+    from ingest.errors import IngestError
+
+    try:
+        backend = kafka_backend()
+    except IngestError as exc:
+        pytest.fail(str(exc), pytrace=False)
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if external:
+    if backend == "env" or (backend is None and external):
+        if not external:
+            pytest.fail("INGEST_KAFKA_BACKEND=env, but KAFKA_BOOTSTRAP_SERVERS is not set: set it to the "
+                        "broker's host:port, or choose another backend", pytrace=False)
         _check_external(external)
         yield KafkaService(external, "env")
-    elif docker_engine_answers():
-        yield from _kafka_in_docker()
+    elif backend == "testcontainers":
+        # Forced: no fallback, and the engine's own words say what is missing.
+        yield from _kafka_in_container()
+    elif backend == "jvm":
+        yield from _kafka_from_maven_central(forced=True)
     else:
-        yield from _kafka_from_maven_central()
+        why_not_container = _container_unavailable()
+        if why_not_container is None:
+            yield from _kafka_in_container()
+        else:
+            yield from _kafka_from_maven_central(why_not_container=why_not_container)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker-py client of the engine at DOCKER_HOST. Without an engine the tests that
+    need one are skipped (an engine is optional, even on CI), unless
+    INGEST_KAFKA_BACKEND=testcontainers asks for one: then they fail."""
+    from ingest.errors import ServiceError
+    from ingest.testing.docker_engine import engine_client
+
+    try:
+        client = engine_client()
+    except ServiceError as exc:
+        if os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower() == "testcontainers":
+            pytest.fail(f"INGEST_KAFKA_BACKEND=testcontainers, but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

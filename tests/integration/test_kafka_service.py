@@ -225,7 +225,8 @@ def _inner_session(tmp_path: Path, wait: bool) -> tuple[subprocess.Popen, Path, 
     (tmp_path / "test_inner.py").write_text(INNER_TESTS)
     record = tmp_path / "record.jsonl"
     services = tmp_path / "services"
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PYTEST_ADDOPTS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "INGEST_KAFKA_BACKEND", "PYTEST_ADDOPTS")}
     env.update(INNER_RECORD=str(record), INGEST_SERVICES_DIR=str(services), INGEST_USE_DOCKER="0")
     if wait:
         env["INNER_WAIT"] = "1"
@@ -244,6 +245,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.jvm_launcher
 def test_broker_starts_once_per_session_and_nothing_remains_after_it(tmp_path: Path, local_jvm: None) -> None:
     proc, record, services = _inner_session(tmp_path, wait=False)
     output, _ = proc.communicate(timeout=240)
@@ -262,6 +264,7 @@ def test_broker_starts_once_per_session_and_nothing_remains_after_it(tmp_path: P
     assert list(services.iterdir()) == []
 
 
+@pytest.mark.jvm_launcher
 def test_interrupted_session_leaves_no_broker_behind(tmp_path: Path, local_jvm: None) -> None:
     proc, record, services = _inner_session(tmp_path, wait=True)
     try:
@@ -289,6 +292,7 @@ def test_interrupted_session_leaves_no_broker_behind(tmp_path: Path, local_jvm: 
     assert list(services.iterdir()) == []
 
 
+@pytest.mark.jvm_launcher
 def test_run_forever_serves_a_broker_until_sigterm_then_cleans_up(tmp_path: Path, local_jvm: None) -> None:
     env = {**os.environ, "INGEST_SERVICES_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "ingest.testing.kafka"], env=env,
@@ -318,12 +322,13 @@ def test_run_forever_serves_a_broker_until_sigterm_then_cleans_up(tmp_path: Path
     assert list(tmp_path.iterdir()) == [], "the broker's directory is deleted"
 
 
+@pytest.mark.jvm_launcher
 @pytest.mark.parametrize("ci", ["", "true"])
 def test_without_java_and_maven_kafka_tests_skip_locally_and_fail_on_ci(tmp_path: Path, ci: str) -> None:
     (tmp_path / "test_needs_kafka.py").write_text("def test_it(kafka_bootstrap):\n    pass\n")
     (tmp_path / "bin").mkdir()  # a PATH with neither java nor mvn
     env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "JAVA", "JAVA_HOME", "MVN", "PYTEST_ADDOPTS")}
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "INGEST_KAFKA_BACKEND", "JAVA", "JAVA_HOME", "MVN", "PYTEST_ADDOPTS")}
     env.update(PATH=str(tmp_path / "bin"), INGEST_USE_DOCKER="0", CI=ci)
 
     run = subprocess.run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_needs_kafka.py"],
@@ -339,6 +344,7 @@ def test_without_java_and_maven_kafka_tests_skip_locally_and_fail_on_ci(tmp_path
         assert "1 skipped" in run.stdout
 
 
+@pytest.mark.jvm_launcher
 def test_the_plugin_is_registered_and_importing_it_loads_no_client_or_docker() -> None:
     code = (
         "import sys, importlib.metadata as md;"
@@ -351,10 +357,11 @@ def test_the_plugin_is_registered_and_importing_it_loads_no_client_or_docker() -
     assert out.strip() == "['ingest.testing.plugin'] []"
 
 
+@pytest.mark.jvm_launcher
 def test_a_kafka_bootstrap_servers_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "test_needs_kafka.py").write_text("def test_it(kafka_bootstrap):\n    pass\n")
     port = _free()  # nobody listens there
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("INGEST_KAFKA_BACKEND", "PYTEST_ADDOPTS")}
     env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
 
     run = subprocess.run([sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "test_needs_kafka.py"],
@@ -367,6 +374,7 @@ def test_a_kafka_bootstrap_servers_that_does_not_answer_is_an_error(tmp_path: Pa
 # --------------------------------------------------------------------------- errors
 
 
+@pytest.mark.jvm_launcher
 def test_a_port_already_taken_is_refused_before_starting(local_jvm: None) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -380,6 +388,7 @@ def test_a_port_already_taken_is_refused_before_starting(local_jvm: None) -> Non
     assert f"port {port} on 127.0.0.1 is already in use" in str(error.value)
 
 
+@pytest.mark.jvm_launcher
 def test_a_port_lost_to_another_process_is_retried_on_new_ports(
     local_jvm: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -407,6 +416,7 @@ def _free() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.jvm_launcher
 def test_a_broker_that_fails_to_start_reports_the_end_of_its_log(
     local_jvm: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -424,6 +434,7 @@ def test_a_broker_that_fails_to_start_reports_the_end_of_its_log(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.jvm_launcher
 def test_a_data_directory_left_by_a_killed_run_is_refused(local_jvm: None, tmp_path: Path) -> None:
     workdir = tmp_path / "kafka"
     (workdir / "data").mkdir(parents=True)

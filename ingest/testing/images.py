@@ -1,0 +1,167 @@
+"""Images of the test services, built on the local Docker engine without a registry.
+
+`ingest services image kafka` builds ``ingest/kafka:<kafka version>``, the image the
+pytest plugin runs by default, in two steps:
+
+1. the base ``ingest/debian:bookworm``, once per engine: ``debootstrap --variant=minbase``
+   writes a Debian root file system (about a minute, 200 MB) that is imported as an
+   image. Needs root and Debian's debootstrap package.
+2. ``docker/kafka/Dockerfile`` on that base, built with host networking (it works on an
+   engine without a bridge): the JRE from Debian's packages, and the Kafka jars that
+   Maven resolves from docker/kafka/pom.xml, the same ones the JVM launcher runs.
+
+A second build is answered from the engine's layer cache in seconds. Users with a
+registry can skip all this and point ``INGEST_KAFKA_IMAGE`` at an upstream image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.errors import ServiceError, ServiceToolMissingError
+
+DEBIAN_SUITE = "bookworm"
+BASE_IMAGE = f"ingest/debian:{DEBIAN_SUITE}"
+IMAGE_SERVICES = ("kafka",)
+
+
+def kafka_image(kafka_version: str | None = None) -> str:
+    """The tag of the project's Kafka image for `kafka_version` (default: the tested one)."""
+    from ingest.testing.kafka import DEFAULT_KAFKA_VERSION
+
+    return f"ingest/kafka:{kafka_version or DEFAULT_KAFKA_VERSION}"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """What `build_image` did: the tag and id it produced, whether the base image had
+    to be made first, how many build steps came from the cache, and the time taken."""
+
+    tag: str
+    image_id: str
+    base_built: bool
+    steps: int
+    cached_steps: int
+    seconds: float
+
+
+def image_present(client, tag: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def build_base_image(client, log: Callable[[str], None] = print) -> bool:
+    """Make ``ingest/debian:bookworm`` if the engine lacks it; returns whether it did."""
+    if image_present(client, BASE_IMAGE):
+        return False
+    debootstrap = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+    if debootstrap is None:
+        raise ServiceToolMissingError(
+            f"building {BASE_IMAGE} needs debootstrap (Debian/Ubuntu: apt-get install debootstrap); "
+            f"or import any Debian {DEBIAN_SUITE} root file system with `docker import` under that tag"
+        )
+    if os.geteuid() != 0:
+        raise ServiceError(f"building {BASE_IMAGE} runs debootstrap, which needs root: run this command with sudo")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ingest-debootstrap-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log(f"Building {BASE_IMAGE} with debootstrap --variant=minbase {DEBIAN_SUITE} (about a minute)...")
+        run = subprocess.run([debootstrap, "--variant=minbase", DEBIAN_SUITE, str(rootfs)],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            tail = "\n".join((run.stdout + run.stderr).splitlines()[-15:])
+            raise ServiceError(f"debootstrap {DEBIAN_SUITE} failed with code {run.returncode} (is a Debian "
+                               f"mirror reachable?); the end of its output:\n{tail}")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+        try:
+            repository, tag = BASE_IMAGE.split(":")
+            client.api.import_image(src=tar.stdout, repository=repository, tag=tag, stream_src=True)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+        if tar.returncode != 0:
+            raise ServiceError(f"archiving the root file system of {BASE_IMAGE} failed (tar exit code {tar.returncode})")
+    log(f"Built {BASE_IMAGE} in {time.monotonic() - started:.0f} s.")
+    return True
+
+
+def _kafka_context(directory: Path, kafka_version: str) -> None:
+    from ingest.testing.kafka import java_dir, kafka_classpath
+
+    source = java_dir() / "kafka"
+    for name in ("Dockerfile", "kafka-start", "log4j2.properties"):
+        shutil.copy2(source / name, directory / name)
+    libs = directory / "libs"
+    libs.mkdir()
+    for jar in kafka_classpath(kafka_version).split(os.pathsep):
+        if jar:
+            # Same names and contents on every build, so the COPY layer is cached.
+            shutil.copyfile(jar, libs / Path(jar).name)
+
+
+def build_image(service: str = "kafka", kafka_version: str | None = None, *, client=None,
+                log: Callable[[str], None] = print) -> BuiltImage:
+    """Build the image of `service` on the engine of DOCKER_HOST (see the module docstring)."""
+    if service not in IMAGE_SERVICES:
+        raise ServiceError(f"no image recipe for service {service!r}; choose one of {', '.join(IMAGE_SERVICES)}")
+    from ingest.testing.docker_engine import engine_client
+    from ingest.testing.kafka import DEFAULT_KAFKA_VERSION, log4j_version_for
+
+    version = kafka_version or DEFAULT_KAFKA_VERSION
+    log4j_version_for(version)  # refuses an unsupported release before anything is built
+    own_client = client is None
+    client = client or engine_client(timeout=600)
+    started = time.monotonic()
+    try:
+        base_built = build_base_image(client, log)
+        tag = kafka_image(version)
+        log(f"Building {tag} (JRE from Debian's packages, Kafka {version} jars from Maven Central)...")
+        with tempfile.TemporaryDirectory(prefix="ingest-image-") as tmp:
+            _kafka_context(Path(tmp), version)
+            steps, cached, image_id, output = 0, 0, "", []
+            for chunk in client.api.build(path=tmp, tag=tag, network_mode="host", rm=True, forcerm=True,
+                                          decode=True, buildargs={"BASE": BASE_IMAGE, "KAFKA_VERSION": version}):
+                if "error" in chunk:
+                    tail = "\n".join("".join(output).splitlines()[-15:])
+                    raise ServiceError(f"building {tag} failed: {chunk['error'].strip()}\n{tail}")
+                text = chunk.get("stream", "")
+                output.append(text)
+                if text.startswith("Step "):
+                    steps += 1
+                elif "Using cache" in text:
+                    cached += 1
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+        image_id = image_id or client.images.get(tag).id
+    finally:
+        if own_client:
+            client.close()
+    built = BuiltImage(tag, image_id, base_built, steps, cached, time.monotonic() - started)
+    log(f"Built {tag} ({image_id[:19]}) in {built.seconds:.1f} s: "
+        + ("base image made with debootstrap, " if base_built else f"base {BASE_IMAGE} reused, ")
+        + f"{cached} of {steps} build steps from the cache.")
+    return built
+
+
+def run_build(service: str, kafka_version: str | None = None) -> int:
+    """`ingest services image SERVICE`: build, print what was built; exit code."""
+    try:
+        built = build_image(service, kafka_version, log=lambda line: print(line, flush=True))
+    except ServiceError as exc:
+        print(f"The {service} image could not be built: {exc}", flush=True)
+        return 1
+    print(json.dumps({"tag": built.tag, "id": built.image_id, "seconds": round(built.seconds, 1)}))
+    return 0
