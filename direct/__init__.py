@@ -5,8 +5,8 @@
                                  kafka_params={"bootstrap.servers": "...", "group.id": "etl"})
 """
 
-from direct.deserializers import DeadLetterTopic, DeserializationError, avro
-from direct.records import KafkaRecord
+from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, avro
+from ingest.kafka.records import KafkaRecord
 from direct.stream import DataLossError, DirectKafkaInputDStream, OffsetStore, kafka_direct_stream
 
 __all__ = [

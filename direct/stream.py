@@ -7,7 +7,7 @@ policy, cap the ranges with the rate limits and backpressure, and return one
 `OffsetRange` per partition as the batch's plan. The plan goes to the intent
 log before anything is read, so a re-run batch reads exactly the same records.
 
-Reading (partition tasks, one per range): see `direct.clients`.
+Reading (partition tasks, one per range): see `ingest.kafka.clients`.
 
 Starting positions, first found wins: the checkpoint (the newest plan's
 `until` offsets), the sink's stored offsets (`offset_store=`), the group's
@@ -26,9 +26,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
-from direct.clients import CONSUMERS, TP, make_client, redact
-from direct.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
-from direct.records import KafkaRecord, LazyRecords
+from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
+from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
+from ingest.kafka.lazy_records import LazyRecords
+from ingest.kafka.records import KafkaRecord
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError

@@ -26,8 +26,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.errors import ConfigError, ReceiverError
-from ingest.kafka_config import check_common, redact
-from ingest.records import KafkaRecord
+from ingest.kafka.config import check_common, redact
+from ingest.kafka.records import KafkaRecord, from_confluent
 from receivers.receiver import Receiver
 
 if TYPE_CHECKING:
@@ -138,10 +138,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
                     if key not in assigned:
                         self.dropped_after_revoke += 1
                         continue
-                    ts_type, ts = m.timestamp()
-                    headers = m.headers()
-                    records.append(KafkaRecord(m.topic(), m.partition(), m.offset(), ts if ts_type else None,
-                                               m.key(), m.value(), tuple(headers) if headers else None))
+                    records.append(from_confluent(m))
                     offsets[key] = m.offset() + 1
                 if not records:
                     continue

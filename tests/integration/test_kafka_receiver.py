@@ -25,7 +25,7 @@ import pytest
 import receivers.wal as wal_module
 from ingest import StreamingContext
 from ingest.errors import ReceiverError, StorageError
-from ingest.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord
 from ingest.testing.kafka import create_topic, produce
 from receivers import kafka_stream
 

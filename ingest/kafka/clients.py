@@ -24,12 +24,12 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
-from direct.records import KafkaRecord
 from ingest.errors import ConfigError, SourceError
-from ingest.kafka_config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
 
-log = logging.getLogger("direct.clients")
+log = logging.getLogger("ingest.kafka.clients")
 
 TP = tuple[str, int]
 
@@ -340,17 +340,7 @@ class ConfluentReader(_Reader):
             return
         consumer.assign([ck.TopicPartition(r.topic, r.partition, r.from_offset)])
 
-    @staticmethod
-    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-        new = tuple.__new__
-
-        def convert(m: Any) -> KafkaRecord:
-            ts_type, ts = m.timestamp()
-            headers = m.headers()
-            return new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, m.key(), m.value(),
-                                     tuple(headers) if headers else None))
-
-        return convert
+    converter = staticmethod(confluent_converter)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:
@@ -523,15 +513,7 @@ class KafkaPythonReader(_Reader):
         finally:
             CONSUMERS.release(key, consumer, cached, _quiet_close, broken)
 
-    @staticmethod
-    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-        new = tuple.__new__
-
-        def convert(m: Any) -> KafkaRecord:
-            return new(KafkaRecord, (topic, partition, m.offset, m.timestamp if m.timestamp >= 0 else None,
-                                     m.key, m.value, tuple(m.headers) if m.headers else None))
-
-        return convert
+    converter = staticmethod(kafka_python_converter)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:
