@@ -13,9 +13,16 @@ Starting positions, first found wins: the checkpoint (the newest plan's
 `until` offsets), the sink's stored offsets (`offset_store=`), the group's
 committed offsets, `auto.offset.reset` (default latest). Partitions that appear
 while the job runs start at their earliest offset, so nothing written to them
-is missed. After a batch commits, its `until` offsets are committed to the
-consumer group (synchronously; `commit_offsets=False` turns it off), so lag
-tools see the job's progress.
+is missed. Positions without a checkpoint are fixed in `start()`, so records
+produced before the first batch are not skipped under `auto.offset.reset=latest`.
+After a batch commits, its `until` offsets are committed to the consumer group
+(by one committer thread, bounded by a timeout, off the scheduler's path;
+`commit_offsets=False` turns it off), so lag tools see the job's progress.
+
+Broker faults: every broker call retries retriable errors; once nothing moved
+for 30 s a warning names the cause (repeated each minute; `ssc.status()`
+shows it under "inputs"), and after `broker_wait_timeout` seconds without
+progress the batch fails with that cause.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
+from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
+from ingest.kafka.committer import GroupCommitter
 from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
 from ingest.kafka.lazy_records import LazyRecords
 from ingest.kafka.records import KafkaRecord
+from ingest.kafka.stall import StallWatch
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
@@ -42,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("direct.stream")
 
 DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
+COMMIT_TIMEOUT = 10.0  # seconds one group commit may take before it is given up (the next one catches up)
 
 
 class OffsetStore(Protocol):
@@ -144,6 +155,9 @@ class KafkaRangeSource:
 
 class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     kind = "kafka"
+    # The clock and pause of broker waits and stall tracking (tests drive them).
+    _clock = staticmethod(time.monotonic)
+    _sleep = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -224,6 +238,9 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self._current: dict[TP, int] = {}
         self._restored = False
         self._planned_once = False
+        self._stall = StallWatch(self.describe(), log, clock=lambda: self._clock())
+        self._committer = GroupCommitter(
+            self.describe(), lambda offsets: self.client.commit(self.group, offsets, timeout=COMMIT_TIMEOUT), log)
 
     def describe(self) -> str:
         what = self._topics or (self._pattern.pattern if self._pattern else self._assign)
@@ -232,6 +249,11 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     def positions(self) -> dict[TP, int]:
         """The next offset each partition's next batch starts at."""
         return dict(self._current)
+
+    def health(self) -> dict[str, Any]:
+        """For `ssc.status()`: whether planning is stalled on the brokers, for
+        how long, and the last error met (see `ingest.kafka.stall`)."""
+        return self._stall.status()
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counters.snapshot())
@@ -242,8 +264,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        topics = self._with_broker_wait("read topic metadata", self.client.list_topics,
-                                        min(30.0, self.broker_wait_timeout))
+        limit = min(30.0, self.broker_wait_timeout)
+        topics = self._with_broker_wait("read topic metadata", self.client.list_topics, limit)
         if self._topics is not None:
             missing = [t for t in self._topics if t not in topics]
             if missing:
@@ -254,8 +276,19 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                         self.describe())
         log.info("%s: connected to %s with %s (params %s)", self.describe(), self.bootstrap,
                  self.client.name, redact(self.client.params))  # type: ignore[attr-defined]
+        if not self._restored:
+            # The starting offsets are fixed now, as Spark fixes them when the
+            # stream starts: with auto.offset.reset=latest, records produced
+            # between start() and the first batch belong to the stream.
+            tps = self._partitions(topics)
+            marks = self._with_broker_wait("list offsets", lambda timeout: self.client.watermarks(tps, timeout),
+                                           limit)
+            self._current.update(self._starting_offsets(tps, marks))
+            self._planned_once = True  # partitions that appear from now on start at their earliest offset
+        self._stall.progress()
 
     def close(self) -> None:
+        self._committer.close(COMMIT_TIMEOUT + 5.0)
         self.client.close()
         CONSUMERS.clear()
 
@@ -269,25 +302,33 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     # -- planning -----------------------------------------------------------------------
 
     def _with_broker_wait(self, what: str, fn: Any, limit: float | None = None) -> Any:
-        """`fn(timeout)` until it succeeds or `limit` seconds (default
-        broker_wait_timeout) passed; no single attempt outlives the limit."""
+        """`fn(timeout)` until it succeeds, fails for good, or the brokers
+        have failed for `limit` seconds (default broker_wait_timeout) counted
+        from the first failure since the stream last made progress: a broker
+        that stays down fails the job after broker_wait_timeout, whichever
+        call meets it. Each failure is noted by the stall watch, which warns
+        (naming the cause) once nothing moved for 30 s, and then every minute."""
         limit = self.broker_wait_timeout if limit is None else limit
-        deadline = time.monotonic() + limit
-        delay = 1.0
-        while True:
-            try:
-                return fn(max(0.5, min(15.0, deadline - time.monotonic())))
-            except SourceError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise SourceError(f"{self.describe()}: could not {what} for {limit:.0f} s: {exc}") from exc
-                log.warning("%s: cannot %s (%s); retrying in %.0f s", self.describe(), what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 15.0)
 
-    def _partitions(self) -> list[TP]:
+        def on_retry(exc: BrokerCallError, delay: float) -> None:
+            self._stall.failed(f"cannot {what}: {exc}")
+            log.info("%s: cannot %s (%s); retrying in %.1f s", self.describe(), what, exc, delay)
+
+        since = self._stall.failing_since
+        deadline = (self._clock() if since is None else since) + limit
+        try:
+            return call(what, fn, deadline=deadline, first_delay=1.0, on_retry=on_retry, clock=self._clock,
+                        sleep=self._sleep)
+        except BrokerCallError as exc:
+            self._stall.failed(f"cannot {what}: {exc}")
+            raise SourceError(f"{self.describe()}: {exc}; gave up after broker_wait_timeout="
+                              f"{limit:.0f} s without progress") from exc
+
+    def _partitions(self, topics: Mapping[str, list[int]] | None = None) -> list[TP]:
         if self._assign is not None:
             return list(self._assign)
-        topics = self._with_broker_wait("read topic metadata", self.client.list_topics)
+        if topics is None:
+            topics = self._with_broker_wait("read topic metadata", self.client.list_topics)
         if self._topics is not None:
             gone = [t for t in self._topics if t not in topics]
             if gone:
@@ -383,6 +424,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                                 "offset_ranges": [r.to_json() for r in ranges]}
         if lost:
             plan["records_lost"] = lost
+        self._stall.progress()
         return plan
 
     def _apply_data_loss_policy(self, marks: Mapping[TP, tuple[int, int]]) -> int:
@@ -431,10 +473,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         for value in plan.get("offset_ranges", []):
             r = OffsetRange.from_json(value)
             offsets[(r.topic, r.partition)] = r.until_offset
-        try:
-            self.client.commit(self.group, offsets)
-        except SourceError as exc:  # the batch is committed; the group's offsets catch up next time
-            log.warning("%s: %s (offsets are committed again after the next batch)", self.describe(), exc)
+        # Off the scheduler's thread and bounded: see ingest.kafka.committer.
+        self._committer.submit(offsets)
 
 
 def _topic_list(topics: Iterable[str]) -> list[str]:

@@ -5,8 +5,11 @@ Kafka sink, in one place:
 - `records`: `KafkaRecord` and the conversion of each client's messages to it;
 - `lazy_records`: a range's records converted as they are iterated;
 - `deserializers`: key/value decoders and the decode-error policies;
+- `calls`: every broker call with a deadline, retrying retriable errors;
 - `clients`: driver-side clients (metadata, watermarks, group offsets,
-  commits) and the executor-side range readers, for confluent-kafka and kafka-python.
+  commits) and the executor-side range readers, for confluent-kafka and kafka-python;
+- `committer`: group commits off the caller's thread, bounded, newest first;
+- `stall`: notices when a source makes no progress and says why.
 
 No Kafka client library is imported when this package is: only when a client
 is built. The core (context, graph, dataset, scheduler, state, window,
