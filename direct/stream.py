@@ -13,8 +13,8 @@ Starting positions, first found wins: the checkpoint (the newest plan's
 `until` offsets), the sink's stored offsets (`offset_store=`), the group's
 committed offsets, `auto.offset.reset` (default latest). Partitions that appear
 while the job runs start at their earliest offset, so nothing written to them
-is missed. Positions without a checkpoint are fixed in `start()`, so records
-produced before the first batch are not skipped under `auto.offset.reset=latest`.
+is missed. `auto.offset.reset=latest` means the end when `start()` ran, so records
+produced before the first batch are not skipped.
 After a batch commits, its `until` offsets are committed to the consumer group
 (by one committer thread, bounded by a timeout, off the scheduler's path;
 `commit_offsets=False` turns it off), so lag tools see the job's progress.
@@ -238,6 +238,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self._current: dict[TP, int] = {}
         self._restored = False
         self._planned_once = False
+        self._start_marks: Mapping[TP, tuple[int, int]] | None = None  # watermarks when start() ran
         self._stall = StallWatch(self.describe(), log, clock=lambda: self._clock())
         self._committer = GroupCommitter(
             self.describe(), lambda offsets: self.client.commit(self.group, offsets, timeout=COMMIT_TIMEOUT), log)
@@ -277,14 +278,14 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         log.info("%s: connected to %s with %s (params %s)", self.describe(), self.bootstrap,
                  self.client.name, redact(self.client.params))  # type: ignore[attr-defined]
         if not self._restored:
-            # The starting offsets are fixed now, as Spark fixes them when the
-            # stream starts: with auto.offset.reset=latest, records produced
-            # between start() and the first batch belong to the stream.
+            # auto.offset.reset takes effect now, as Spark fixes its starting
+            # offsets when the stream starts: with "latest", records produced
+            # between start() and the first batch belong to the stream. (The
+            # offset store and the group are still read by the first batch, on
+            # the scheduler's thread, where a sink's connection lives.)
             tps = self._partitions(topics)
-            marks = self._with_broker_wait("list offsets", lambda timeout: self.client.watermarks(tps, timeout),
-                                           limit)
-            self._current.update(self._starting_offsets(tps, marks))
-            self._planned_once = True  # partitions that appear from now on start at their earliest offset
+            self._start_marks = self._with_broker_wait(
+                "list offsets", lambda timeout: self.client.watermarks(tps, timeout), limit)
         self._stall.progress()
 
     def close(self) -> None:
@@ -359,7 +360,9 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             elif self._reset == "earliest":
                 start[tp] = marks[tp][0]
             elif self._reset == "latest":
-                start[tp] = marks[tp][1]
+                # The end as start() saw it; a partition it did not see appeared after it: all of it is new.
+                seen = self._start_marks if self._start_marks is not None else marks
+                start[tp] = seen[tp][1] if tp in seen else marks[tp][0]
             else:
                 raise SourceError(f"{self.describe()}: {tp[0]}[{tp[1]}] has no committed offset for group "
                                   f"{self.group!r} and auto.offset.reset is {self._reset!r}; set a starting point")

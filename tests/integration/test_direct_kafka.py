@@ -710,6 +710,21 @@ def test_auto_offset_reset_decides_the_start_without_commits(
         assert_tiles(seen, {(topic, 0): 3, (topic, 1): 1}, starts={(topic, 0): 3})
 
 
+def test_with_latest_reset_records_produced_between_start_and_the_first_batch_are_read(
+        kafka_bootstrap: str, client: str, make_context: Any) -> None:
+    topic = new_topic(kafka_bootstrap, "reset-at-start", 1)
+    produce(kafka_bootstrap, topic, ["before-start"])
+    ssc = make_context()
+    stream = kafka_direct_stream(ssc, [topic], kafka_params=params(kafka_bootstrap, **{"auto.offset.reset": "latest"}),
+                                 client=client)
+    seen = watch(stream)
+    ssc.start()
+    produce(kafka_bootstrap, topic, ["after-start-0", "after-start-1"])  # before the first batch is planned
+    ssc.step()
+    assert [r.value for r in all_records(seen)] == [b"after-start-0", b"after-start-1"]
+    assert_tiles(seen, {(topic, 0): 3}, starts={(topic, 0): 1})
+
+
 def test_a_restart_from_the_checkpoint_resumes_after_the_last_planned_range(
         kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
     topic = new_topic(kafka_bootstrap, "checkpoint", 2)
