@@ -33,16 +33,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
+from ingest.dataset import Dataset, Partition
+from ingest.dstream import InputDStream
+from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
 from ingest.kafka.committer import GroupCommitter
 from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
+from ingest.kafka.errors import DataLossError
 from ingest.kafka.lazy_records import LazyRecords
 from ingest.kafka.records import KafkaRecord
 from ingest.kafka.stall import StallWatch
-from ingest.dataset import Dataset, Partition
-from ingest.dstream import InputDStream
-from ingest.errors import ConfigError, SourceError
 from ingest.rate import PIDRateEstimator, RateController
 from offsets import OffsetRange
 
@@ -59,10 +60,6 @@ class OffsetStore(Protocol):
     """Where a sink keeps the offsets it has written (read when the stream starts)."""
 
     def load_offsets(self, stream: str) -> Mapping[TP, int]: ...
-
-
-class DataLossError(SourceError):
-    """Offsets the stream must read are no longer in Kafka."""
 
 
 class _Counters:

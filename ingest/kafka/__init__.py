@@ -8,6 +8,7 @@ Kafka sink, in one place:
 - `calls`: every broker call with a deadline, retrying retriable errors;
 - `clients`: driver-side clients (metadata, watermarks, group offsets,
   commits) and the executor-side range readers, for confluent-kafka and kafka-python;
+- `errors`: `DataLossError`, for ranges that are no longer in Kafka;
 - `committer`: group commits off the caller's thread, bounded, newest first;
 - `stall`: notices when a source makes no progress and says why.
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
 from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
 
@@ -343,11 +344,10 @@ class ConfluentReader(_Reader):
                         elif err.code() == ck.KafkaError._PARTITION_EOF:
                             if m.offset() >= until:
                                 done = True
+                        elif err.code() in (ck.KafkaError._AUTO_OFFSET_RESET, ck.KafkaError.OFFSET_OUT_OF_RANGE):
+                            raise rerun_data_loss(r, reached, err.str())
                         else:
-                            raise SourceError(f"reading {r}: {err.str()}"
-                                              + (" (the offset is out of range: retention may have removed it)"
-                                                 if err.code() in (ck.KafkaError._AUTO_OFFSET_RESET,
-                                                                   ck.KafkaError.OFFSET_OUT_OF_RANGE) else ""))
+                            raise SourceError(f"reading {r}: {err.str()}")
                     msgs = good
                 if msgs:
                     last = msgs[-1].offset()
@@ -539,6 +539,8 @@ class KafkaPythonReader(_Reader):
                 try:
                     batch = consumer.poll(timeout_ms=200, max_records=max(1, min(10000, until - r.from_offset)))
                 except KafkaError as exc:
+                    if type(exc).__name__ == "OffsetOutOfRangeError":
+                        raise rerun_data_loss(r, out[-1].offset + 1 if out else r.from_offset, str(exc)) from exc
                     raise SourceError(f"reading {r}: {exc}") from exc
                 msgs = batch.get(tp, [])
                 if msgs:

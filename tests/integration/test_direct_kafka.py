@@ -803,6 +803,39 @@ def test_a_batch_with_an_intent_and_no_commit_is_re_run_with_the_same_ranges(
     assert contents(all_records(first + second)) == in_kafka(kafka_bootstrap, topic)
 
 
+def test_a_re_run_batch_whose_records_are_gone_fails_whatever_on_data_loss_says(
+        kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
+    topic = new_topic(kafka_bootstrap, "rerun-lost", 1)
+    produce(kafka_bootstrap, topic, [f"v{i}" for i in range(20)])
+    kp = params(kafka_bootstrap)
+
+    def job(fail: bool) -> StreamingContext:
+        ssc = make_context()
+        ssc.checkpoint(str(tmp_path / "cp"))
+        stream = kafka_direct_stream(ssc, [topic], kafka_params=kp, client=client, name="events",
+                                     on_data_loss="earliest")
+
+        def before(batch: Any) -> None:
+            if fail:
+                raise RuntimeError("the sink is down")
+
+        watch(stream, before)
+        return ssc
+
+    ssc = job(fail=True)
+    ssc.start()
+    with pytest.raises(BatchFailedError, match="the sink is down"):
+        ssc.step()  # the intent for [0, 20) is written, the batch is not committed
+    delete_records_before(kafka_bootstrap, topic, 0, 10)  # retention removes half of its range
+    ssc = job(fail=False)
+    ssc.start()
+    with pytest.raises(BatchFailedError) as caught:
+        ssc.step()
+    assert isinstance(caught.value.__cause__, DataLossError)
+    message = str(caught.value)
+    assert f"{topic}[0]" in message and "on_data_loss does not apply" in message
+
+
 def test_without_a_checkpoint_the_sinks_offsets_are_the_start_and_every_record_is_written_once(
         kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
     import sqlite3
