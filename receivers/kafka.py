@@ -7,7 +7,7 @@
 The receiver consumes up to `block_records` records at a time, stores them as
 one block with `store_batch` (with `write_ahead_log=True` the block is in the
 WAL, fsynced, when that returns) and only then commits their offsets to the
-group, synchronously. A crash between the two leaves the block in the WAL with
+group (waiting for the answer, at most `commit_timeout` seconds). A crash between the two leaves the block in the WAL with
 its offsets as metadata; on restart the receiver resumes each partition after
 the larger of the committed and the durable offset, so nothing is read twice
 into a second block and nothing is lost.
@@ -92,6 +92,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         # Seconds a store may take before the partitions are paused: long
         # enough that an ordinary store never costs the prefetched records.
         self.pause_after = 0.5
+        self.commit_timeout = 30.0  # seconds an offset commit may take before the receiver restarts
         strategy = str(self.conf.get("partition.assignment.strategy", ""))
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
@@ -122,12 +123,15 @@ class KafkaReceiver(Receiver[KafkaRecord]):
     def _run(self) -> None:
         import confluent_kafka as ck
 
+        commits: list[Any] = []  # the run's commit answers; the run is made once the consumer exists
         try:
-            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error})
+            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error,
+                                    "on_commit": lambda err, parts: commits and commits[0].on_commit(err, parts)})
         except ck.KafkaException as exc:
             self.restart(f"cannot create the consumer: {exc}", exc)
             return
         run = _Run(self, consumer)
+        commits.append(run)
         self._stall.progress()  # a (re)started consumer has its own 30 s before it counts as stalled
         storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-store-{self.topics[0]}")
         try:
@@ -203,6 +207,7 @@ class _Run:
         self.storing: Future[Any] | None = None
         self.storing_offsets: dict[tuple[str, int], int] = {}
         self.paused = False
+        self.commit_results: list[tuple[Any, Any]] = []
 
     # -- rebalance callbacks (on the receiving thread, inside poll/consume) ------------
 
@@ -339,12 +344,38 @@ class _Run:
 
         return call("read committed offsets", attempt, timeout=COMMITTED_TIMEOUT)
 
+    def on_commit(self, err: Any, partitions: Any) -> None:
+        self.commit_results.append((err, partitions))
+
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit and wait for the answer at most `commit_timeout` seconds,
+        polling meanwhile (what arrives is kept for the next block): a commit
+        never holds the receiver without a bound. Not answered or failed: the
+        receiver restarts; its stored offsets keep it from storing a record twice."""
         import confluent_kafka as ck
 
-        if offsets:
-            self.consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                 asynchronous=False)
+        if not offsets:
+            return
+        r = self.receiver
+        self.commit_results = results = []
+        self.consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                             asynchronous=True)
+        deadline = time.monotonic() + r.commit_timeout
+        while not results:
+            if time.monotonic() > deadline:
+                raise ck.KafkaException(ck.KafkaError(
+                    ck.KafkaError._TIMED_OUT, f"offset commit not answered within {r.commit_timeout:.0f} s"))
+            room = r.block_records - len(self.pending)
+            if room > 0:
+                self.pending.extend(self.consumer.consume(room, 0.05))
+            else:
+                message = self.consumer.poll(0.05)
+                if message is not None:
+                    self.pending.append(message)
+        err, parts = results[0]
+        failed = [tp.error for tp in parts or () if tp.error is not None]
+        if err is not None or failed:
+            raise ck.KafkaException(err if err is not None else failed[0])
 
 
 def kafka_stream(ssc: "StreamingContext", topics: Iterable[str], kafka_params: Mapping[str, Any], *,

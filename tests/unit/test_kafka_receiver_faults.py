@@ -73,6 +73,8 @@ class ScriptedConsumer:
 
     script: list[Any] = []
     instances: list["ScriptedConsumer"] = []
+    silent_coordinator = False
+    released = threading.Event()
 
     def __init__(self, conf: dict[str, Any]) -> None:
         self.conf = conf
@@ -81,6 +83,7 @@ class ScriptedConsumer:
         self.commits: list[dict[tuple[str, int], int]] = []
         self.on_assign: Any = None
         self.on_revoke: Any = None
+        self.answers: list[Any] = []  # commit answers, served by the next consume()/poll()
         ScriptedConsumer.instances.append(self)
 
     # the API the receiver uses
@@ -88,6 +91,8 @@ class ScriptedConsumer:
         self.on_assign, self.on_revoke = on_assign, on_revoke
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        while self.answers:
+            self.conf["on_commit"](None, self.answers.pop(0))
         if not self.script:
             time.sleep(min(timeout, 0.01))
             return []
@@ -128,8 +133,18 @@ class ScriptedConsumer:
     def committed(self, partitions: list[Any], timeout: float = 0) -> list[Any]:
         return list(partitions)
 
+    def poll(self, timeout: float) -> Any:
+        found = self.consume(1, timeout)
+        return found[0] if found else None
+
     def commit(self, offsets: list[Any] | None = None, asynchronous: bool = True) -> None:
+        if ScriptedConsumer.silent_coordinator:
+            if not asynchronous:  # a synchronous commit waits for the answer
+                ScriptedConsumer.released.wait(30)
+            return
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets or ()})
+        if asynchronous:
+            self.answers.append(list(offsets or ()))
 
     def close(self) -> None:
         pass
@@ -149,12 +164,15 @@ def rebalance(revoke: list[int], assign: list[int], then: list[Message]) -> Call
 
 
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedConsumer]:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
     import confluent_kafka as ck
 
     ScriptedConsumer.instances = []
+    ScriptedConsumer.silent_coordinator = False
+    ScriptedConsumer.released = threading.Event()
     monkeypatch.setattr(ck, "Consumer", ScriptedConsumer)
-    return ScriptedConsumer
+    yield ScriptedConsumer
+    ScriptedConsumer.released.set()
 
 
 def receiver_job(make_context: Any, **params: Any) -> tuple[Any, Any, list[list[Any]]]:
@@ -246,3 +264,15 @@ def test_client_errors_without_progress_warn_after_30_s_then_every_minute_naming
 
 def stalls(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "no progress" in r.getMessage()]
+
+
+def test_an_unanswered_commit_restarts_the_receiver_after_its_timeout(
+        scripted: type[ScriptedConsumer], make_context: Any) -> None:
+    scripted.silent_coordinator = True
+    scripted.script = [rebalance([], [0], messages(0, range(3)))]
+    ssc, stream, _ = receiver_job(make_context)
+    stream.receiver.commit_timeout = 1.0
+    ssc.start()
+    wait_for(lambda: stream.records_received >= 3, "the block to be stored")
+    wait_for(lambda: stream.supervisor.restarts >= 1, "the receiver to give up on the commit", timeout=10)
+    assert "not answered within 1 s" in ssc.status()["receivers"]["orders"]["last_error"]
