@@ -7,10 +7,11 @@ built: an unknown or forbidden key is a ConfigError that names it.
 
 Driver side (`KafkaClient`): topic metadata, earliest/latest offsets (latest
 is the last stable offset under `isolation.level=read_committed`), committed
-group offsets, synchronous commits. Executor side (`read_range`): each offset
+group offsets, commits; each call bounded by a timeout and retrying retriable
+errors through `ingest.kafka.calls`. Executor side (`read_range`): each offset
 range is read by a consumer of its own, cached per partition and never shared
 by two tasks at once; auto-commit is off and an offset that is out of range is
-an error, never a silent reset. Reading goes up to `until_offset` by offsets
+a `DataLossError`, never a silent reset. Reading goes up to `until_offset` by offsets
 seen, so gaps (compaction, transaction markers, aborted records) are crossed.
 Secrets in `kafka_params` never appear in messages or logs.
 """
