@@ -123,15 +123,13 @@ class KafkaReceiver(Receiver[KafkaRecord]):
     def _run(self) -> None:
         import confluent_kafka as ck
 
-        commits: list[Any] = []  # the run's commit answers; the run is made once the consumer exists
+        run = _Run(self)
         try:
-            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error,
-                                    "on_commit": lambda err, parts: commits and commits[0].on_commit(err, parts)})
+            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error, "on_commit": run.on_commit})
         except ck.KafkaException as exc:
             self.restart(f"cannot create the consumer: {exc}", exc)
             return
-        run = _Run(self, consumer)
-        commits.append(run)
+        run.consumer = consumer
         self._stall.progress()  # a (re)started consumer has its own 30 s before it counts as stalled
         storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-store-{self.topics[0]}")
         try:
@@ -199,9 +197,9 @@ class _Run:
     wait, and resumes once the block is stored.
     """
 
-    def __init__(self, receiver: KafkaReceiver, consumer: Any) -> None:
+    def __init__(self, receiver: KafkaReceiver) -> None:
         self.receiver = receiver
-        self.consumer = consumer
+        self.consumer: Any = None  # set once created: its configuration names this run's on_commit
         self.assigned: set[tuple[str, int]] = set()
         self.pending: list[Any] = []
         self.storing: Future[Any] | None = None
