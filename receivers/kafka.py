@@ -257,7 +257,13 @@ class _Run:
         self.storing = None
         offsets = {tp: o for tp, o in self.storing_offsets.items() if tp in gone}
         self.storing_offsets = {tp: o for tp, o in self.storing_offsets.items() if tp not in gone}
-        self._commit(offsets)
+        if offsets:
+            # Inside a rebalance callback the consumer must not be polled: a
+            # synchronous commit (bounded by librdkafka's request timeout) it is.
+            import confluent_kafka as ck
+
+            self.consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=False)
 
     # -- blocks ----------------------------------------------------------------------------
 

@@ -7,6 +7,9 @@ rebalances and broker faults happen at exact points of a block.
 
 - an eager rebalance inside one block drops the records of the revoked
   partitions fetched before it, so records fetched again are stored once;
+- a block being stored when its partition is revoked is stored and
+  committed before the partition is given up;
+- an offset commit that gets no answer restarts the receiver after its timeout;
 - a cooperative assignment changes only through incremental assign/unassign;
 - client errors with nothing stored warn after 30 s naming the cause, then
   every minute, and the receiver's last error in `ssc.status()` says so.
@@ -143,6 +146,7 @@ class ScriptedConsumer:
                 ScriptedConsumer.released.wait(30)
             return
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets or ()})
+        self.calls.append("commit")
         if asynchronous:
             self.answers.append(list(offsets or ()))
 
@@ -199,6 +203,39 @@ def test_an_eager_rebalance_inside_a_block_stores_each_record_once(
     assert offsets == list(range(10))
     assert stream.receiver.dropped_after_revoke == 5
     assert scripted.instances[-1].commits[-1] == {(TOPIC, 0): 10}
+
+
+def test_a_block_being_stored_when_its_partition_is_revoked_is_committed_before_the_revocation_completes(
+        scripted: type[ScriptedConsumer], make_context: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def revoke_while_storing(consumer: ScriptedConsumer) -> list[Any]:
+        assert entered.wait(10)
+        release.set()  # the store may now finish; the revocation below waits for it either way
+        return rebalance([0], [0], [])(consumer)
+
+    scripted.script = [rebalance([], [0], messages(0, range(5))), [], revoke_while_storing,
+                       messages(0, range(5, 10))]  # given back: read on from the committed offset
+    ssc, stream, batches = receiver_job(make_context)
+    receiver = stream.receiver
+    store_batch = receiver.store_batch
+
+    def slow_store(items: Any, metadata: Any = None) -> str:
+        entered.set()
+        assert release.wait(10)
+        return store_batch(items, metadata)
+
+    receiver.store_batch = slow_store
+    receiver.pause_after = 0.0
+    ssc.start()
+    wait_for(lambda: not scripted.script and stream.records_received >= 10, "both blocks to be stored")
+    ssc.step()
+    consumer = scripted.instances[-1]
+    assert [r.offset for b in batches for r in b] == list(range(10))
+    calls = [c for c in consumer.calls if c in ("commit", "unassign", "pause", "resume")]
+    assert calls[:3] == ["pause", "commit", "unassign"]  # stored and committed, then given up
+    assert consumer.commits[0] == {(TOPIC, 0): 5}
+    assert receiver.pauses >= 1 and receiver.dropped_after_revoke == 0
 
 
 def test_a_cooperative_assignment_changes_incrementally(scripted: type[ScriptedConsumer], make_context: Any) -> None:
