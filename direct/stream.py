@@ -319,6 +319,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                         sleep=self._sleep)
         except BrokerCallError as exc:
             self._stall.failed(f"cannot {what}: {exc}")
+            if not exc.retriable:  # no wait mends it: the configuration or the permissions must change
+                raise SourceError(f"{self.describe()}: {exc}") from exc
             raise SourceError(f"{self.describe()}: {exc}; gave up after broker_wait_timeout="
                               f"{limit:.0f} s without progress") from exc
 

@@ -295,3 +295,12 @@ def test_the_status_shows_a_stalled_input_and_its_cause(fake: Any) -> None:
     stalled = [s for s in seen if s["stalled"]]
     assert stalled and "No leaders found" in stalled[0]["last_error"] and stalled[0]["stalled_for_s"] >= 30
     assert ssc.status()["inputs"][stream.name]["stalled"] is False
+
+
+def test_a_permanent_broker_error_fails_the_plan_at_once_naming_it(fake: Any) -> None:
+    _, stream, client, fake_time = fake(broker_wait_timeout=300)
+    client.failure = BrokerCallError("cannot list offsets on fake:9092: TOPIC_AUTHORIZATION_FAILED", False)
+    with pytest.raises(SourceError, match="TOPIC_AUTHORIZATION_FAILED") as caught:
+        stream.plan(1000)
+    assert "broker_wait_timeout" not in str(caught.value)
+    assert fake_time.sleeps == []
