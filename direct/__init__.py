@@ -5,9 +5,10 @@
                                  kafka_params={"bootstrap.servers": "...", "group.id": "etl"})
 """
 
-from direct.deserializers import DeadLetterTopic, DeserializationError, avro
-from direct.records import KafkaRecord
-from direct.stream import DataLossError, DirectKafkaInputDStream, OffsetStore, kafka_direct_stream
+from direct.stream import DirectKafkaInputDStream, OffsetStore, kafka_direct_stream
+from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, avro
+from ingest.kafka.errors import DataLossError
+from ingest.kafka.records import KafkaRecord
 
 __all__ = [
     "DataLossError", "DeadLetterTopic", "DeserializationError", "DirectKafkaInputDStream", "KafkaRecord",

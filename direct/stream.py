@@ -7,15 +7,22 @@ policy, cap the ranges with the rate limits and backpressure, and return one
 `OffsetRange` per partition as the batch's plan. The plan goes to the intent
 log before anything is read, so a re-run batch reads exactly the same records.
 
-Reading (partition tasks, one per range): see `direct.clients`.
+Reading (partition tasks, one per range): see `ingest.kafka.clients`.
 
 Starting positions, first found wins: the checkpoint (the next offsets stored
 with the newest commit, or the `until` offsets of the newest batch to re-run), the sink's stored offsets (`offset_store=`), the group's
 committed offsets, `auto.offset.reset` (default latest). Partitions that appear
 while the job runs start at their earliest offset, so nothing written to them
-is missed. After a batch commits, its `until` offsets are committed to the
-consumer group (synchronously; `commit_offsets=False` turns it off), so lag
-tools see the job's progress.
+is missed. `auto.offset.reset=latest` means the end when `start()` ran, so records
+produced before the first batch are not skipped.
+After a batch commits, its `until` offsets are committed to the consumer group
+(by one committer thread, bounded by a timeout, off the scheduler's path;
+`commit_offsets=False` turns it off), so lag tools see the job's progress.
+
+Broker faults: every broker call retries retriable errors; once nothing moved
+for 30 s a warning names the cause (repeated each minute; `ssc.status()`
+shows it under "inputs"), and after `broker_wait_timeout` seconds without
+progress the batch fails with that cause.
 """
 
 from __future__ import annotations
@@ -26,12 +33,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
-from direct.clients import CONSUMERS, TP, make_client, redact
-from direct.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
-from direct.records import KafkaRecord, LazyRecords
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
+from ingest.kafka.calls import BrokerCallError, call
+from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
+from ingest.kafka.committer import GroupCommitter
+from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
+from ingest.kafka.errors import DataLossError
+from ingest.kafka.lazy_records import LazyRecords
+from ingest.kafka.records import KafkaRecord
+from ingest.kafka.stall import StallWatch
 from ingest.rate import PIDRateEstimator, RateController
 from offsets import KafkaOffsets, KafkaRanges, OffsetRange, Position
 
@@ -41,16 +53,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("direct.stream")
 
 DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
+COMMIT_TIMEOUT = 10.0  # seconds one group commit may take before it is given up (the next one catches up)
 
 
 class OffsetStore(Protocol):
     """Where a sink keeps the offsets it has written (read when the stream starts)."""
 
     def load_offsets(self, stream: str) -> Mapping[TP, int]: ...
-
-
-class DataLossError(SourceError):
-    """Offsets the stream must read are no longer in Kafka."""
 
 
 class _Counters:
@@ -143,6 +152,9 @@ class KafkaRangeSource:
 
 class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     kind = "kafka"
+    # The clock and pause of broker waits and stall tracking (tests drive them).
+    _clock = staticmethod(time.monotonic)
+    _sleep = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -223,6 +235,10 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self._current: dict[TP, int] = {}
         self._restored = False
         self._planned_once = False
+        self._start_marks: Mapping[TP, tuple[int, int]] | None = None  # watermarks when start() ran
+        self._stall = StallWatch(self.describe(), log, clock=lambda: self._clock())
+        self._committer = GroupCommitter(
+            self.describe(), lambda offsets: self.client.commit(self.group, offsets, timeout=COMMIT_TIMEOUT), log)
 
     def describe(self) -> str:
         what = self._topics or (self._pattern.pattern if self._pattern else self._assign)
@@ -231,6 +247,11 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     def positions(self) -> dict[TP, int]:
         """The next offset each partition's next batch starts at."""
         return dict(self._current)
+
+    def health(self) -> dict[str, Any]:
+        """For `ssc.status()`: whether planning is stalled on the brokers, for
+        how long, and the last error met (see `ingest.kafka.stall`)."""
+        return self._stall.status()
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counters.snapshot())
@@ -241,8 +262,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        topics = self._with_broker_wait("read topic metadata", self.client.list_topics,
-                                        min(30.0, self.broker_wait_timeout))
+        limit = min(30.0, self.broker_wait_timeout)
+        topics = self._with_broker_wait("read topic metadata", self.client.list_topics, limit)
         if self._topics is not None:
             missing = [t for t in self._topics if t not in topics]
             if missing:
@@ -253,8 +274,19 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                         self.describe())
         log.info("%s: connected to %s with %s (params %s)", self.describe(), self.bootstrap,
                  self.client.name, redact(self.client.params))  # type: ignore[attr-defined]
+        if not self._restored:
+            # auto.offset.reset takes effect now, as Spark fixes its starting
+            # offsets when the stream starts: with "latest", records produced
+            # between start() and the first batch belong to the stream. (The
+            # offset store and the group are still read by the first batch, on
+            # the scheduler's thread, where a sink's connection lives.)
+            tps = self._partitions(topics)
+            self._start_marks = self._with_broker_wait(
+                "list offsets", lambda timeout: self.client.watermarks(tps, timeout), limit)
+        self._stall.progress()
 
     def close(self) -> None:
+        self._committer.close(COMMIT_TIMEOUT + 5.0)
         self.client.close()
         CONSUMERS.clear()
 
@@ -274,25 +306,35 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     # -- planning -----------------------------------------------------------------------
 
     def _with_broker_wait(self, what: str, fn: Any, limit: float | None = None) -> Any:
-        """`fn(timeout)` until it succeeds or `limit` seconds (default
-        broker_wait_timeout) passed; no single attempt outlives the limit."""
+        """`fn(timeout)` until it succeeds, fails for good, or the brokers
+        have failed for `limit` seconds (default broker_wait_timeout) counted
+        from the first failure since the stream last made progress: a broker
+        that stays down fails the job after broker_wait_timeout, whichever
+        call meets it. Each failure is noted by the stall watch, which warns
+        (naming the cause) once nothing moved for 30 s, and then every minute."""
         limit = self.broker_wait_timeout if limit is None else limit
-        deadline = time.monotonic() + limit
-        delay = 1.0
-        while True:
-            try:
-                return fn(max(0.5, min(15.0, deadline - time.monotonic())))
-            except SourceError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise SourceError(f"{self.describe()}: could not {what} for {limit:.0f} s: {exc}") from exc
-                log.warning("%s: cannot %s (%s); retrying in %.0f s", self.describe(), what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 15.0)
 
-    def _partitions(self) -> list[TP]:
+        def on_retry(exc: BrokerCallError, delay: float) -> None:
+            self._stall.failed(f"cannot {what}: {exc}")
+            log.info("%s: cannot %s (%s); retrying in %.1f s", self.describe(), what, exc, delay)
+
+        since = self._stall.failing_since
+        deadline = (self._clock() if since is None else since) + limit
+        try:
+            return call(what, fn, deadline=deadline, first_delay=1.0, on_retry=on_retry, clock=self._clock,
+                        sleep=self._sleep)
+        except BrokerCallError as exc:
+            self._stall.failed(f"cannot {what}: {exc}")
+            if not exc.retriable:  # no wait mends it: the configuration or the permissions must change
+                raise SourceError(f"{self.describe()}: {exc}") from exc
+            raise SourceError(f"{self.describe()}: {exc}; gave up after broker_wait_timeout="
+                              f"{limit:.0f} s without progress") from exc
+
+    def _partitions(self, topics: Mapping[str, list[int]] | None = None) -> list[TP]:
         if self._assign is not None:
             return list(self._assign)
-        topics = self._with_broker_wait("read topic metadata", self.client.list_topics)
+        if topics is None:
+            topics = self._with_broker_wait("read topic metadata", self.client.list_topics)
         if self._topics is not None:
             gone = [t for t in self._topics if t not in topics]
             if gone:
@@ -323,7 +365,9 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             elif self._reset == "earliest":
                 start[tp] = marks[tp][0]
             elif self._reset == "latest":
-                start[tp] = marks[tp][1]
+                # The end as start() saw it; a partition it did not see appeared after it: all of it is new.
+                seen = self._start_marks if self._start_marks is not None else marks
+                start[tp] = seen[tp][1] if tp in seen else marks[tp][0]
             else:
                 raise SourceError(f"{self.describe()}: {tp[0]}[{tp[1]}] has no committed offset for group "
                                   f"{self.group!r} and auto.offset.reset is {self._reset!r}; set a starting point")
@@ -384,6 +428,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         until = self._until(self._current, latest)
         ranges = [OffsetRange(t, p, self._current[(t, p)], until[(t, p)]) for (t, p) in sorted(self._current)]
         self._current = dict(until)
+        self._stall.progress()
         return KafkaRanges(tuple(ranges), lost)
 
     def _apply_data_loss_policy(self, marks: Mapping[TP, tuple[int, int]]) -> int:
@@ -422,10 +467,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
     def on_batch_committed(self, time_ms: int, position: Position) -> None:
         if not self.commit_offsets or not self.group or not isinstance(position, KafkaRanges):
             return
-        try:
-            self.client.commit(self.group, position.next_offsets())
-        except SourceError as exc:  # the batch is committed; the group's offsets catch up next time
-            log.warning("%s: %s (offsets are committed again after the next batch)", self.describe(), exc)
+        # Off the scheduler's thread and bounded: see ingest.kafka.committer.
+        self._committer.submit(position.next_offsets())
 
 
 def _topic_list(topics: Iterable[str]) -> list[str]:

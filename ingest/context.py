@@ -217,6 +217,8 @@ class StreamingContext:
         snap["batch_interval_s"] = self.batch_interval
         snap["next_batch_time_ms"] = self._scheduler.next_time_ms
         snap["error"] = None if self._error is None else f"{type(self._error).__name__}: {self._error}"
+        # Inputs that watch their source's health (e.g. a Kafka stream stalled on its brokers) say so here.
+        snap["inputs"] = {i.name: i.health() for i in self._graph.inputs if callable(getattr(i, "health", None))}
         return snap
 
     # -- lifecycle --------------------------------------------------------------------------

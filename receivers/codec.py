@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from ingest.errors import ConfigError, CorruptRecordError
-from ingest.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord
 
 _TUPLE = 1
 _KAFKA = 2

@@ -710,6 +710,21 @@ def test_auto_offset_reset_decides_the_start_without_commits(
         assert_tiles(seen, {(topic, 0): 3, (topic, 1): 1}, starts={(topic, 0): 3})
 
 
+def test_with_latest_reset_records_produced_between_start_and_the_first_batch_are_read(
+        kafka_bootstrap: str, client: str, make_context: Any) -> None:
+    topic = new_topic(kafka_bootstrap, "reset-at-start", 1)
+    produce(kafka_bootstrap, topic, ["before-start"])
+    ssc = make_context()
+    stream = kafka_direct_stream(ssc, [topic], kafka_params=params(kafka_bootstrap, **{"auto.offset.reset": "latest"}),
+                                 client=client)
+    seen = watch(stream)
+    ssc.start()
+    produce(kafka_bootstrap, topic, ["after-start-0", "after-start-1"])  # before the first batch is planned
+    ssc.step()
+    assert [r.value for r in all_records(seen)] == [b"after-start-0", b"after-start-1"]
+    assert_tiles(seen, {(topic, 0): 3}, starts={(topic, 0): 1})
+
+
 def test_a_restart_from_the_checkpoint_resumes_after_the_last_planned_range(
         kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
     topic = new_topic(kafka_bootstrap, "checkpoint", 2)
@@ -786,6 +801,39 @@ def test_a_batch_with_an_intent_and_no_commit_is_re_run_with_the_same_ranges(
     assert not any(s.recovered for s in second[1:])
     assert_tiles(first + second, end_offsets(kafka_bootstrap, topic))
     assert contents(all_records(first + second)) == in_kafka(kafka_bootstrap, topic)
+
+
+def test_a_re_run_batch_whose_records_are_gone_fails_whatever_on_data_loss_says(
+        kafka_bootstrap: str, client: str, make_context: Any, tmp_path: Any) -> None:
+    topic = new_topic(kafka_bootstrap, "rerun-lost", 1)
+    produce(kafka_bootstrap, topic, [f"v{i}" for i in range(20)])
+    kp = params(kafka_bootstrap)
+
+    def job(fail: bool) -> StreamingContext:
+        ssc = make_context()
+        ssc.checkpoint(str(tmp_path / "cp"))
+        stream = kafka_direct_stream(ssc, [topic], kafka_params=kp, client=client, name="events",
+                                     on_data_loss="earliest")
+
+        def before(batch: Any) -> None:
+            if fail:
+                raise RuntimeError("the sink is down")
+
+        watch(stream, before)
+        return ssc
+
+    ssc = job(fail=True)
+    ssc.start()
+    with pytest.raises(BatchFailedError, match="the sink is down"):
+        ssc.step()  # the intent for [0, 20) is written, the batch is not committed
+    delete_records_before(kafka_bootstrap, topic, 0, 10)  # retention removes half of its range
+    ssc = job(fail=False)
+    ssc.start()
+    with pytest.raises(BatchFailedError) as caught:
+        ssc.step()
+    assert isinstance(caught.value.__cause__, DataLossError)
+    message = str(caught.value)
+    assert f"{topic}[0]" in message and "on_data_loss does not apply" in message
 
 
 def test_without_a_checkpoint_the_sinks_offsets_are_the_start_and_every_record_is_written_once(

@@ -25,7 +25,7 @@ import pytest
 import receivers.wal as wal_module
 from ingest import StreamingContext
 from ingest.errors import ReceiverError, StorageError
-from ingest.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord
 from ingest.testing.kafka import create_topic, produce
 from receivers import kafka_stream
 
@@ -66,11 +66,12 @@ def contexts(make_context: Any) -> Any:
 
 
 def receiver_job(contexts, checkpoint: Path, bootstrap: str, topic: str, group: str,
+                 kafka_params: dict[str, Any] | None = None,
                  **stream_options: Any) -> tuple[StreamingContext, Any, list[list[KafkaRecord]]]:
     ssc = contexts()
     ssc.checkpoint(str(checkpoint))
     params = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-              "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+              "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, **(kafka_params or {})}
     stream = kafka_stream(ssc, [topic], params, name=STREAM, **stream_options)
     batches: list[list[KafkaRecord]] = []
     stream.foreach_batch(lambda b: batches.append(b.collect()))
@@ -291,3 +292,51 @@ def test_a_failed_commit_does_not_make_the_restarted_receiver_read_a_stored_bloc
     assert sorted(set(got)) == sorted([f"first-{i}".encode() for i in range(100)]
                                       + [f"second-{i}".encode() for i in range(50)])
     assert len(got) - len(set(got)) == 0, f"{len(got) - len(set(got))} records stored twice"
+
+
+def test_while_a_block_waits_to_be_stored_the_receiver_keeps_polling_and_stays_in_the_group(
+        contexts, tmp_path: Path, kafka_bootstrap: str) -> None:
+    topic, group = unique("receiver-backpressure"), unique("group")
+    create_topic(kafka_bootstrap, topic)
+    ssc, stream, batches = receiver_job(contexts, tmp_path, kafka_bootstrap, topic, group,
+                                        kafka_params={"max.poll.interval.ms": 7000}, block_records=50)
+    ssc.start()
+    release = threading.Event()
+    held: list[Any] = []
+    put = stream.store.put
+
+    def full_store(stream_name: str, block: Any) -> Any:
+        if not held:  # the first block waits, as behind a full store
+            held.append(block)
+            assert release.wait(60)
+        return put(stream_name, block)
+
+    stream.store.put = full_store
+    produce(kafka_bootstrap, topic, [f"first-{i}".encode() for i in range(100)])
+    wait_for(lambda: bool(held), "a block held")
+    time.sleep(10)  # longer than max.poll.interval.ms: a consumer that stopped polling has left the group by now
+    release.set()
+    produce(kafka_bootstrap, topic, [f"second-{i}".encode() for i in range(100)])
+    wait_for(lambda: stream.records_received >= 200, "every record stored")
+    ssc.step()
+    got = values(batches)
+    assert sorted(got) == sorted([f"first-{i}".encode() for i in range(100)]
+                                 + [f"second-{i}".encode() for i in range(100)])
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} records stored twice"
+    assert stream.supervisor.restarts == 0, "the receiver left the group and restarted"
+    assert stream.receiver.revocations == 0 and stream.receiver.pauses == 1
+    wait_for(lambda: committed_offsets(kafka_bootstrap, group, topic, 1)[0] == 200, "the group to commit to the end")
+
+
+def test_a_cooperative_assignment_strategy_receives_every_record(
+        contexts, tmp_path: Path, kafka_bootstrap: str) -> None:
+    topic, group = unique("receiver-cooperative"), unique("group")
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    ssc, stream, batches = receiver_job(contexts, tmp_path, kafka_bootstrap, topic, group,
+                                        kafka_params={"partition.assignment.strategy": "cooperative-sticky"})
+    ssc.start()
+    produce(kafka_bootstrap, topic, [f"v{i}".encode() for i in range(100)])
+    wait_for(lambda: stream.records_received >= 100, "every record received")
+    ssc.step()
+    assert sorted(values(batches)) == sorted(f"v{i}".encode() for i in range(100))
+    assert stream.supervisor.restarts == 0

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ingest.errors import ConfigError, CorruptRecordError
-from ingest.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord
 from receivers.block import Block, BlockInfo
 from receivers.block_log import BlockLog
 from receivers.codec import decode_block, encode_block

@@ -208,7 +208,7 @@ class FakeClient:
     def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         return {tp: self.group_offsets.get(tp) for tp in tps}
 
-    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+    def commit(self, group: str, offsets: Mapping[TP, int], timeout: float = 10.0) -> None:
         self.commits.append(dict(offsets))
 
     def close(self) -> None:
@@ -440,9 +440,11 @@ def test_committed_batches_commit_their_until_offsets_to_the_group(fake: Any) ->
     plan = stream.plan(1000)
     assert client.commits == []
     stream.on_batch_committed(1000, plan)
+    assert stream._committer.flush(10)
     assert client.commits == [{("t", 0): 10, ("t", 1): 5}]
     quiet, client = fake([(0, 30)], commit_offsets=False)
     quiet.on_batch_committed(1000, quiet.plan(1000))
+    assert quiet._committer.flush(10)
     assert client.commits == []
 
 

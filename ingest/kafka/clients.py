@@ -7,10 +7,11 @@ built: an unknown or forbidden key is a ConfigError that names it.
 
 Driver side (`KafkaClient`): topic metadata, earliest/latest offsets (latest
 is the last stable offset under `isolation.level=read_committed`), committed
-group offsets, synchronous commits. Executor side (`read_range`): each offset
+group offsets, commits; each call bounded by a timeout and retrying retriable
+errors through `ingest.kafka.calls`. Executor side (`read_range`): each offset
 range is read by a consumer of its own, cached per partition and never shared
 by two tasks at once; auto-commit is off and an offset that is out of range is
-an error, never a silent reset. Reading goes up to `until_offset` by offsets
+a `DataLossError`, never a silent reset. Reading goes up to `until_offset` by offsets
 seen, so gaps (compaction, transaction markers, aborted records) are crossed.
 Secrets in `kafka_params` never appear in messages or logs.
 """
@@ -24,12 +25,14 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
-from direct.records import KafkaRecord
 from ingest.errors import ConfigError, SourceError
-from ingest.kafka_config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
+from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.errors import rerun_data_loss
+from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
 
-log = logging.getLogger("direct.clients")
+log = logging.getLogger("ingest.kafka.clients")
 
 TP = tuple[str, int]
 
@@ -38,8 +41,9 @@ class KafkaClient:
 
     name = ""
 
-    # Every call gives up after `timeout` seconds with a SourceError; the stream
-    # decides whether to try again (it waits out a broker restart that way).
+    # Every call retries retriable errors (`ingest.kafka.calls`) and gives up
+    # after `timeout` seconds with a BrokerCallError naming the cause; the
+    # stream decides whether to try again (it waits out a broker restart that way).
 
     def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         raise NotImplementedError
@@ -51,7 +55,8 @@ class KafkaClient:
     def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         raise NotImplementedError
 
-    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+    def commit(self, group: str, offsets: Mapping[TP, int], timeout: float = 10.0) -> None:
+        """Synchronous, bounded by `timeout`: a commit never blocks its caller for longer."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -172,6 +177,7 @@ class ConfluentClient(KafkaClient):
                             if any((k.startswith(a) if a.endswith(".") else k == a) for a in ADMIN_KEYS)}
         self._admin: Any = None
         self._meta_consumer: Any = None
+        self._commit_results: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
 
     def _admin_client(self) -> Any:
@@ -181,19 +187,26 @@ class ConfluentClient(KafkaClient):
             self._admin = AdminClient(self._admin_conf)
         return self._admin
 
-    def _consumer(self) -> Any:
-        if self._meta_consumer is None:
-            self._meta_consumer = _ck().Consumer(self._consumer_conf)
-        return self._meta_consumer
+    def _attempt(self, what: str, fn: Callable[[float], Any]) -> Callable[[float], Any]:
+        """`fn(seconds)` with confluent-kafka's exceptions as BrokerCallErrors."""
+        ck = _ck()
+
+        def attempt(seconds: float) -> Any:
+            try:
+                return fn(seconds)
+            except ck.KafkaException as exc:
+                raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {_ck_message(exc)}",
+                                      retriable_confluent(exc)) from exc
+
+        return attempt
 
     def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
-        ck = _ck()
-        try:
-            meta = self._admin_client().list_topics(timeout=max(0.5, timeout))
-        except ck.KafkaException as exc:
-            raise SourceError(f"cannot read topic metadata from {self.params['bootstrap.servers']}: "
-                              f"{_ck_message(exc)}") from exc
-        return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
+        def run(seconds: float) -> dict[str, list[int]]:
+            meta = self._admin_client().list_topics(timeout=seconds)
+            return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
+
+        what = "read topic metadata"
+        return call(what, self._attempt(what, run), timeout=timeout)
 
     def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         if not tps:
@@ -203,49 +216,77 @@ class ConfluentClient(KafkaClient):
 
         iso = ck.IsolationLevel.READ_COMMITTED if self._consumer_conf["isolation.level"] == "read_committed" \
             else ck.IsolationLevel.READ_UNCOMMITTED
-        out: dict[TP, list[int]] = {tp: [0, 0] for tp in tps}
-        for index, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
-            request = {ck.TopicPartition(t, p): spec for t, p in tps}
-            try:
-                futures = self._admin_client().list_offsets(request, isolation_level=iso,
-                                                            request_timeout=max(0.5, timeout))
+
+        def run(seconds: float) -> dict[TP, tuple[int, int]]:
+            out: dict[TP, list[int]] = {tp: [0, 0] for tp in tps}
+            for index, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
+                request = {ck.TopicPartition(t, p): spec for t, p in tps}
+                futures = self._admin_client().list_offsets(request, isolation_level=iso, request_timeout=seconds)
                 for tp, future in futures.items():
                     out[(tp.topic, tp.partition)][index] = future.result().offset
-            except ck.KafkaException as exc:
-                raise SourceError(f"cannot list offsets on {self.params['bootstrap.servers']}: "
-                                  f"{_ck_message(exc)}") from exc
-        return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
+            return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
+
+        what = "list offsets"
+        return call(what, self._attempt(what, run), timeout=timeout)
 
     def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         ck = _ck()
         if not tps:
             return {}
-        with self._lock:
-            consumer = self._group_consumer(group)
-            try:
-                parts = consumer.committed([ck.TopicPartition(t, p) for t, p in tps], timeout=max(0.5, timeout))
-            except ck.KafkaException as exc:
-                raise SourceError(f"cannot read committed offsets of group {group!r}: {_ck_message(exc)}") from exc
-        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in parts}
 
-    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+        def run(seconds: float) -> dict[TP, int | None]:
+            with self._lock:
+                parts = self._group_consumer(group).committed([ck.TopicPartition(t, p) for t, p in tps],
+                                                              timeout=seconds)
+            return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in parts}
+
+        what = f"read committed offsets of group {group!r}"
+        return call(what, self._attempt(what, run), timeout=timeout)
+
+    def commit(self, group: str, offsets: Mapping[TP, int], timeout: float = 10.0) -> None:
         ck = _ck()
         if not offsets:
             return
-        with self._lock:
-            consumer = self._group_consumer(group)
-            try:
+
+        def run(seconds: float) -> None:
+            # An asynchronous commit whose answer is awaited for `seconds` at
+            # most: confluent-kafka's synchronous commit takes no timeout.
+            with self._lock:
+                consumer = self._group_consumer(group)
+                self._commit_results = results = []
                 consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                asynchronous=False)
-            except ck.KafkaException as exc:
-                raise SourceError(f"committing offsets of group {group!r} failed: {_ck_message(exc)}") from exc
+                                asynchronous=True)
+                end = time.monotonic() + seconds
+                while not results and time.monotonic() < end:
+                    consumer.poll(min(0.1, max(0.0, end - time.monotonic())))
+                if not results:
+                    # Its answer may still come; a fresh consumer never takes it for a later commit's.
+                    self._discard_group_consumer()
+                    raise BrokerCallError(f"commit of group {group!r} not answered within {seconds:.1f} s", True)
+            err, parts = results[0]
+            failed = [tp for tp in parts or () if tp.error is not None]
+            if err is None and failed:
+                err = failed[0].error
+            if err is not None:
+                raise ck.KafkaException(err)
+
+        what = f"commit offsets of group {group!r}"
+        call(what, self._attempt(what, run), timeout=timeout)
+
+    def _on_commit(self, err: Any, partitions: Any) -> None:
+        self._commit_results.append((err, partitions))
+
+    def _discard_group_consumer(self) -> None:
+        consumer, self._meta_consumer = self._meta_consumer, None
+        if consumer is not None:  # closing may wait for the lost answer: not on the caller's thread
+            threading.Thread(target=_quiet_close, args=(consumer,), name="kafka-consumer-close").start()
 
     def _group_consumer(self, group: str) -> Any:
         if self._meta_consumer is None or self._consumer_conf.get("group.id") != group:
             if self._meta_consumer is not None:
                 self._meta_consumer.close()
             self._consumer_conf = {**self._consumer_conf, "group.id": group}
-            self._meta_consumer = _ck().Consumer(self._consumer_conf)
+            self._meta_consumer = _ck().Consumer({**self._consumer_conf, "on_commit": self._on_commit})
         return self._meta_consumer
 
     def close(self) -> None:
@@ -304,11 +345,10 @@ class ConfluentReader(_Reader):
                         elif err.code() == ck.KafkaError._PARTITION_EOF:
                             if m.offset() >= until:
                                 done = True
+                        elif err.code() in (ck.KafkaError._AUTO_OFFSET_RESET, ck.KafkaError.OFFSET_OUT_OF_RANGE):
+                            raise rerun_data_loss(r, reached, err.str())
                         else:
-                            raise SourceError(f"reading {r}: {err.str()}"
-                                              + (" (the offset is out of range: retention may have removed it)"
-                                                 if err.code() in (ck.KafkaError._AUTO_OFFSET_RESET,
-                                                                   ck.KafkaError.OFFSET_OUT_OF_RANGE) else ""))
+                            raise SourceError(f"reading {r}: {err.str()}")
                     msgs = good
                 if msgs:
                     last = msgs[-1].offset()
@@ -340,17 +380,7 @@ class ConfluentReader(_Reader):
             return
         consumer.assign([ck.TopicPartition(r.topic, r.partition, r.from_offset)])
 
-    @staticmethod
-    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-        new = tuple.__new__
-
-        def convert(m: Any) -> KafkaRecord:
-            ts_type, ts = m.timestamp()
-            headers = m.headers()
-            return new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, m.key(), m.value(),
-                                     tuple(headers) if headers else None))
-
-        return convert
+    converter = staticmethod(confluent_converter)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:
@@ -418,22 +448,25 @@ class KafkaPythonClient(KafkaClient):
             self._consumers[group] = consumer
         return consumer
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, what: str, fn: Callable[[float], Any], timeout: float) -> Any:
         from kafka.errors import KafkaError
 
-        with self._lock:
-            try:
-                return fn()
-            except KafkaError as exc:
-                raise SourceError(f"cannot {what} on {self.params['bootstrap.servers']}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        def attempt(seconds: float) -> Any:
+            with self._lock:
+                try:
+                    return fn(seconds)
+                except KafkaError as exc:
+                    raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
+                                          f"{type(exc).__name__}: {exc}", retriable_kafka_python(exc)) from exc
+
+        return call(what, attempt, timeout=timeout)
 
     def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
-        def run() -> dict[str, list[int]]:
-            c = self._consumer(None, timeout)
+        def run(seconds: float) -> dict[str, list[int]]:
+            c = self._consumer(None, seconds)
             return {t: sorted(c.partitions_for_topic(t) or ()) for t in c.topics()}
 
-        return self._call("read topic metadata", run)
+        return self._call("read topic metadata", run, timeout)
 
     def watermarks(self, tps: list[TP], timeout: float = 15.0) -> dict[TP, tuple[int, int]]:
         from kafka import TopicPartition
@@ -441,34 +474,35 @@ class KafkaPythonClient(KafkaClient):
         if not tps:
             return {}
         parts = [TopicPartition(t, p) for t, p in tps]
-        ms = int(max(0.5, timeout) * 1000)
 
-        def run() -> tuple[Any, Any]:
-            c = self._consumer(None, timeout)
+        def run(seconds: float) -> tuple[Any, Any]:
+            c = self._consumer(None, seconds)
+            ms = int(seconds * 1000)
             return c.beginning_offsets(parts, timeout_ms=ms), c.end_offsets(parts, timeout_ms=ms)
 
-        lows, highs = self._call("list offsets", run)
+        lows, highs = self._call("list offsets", run, timeout)
         return {(tp.topic, tp.partition): (lows[tp], highs[tp]) for tp in parts}
 
     def committed(self, group: str, tps: list[TP], timeout: float = 15.0) -> dict[TP, int | None]:
         from kafka import TopicPartition
 
-        ms = int(max(0.5, timeout) * 1000)
-
-        def run() -> dict[TP, int | None]:
-            c = self._consumer(group, timeout)
+        def run(seconds: float) -> dict[TP, int | None]:
+            c = self._consumer(group, seconds)
+            ms = int(seconds * 1000)
             return {(t, p): c.committed(TopicPartition(t, p), timeout_ms=ms) for t, p in tps}
 
-        return self._call(f"read committed offsets of group {group!r}", run)
+        return self._call(f"read committed offsets of group {group!r}", run, timeout)
 
-    def commit(self, group: str, offsets: Mapping[TP, int]) -> None:
+    def commit(self, group: str, offsets: Mapping[TP, int], timeout: float = 10.0) -> None:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
         if not offsets:
             return
-        self._call(f"commit offsets of group {group!r}", lambda: self._consumer(group, 15.0).commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}))
+        request = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        self._call(f"commit offsets of group {group!r}",
+                   lambda seconds: self._consumer(group, seconds).commit(request, timeout_ms=int(seconds * 1000)),
+                   timeout)
 
     def close(self) -> None:
         with self._lock:
@@ -506,6 +540,8 @@ class KafkaPythonReader(_Reader):
                 try:
                     batch = consumer.poll(timeout_ms=200, max_records=max(1, min(10000, until - r.from_offset)))
                 except KafkaError as exc:
+                    if type(exc).__name__ == "OffsetOutOfRangeError":
+                        raise rerun_data_loss(r, out[-1].offset + 1 if out else r.from_offset, str(exc)) from exc
                     raise SourceError(f"reading {r}: {exc}") from exc
                 msgs = batch.get(tp, [])
                 if msgs:
@@ -523,15 +559,7 @@ class KafkaPythonReader(_Reader):
         finally:
             CONSUMERS.release(key, consumer, cached, _quiet_close, broken)
 
-    @staticmethod
-    def converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-        new = tuple.__new__
-
-        def convert(m: Any) -> KafkaRecord:
-            return new(KafkaRecord, (topic, partition, m.offset, m.timestamp if m.timestamp >= 0 else None,
-                                     m.key, m.value, tuple(m.headers) if m.headers else None))
-
-        return convert
+    converter = staticmethod(kafka_python_converter)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:

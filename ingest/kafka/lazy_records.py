@@ -1,10 +1,10 @@
-"""The records of a direct stream: `KafkaRecord` (defined in ingest.records) built lazily."""
+"""The records of a direct stream: `KafkaRecord`s built lazily from client messages."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
 
-from ingest.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord
 
 
 class LazyRecords(Sequence[KafkaRecord]):
