@@ -253,6 +253,11 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         how long, and the last error met (see `ingest.kafka.stall`)."""
         return self._stall.status()
 
+    def flush_commits(self, timeout: float = 30.0) -> bool:
+        """Wait until the group commit of every committed batch so far was
+        tried (group commits run off the scheduler's thread); False on timeout."""
+        return self._committer.flush(timeout)
+
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counters.snapshot())
         out["partitions"] = len(self._current)

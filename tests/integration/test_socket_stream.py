@@ -294,6 +294,11 @@ def test_the_receivers_connection_has_tcp_keepalive_on(make_context, server, mon
     socket_stream(ssc, server.port).foreach_batch(print)
     ssc.start()
     server.accept()
+    # The server side accepts before the receiver's thread gets its socket back
+    # and sets its options: wait for that (bounded), then check.
+    deadline = time.monotonic() + 10
+    while not (opened and opened[0].gettimeout() == 60.0) and time.monotonic() < deadline:
+        time.sleep(0.01)
     (sock,) = opened
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
     assert sock.gettimeout() == 60.0  # the default read_timeout
