@@ -387,12 +387,14 @@ class CheckpointLog(BatchLog):
         return out + ("; the intent would be needed again only to replay the batch into state if newer state "
                       "files were unreadable, and a restart then fails naming it")
 
-    def _state_readable(self, files: Iterable[str]) -> bool:
+    def _state_readable(self, files: Iterable[str], unreadable: list[str] | None = None) -> bool:
         for f in files:
             try:
                 self.read_state(f)
             except (CorruptRecordError, CheckpointError) as exc:
                 log.warning("%s", exc)
+                if unreadable is not None:
+                    unreadable.append(self._where(f))
                 return False
         return True
 
@@ -401,11 +403,13 @@ class CheckpointLog(BatchLog):
         if not committed:
             return {}, []
         newest_state = {sid: list(f) for sid, f in committed[-1][1].state_files.items()}
-        if all(self._state_readable(files) for files in newest_state.values()):
+        unreadable: list[str] = []
+        if all(self._state_readable(files, unreadable) for files in newest_state.values()):
             return newest_state, []
         for t, record in reversed(committed[:-1]):
             files = {sid: list(f) for sid, f in record.state_files.items()}
-            if set(files) >= set(newest_state) and all(self._state_readable(fs) for fs in files.values()):
+            if set(files) >= set(newest_state) and all(self._state_readable(fs, unreadable)
+                                                       for fs in files.values()):
                 replay_times = [c for c, _ in committed if c > t]
                 replay = []
                 for c in replay_times:
@@ -419,8 +423,9 @@ class CheckpointLog(BatchLog):
                             format_batch_time(t), len(replay))
                 return files, replay
         raise CheckpointError(
-            f"no readable state snapshot in {self.storage.describe('state')} for the retained commits; "
-            "restore the files or start from a new checkpoint directory")
+            f"no readable state snapshot in {self.storage.describe('state')} for the retained commits "
+            f"(unreadable: {', '.join(dict.fromkeys(unreadable))}); restore the files or start from a new "
+            "checkpoint directory")
 
     def force_full_snapshots(self) -> None:
         """The next commit writes full snapshots (state changed outside the delta chain)."""
