@@ -27,7 +27,9 @@ class Batch(Generic[T]):
     """What each input read in this batch, by input name (`KafkaRanges`,
     `ReceivedBlocks`, `QueueItems`, ...)."""
     attempt: int = 1
-    """1 for the first run of this batch, more when it is retried or re-run after a restart."""
+    """Runs of this batch in this process: 1 for the first, 2 and more for retries
+    (`max_batch_retries`). A batch re-run after a restart starts at 1 again, with
+    `recovered` set: it may have run, in part, before the crash."""
     recovered: bool = False
     """True when the batch is being re-run from the intent log after a restart."""
 

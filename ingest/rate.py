@@ -5,8 +5,9 @@
 each completed batch it compares the rate the batch was processed at with the
 rate it was fed at, and adds the backlog (scheduling delay) as the integral
 term. `RateController` feeds it from batch-completed events and hands the
-latest rate to its input (the direct Kafka stream caps its offset ranges with
-it; receivers update their rate limiter).
+latest rate to its input: the direct Kafka stream caps its offset ranges with
+it. Receivers are not driven by it: they are limited by `max_rate` and slowed
+down by their bounded buffers and `max_unprocessed_records`.
 
 Unlike Spark, an input with backpressure on uses `initial_rate` from its very
 first batch (including the catch-up batch after downtime) until the estimator

@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.kafka.calls import BrokerCallError, call
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
@@ -201,36 +202,42 @@ class KafkaTransactionalSink:
     def _committed(self, consumer: Any, tps: list[Any], batch: "Batch[Any]") -> dict[tuple[str, int],
                                                                                       tuple[int, int | None]]:
         """The group's committed offset and, if this sink wrote it, batch time per
-        partition. Retriable errors are retried with backoff until the deadline."""
+        partition. Retriable errors are retried with backoff until the deadline
+        (`ingest.kafka.calls.call`, the one retry rule of every broker call)."""
         from confluent_kafka import KafkaException
 
-        deadline = time.monotonic() + self._committed_timeout
-        delay = 0.05
         attempts = 0
-        while True:
+
+        def attempt(seconds: float) -> Any:
+            nonlocal attempts
             attempts += 1
-            error: Any = None
             try:
-                result = consumer.committed(tps, timeout=max(0.1, min(10.0, deadline - time.monotonic())))
+                result = consumer.committed(tps, timeout=min(10.0, seconds))
                 error = next((tp.error for tp in result if tp.error is not None), None)
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else exc
-            if error is None:
-                if attempts > 1:
-                    log.info("sink %s: read the committed offsets of group %r after %d attempts",
-                             self.name, self.group_id, attempts)
-                return {(tp.topic, tp.partition): (tp.offset, self._batch_time_of(tp.metadata, tp))
-                        for tp in result}
-            if not _retriable(error) or time.monotonic() + delay > deadline:
-                raise SourceError(
-                    f"sink {self.name}: batch {batch.id}: cannot read the committed offsets of group "
-                    f"{self.group_id!r} ({attempts} attempt(s) in up to {self._committed_timeout:g} s): {error}"
-                    + ("" if _retriable(error) else " (not retriable)")
-                    + "; check that the brokers are reachable, or raise committed_timeout_s")
+            if error is not None:
+                raise BrokerCallError(str(error), retriable=_retriable(error))
+            return result
+
+        def retrying(error: BrokerCallError, delay: float) -> None:
             log.debug("sink %s: reading the committed offsets of group %r failed (%s); retrying in %.2f s",
                       self.name, self.group_id, error, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+
+        try:
+            result = call(f"read the committed offsets of group {self.group_id!r}", attempt,
+                          timeout=self._committed_timeout, max_attempt=10.0, first_delay=0.05, max_delay=1.0,
+                          on_retry=retrying, clock=lambda: time.monotonic(), sleep=lambda d: time.sleep(d))
+        except BrokerCallError as exc:
+            raise SourceError(
+                f"sink {self.name}: batch {batch.id}: cannot read the committed offsets of group "
+                f"{self.group_id!r} ({attempts} attempt(s) in up to {self._committed_timeout:g} s): {exc}"
+                + ("" if exc.retriable else " (not retriable)")
+                + "; check that the brokers are reachable, or raise committed_timeout_s") from exc
+        if attempts > 1:
+            log.info("sink %s: read the committed offsets of group %r after %d attempts",
+                     self.name, self.group_id, attempts)
+        return {(tp.topic, tp.partition): (tp.offset, self._batch_time_of(tp.metadata, tp)) for tp in result}
 
     def _batch_time_of(self, metadata: Any, tp: Any) -> int | None:
         """The batch time this sink stored with a committed offset; None when the
