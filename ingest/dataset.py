@@ -28,7 +28,8 @@ import operator
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from ingest.errors import ConfigError
 from ingest.executor import InlineExecutor, TaskExecutor
