@@ -123,7 +123,7 @@ from typing import BinaryIO, Callable, Iterator, Literal, Sequence, get_args
 from crc32c import crc32c
 
 from ingest.errors import ConfigError, CorruptRecordError, StateError, StorageError
-from ingest.storage import fsync_dir
+from ingest.storage import DIR_MODE, fsync_dir, make_dirs
 
 __all__ = [
     "FILE_HEADER_SIZE",
@@ -901,7 +901,7 @@ class WriteAheadLog:
         if os.path.exists(d) and not os.path.isdir(d):
             raise ConfigError(f"WAL directory {d} exists but is not a directory: pick another path")
         try:
-            _make_private_dirs(d)
+            make_dirs(d, DIR_MODE)
         except OSError as e:
             raise ConfigError(
                 f"cannot create WAL directory {d}: {_describe(e)}; create it with write "
@@ -1067,28 +1067,6 @@ class WriteAheadLog:
 
 
 # ------------------------------------------------------ recovery, shared with verify()
-
-
-def _make_private_dirs(path: str) -> None:
-    """Create `path` and any missing parents with mode 0700, each made durable
-    in its parent (a new directory's entry is only on disk once the parent is
-    synced). Existing directories are left as they are."""
-    missing: list[str] = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        fsync_dir(os.path.dirname(directory))
 
 
 def _first_gap(seqs: list[int], path_of: Callable[[int], str]) -> CorruptRecordError | None:

@@ -230,6 +230,7 @@ def test_every_new_directory_is_synced_in_its_parent(tmp_path: Path, monkeypatch
         real(path)
 
     monkeypatch.setattr(wal_module, "fsync_dir", recording)
+    monkeypatch.setattr("ingest.storage.fsync_dir", recording)  # new directories: ingest.storage.make_dirs
     WriteAheadLog(tmp_path / "a" / "b" / "c").close()
     for parent in (tmp_path, tmp_path / "a", tmp_path / "a" / "b"):
         assert str(parent) in synced, parent
