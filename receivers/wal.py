@@ -118,6 +118,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -1463,8 +1464,16 @@ def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
     problems: list[str] = []
     closed: dict[int, int] = {}
     bounds_path = os.path.join(directory, f"{name}.bounds")
+    # Every file the log opens must be a regular file (or absent, where the log
+    # creates it): a directory in its place makes opening the log fail.
+    odd = {}
+    for path in [os.path.join(directory, f"{name}.lock"), bounds_path, *map(path_of, seqs)]:
+        problem = _not_a_regular_file(path)
+        if problem is not None:
+            odd[path] = problem
+            problems.append(problem)
     try:
-        bounds = _read_bounds(bounds_path)
+        bounds = None if bounds_path in odd else _read_bounds(bounds_path)
     except StorageError as e:
         problems.append(str(e))
         bounds = None
@@ -1480,6 +1489,8 @@ def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
         problems.append(str(gap))
     for seq in seqs:
         path = path_of(seq)
+        if path in odd:
+            continue
         try:
             with open(path, "rb") as f:
                 _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
@@ -1489,6 +1500,22 @@ def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
         except OSError as e:
             problems.append(f"cannot read WAL segment {path}: {_describe(e)}")
     return problems
+
+
+def _not_a_regular_file(path: str) -> str | None:
+    """Why `path` cannot be one of a log's files, or None (a regular file, or
+    nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot inspect WAL file {path}: {_describe(e)}"
+    if stat.S_ISREG(mode):
+        return None
+    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return (f"WAL file {path} is {what}: opening the log would fail. Remove what is in its place "
+            "(a lock file is created again on open; a segment or bounds file must be restored)")
 
 
 def _explain_header(head: bytes, seq: int) -> str:

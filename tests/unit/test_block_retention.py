@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from ingest.errors import CorruptRecordError
+from ingest.errors import CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
 from receivers.block_log import ALLOCATED, BLOCK, CLEANED, PROCESSED, RELEASED, BlockLog
 from receivers.block_log import verify as block_log_verify
@@ -300,3 +300,18 @@ def test_verify_reports_an_allocation_whose_block_record_is_gone(opened, tmp_pat
     log.close()
     (problem,) = block_log_verify(str(tmp_path))
     assert "block lost" in problem and f"offset {handle.offset}" in problem
+
+
+@pytest.mark.parametrize("name", ["blocks.lock", "blocks.bounds", "blocks-00000000000000000001.wal"])
+def test_verify_reports_a_directory_in_place_of_a_file_of_the_log_as_a_restart_would_fail(
+        opened, tmp_path: Path, name: str) -> None:
+    log = opened()
+    store(log, "b1")
+    log.close()
+    path = tmp_path / "receivers" / STREAM / name
+    path.unlink()
+    path.mkdir()
+    problems = block_log_verify(str(tmp_path))
+    assert [p for p in problems if f"WAL file {path} is a directory" in p], problems
+    with pytest.raises(StorageError):
+        opened()
