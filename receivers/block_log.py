@@ -161,8 +161,7 @@ class BlockLog:
         return self.tracker.allocate(time_ms)
 
     def _intent_path(self, time_ms: int) -> str:
-        # The checkpoint's intent file of a batch (ingest.checkpoint's layout).
-        return os.path.join(self.checkpoint_dir, "offsets", f"{time_ms:020d}")
+        return _intent_path(self.checkpoint_dir, time_ms)
 
     def mark_processed(self, time_ms: int) -> list[BlockInfo]:
         """Journal that batch `time_ms`'s output committed: its source may be
@@ -220,21 +219,10 @@ class BlockLog:
         replayed = _replay(self._decoder, self.wal.records())
         infos, order, allocations = replayed.infos, replayed.order, replayed.allocations
         handles, processed, cleaned_metadata = replayed.handles, replayed.processed, replayed.cleaned_metadata
-        committed = {t for t in allocations if t not in pending
-                     and (t in processed or (last_committed_ms is not None and t <= last_committed_ms))}
-        lost = sorted(t for t in allocations if t not in committed and t not in pending)
-        if lost:
-            t = lost[0]
-            raise CheckpointError(
-                f"write-ahead log of stream {self.stream}: batch {t} was planned with block(s) "
-                f"{', '.join(allocations[t][:5]) or '(none)'}{' ...' if len(allocations[t]) > 5 else ''} "
-                f"(ALLOCATED record in {self.wal.path_of(handles[t])} at byte offset {handles[t].offset}), "
-                f"but its intent file {self._intent_path(t)} is missing and the batch has no commit. An "
-                "allocation is journalled only after its intent is durable, so the intent was lost (deleted "
-                "or moved) after the batch was planned, and its outputs may have run: planning it again "
-                "would read different blocks. Restore the intent file from a backup; or, to accept that "
-                f"batch {t} is planned again with other data, move {self.wal.directory} aside (its "
-                "unprocessed blocks are then lost) or start from a new checkpoint directory.")
+        committed = _committed(replayed, last_committed_ms, pending)
+        lost = _lost_intent(replayed, committed, pending, self.stream, self.wal.directory, self.checkpoint_dir)
+        if lost is not None:
+            raise lost
         allocated_ids = {i for ids in allocations.values() for i in ids}
         self._alloc_handles = handles
         # Committed batches keep their blocks (a state replay after a checkpoint
@@ -257,13 +245,50 @@ class BlockLog:
         self.wal.close()
 
 
-def verify(directory: str) -> list[str]:
+def _intent_path(checkpoint_dir: str, time_ms: int) -> str:
+    """The checkpoint's intent file of a batch (ingest.checkpoint's layout)."""
+    return os.path.join(checkpoint_dir, "offsets", f"{time_ms:020d}")
+
+
+def _committed(r: "_Replayed", last_committed_ms: int | None, pending: set[int]) -> set[int]:
+    """The allocated batches that committed: the checkpoint says so, or a PROCESSED record does."""
+    return {t for t in r.allocations if t not in pending
+            and (t in r.processed or (last_committed_ms is not None and t <= last_committed_ms))}
+
+
+def _lost_intent(r: "_Replayed", committed: set[int], pending: set[int], stream: str, wal_dir: str,
+                 checkpoint_dir: str) -> CheckpointError | None:
+    """The error for the oldest allocation whose batch has neither intent nor
+    commit (its intent was lost: see the module's docstring), or None."""
+    lost = sorted(t for t in r.allocations if t not in committed and t not in pending)
+    if not lost:
+        return None
+    t = lost[0]
+    ids, handle = r.allocations[t], r.handles[t]
+    segment = os.path.join(wal_dir, f"blocks-{handle.segment:020d}.wal")
+    return CheckpointError(
+        f"write-ahead log of stream {stream}: batch {t} was planned with block(s) "
+        f"{', '.join(ids[:5]) or '(none)'}{' ...' if len(ids) > 5 else ''} "
+        f"(ALLOCATED record in {segment} at byte offset {handle.offset}), "
+        f"but its intent file {_intent_path(checkpoint_dir, t)} is missing and the batch has no commit. An "
+        "allocation is journalled only after its intent is durable, so the intent was lost (deleted "
+        "or moved) after the batch was planned, and its outputs may have run: planning it again "
+        "would read different blocks. Restore the intent file from a backup; or, to accept that "
+        f"batch {t} is planned again with other data, move {wal_dir} aside (its "
+        "unprocessed blocks are then lost) or start from a new checkpoint directory.")
+
+
+def verify(directory: str, *, checkpoint: tuple[int | None, Iterable[int]] | None = None) -> list[str]:
     """Check the block logs of every receiver stream under `directory` (a
     checkpoint directory, its ``receivers`` directory or one stream's) without
     changing anything: every segment, record and the bounds
     (`receivers.wal.verify`), then a replay of the events, which finds what a
     restart would refuse: records with a valid checksum but a malformed
-    payload, an allocation naming a block whose record is gone. Returns the
+    payload, an allocation naming a block whose record is gone. With
+    `checkpoint` = (last committed batch, batches with an intent and no
+    commit), as the checkpoint's recovery finds them, also an allocation whose
+    batch has neither intent nor commit (a lost intent), with the stream's
+    directory taken as ``<checkpoint>/receivers/<stream>``. Returns the
     problems, each naming the file and offset; empty when healthy."""
     directory = os.path.abspath(directory)
     problems = verify_wal(directory)
@@ -276,9 +301,16 @@ def verify(directory: str) -> list[str]:
         decoder = _Decoder(os.path.basename(current),
                            lambda h, d=current: os.path.join(d, f"blocks-{h.segment:020d}.wal"))
         try:
-            _replay(decoder, read_records(current, "blocks"))
+            replayed = _replay(decoder, read_records(current, "blocks"))
         except StorageError as exc:
             problems.append(str(exc))
+            continue
+        if checkpoint is not None:
+            last_committed_ms, pending = checkpoint[0], set(checkpoint[1])
+            lost = _lost_intent(replayed, _committed(replayed, last_committed_ms, pending), pending,
+                                os.path.basename(current), current, os.path.dirname(os.path.dirname(current)))
+            if lost is not None:
+                problems.append(str(lost))
     return problems
 
 

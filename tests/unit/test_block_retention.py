@@ -315,3 +315,19 @@ def test_verify_reports_a_directory_in_place_of_a_file_of_the_log_as_a_restart_w
     assert [p for p in problems if f"WAL file {path} is a directory" in p], problems
     with pytest.raises(StorageError):
         opened()
+
+
+def test_verify_with_the_checkpoint_batches_reports_an_allocation_whose_intent_is_lost(
+        opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b1")
+    log.allocate(1000)  # committed
+    store(log, "b2")
+    log.allocate(2000)  # pending: its intent is there
+    store(log, "b3")
+    log.allocate(3000)  # neither intent nor commit: the intent was lost
+    log.close()
+    assert block_log_verify(str(tmp_path), checkpoint=(1000, [2000, 3000])) == []
+    (problem,) = block_log_verify(str(tmp_path), checkpoint=(1000, [2000]))
+    assert f"intent file {tmp_path / 'offsets' / '00000000000000003000'} is missing" in problem
+    assert block_log_verify(str(tmp_path)) == [], "without the checkpoint's batches nothing to compare"

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pytest
 
 import receivers.wal as wal_module
+from ingest import checkpoint_cli
 from ingest import StreamingContext
 from ingest.errors import (BatchFailedError, CheckpointError, ConfigError, CorruptRecordError, ReceiverError,
                            StorageError)
@@ -319,6 +320,8 @@ def test_a_lost_intent_of_a_batch_that_ran_stops_the_restart_naming_the_intent_f
     wait_stopped(first.ssc)
     (intent,) = (tmp_path / "offsets").iterdir()
     intent.unlink()
+    problems = checkpoint_cli.inspect(str(tmp_path))["problems"]  # what fsck reports
+    assert [p for p in problems if f"intent file {intent} is missing" in p], problems
     with pytest.raises(CheckpointError) as err:
         second = build_job(contexts, tmp_path)
         second.ssc.start()
