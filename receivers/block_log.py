@@ -17,7 +17,7 @@ before they are applied (write-then-apply):
 Planning a batch reserves its blocks in memory (`reserve`); the scheduler
 writes the batch's intent, which names the blocks, and only then is the
 allocation journalled (`confirm`). So the log never holds an allocation whose
-intent was not durable first, and a restart can tell the two cases apart:
+intent was not durable first, and a restart tells these cases apart:
 
 - a crash before the intent: no ALLOCATED record, the blocks are unallocated
   and go to the next batch;
@@ -36,7 +36,7 @@ run between the write and the tracking.
 On restart the log is replayed against the checkpoint: batches with an intent
 are re-run with exactly their blocks; committed batches (the checkpoint says
 so, or a PROCESSED record does) keep their blocks readable, for a state replay
-after a checkpoint fallback, but are not re-run; other allocations are
+after a checkpoint fallback, but are not re-run; any other allocation is
 an error (above). Whole segments are deleted only by `clean_up`,
 once every record in them belongs to forgotten batches (logical clean-up,
 never wall-clock time).
