@@ -333,7 +333,11 @@ class InputDStream(DStream[T]):
 
     1. `plan(t)` decides what batch `t` reads and returns it as a typed
        `offsets.Position` (offset ranges, block references, records, ...);
-    2. the position is written to the intent log before anything runs;
+    2. the position is written to the intent log before anything runs, then
+       `on_intent_written(t, position)` is called (also before a batch re-run
+       from the intent log after a restart): the place to make durable what
+       `plan` decided only in memory, so that nothing durable ever describes
+       a batch whose intent is not;
     3. `materialize(t, position)` turns a position into a Dataset, also when
        the position comes back from the intent log after a restart;
     4. `on_batch_committed(t, position)` runs after the batch's commit is
@@ -384,6 +388,11 @@ class InputDStream(DStream[T]):
 
     def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         raise NotImplementedError
+
+    def on_intent_written(self, time_ms: int, position: Position) -> None:
+        """The intent naming `position` for batch `time_ms` is durable (just
+        written, or read back for a re-run after a restart: the call must be
+        idempotent). Nothing to do by default."""
 
     def on_batch_committed(self, time_ms: int, position: Position) -> None:
         """The batch that read `position` committed: acknowledge the source.

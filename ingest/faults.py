@@ -2,8 +2,10 @@
 
 Set `INGEST_CRASH_AT=point:N` (or several, comma-separated) in a job's
 environment and the process kills itself with SIGKILL the N-th time it reaches
-that point, as a power cut would. Points: `before_intent`, `after_intent`,
-`after_outputs` (outputs done, commit not written), `after_commit`.
+that point, as a power cut would. Points: `before_intent` (inputs planned),
+`after_intent` (intent written, inputs not told: `on_intent_written` not called),
+`after_intent_written` (inputs told, also for a re-run batch), `after_outputs`
+(outputs done, commit not written), `after_commit`.
 Without the variable, a crash point is one global check.
 """
 

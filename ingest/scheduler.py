@@ -4,7 +4,9 @@ One thread, owned by the `StreamingContext`, runs batches strictly in order:
 
 1. wait for the clock to reach `zero_time + k * batch_interval`;
 2. ask every input to plan batch `t` (a typed `offsets.Position` each);
-3. write the positions to the intent log;
+3. write the positions to the intent log, then tell every input that the
+   intent is durable (`on_intent_written`, also for batches re-run from the
+   intent log);
 4. run every output operation over the batch's datasets;
 5. when all succeeded, write the commit record (with every input's next
    position, where it resumes after a restart), then let the inputs
@@ -150,6 +152,11 @@ class BatchScheduler:
             ssc._log.write_intent(t, new_plans)
             crash_point("after_intent")
             plans = new_plans
+        for inp in graph.inputs:
+            position = plans.get(inp.name)
+            if position is not None:
+                inp.on_intent_written(t, position)
+        crash_point("after_intent_written")
         for inp in graph.inputs:
             inp.set_plan(t, plans.get(inp.name))
         info = info.with_(inputs={inp.name: InputInfo.of(inp.name, plans.get(inp.name)) for inp in graph.inputs})

@@ -5,13 +5,28 @@ under `<checkpoint>/receivers/<stream>/`. Its records are events, written
 before they are applied (write-then-apply):
 
     BLOCK      a received block: its id, metadata (source positions) and records
-    ALLOCATED  batch time -> the ids of the blocks it reads
+    ALLOCATED  batch time -> the ids of the blocks it reads, written only
+               once the batch's intent is durable (see below)
     PROCESSED  a batch time whose output committed (the source may be
                acknowledged; nothing is forgotten)
     CLEANED    batch times before the retention point, forgotten, with the
                blocks' metadata (their source positions outlive them)
-    RELEASED   a batch time whose allocation never reached the intent log
-               (crash in between): its blocks go back to the next batch
+    RELEASED   (older releases, still read) a batch time whose allocation
+               never reached the intent log: its blocks went back to the next batch
+
+Planning a batch reserves its blocks in memory (`reserve`); the scheduler
+writes the batch's intent, which names the blocks, and only then is the
+allocation journalled (`confirm`). So the log never holds an allocation whose
+intent was not durable first, and a restart tells these cases apart:
+
+- a crash before the intent: no ALLOCATED record, the blocks are unallocated
+  and go to the next batch;
+- a crash after the intent, before the ALLOCATED record: the batch is pending
+  and its intent names its blocks; re-running it confirms exactly those;
+- an ALLOCATED record of a batch with neither intent nor commit: the intent
+  file was lost after the batch was planned (and its outputs may have run).
+  Planning the batch again would read other blocks, so recovery refuses with
+  a `CheckpointError` naming the missing intent file.
 
 A block is stored with `store_block`, which appends its BLOCK record (fsynced)
 and tracks it as one step, before `store_batch` returns: a receiver that
@@ -21,8 +36,8 @@ run between the write and the tracking.
 On restart the log is replayed against the checkpoint: batches with an intent
 are re-run with exactly their blocks; committed batches (the checkpoint says
 so, or a PROCESSED record does) keep their blocks readable, for a state replay
-after a checkpoint fallback, but are not re-run; other allocations are
-released to the next batch. Whole segments are deleted only by `clean_up`,
+after a checkpoint fallback, but are not re-run; any other allocation is
+an error (above). Whole segments are deleted only by `clean_up`,
 once every record in them belongs to forgotten batches (logical clean-up,
 never wall-clock time).
 
@@ -42,10 +57,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from ingest.errors import ConfigError, CorruptRecordError, StorageError
+from ingest.errors import CheckpointError, ConfigError, CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
 from receivers.codec import decode_block, encode_block, records_payload
-from receivers.tracker import ReceivedBlockTracker
+from receivers.tracker import ReceivedBlockTracker, UnknownBlocksError
 from receivers.wal import RecordHandle, WriteAheadLog, read_records
 from receivers.wal import verify as verify_wal
 
@@ -63,6 +78,7 @@ class BlockLog:
         if "://" in directory:
             raise ConfigError(f"write_ahead_log needs a checkpoint directory on local disk for now, not {directory}")
         self.stream = stream
+        self.checkpoint_dir = directory
         self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.tracker = ReceivedBlockTracker(journal=self)
         self._memory_lock = threading.Lock()
@@ -119,8 +135,33 @@ class BlockLog:
     def has_unallocated(self) -> bool:
         return self.tracker.has_unallocated()
 
+    def reserve(self, time_ms: int) -> list[BlockInfo]:
+        """Give every unallocated block to batch `time_ms`, in memory only: the
+        allocation is journalled by `confirm`, once the batch's intent is durable."""
+        return self.tracker.reserve(time_ms)
+
+    def confirm(self, time_ms: int, blocks: Iterable[BlockInfo]) -> list[BlockInfo]:
+        """The intent of batch `time_ms`, which names `blocks`, is durable:
+        journal the allocation (see the module's docstring). Raises
+        `CorruptRecordError` when the intent names blocks this log does not
+        hold unallocated."""
+        try:
+            return self.tracker.confirm(time_ms, [b.block_id for b in blocks])
+        except UnknownBlocksError as exc:
+            intent = self._intent_path(time_ms)
+            raise CorruptRecordError(
+                f"write-ahead log of stream {self.stream}: the intent {intent} of batch {time_ms} names "
+                f"block(s) {', '.join(exc.block_ids[:5])}{' ...' if len(exc.block_ids) > 5 else ''}, which "
+                f"the log in {self.wal.directory} does not hold for a new batch (lost, or allocated to "
+                "another batch): the intent and the log do not match. Restore the log or the intent "
+                "from a backup, or start from a new checkpoint directory.", path=intent, offset=None) from None
+
     def allocate(self, time_ms: int) -> list[BlockInfo]:
+        """`reserve` and `confirm` in one step, for callers without an intent log."""
         return self.tracker.allocate(time_ms)
+
+    def _intent_path(self, time_ms: int) -> str:
+        return _intent_path(self.checkpoint_dir, time_ms)
 
     def mark_processed(self, time_ms: int) -> list[BlockInfo]:
         """Journal that batch `time_ms`'s output committed: its source may be
@@ -178,13 +219,10 @@ class BlockLog:
         replayed = _replay(self._decoder, self.wal.records())
         infos, order, allocations = replayed.infos, replayed.order, replayed.allocations
         handles, processed, cleaned_metadata = replayed.handles, replayed.processed, replayed.cleaned_metadata
-        committed = {t for t in allocations if t not in pending
-                     and (t in processed or (last_committed_ms is not None and t <= last_committed_ms))}
-        released = [t for t in allocations if t not in committed and t not in pending]
-        for t in released:
-            self.wal.append(json.dumps({"time": t}).encode(), RELEASED)
-            del allocations[t]
-            handles.pop(t, None)
+        committed = _committed(replayed, last_committed_ms, pending)
+        lost = _lost_intent(replayed, committed, pending, self.stream, self.wal.directory, self.checkpoint_dir)
+        if lost is not None:
+            raise lost
         allocated_ids = {i for ids in allocations.values() for i in ids}
         self._alloc_handles = handles
         # Committed batches keep their blocks (a state replay after a checkpoint
@@ -196,11 +234,10 @@ class BlockLog:
         self.recovered = [infos[i] for i in order if i in infos]
         self.recovered_metadata = cleaned_metadata + [b.metadata for b in self.recovered if b.metadata]
         log.info("stream %s: write-ahead log replayed: %d block(s) kept (%d for batches to re-run, %d of committed "
-                 "batches, %d for the next batch)%s", self.stream, len(self.recovered),
+                 "batches, %d for the next batch)", self.stream, len(self.recovered),
                  sum(len(v) for t, v in allocations.items() if t in pending),
                  sum(len(v) for t, v in allocations.items() if t in committed),
-                 len(self.recovered) - len(allocated_ids),
-                 f", {len(released)} allocation(s) released" if released else "")
+                 len(self.recovered) - len(allocated_ids))
 
     def close(self) -> None:
         with self._memory_lock:
@@ -208,13 +245,50 @@ class BlockLog:
         self.wal.close()
 
 
-def verify(directory: str) -> list[str]:
+def _intent_path(checkpoint_dir: str, time_ms: int) -> str:
+    """The checkpoint's intent file of a batch (ingest.checkpoint's layout)."""
+    return os.path.join(checkpoint_dir, "offsets", f"{time_ms:020d}")
+
+
+def _committed(r: "_Replayed", last_committed_ms: int | None, pending: set[int]) -> set[int]:
+    """The allocated batches that committed: the checkpoint says so, or a PROCESSED record does."""
+    return {t for t in r.allocations if t not in pending
+            and (t in r.processed or (last_committed_ms is not None and t <= last_committed_ms))}
+
+
+def _lost_intent(r: "_Replayed", committed: set[int], pending: set[int], stream: str, wal_dir: str,
+                 checkpoint_dir: str) -> CheckpointError | None:
+    """The error for the oldest allocation whose batch has neither intent nor
+    commit (its intent was lost: see the module's docstring), or None."""
+    lost = sorted(t for t in r.allocations if t not in committed and t not in pending)
+    if not lost:
+        return None
+    t = lost[0]
+    ids, handle = r.allocations[t], r.handles[t]
+    segment = os.path.join(wal_dir, f"blocks-{handle.segment:020d}.wal")
+    return CheckpointError(
+        f"write-ahead log of stream {stream}: batch {t} was planned with block(s) "
+        f"{', '.join(ids[:5]) or '(none)'}{' ...' if len(ids) > 5 else ''} "
+        f"(ALLOCATED record in {segment} at byte offset {handle.offset}), "
+        f"but its intent file {_intent_path(checkpoint_dir, t)} is missing and the batch has no commit. An "
+        "allocation is journalled only after its intent is durable, so the intent was lost (deleted "
+        "or moved) after the batch was planned, and its outputs may have run: planning it again "
+        "would read different blocks. Restore the intent file from a backup; or, to accept that "
+        f"batch {t} is planned again with other data, move {wal_dir} aside (its "
+        "unprocessed blocks are then lost) or start from a new checkpoint directory.")
+
+
+def verify(directory: str, *, checkpoint: tuple[int | None, Iterable[int]] | None = None) -> list[str]:
     """Check the block logs of every receiver stream under `directory` (a
     checkpoint directory, its ``receivers`` directory or one stream's) without
     changing anything: every segment, record and the bounds
     (`receivers.wal.verify`), then a replay of the events, which finds what a
     restart would refuse: records with a valid checksum but a malformed
-    payload, an allocation naming a block whose record is gone. Returns the
+    payload, an allocation naming a block whose record is gone. With
+    `checkpoint` = (last committed batch, batches with an intent and no
+    commit), as the checkpoint's recovery finds them, also an allocation whose
+    batch has neither intent nor commit (a lost intent), with the stream's
+    directory taken as ``<checkpoint>/receivers/<stream>``. Returns the
     problems, each naming the file and offset; empty when healthy."""
     directory = os.path.abspath(directory)
     problems = verify_wal(directory)
@@ -227,9 +301,16 @@ def verify(directory: str) -> list[str]:
         decoder = _Decoder(os.path.basename(current),
                            lambda h, d=current: os.path.join(d, f"blocks-{h.segment:020d}.wal"))
         try:
-            _replay(decoder, read_records(current, "blocks"))
+            replayed = _replay(decoder, read_records(current, "blocks"))
         except StorageError as exc:
             problems.append(str(exc))
+            continue
+        if checkpoint is not None:
+            last_committed_ms, pending = checkpoint[0], set(checkpoint[1])
+            lost = _lost_intent(replayed, _committed(replayed, last_committed_ms, pending), pending,
+                                os.path.basename(current), current, os.path.dirname(os.path.dirname(current)))
+            if lost is not None:
+                problems.append(str(lost))
     return problems
 
 

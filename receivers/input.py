@@ -1,7 +1,9 @@
 """`ReceiverInputDStream`: the input stream of a receiver.
 
-Planning batch `t` allocates every block received so far to it; its position
-is `ReceivedBlocks` (the block references, plain data for the intent log). Materializing reads the
+Planning batch `t` reserves every block received so far for it; its position
+is `ReceivedBlocks` (the block references, plain data for the intent log).
+With the write-ahead log, the allocation is journalled once the intent is
+durable (`on_intent_written`), never before (see `receivers.block_log`). Materializing reads the
 blocks' records from the block store. After the batch commits, the tracker
 marks it processed (an acknowledgement); its blocks are removed later, by
 `clean_up`, once the retention point has passed the batch.
@@ -136,7 +138,14 @@ class ReceiverInputDStream(InputDStream[T]):
     # batch lifecycle -----------------------------------------------------------
 
     def plan(self, time_ms: int) -> ReceivedBlocks:
-        return ReceivedBlocks(tuple(self.tracker.allocate(time_ms)))
+        return ReceivedBlocks(tuple(self.tracker.reserve(time_ms)))
+
+    def on_intent_written(self, time_ms: int, position: Position) -> None:
+        """Journal the allocation of the batch's blocks, now that its intent is
+        durable. For a batch re-run after a crash between its intent and this
+        call, the blocks the intent names are taken out of the unallocated ones."""
+        if self.block_log is not None and isinstance(position, ReceivedBlocks):
+            self.block_log.confirm(time_ms, position.blocks)
 
     def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         parts = []

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ingest.checkpoint import CheckpointLog
 from ingest.checkpoint_cli import register_fsck_check
+from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
 from receivers import block_log
 from receivers.input import ReceiverInputDStream
@@ -60,11 +62,27 @@ def check_write_ahead_logs(checkpoint_dir: str) -> Iterator[str]:
     receiver's log (segments, bounds, records, then a replay of the events).
     It reads without repairing: opening a `WriteAheadLog` would truncate torn
     tails and remove leftovers, which fsck must not do."""
+    batches = _checkpoint_batches(checkpoint_dir)
     for directory in wal_directories(checkpoint_dir):
         if not os.path.isdir(directory):
             yield f"{directory} is not a directory: a receiver's write-ahead log should be there"
             continue
-        yield from (str(p) for p in block_log.verify(directory))
+        yield from (str(p) for p in block_log.verify(directory, checkpoint=batches))
+
+
+def _checkpoint_batches(checkpoint_dir: str) -> tuple[int | None, list[int]] | None:
+    """(last committed batch, batches to re-run) as a restart's recovery of the
+    checkpoint finds them (reading only), for the logs' cross-check with the
+    intents; None when that recovery fails (the core's checks report why)."""
+    try:
+        ckpt = CheckpointLog(checkpoint_dir)
+        meta = ckpt.read_metadata()
+        recovery = ckpt.recover(int((meta or {}).get("batch_interval_ms", 1000)))
+    except IngestError:
+        return None
+    if recovery is None:  # no batch in the checkpoint: every allocation in a log lost its intent
+        return None, []
+    return recovery.last_committed_ms, [t for t, _ in recovery.pending]
 
 
 register_stream_factory("receiver_stream", receiver_stream)

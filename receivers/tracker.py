@@ -7,7 +7,12 @@ intent log reads exactly the same blocks.
 
 A batch's life here has three steps, each its own call:
 
-1. `allocate(t)`: every block received so far goes to batch `t`;
+1. `reserve(t)`: every block received so far goes to batch `t`, in memory
+   only; `confirm(t, blocks)`, once the batch's intent is durable, journals the
+   allocation. The journal never holds an allocation whose intent was not
+   written first, so after a restart an allocation without intent or commit
+   means the intent was lost, never a crash in between. (`allocate(t)` does
+   both at once, for callers without an intent log);
 2. `mark_processed(t)`: the batch's output committed; its source may be
    acknowledged. Nothing is forgotten: a state replay after a checkpoint
    fallback may still read the batch's blocks;
@@ -41,6 +46,15 @@ class Journal(Protocol):
     def cleaned(self, times: list[int], blocks: list[BlockInfo]) -> None: ...
 
 
+class UnknownBlocksError(KeyError):
+    """`confirm` was given block ids that are not unallocated here."""
+
+    def __init__(self, time_ms: int, block_ids: list[str]) -> None:
+        super().__init__(time_ms, block_ids)
+        self.time_ms = time_ms
+        self.block_ids = block_ids
+
+
 class ReceivedBlockTracker:
     def __init__(self, journal: Journal | None = None) -> None:
         self._lock = threading.Lock()
@@ -48,6 +62,7 @@ class ReceivedBlockTracker:
         self._unallocated: deque[BlockInfo] = deque()
         self._allocated: dict[int, list[BlockInfo]] = {}
         self._processed: set[int] = set()
+        self._unconfirmed: set[int] = set()  # reserved, not journalled yet
         self._last_allocated: int | None = None
 
     def add_block(self, info: BlockInfo) -> None:
@@ -69,19 +84,56 @@ class ReceivedBlockTracker:
         with self._lock:
             return bool(self._unallocated)
 
-    def allocate(self, time_ms: int) -> list[BlockInfo]:
+    def reserve(self, time_ms: int) -> list[BlockInfo]:
+        """Give every unallocated block to batch `time_ms`, in memory only (see
+        `confirm`). Idempotent: a time already allocated gets its blocks again;
+        a time older than the newest allocation gets nothing."""
         with self._lock:
             if time_ms in self._allocated:
                 return list(self._allocated[time_ms])
             if self._last_allocated is not None and time_ms < self._last_allocated:
                 return []
             blocks = list(self._unallocated)
-            if self._journal is not None:
-                self._journal.allocated(time_ms, blocks)
             self._unallocated.clear()
             self._allocated[time_ms] = blocks
+            self._unconfirmed.add(time_ms)
             self._last_allocated = time_ms
             return list(blocks)
+
+    def confirm(self, time_ms: int, block_ids: Iterable[str]) -> list[BlockInfo]:
+        """Batch `time_ms`'s intent, naming `block_ids`, is durable: journal its
+        allocation. A reserved batch is journalled as reserved; an already
+        journalled one is left alone; a batch unknown here (its intent was
+        written, then the process died before this call) takes exactly those
+        blocks out of the unallocated ones. Raises `UnknownBlocksError` when
+        some of them are not tracked. Returns the batch's blocks."""
+        ids = list(block_ids)
+        with self._lock:
+            if time_ms in self._allocated:
+                if time_ms in self._unconfirmed:
+                    if self._journal is not None:
+                        self._journal.allocated(time_ms, self._allocated[time_ms])
+                    self._unconfirmed.discard(time_ms)
+                return list(self._allocated[time_ms])
+            by_id = {b.block_id: b for b in self._unallocated}
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise UnknownBlocksError(time_ms, missing)
+            blocks = [by_id[i] for i in ids]
+            if self._journal is not None:
+                self._journal.allocated(time_ms, blocks)
+            taken = set(ids)
+            self._unallocated = deque(b for b in self._unallocated if b.block_id not in taken)
+            self._allocated[time_ms] = blocks
+            if self._last_allocated is None or time_ms > self._last_allocated:
+                self._last_allocated = time_ms
+            return list(blocks)
+
+    def allocate(self, time_ms: int) -> list[BlockInfo]:
+        """`reserve(t)` and `confirm` in one step (journalled at once), for
+        callers that keep no intent log of their own."""
+        blocks = self.reserve(time_ms)
+        return self.confirm(time_ms, [b.block_id for b in blocks])
 
     def blocks_of_batch(self, time_ms: int) -> list[BlockInfo]:
         with self._lock:
@@ -117,6 +169,7 @@ class ReceivedBlockTracker:
             for t in times:
                 del self._allocated[t]
                 self._processed.discard(t)
+                self._unconfirmed.discard(t)
             return blocks
 
     def cleanup(self, up_to_ms: int) -> list[BlockInfo]:
@@ -136,6 +189,7 @@ class ReceivedBlockTracker:
             self._unallocated = deque(unallocated)
             self._allocated = {t: list(b) for t, b in allocated.items()}
             self._processed = {t for t in processed if t in self._allocated}
+            self._unconfirmed = set()
             self._last_allocated = max(allocated) if allocated else None
 
     def _state_unlocked(self) -> tuple[list[BlockInfo], dict[int, list[BlockInfo]]]:

@@ -41,10 +41,15 @@ Every segment is read once and every record's CRC checked.
   truncated there and a WARNING names the file, the offset and the number of
   bytes dropped. A length field running past the end is checked first against
   its 32 one-bit variants: if one makes a complete record with a matching CRC,
-  the length was damaged and that is corruption. A last segment shorter than
-  its header whose bytes are a prefix of the expected header (a crash between
-  creating and renaming cannot produce one, but a copy can) gets its header
-  rewritten the same way.
+  the length was damaged and that is corruption.
+- A new segment's header is durable under its final name (directory fsynced)
+  before the bounds file names it as the last segment. So a segment the bounds
+  file names whose header is missing, short or wrong (truncated to 0 bytes, or
+  overwritten by another file) is corruption, never an unfinished new segment.
+  Only a last segment beyond the bounds' last one, shorter than its header and
+  a prefix of it (a crash between creating and renaming cannot produce one,
+  but a copy can), gets its header rewritten, holding no record. Bounds files
+  without checksum (older releases) name nothing for this check.
 - Anything else is corruption and raises `CorruptRecordError` naming the file
   and byte offset: a complete record whose CRC fails (even the last one: it
   was written in full and may have been acknowledged), an intact record found
@@ -113,6 +118,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -954,14 +960,14 @@ class WriteAheadLog:
                     ) from e
                 logger.info("WAL %s: removed unfinished new segment %s", self.directory, entry)
         seqs.sort()
-        seqs, closed = self._check_bounds(seqs)
+        seqs, closed, named = self._check_bounds(seqs)
         gap = _first_gap(seqs, self._path)
         if gap is not None:
             raise gap
         last_repaired = False
         for seq in seqs:
             self._sizes[seq], last_repaired = self._recover_segment(
-                seq, last=seq == seqs[-1], closed_size=closed.get(seq)
+                seq, last=seq == seqs[-1], closed_size=closed.get(seq), named=seq <= named
             )
         return bool(seqs) and self._sizes[seqs[-1]] == FILE_HEADER_SIZE and not last_repaired
 
@@ -984,12 +990,13 @@ class WriteAheadLog:
         os.replace(temp, self._bounds_path)
         fsync_dir(self.directory)
 
-    def _check_bounds(self, seqs: list[int]) -> tuple[list[int], dict[int, int]]:
-        """The segments that make up the log, and the recorded size of each closed
-        one. Nothing is deleted unless the bounds file passed its checksum."""
+    def _check_bounds(self, seqs: list[int]) -> tuple[list[int], dict[int, int], int]:
+        """The segments that make up the log, the recorded size of each closed
+        one, and the last segment the bounds name (see `_named_through`).
+        Nothing is deleted unless the bounds file passed its checksum."""
         bounds = _read_bounds(self._bounds_path)
         if bounds is None:
-            return seqs, {}  # a new log
+            return seqs, {}, 0  # a new log
         problem = _bounds_problem(bounds, seqs, self._bounds_path, self._path)
         if problem is not None:
             raise problem
@@ -1001,9 +1008,10 @@ class WriteAheadLog:
                     f"cannot remove WAL segment {self._path(seq)}, already cleaned up: {_describe(e)}", e
                 ) from e
             logger.info("WAL %s: removed segment %s, already cleaned up", self.directory, self._path(seq))
-        return [s for s in seqs if s >= bounds.first], bounds.closed
+        return [s for s in seqs if s >= bounds.first], bounds.closed, _named_through(bounds)
 
-    def _recover_segment(self, seq: int, *, last: bool, closed_size: int | None) -> tuple[int, bool]:
+    def _recover_segment(self, seq: int, *, last: bool, closed_size: int | None,
+                         named: bool) -> tuple[int, bool]:
         """(valid size, repaired?) of one segment; truncates a torn tail of the last."""
         path = self._path(seq)
         try:
@@ -1012,7 +1020,7 @@ class WriteAheadLog:
             raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
         with f:
             check = _check_segment(f, path, seq, last=last, closed_size=closed_size,
-                                   max_record_bytes=self.max_record_bytes)
+                                   max_record_bytes=self.max_record_bytes, named=named)
             if check.torn_header:
                 f.seek(0)
                 f.write(_file_header(seq))
@@ -1186,6 +1194,15 @@ def _read_bounds(path: str) -> _Bounds | None:
     return _Bounds(first, last, closed, checked=True)
 
 
+def _named_through(bounds: _Bounds | None) -> int:
+    """The last segment number the bounds file names (0 for none). A segment at
+    or below it had its header durable before the bounds named it, so it may
+    never lack one. A bounds file without checksum names nothing: older
+    releases did not promise that order, and a damaged number would make a
+    legitimate unfinished segment an error."""
+    return bounds.last if bounds is not None and bounds.checked else 0
+
+
 def _bounds_problem(
     bounds: _Bounds, seqs: list[int], bounds_path: str, path_of: Callable[[int], str]
 ) -> CorruptRecordError | None:
@@ -1243,9 +1260,11 @@ def _check_segment(
     last: bool,
     closed_size: int | None,
     max_record_bytes: int | None,
+    named: bool = False,
 ) -> _SegmentCheck:
     """Check one segment file without changing it. Raises `CorruptRecordError`
-    (file and offset) for anything but a torn tail of the last segment."""
+    (file and offset) for anything but a torn tail of the last segment, or a
+    torn header of a last segment the bounds file does not name (`named`)."""
     size = os.fstat(f.fileno()).st_size
     if closed_size is not None and size != closed_size:
         how = "shortened" if size < closed_size else "grown"
@@ -1261,6 +1280,15 @@ def _check_segment(
     f.seek(0)
     head = f.read(FILE_HEADER_SIZE)
     if len(head) < FILE_HEADER_SIZE and last and expected.startswith(head):
+        if named:
+            raise CorruptRecordError(
+                f"WAL segment {path} is {size} bytes, shorter than its {FILE_HEADER_SIZE}-byte header, but "
+                f"the log's bounds file names it (a segment's header is durable before the bounds name it): "
+                "the file was truncated or overwritten and its records are lost. Restore it, or move the "
+                "log aside.",
+                path=path,
+                offset=0,
+            )
         return _SegmentCheck(size, len(head), None, torn_header=True)
     if head != expected:
         raise CorruptRecordError(
@@ -1364,6 +1392,7 @@ def read_records(
         raise _storage_error(f"cannot list WAL directory {directory}: {_describe(e)}", e) from e
     bounds_path = os.path.join(directory, f"{name}.bounds")
     bounds = _read_bounds(bounds_path)
+    named = _named_through(bounds)
     closed: dict[int, int] = {}
     if bounds is not None:
         problem = _bounds_problem(bounds, seqs, bounds_path, path_of)
@@ -1382,7 +1411,7 @@ def read_records(
             raise _storage_error(f"cannot open WAL segment {path}: {_describe(e)}", e) from e
         with f:
             check = _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
-                                   max_record_bytes=None)
+                                   max_record_bytes=None, named=seq <= named)
             if check.torn_header:
                 continue
             offset = FILE_HEADER_SIZE
@@ -1413,11 +1442,20 @@ def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
     problems: list[str] = []
     closed: dict[int, int] = {}
     bounds_path = os.path.join(directory, f"{name}.bounds")
+    # Every file the log opens must be a regular file (or absent, where the log
+    # creates it): a directory in its place makes opening the log fail.
+    odd = {}
+    for path in [os.path.join(directory, f"{name}.lock"), bounds_path, *map(path_of, seqs)]:
+        problem = _not_a_regular_file(path)
+        if problem is not None:
+            odd[path] = problem
+            problems.append(problem)
     try:
-        bounds = _read_bounds(bounds_path)
+        bounds = None if bounds_path in odd else _read_bounds(bounds_path)
     except StorageError as e:
         problems.append(str(e))
         bounds = None
+    named = _named_through(bounds)
     if bounds is not None:
         problem = _bounds_problem(bounds, seqs, bounds_path, path_of)
         if problem is not None:
@@ -1429,15 +1467,33 @@ def _verify_log(directory: str, name: str, seqs: list[int]) -> list[str]:
         problems.append(str(gap))
     for seq in seqs:
         path = path_of(seq)
+        if path in odd:
+            continue
         try:
             with open(path, "rb") as f:
                 _check_segment(f, path, seq, last=seq == seqs[-1], closed_size=closed.get(seq),
-                               max_record_bytes=None)
+                               max_record_bytes=None, named=seq <= named)
         except StorageError as e:
             problems.append(str(e))
         except OSError as e:
             problems.append(f"cannot read WAL segment {path}: {_describe(e)}")
     return problems
+
+
+def _not_a_regular_file(path: str) -> str | None:
+    """Why `path` cannot be one of a log's files, or None (a regular file, or
+    nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot inspect WAL file {path}: {_describe(e)}"
+    if stat.S_ISREG(mode):
+        return None
+    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return (f"WAL file {path} is {what}: opening the log would fail. Remove what is in its place "
+            "(a lock file is created again on open; a segment or bounds file must be restored)")
 
 
 def _explain_header(head: bytes, seq: int) -> str:

@@ -140,6 +140,7 @@ def outputs(out: Path) -> tuple[list[str], dict[tuple[str, int], str]]:
 LIFECYCLE_CRASHES = [
     "before_intent:12", "after_intent:15", "after_outputs:11", "after_commit:14",
     "after_intent:20", "after_outputs:18", "before_intent:25", "after_commit:22",
+    "after_intent_written:16",
 ]
 
 

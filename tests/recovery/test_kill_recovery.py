@@ -44,6 +44,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CRASHES = [
     ("before_intent:3", None),
     ("after_intent:2", None),
+    ("after_intent_written:3", None),
     (None, 5),  # during an output
     ("after_outputs:4", None),
     ("after_commit:3", None),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ingest.errors import ConfigError, CorruptRecordError
+from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
 from ingest.kafka.records import KafkaRecord
 from receivers.block import Block, BlockInfo
 from receivers.block_log import BlockLog
@@ -159,7 +159,7 @@ def crashed_log(opened) -> BlockLog:
     - batch 1000 (b1, b2): committed and cleaned;
     - batch 2000 (b3): committed, crash before its clean-up;
     - batch 3000 (b4): intent written, no commit (to be re-run);
-    - batch 4000 (b5): allocated, crash before its intent;
+    - batch 4000 (b5): planned (reserved in memory), crash before its intent;
     - b6, b7: received after that, never allocated."""
     log = opened()
     store(log, "b1")
@@ -171,7 +171,7 @@ def crashed_log(opened) -> BlockLog:
     store(log, "b4")
     log.allocate(3000)
     store(log, "b5", {"offsets": [["t", 0, 5]]})
-    log.allocate(4000)
+    log.reserve(4000)
     store(log, "b6")
     store(log, "b7")
     return log
@@ -198,7 +198,7 @@ def test_replay_keeps_committed_batches_readable_as_processed_until_clean_up(ope
     assert log.allocate(2000) == []
 
 
-def test_replay_releases_allocations_without_intent_to_the_next_batch_in_order(opened) -> None:
+def test_replay_gives_blocks_planned_without_intent_to_the_next_batch_in_order(opened) -> None:
     log = reopen(crashed_log(opened), opened)
     log.recover(last_committed_ms=2000, pending_times=[3000])
     assert log.has_unallocated()
@@ -226,8 +226,8 @@ def test_a_second_replay_after_a_crash_during_the_first_gives_the_same_state(ope
     assert ids(log.recovered) == ["b3", "b4", "b5", "b6", "b7"], "replay forgets nothing"
     assert ids(log.allocate(2000)) == ["b3"]
     assert ids(log.allocate(3000)) == ["b4"]
-    assert ids(log.allocate(4000)) == ["b5", "b6", "b7"]
-    log = reopen(log, opened)  # and again, with batch 4000 now allocated and no intent
+    assert ids(log.reserve(4000)) == ["b5", "b6", "b7"]
+    log = reopen(log, opened)  # and again, with batch 4000 now planned and no intent
     log.recover(last_committed_ms=2000, pending_times=[3000])
     assert ids(log.allocate(3000)) == ["b4"]
     assert ids(log.allocate(5000)) == ["b5", "b6", "b7"]
@@ -238,7 +238,8 @@ def test_a_reallocated_batch_time_replays_to_its_newest_allocation(opened) -> No
     log.recover(last_committed_ms=2000, pending_times=[3000])
     log.allocate(3000)
     store(log, "b8")
-    # The released time 4000 is planned again after the restart, with more blocks.
+    # Time 4000, planned without intent before the crash, is planned again
+    # after the restart, with more blocks.
     assert ids(log.allocate(4000)) == ["b5", "b6", "b7", "b8"]
     log = reopen(log, opened)
     log.recover(last_committed_ms=3000, pending_times=[4000])
@@ -250,11 +251,75 @@ def test_replay_of_a_log_without_any_commit_puts_every_block_back_in_order(opene
     log = opened()
     for i in range(1, 4):
         store(log, f"b{i}")
-    log.allocate(1000)
+    log.reserve(1000)  # planned, crash before its intent
     store(log, "b4")
     log = reopen(log, opened)
     log.recover(last_committed_ms=None, pending_times=[])
     assert ids(log.allocate(1000)) == ["b1", "b2", "b3", "b4"]
+
+
+def test_a_planned_batch_is_journalled_only_once_its_intent_is_confirmed(opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b1")
+    assert ids(log.reserve(1000)) == ["b1"]
+    log = reopen(log, opened)  # crash before the intent: nothing durable says b1 went to batch 1000
+    log.recover(last_committed_ms=None, pending_times=[])
+    store(log, "b2")
+    assert ids(log.reserve(1000)) == ["b1", "b2"]
+
+
+def test_a_batch_whose_intent_was_written_but_not_its_allocation_gets_exactly_the_intent_blocks(opened) -> None:
+    log = opened()
+    store(log, "b1")
+    store(log, "b2")
+    planned = log.reserve(1000)
+    log = reopen(log, opened)  # crash after the intent, before confirm()
+    log.recover(last_committed_ms=None, pending_times=[1000])
+    store(log, "b3")  # received after the restart, before the re-run
+    assert ids(log.confirm(1000, planned)) == ["b1", "b2"]
+    assert ids(log.reserve(2000)) == ["b3"]
+    log = reopen(log, opened)  # the confirmed allocation is in the log now
+    log.recover(last_committed_ms=None, pending_times=[1000])
+    assert ids(log.tracker.blocks_of_batch(1000)) == ["b1", "b2"]
+    assert ids(log.reserve(2000)) == ["b3"]
+
+
+def test_confirming_a_batch_twice_journals_it_once(opened) -> None:
+    log = opened()
+    store(log, "b1")
+    planned = log.reserve(1000)
+    log.confirm(1000, planned)
+    log.confirm(1000, planned)  # a re-run after a restart confirms again
+    kinds = [kind for _, kind, _ in log.wal.records()]
+    assert kinds.count(2) == 1  # one ALLOCATED record
+
+
+def test_an_allocation_whose_batch_has_neither_intent_nor_commit_is_an_error_naming_the_intent(
+        opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b1")
+    store(log, "b2")
+    log.allocate(1000)  # journalled: its intent was durable before
+    log = reopen(log, opened)
+    with pytest.raises(CheckpointError) as err:
+        log.recover(last_committed_ms=None, pending_times=[])  # ... and is gone now
+    message = str(err.value)
+    assert str(tmp_path / "offsets" / "00000000000000001000") in message
+    assert "b1, b2" in message and "blocks-00000000000000000001.wal" in message
+    assert "Restore the intent file" in message
+
+
+def test_an_intent_naming_blocks_the_log_does_not_hold_is_an_error_naming_it(opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b1")
+    log = reopen(log, opened)
+    log.recover(last_committed_ms=None, pending_times=[1000])
+    ghost = BlockInfo("ghost", STREAM, 1, None, None)
+    with pytest.raises(CorruptRecordError) as err:
+        log.confirm(1000, [ghost])
+    assert err.value.path == str(tmp_path / "offsets" / "00000000000000001000")
+    assert "ghost" in str(err.value)
+    assert ids(log.reserve(2000)) == ["b1"], "nothing was taken"
 
 
 def test_replay_after_everything_committed_leaves_nothing_to_do(opened) -> None:
@@ -266,7 +331,7 @@ def test_replay_after_everything_committed_leaves_nothing_to_do(opened) -> None:
     log = reopen(log, opened)
     log.recover(last_committed_ms=2000, pending_times=[])
     assert not log.has_unallocated()
-    assert log.allocate(3000) == []
+    assert log.reserve(3000) == []
     log.clean_up(retain_from_ms=3000)
     log = reopen(log, opened)
     log.recover(last_committed_ms=2000, pending_times=[])

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from ingest.errors import CorruptRecordError
+from ingest.errors import CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
 from receivers.block_log import ALLOCATED, BLOCK, CLEANED, PROCESSED, RELEASED, BlockLog
 from receivers.block_log import verify as block_log_verify
@@ -300,3 +300,34 @@ def test_verify_reports_an_allocation_whose_block_record_is_gone(opened, tmp_pat
     log.close()
     (problem,) = block_log_verify(str(tmp_path))
     assert "block lost" in problem and f"offset {handle.offset}" in problem
+
+
+@pytest.mark.parametrize("name", ["blocks.lock", "blocks.bounds", "blocks-00000000000000000001.wal"])
+def test_verify_reports_a_directory_in_place_of_a_file_of_the_log_as_a_restart_would_fail(
+        opened, tmp_path: Path, name: str) -> None:
+    log = opened()
+    store(log, "b1")
+    log.close()
+    path = tmp_path / "receivers" / STREAM / name
+    path.unlink()
+    path.mkdir()
+    problems = block_log_verify(str(tmp_path))
+    assert [p for p in problems if f"WAL file {path} is a directory" in p], problems
+    with pytest.raises(StorageError):
+        opened()
+
+
+def test_verify_with_the_checkpoint_batches_reports_an_allocation_whose_intent_is_lost(
+        opened, tmp_path: Path) -> None:
+    log = opened()
+    store(log, "b1")
+    log.allocate(1000)  # committed
+    store(log, "b2")
+    log.allocate(2000)  # pending: its intent is there
+    store(log, "b3")
+    log.allocate(3000)  # neither intent nor commit: the intent was lost
+    log.close()
+    assert block_log_verify(str(tmp_path), checkpoint=(1000, [2000, 3000])) == []
+    (problem,) = block_log_verify(str(tmp_path), checkpoint=(1000, [2000]))
+    assert f"intent file {tmp_path / 'offsets' / '00000000000000003000'} is missing" in problem
+    assert block_log_verify(str(tmp_path)) == [], "without the checkpoint's batches nothing to compare"

@@ -24,8 +24,10 @@ from typing import Any, Callable
 import pytest
 
 import receivers.wal as wal_module
+from ingest import checkpoint_cli
 from ingest import StreamingContext
-from ingest.errors import BatchFailedError, ConfigError, CorruptRecordError, ReceiverError, StorageError
+from ingest.errors import (BatchFailedError, CheckpointError, ConfigError, CorruptRecordError, ReceiverError,
+                           StorageError)
 from receivers import Receiver, SocketTextReceiver
 from receivers.block_log import BLOCK
 from receivers.codec import decode_block
@@ -262,6 +264,73 @@ def test_a_batch_whose_output_failed_is_re_run_after_restart_with_the_same_block
     assert second.batches[1] == ["late"]
 
 
+class Crash(Exception):
+    """Stands for the process dying at a crash point."""
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """The scheduler stops dead at `point` (`ingest.faults` names), as a
+    SIGKILL there would stop it: nothing after the point runs."""
+    import ingest.scheduler as scheduler
+
+    def crash_point(name: str) -> None:
+        if name == point:
+            raise Crash(f"crash point {name}")
+
+    monkeypatch.setattr(scheduler, "crash_point", crash_point)
+
+
+@pytest.mark.parametrize("point", ["before_intent", "after_intent", "after_intent_written"])
+def test_a_crash_around_the_intent_gives_every_block_to_exactly_one_batch(
+        contexts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    first = build_job(contexts, tmp_path)
+    first.ssc.start()
+    first.receiver.store_batch(["a"])
+    first.receiver.store_batch(["b"])
+    crash_at(monkeypatch, point)
+    with pytest.raises(Crash):
+        first.ssc.step()
+    wait_stopped(first.ssc)
+    monkeypatch.undo()
+    second = build_job(contexts, tmp_path)
+    second.ssc.start()
+    second.receiver.store_batch(["c"])
+    second.ssc.step(2)
+    if point == "before_intent":  # nothing durable planned a batch: a, b wait for the next one
+        assert [b for b in second.batches if b] == [["a", "b", "c"]]
+    else:  # the intent names a, b: the batch is re-run with exactly them
+        assert [b for b in second.batches if b] == [["a", "b"], ["c"]]
+    second.ssc.stop()
+    third = build_job(contexts, tmp_path)  # and the log agrees: nothing is left to run
+    third.ssc.start()
+    third.ssc.step()
+    assert flatten(third.batches) == []
+
+
+def test_a_lost_intent_of_a_batch_that_ran_stops_the_restart_naming_the_intent_file(
+        contexts, tmp_path: Path) -> None:
+    def fail(_batch: Any) -> None:
+        raise RuntimeError("sink down")
+
+    first = build_job(contexts, tmp_path, sink=fail)
+    first.ssc.start()
+    first.receiver.store_batch(["a", "b"])
+    with pytest.raises(BatchFailedError, match="sink down"):
+        first.ssc.step()  # its output may have run in part: the batch must be re-run as it was
+    wait_stopped(first.ssc)
+    (intent,) = (tmp_path / "offsets").iterdir()
+    intent.unlink()
+    problems = checkpoint_cli.inspect(str(tmp_path))["problems"]  # what fsck reports
+    assert [p for p in problems if f"intent file {intent} is missing" in p], problems
+    with pytest.raises(CheckpointError) as err:
+        second = build_job(contexts, tmp_path)
+        second.ssc.start()
+        second.receiver.store_batch(["c"])
+        second.ssc.step()
+    assert str(intent) in str(err.value)
+    assert "is missing and the batch has no commit" in str(err.value)
+
+
 # -- faults: the log's directory and files ----------------------------------------------------------
 
 
@@ -389,14 +458,14 @@ def test_a_full_disk_under_store_stops_the_context_with_the_error(
     assert disk.failures >= 1
 
 
-def test_a_full_disk_when_planning_stops_the_context_and_the_blocks_wait_in_the_log(
+def test_a_full_disk_when_journalling_an_allocation_stops_the_context_and_the_restart_re_runs_the_batch(
         contexts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     disk = DiskFull(monkeypatch)
     first = build_job(contexts, tmp_path)
     first.ssc.start()
     first.receiver.store_batch(["a"])
     first.receiver.store_batch(["b"])
-    disk.full = True  # the allocation record of the next batch cannot be written
+    disk.full = True  # the intent is written; the allocation record after it cannot be
     with pytest.raises(StorageError) as err:
         first.ssc.step()
     assert err.value.errno == errno.ENOSPC
@@ -407,7 +476,8 @@ def test_a_full_disk_when_planning_stops_the_context_and_the_blocks_wait_in_the_
     second = build_job(contexts, tmp_path)
     second.ssc.start()
     second.ssc.step()
-    assert second.batches == [["a", "b"]]
+    # The batch is re-run from its intent with exactly its blocks, then the next one is empty.
+    assert second.batches == [["a", "b"], []]
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_the_receivers_fsck_check_verifies_every_receiver_write_ahead_log(tmp_pa
         (tmp_path / "receivers" / stream).mkdir(parents=True)
     seen = []
 
-    def verify(directory):
+    def verify(directory, checkpoint=None):
         seen.append(os.path.basename(directory))
         return [f"{directory}: segment 2 is missing"] if directory.endswith("lines") else []
 

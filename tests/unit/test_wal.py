@@ -24,6 +24,8 @@ from receivers.wal import (
     RECORD_HEADER_SIZE,
     RecordHandle,
     WriteAheadLog,
+    read_records,
+    verify,
 )
 
 
@@ -414,16 +416,67 @@ def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
     assert path.stat().st_size == end
 
 
-def test_torn_header_of_the_last_segment_is_rewritten(tmp_path: Path) -> None:
+def test_torn_header_of_a_last_segment_the_bounds_do_not_name_yet_is_rewritten(tmp_path: Path) -> None:
     write_log(tmp_path, [b"a", b"b"])
+    bounds = (tmp_path / "wal.bounds").read_bytes()  # names segment 1, the last one
     with WriteAheadLog(tmp_path) as wal:  # leaves an empty segment 2 behind
         pass
-    truncate(segment_path(tmp_path, 2), 10)
+    truncate(segment_path(tmp_path, 2), 10)  # (a copy can make this; a crash cannot)
+    (tmp_path / "wal.bounds").write_bytes(bounds)  # as before segment 2 was named
     with WriteAheadLog(tmp_path) as wal:
         assert [p for _, _, p in wal.records()] == [b"a", b"b"]
         assert wal.append(b"c").segment == 3  # the repaired segment is not reused
     assert segment_path(tmp_path, 2).stat().st_size == FILE_HEADER_SIZE
     assert read_all(tmp_path) == [b"a", b"b", b"c"]
+
+
+@pytest.mark.parametrize("size", [0, 1, FILE_HEADER_SIZE - 1])
+def test_a_last_segment_the_bounds_name_without_a_whole_header_is_corruption_naming_it(
+        tmp_path: Path, size: int) -> None:
+    write_log(tmp_path, [b"a", b"b"])
+    truncate(segment_path(tmp_path, 1), size)  # its records are gone, not "never written"
+    with pytest.raises(CorruptRecordError) as err:
+        WriteAheadLog(tmp_path)
+    assert err.value.path == str(segment_path(tmp_path, 1))
+    assert f"is {size} bytes, shorter than its {FILE_HEADER_SIZE}-byte header" in str(err.value)
+    assert segment_path(tmp_path, 1).stat().st_size == size, "nothing was repaired"
+    with pytest.raises(CorruptRecordError):
+        list(read_records(tmp_path, "wal"))
+    assert any(str(segment_path(tmp_path, 1)) in p for p in verify(tmp_path))
+
+
+def test_a_last_segment_overwritten_by_the_empty_lock_file_is_corruption_naming_it(tmp_path: Path) -> None:
+    write_log(tmp_path, [b"a", b"b"])
+    shutil.copyfile(tmp_path / "wal.lock", segment_path(tmp_path, 1))
+    with pytest.raises(CorruptRecordError, match="wal-00000000000000000001.wal"):
+        WriteAheadLog(tmp_path)
+
+
+def test_a_bounds_file_of_an_older_release_still_lets_a_headerless_last_segment_be_repaired(
+        tmp_path: Path) -> None:
+    write_log(tmp_path, [b"a", b"b"])
+    with WriteAheadLog(tmp_path):  # leaves an empty segment 2 behind
+        pass
+    truncate(segment_path(tmp_path, 2), 0)
+    (tmp_path / "wal.bounds").write_text('{"first": 1, "last": 2}')  # format 1: no checksum
+    assert read_all(tmp_path) == [b"a", b"b"]
+
+
+def test_a_new_segment_is_named_by_the_bounds_only_once_its_header_is_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, bytes]] = []
+    real = WriteAheadLog._write_bounds
+
+    def spy(self: WriteAheadLog, first: int, last: int) -> None:
+        seen.append((last, Path(self._path(last)).read_bytes()))
+        real(self, first, last)
+
+    monkeypatch.setattr(WriteAheadLog, "_write_bounds", spy)
+    write_log(tmp_path, [b"a"])
+    with WriteAheadLog(tmp_path):
+        pass
+    assert [last for last, _ in seen] == [1, 2]
+    assert all(head == wal_module._file_header(last) for last, head in seen)
 
 
 # ----------------------------------------------------------------- corruption
@@ -882,20 +935,29 @@ def _cut_stream(directory: Path, cut: int) -> None:
     in is truncated."""
     start = 0
     last = 1
+    kept = 0
     closed: dict[int, int] = {}
     for path in sorted(directory.glob("wal-*.wal")):
         size = path.stat().st_size
         if start > cut:
             path.unlink()
             continue
-        if cut < start + size:
-            truncate(path, cut - start)
+        kept = min(size, cut - start)
+        if kept < size:
+            truncate(path, kept)
         last = int(path.stem.split("-")[1])
         closed[last] = size
         start += size
-    # The bounds file then named the last segment that existed and the final
-    # size of every segment before it.
+    # The bounds file then named the last segment whose header was durable
+    # (it names a new segment only after that) and the final size of every
+    # segment before it; none yet if the first segment's header was not.
     closed.pop(last)
+    if kept < FILE_HEADER_SIZE:
+        if last == 1:
+            (directory / "wal.bounds").unlink()
+            return
+        last -= 1
+        closed.pop(last)
     (directory / "wal.bounds").write_bytes(wal_module._bounds_bytes(1, last, closed))
 
 
