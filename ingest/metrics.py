@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-
+from ingest.errors import ConfigError
 from ingest.latency import LatencySnapshot
+
+try:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise ConfigError(f"ingest.metrics needs prometheus-client ({exc}): pip install 'ingest[metrics]'") from exc
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext

@@ -52,14 +52,14 @@ CRASHING_JOB = """
             os._exit(3)
 
     def build():
+        global numbers
         ssc = StreamingContext(batch_interval=0.05)
-        stream = ssc.queue_stream([[n * 10 + i for i in range(3)] for n in range(12)], name="numbers")
-        stream.map(lambda n: n * 2).foreach_batch(write, name="files")
+        numbers = ssc.queue_stream([[n * 10 + i for i in range(3)] for n in range(12)], name="numbers")
+        numbers.map(lambda n: n * 2).foreach_batch(write, name="files")
         return ssc
 
     ssc = StreamingContext.get_or_create(os.path.join(work, "checkpoint"), build)
     ssc.start()
-    numbers = ssc._graph.inputs[0]
     while numbers.pending():
         time.sleep(0.02)
     ssc.stop(graceful=True, timeout=30)
