@@ -65,3 +65,24 @@ def test_lag_per_partition_matches_the_topic_while_a_rate_limited_job_falls_behi
     assert samples[("events", topic, "0")]["ingest_input_lag_records"] == 310 - 150
     assert samples[("events", topic, "1")]["ingest_input_lag_records"] == 0
     assert read == [100, 100, 70]
+
+
+def test_a_stream_that_reads_less_than_arrives_gets_one_lag_warning(kafka_bootstrap, make_context, caplog):
+    topic = f"growing-{uuid.uuid4().hex[:10]}"
+    create_topic(kafka_bootstrap, topic, partitions=1)
+    ssc = make_context(batch_interval=1.0)
+    stream = kafka_direct_stream(ssc, topics=[topic], max_rate_per_partition=20, commit_offsets=False,
+                                 kafka_params={"bootstrap.servers": kafka_bootstrap,
+                                               "auto.offset.reset": "earliest"}, name="events")
+    stream.foreach_batch(lambda batch: batch.collect())
+    ssc.start()
+    with caplog.at_level(logging.INFO, logger="ingest.lag"):
+        for n in range(8):  # 50 records arrive per batch, 20 are read: the lag grows by 30 each time
+            produce(kafka_bootstrap, topic, [f"r{n}-{i}" for i in range(50)])
+            ssc.step(1)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ingest.lag"]
+    assert len(warnings) == 1, warnings
+    # Batch 1 sees lag 30, and 5 growing batches later (the 6th) lag 180.
+    assert warnings[0].startswith("input 'events' is falling behind its source: lag 180 record(s)")
+    assert "grew in each of the last 5 batches, from 30 (+30 per batch)" in warnings[0]
+    assert sum(p.lag for p in stream.lag()) == 8 * 50 - 8 * 20
