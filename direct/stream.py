@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
+from ingest.input_stats import PartitionLag
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
 from ingest.kafka.committer import GroupCommitter
@@ -236,6 +237,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self._restored = False
         self._planned_once = False
         self._start_marks: Mapping[TP, tuple[int, int]] | None = None  # watermarks when start() ran
+        self._lag: tuple[PartitionLag, ...] = ()  # replaced whole by plan(): readers on other threads see one
         self._stall = StallWatch(self.describe(), log, clock=lambda: self._clock())
         self._committer = GroupCommitter(
             self.describe(), lambda offsets: self.client.commit(self.group, offsets, timeout=COMMIT_TIMEOUT), log)
@@ -252,6 +254,12 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         """For `ssc.status()`: whether planning is stalled on the brokers, for
         how long, and the last error met (see `ingest.kafka.stall`)."""
         return self._stall.status()
+
+    def lag(self) -> tuple[PartitionLag, ...]:
+        """Per partition, the newest planned batch's `until` offset, the
+        partition's end as planning read it, and the records in between: the
+        watermarks planning fetched anyway, so asking costs no broker call."""
+        return self._lag
 
     def flush_commits(self, timeout: float = 30.0) -> bool:
         """Wait until the group commit of every committed batch so far was
@@ -432,6 +440,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         latest = {tp: max(self._current[tp], marks[tp][1]) for tp in self._current}
         until = self._until(self._current, latest)
         ranges = [OffsetRange(t, p, self._current[(t, p)], until[(t, p)]) for (t, p) in sorted(self._current)]
+        self._lag = tuple(PartitionLag.of(t, p, until[(t, p)], latest[(t, p)]) for (t, p) in sorted(until))
         self._current = dict(until)
         self._stall.progress()
         return KafkaRanges(tuple(ranges), lost)

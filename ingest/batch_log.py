@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from ingest.latency import LatencyHistogram
 from offsets import Position
 from offsets.retention import retain_from_ms
 
@@ -30,6 +31,8 @@ class BatchLog:
     """In-memory log: the default when no checkpoint directory is set."""
 
     durable = False
+    commit_latency: LatencyHistogram | None = None
+    """How long writing commit records took (durable logs only)."""
 
     def acquire(self) -> None:
         """Become the only writer of the log (before `recover`); `close` releases it."""

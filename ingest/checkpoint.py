@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from ingest.batch_log import BatchLog, Recovery
 from ingest.checkpoint_lock import CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
+from ingest.latency import LatencyHistogram
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
 from ingest.storage import Storage, storage_for
@@ -123,6 +124,7 @@ class CheckpointLog(BatchLog):
         # once at the first clean-up (which catches leftovers of earlier runs),
         # then kept up to date by the writes, so a commit lists no directory.
         self._files: set[str] | None = None
+        self.commit_latency = LatencyHistogram()  # state files and commit record of each batch
         self._last_state_files: dict[str, list[str]] = {}
         self._next_positions: dict[str, Position] = {}
         self._pending: set[int] = set()
@@ -248,6 +250,7 @@ class CheckpointLog(BatchLog):
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = (),
                      next_positions: Mapping[str, Position] | None = None) -> None:
+        started = time.perf_counter()
         state_files: dict[str, list[str]] = {}
         for op in stateful:
             sid = op.state_id
@@ -279,6 +282,7 @@ class CheckpointLog(BatchLog):
         self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
             self._commits.popleft()
+        self.commit_latency.observe(time.perf_counter() - started)
 
     def retain_from_ms(self, committed_ms: int) -> int:
         return retain_from_ms(committed_ms, (t for t, _ in self._commits), self._pending, durable=True)

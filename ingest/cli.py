@@ -1,6 +1,8 @@
 """The `ingest` command.
 
     ingest run APP.py [ARGS...]     run an application file as __main__
+    ingest run --supervise [--max-restarts N] [--restart-window S] [--restart-delay S] APP.py [ARGS...]
+                                    ... and restart it with backoff when it fails
     ingest demo [--port 7777]       the seed example against a built-in line generator
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
     ingest services image kafka     build the ingest/kafka image on the local Docker engine
@@ -35,6 +37,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.app)
     if not os.path.isfile(path):
         raise ConfigError(f"application file {args.app!r} does not exist")
+    if args.supervise:
+        from ingest.supervise import RestartPolicy, supervise
+
+        policy = RestartPolicy(args.max_restarts, args.restart_window, args.restart_delay)
+        return supervise(args.argv, args.app, policy)
     sys.argv = [path, *args.args]
     sys.path.insert(0, os.path.dirname(path))
     runpy.run_path(path, run_name="__main__")
@@ -78,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an application file as __main__")
     run.add_argument("app", help="path of the Python file that builds and starts a StreamingContext")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the application")
+    run.add_argument("--supervise", action="store_true",
+                     help="run the job in a child process and restart it when it fails, with backoff")
+    run.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                     help="with --supervise: give up after N restarts within the window (default 5)")
+    run.add_argument("--restart-window", type=float, default=600.0, metavar="SECONDS",
+                     help="with --supervise: the window failures are counted in (default 600)")
+    run.add_argument("--restart-delay", type=float, default=1.0, metavar="SECONDS",
+                     help="with --supervise: delay before the first restart, doubled per failure up to 60 s "
+                          "(default 1)")
     run.set_defaults(fn=_cmd_run)
 
     demo = sub.add_parser("demo", help="run the seed example against a built-in line generator")
@@ -108,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --supervise` runs the same command again
     _setup_logging(args.log_level)
     try:
         return int(args.fn(args) or 0)

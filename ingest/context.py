@@ -20,11 +20,13 @@ import time
 from typing import Any, Callable, Iterable, TypeVar
 
 from ingest.batch_log import BatchLog
+from ingest.batch_stats import BatchStats
 from ingest.clock import Clock, ManualClock, SystemClock
 from ingest.dstream import DStream
 from ingest.errors import CheckpointError, ConfigError, IngestError, ReceiverError, StateError
 from ingest.executor import TaskExecutor, make_executor
 from ingest.graph import StreamGraph
+from ingest.lag_watch import LagWatch
 from ingest.listener import (
     ListenerBus,
     LoggingListener,
@@ -112,8 +114,11 @@ class StreamingContext:
         self._bus = ListenerBus()
         self._progress = ProgressTracker()
         self._bus.add(self._progress)
+        self.batch_stats = BatchStats()  # what ingest.metrics exports
+        self._bus.add(self.batch_stats)
         if log_batches:
             self._bus.add(LoggingListener())
+        self._bus.add(LagWatch())  # a warning, not a batch line: always on
         self._log: BatchLog = BatchLog()
         self._scheduler = BatchScheduler(self)
         self._state = INITIALIZED

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Se
 
 from ingest.dataset import Dataset
 from ingest.errors import ConfigError
+from ingest.input_stats import PartitionLag, WalStats
 from offsets import OpaquePosition, Position
 
 if TYPE_CHECKING:
@@ -379,6 +380,18 @@ class InputDStream(DStream[T]):
 
     def close(self) -> None:
         """Release resources after the last batch."""
+
+    # what the input reports about its source (metrics, batch log lines) -------
+
+    def lag(self) -> tuple[PartitionLag, ...]:
+        """Per partition, how far the newest planned batch is behind the
+        source's end, as seen while planning (no extra call to the source).
+        Empty for inputs that cannot tell."""
+        return ()
+
+    def wal_stats(self) -> WalStats | None:
+        """The input's write-ahead log, if it keeps one."""
+        return None
 
     # batch lifecycle ---------------------------------------------------------
 

@@ -34,13 +34,16 @@ class InputInfo:
     name: str
     num_records: int | None
     description: str = ""
+    lag: int | None = None
+    """Records the source held beyond this batch when it was planned (None:
+    the input cannot tell; see `InputDStream.lag`)."""
 
     @classmethod
-    def of(cls, name: str, position: Position | None) -> "InputInfo":
+    def of(cls, name: str, position: Position | None, lag: int | None = None) -> "InputInfo":
         """What a batch's position says about the input (no position: nothing read)."""
         if position is None:
-            return cls(name, None, "")
-        return cls(name, position.records, position.describe())
+            return cls(name, None, "", lag)
+        return cls(name, position.records, position.describe(), lag)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,7 @@ class LoggingListener(StreamingListener):
         ok = sum(1 for op in ops if op.failure is None)
         status = "ok" if info.failure is None else f"FAILED: {info.failure}"
         inputs = ", ".join(f"{i.name}={i.num_records if i.num_records is not None else '?'}"
+                           + (f" lag {i.lag}" if i.lag is not None else "")
                            for i in info.inputs.values())
         batch_log.info(
             "batch %s: %d records (%s), scheduling delay %.0f ms, processing %.0f ms, outputs %d/%d %s%s%s",

@@ -159,7 +159,8 @@ class BatchScheduler:
         crash_point("after_intent_written")
         for inp in graph.inputs:
             inp.set_plan(t, plans.get(inp.name))
-        info = info.with_(inputs={inp.name: InputInfo.of(inp.name, plans.get(inp.name)) for inp in graph.inputs})
+        info = info.with_(inputs={inp.name: InputInfo.of(inp.name, plans.get(inp.name), _total_lag(inp))
+                                  for inp in graph.inputs})
         bus.post(BatchSubmitted(info))
         info = info.with_(processing_start_time=time.time(),
                           scheduling_delay_ms=float(max(0, ssc.clock.now_ms() - t)))
@@ -268,3 +269,10 @@ class BatchScheduler:
             infos.append(op_info)
             ssc._bus.post(OutputOperationCompleted(op_info))
         return infos, None
+
+
+def _total_lag(inp: Any) -> int | None:
+    """The input's lag in records summed over its partitions, as its newest
+    plan saw it; None for an input that cannot tell."""
+    lags = inp.lag()
+    return sum(p.lag for p in lags) if lags else None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
+from ingest.input_stats import WalStats
 from offsets import Position, ReceivedBlocks
 from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
@@ -129,6 +130,14 @@ class ReceiverInputDStream(InputDStream[T]):
 
     def close(self) -> None:
         self.store.close()
+
+    def wal_stats(self) -> WalStats | None:
+        if self.block_log is None:
+            return None
+        wal = self.block_log.wal
+        segments = wal.segments
+        return WalStats(wal.bytes_written, wal.records_written, wal.fsyncs, wal.fsync_latency.snapshot(),
+                        wal.disk_bytes, len(segments))
 
     def recovered_metadata(self) -> list[Any]:
         """Metadata of the blocks found in the write-ahead log at start (source

@@ -129,6 +129,7 @@ from typing import BinaryIO, Callable, Iterator, Literal, Sequence, get_args
 from crc32c import crc32c
 
 from ingest.errors import ConfigError, CorruptRecordError, StateError, StorageError
+from ingest.latency import LatencyHistogram
 from ingest.storage import DIR_MODE, fsync_dir, make_dirs
 
 __all__ = [
@@ -434,6 +435,8 @@ class WriteAheadLog:
     fsyncs: int
     """Times this instance synced appended records to stable storage (new
     segments' headers and directory syncs are not counted)."""
+    fsync_latency: LatencyHistogram
+    """How long those syncs took."""
 
     def __init__(
         self,
@@ -488,6 +491,7 @@ class WriteAheadLog:
         self.bytes_written = 0
         self.records_written = 0
         self.fsyncs = 0
+        self.fsync_latency = LatencyHistogram()
 
         self._lock = threading.Lock()
         self._closed = False
@@ -778,6 +782,12 @@ class WriteAheadLog:
         with self._lock:
             return [self._path(seq) for seq in self._sizes]
 
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the segments present (headers included)."""
+        with self._lock:
+            return sum(self._sizes.values())
+
     def __repr__(self) -> str:
         return (
             f"WriteAheadLog({self.directory!r}, name={self.name!r}, fsync={self.fsync_policy!r}, "
@@ -837,6 +847,7 @@ class WriteAheadLog:
     def _sync_active(self) -> None:
         if not self._dirty:
             return
+        started = time.perf_counter()
         try:
             _fdatasync(self._fd)
         except OSError as e:
@@ -852,6 +863,7 @@ class WriteAheadLog:
         self._dirty = False
         self._last_sync_at = self._clock()
         self.fsyncs += 1
+        self.fsync_latency.observe(time.perf_counter() - started)
 
     def _undo_write(self, cause: OSError, offset: int, size: int) -> StorageError:
         path = self._path(self._active)
