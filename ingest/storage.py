@@ -35,7 +35,7 @@ from typing import BinaryIO, Callable
 from ingest.errors import ConfigError, StorageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: listings of 10,000s of files
 class FileEntry:
     """A file as `Storage.list_entries` saw it."""
 

@@ -232,7 +232,7 @@ class SequenceNumbers(Position):
         return cls(tuple(SequenceRef(str(s), str(q), int(n)) for s, q, n in body["batches"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a batch may list 10,000s of files
 class FileSlice:
     """A file, or the byte range [start, end) of one, as listed when planned."""
 

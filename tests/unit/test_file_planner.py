@@ -118,4 +118,6 @@ def test_small_files_share_partitions_up_to_the_budget():
     files = [FileSlice(f"f{i}", 10, 1) for i in range(100)]
     assert [len(g) for g in pack(files, 250, 1)] == [25, 25, 25, 25]
     assert len(pack(files, 10_000, 4)) == 4  # a parallel executor gets a share per worker
+    many = [FileSlice(f"f{i}", 100_000, 1) for i in range(100)]
+    assert [len(g) for g in pack(many, 64 << 20, 1)][:2] == [10, 10]  # tasks of about a megabyte
     assert pack([FileSlice("big", 1000, 1)] + files[:2], 100, 1) == [[FileSlice("big", 1000, 1)], files[:2]]
