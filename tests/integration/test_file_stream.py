@@ -365,3 +365,14 @@ def test_files_written_while_the_job_runs_are_each_read_once(tmp_path, incoming)
     ssc.stop(graceful=True)
     assert sorted(seen) == sorted(expected)
     assert len(seen) == len(set(seen))
+
+
+def test_partition_tasks_run_in_a_process_pool(make_context, collect, incoming):
+    ssc = make_context(executor="processes", parallelism=2)
+    got = collect(ssc.text_file_stream(str(incoming), min_partition_bytes=1000))
+    ssc.start()
+    want = [f"line {i}" for i in range(1000)]
+    put(incoming, "big.txt", "".join(ln + "\n" for ln in want))
+    put(incoming, "small.txt", "small\n")
+    ssc.step()
+    assert sorted(got[0]) == sorted(want + ["small"])
