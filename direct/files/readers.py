@@ -4,9 +4,11 @@ records, on whatever worker runs the task.
 Every read is checked against the size the file had when the batch was
 planned (the size is in the plan): a file that has grown or shrunk since is a
 `FileChangedError` naming it, so a batch never holds part of a file that was
-still being written (writers must move complete files in; see the README). A
-file rewritten to exactly its planned size is not detected: moving files in
-atomically is what rules that out.
+still being written (writers must move complete files in; see the README).
+Where the file object gives its descriptor (local disk), its modification time
+is compared too, so a file rewritten to its planned size is caught as well;
+on other backends only the size is, and moving files in atomically is what
+rules such rewrites out.
 
 A file deleted between listing and reading is skipped, logged and counted
 (`files_deleted` in `stream.metrics()` and `ssc.status()["inputs"]`). A text
@@ -20,6 +22,7 @@ their workers, as the Kafka stream's decode errors do).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
@@ -99,8 +102,11 @@ class SliceSource:
         """The whole file, checked against its planned size in the same read."""
         with self.storage.open_read(s.path) as f:
             data = f.read(s.size + 1)
+            modified = _mtime_ms(f)
         if len(data) != s.size:
             raise self.changed(s, "more than" if len(data) > s.size else f"only {len(data)}")
+        if modified is not None and modified != s.mtime_ms:
+            raise self.changed(s, f"modified at {modified} ms, with")
         return data
 
     def check_size(self, s: FileSlice) -> None:
@@ -108,9 +114,12 @@ class SliceSource:
         at = max(0, s.size - 1)
         with self.storage.open_read(s.path, at) as f:
             tail = f.read(2)
+            modified = _mtime_ms(f)
         expected = 1 if s.size else 0
         if len(tail) != expected:
             raise self.changed(s, "more than" if len(tail) > expected else "fewer than")
+        if modified is not None and modified != s.mtime_ms:
+            raise self.changed(s, f"modified at {modified} ms, with")
 
     def changed(self, s: FileSlice, found: str) -> FileChangedError:
         return FileChangedError(
@@ -119,6 +128,14 @@ class SliceSource:
             "when it appears in the directory: write it elsewhere (or under a name starting with '.' or '_', or "
             "ending with .tmp) and rename it into place. To go on, restore the file as it was, or remove it "
             "(the batch then skips it as deleted)")
+
+
+def _mtime_ms(f: BinaryIO) -> int | None:
+    """The open file's modification time, where it has a descriptor (local disk)."""
+    try:
+        return os.fstat(f.fileno()).st_mtime_ns // 1_000_000
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both OSError and ValueError
+        return None
 
 
 class TextSliceSource(SliceSource):

@@ -239,6 +239,24 @@ def test_a_file_that_changed_after_planning_fails_its_batch_and_no_partial_data_
     assert outputs == []
 
 
+def test_a_file_rewritten_to_its_planned_size_is_caught_by_its_modification_time(make_context, incoming):
+    ssc = make_context()
+    stream = ssc.text_file_stream(str(incoming))
+    outputs: list[list[str]] = []
+
+    def output(batch):
+        (incoming / "rewritten.txt").write_text("other\n")
+        os.utime(incoming / "rewritten.txt", (time.time() + 5, time.time() + 5))
+        outputs.append(batch.collect())
+
+    stream.foreach_batch(output)
+    ssc.start()
+    put(incoming, "rewritten.txt", "first\n")
+    with pytest.raises(BatchFailedError, match=r"rewritten.txt changed after it was planned: .* now modified at"):
+        ssc.step()
+    assert outputs == []
+
+
 def test_a_growing_file_is_detected_by_every_range_of_a_split_file(make_context, incoming):
     ssc = make_context()
     stream = ssc.text_file_stream(str(incoming), min_partition_bytes=100)

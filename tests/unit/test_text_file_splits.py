@@ -16,8 +16,9 @@ from offsets import FileSlice
 def read_with_cuts(tmp_path, data: bytes, cuts: list[int]) -> list[str]:
     (tmp_path / "f.txt").write_bytes(data)
     storage = LocalStorage(str(tmp_path), create=False)
+    mtime = storage.list_entries("")[0].mtime_ms
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    slices = [FileSlice("f.txt", len(data), 1, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    slices = [FileSlice("f.txt", len(data), mtime, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     out: list[str] = []
     for s in slices:  # each range alone, as separate tasks read them
         out.extend(TextSliceSource(storage, "t", [s], "utf-8", "strict").read())
