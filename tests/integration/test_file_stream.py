@@ -181,6 +181,16 @@ def test_a_directory_that_does_not_exist_fails_start_naming_it(make_context, tmp
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_directory_removed_while_the_job_runs_fails_the_next_batch_naming_it(make_context, collect, incoming):
+    ssc = make_context()
+    collect(ssc.text_file_stream(str(incoming)))
+    ssc.start()
+    ssc.step()
+    incoming.rmdir()
+    with pytest.raises(SourceError, match=r"cannot plan a batch: directory .*incoming does not exist"):
+        ssc.step()
+
+
 def test_bad_options_are_config_errors_at_construction(make_context, incoming):
     ssc = make_context()
     for options, message in [({"errors": "ignore"}, "errors must be one of"),
