@@ -17,10 +17,10 @@ IN_PROGRESS_SUFFIXES = ("._COPYING_", ".tmp")
 
 
 def is_hidden_or_in_progress(path: str) -> bool:
-    parts = path.split("/")
-    if any(p.startswith((".", "_")) for p in parts):
-        return True
-    return parts[-1].endswith(IN_PROGRESS_SUFFIXES)
+    # A component starts with '.' or '_' iff the path does or has "/." or "/_"
+    # (string tests, not a split: this runs for every file of every listing).
+    return (path.startswith((".", "_")) or "/." in path or "/_" in path
+            or path.endswith(IN_PROGRESS_SUFFIXES))
 
 
 @dataclass(frozen=True)
