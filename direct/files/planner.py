@@ -15,6 +15,11 @@ counted: the remember window must exceed the time between a file's last write
 and its move into the directory, plus the clock skew between writers and the
 storage.
 
+A modification time later than the driver's clock counts as the driver's
+clock for the watermark (the file is still taken): one file stamped in the
+future (a skewed writer, a `touch -d 2100-01-01`) must not make the stream
+ignore every file written until then.
+
 Taking is idempotent (adding a batch's files twice changes nothing), so the
 resume point after a restart is the newest commit's state with the files of
 every batch to re-run added.
@@ -22,15 +27,17 @@ every batch to re-run added.
 
 from __future__ import annotations
 
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
 from ingest.storage import FileEntry
 from offsets import FileList, FileWatermark
 
 
 class FilePlanner:
-    def __init__(self, remember_ms: int) -> None:
+    def __init__(self, remember_ms: int, wall_clock_ms: Callable[[], int] | None = None) -> None:
         self.remember_ms = remember_ms
+        self._now_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.watermark_ms: int | None = None
         self._taken: dict[str, int] = {}
         self.too_old = 0
@@ -67,10 +74,14 @@ class FilePlanner:
         """Mark (path, mtime_ms) as taken; moves the watermark and forgets
         files that fell out of the window."""
         newest = self.watermark_ms
+        now = None
         for path, mtime in files:
             if path not in self._taken:
                 self._taken[path] = mtime
-            newest = mtime if newest is None else max(newest, mtime)
+            if newest is None or mtime > newest:
+                now = self._now_ms() if now is None else now
+                mark = min(mtime, now)
+                newest = mark if newest is None else max(newest, mark)
         if newest != self.watermark_ms:
             self.watermark_ms = newest
             threshold = newest - self.remember_ms  # type: ignore[operator]

@@ -50,6 +50,13 @@ def test_the_watermark_moves_with_files_taken_not_with_time():
     assert take(p, entries(("a", 5_000), ("written-a-day-later", 86_400_000))) == ["written-a-day-later"]
 
 
+def test_a_file_stamped_in_the_future_counts_as_now_for_the_watermark():
+    p = FilePlanner(remember_ms=10_000, wall_clock_ms=lambda: 100_000)
+    assert take(p, entries(("from-2100", 4_102_444_800_000))) == ["from-2100"]
+    assert p.watermark_ms == 100_000
+    assert take(p, entries(("from-2100", 4_102_444_800_000), ("written-now", 99_000))) == ["written-now"]
+
+
 def test_remembered_files_outside_the_window_are_forgotten():
     p = FilePlanner(remember_ms=1_000)
     take(p, entries(("a", 1_000), ("b", 1_500)))
