@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -350,7 +351,8 @@ def shared_dir() -> Path:
         pytest.skip("these tests drop privileges to uid 65534 to meet a permission error; they need root")
     d = Path(tempfile.mkdtemp(prefix="files-perm-"))
     d.chmod(0o755)
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_a_directory_the_job_cannot_read_fails_start_naming_it(shared_dir):
