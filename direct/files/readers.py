@@ -5,8 +5,7 @@ Every read is checked against the size the file had when the batch was
 planned (the size is in the plan): a file that has grown or shrunk since is a
 `FileChangedError` naming it, so a batch never holds part of a file that was
 still being written (writers must move complete files in; see the README).
-Where the file object gives its descriptor (local disk), its modification time
-is compared too, so a file rewritten to its planned size is caught as well;
+On local disk the open file's modification time is compared too, so a file rewritten to its planned size is caught as well;
 on other backends only the size is, and moving files in atomically is what
 rules such rewrites out.
 
@@ -27,7 +26,7 @@ import threading
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from ingest.errors import SourceError
-from ingest.storage import Storage
+from ingest.storage import LocalStorage, Storage
 from offsets import FileSlice
 
 log = logging.getLogger("direct.files")
@@ -101,8 +100,8 @@ class SliceSource:
     def read_whole(self, s: FileSlice) -> bytes:
         """The whole file, checked against its planned size in the same read."""
         with self.storage.open_read(s.path) as f:
-            data = f.read(s.size + 1)
-            modified = _mtime_ms(f)
+            data = read_up_to(f, s.size + 1)
+            modified = self.mtime_ms(f)
         if len(data) != s.size:
             raise self.changed(s, "more than" if len(data) > s.size else f"only {len(data)}")
         if modified is not None and modified != s.mtime_ms:
@@ -113,13 +112,22 @@ class SliceSource:
         """Raise `FileChangedError` unless the file still has exactly its planned size."""
         at = max(0, s.size - 1)
         with self.storage.open_read(s.path, at) as f:
-            tail = f.read(2)
-            modified = _mtime_ms(f)
+            tail = read_up_to(f, 2)
+            modified = self.mtime_ms(f)
         expected = 1 if s.size else 0
         if len(tail) != expected:
             raise self.changed(s, "more than" if len(tail) > expected else "fewer than")
         if modified is not None and modified != s.mtime_ms:
             raise self.changed(s, f"modified at {modified} ms, with")
+
+    def mtime_ms(self, f: BinaryIO) -> int | None:
+        """The open file's modification time on local disk (other backends: None)."""
+        if not isinstance(self.storage, LocalStorage):
+            return None
+        try:
+            return os.fstat(f.fileno()).st_mtime_ns // 1_000_000
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both OSError and ValueError
+            return None
 
     def changed(self, s: FileSlice, found: str) -> FileChangedError:
         return FileChangedError(
@@ -130,12 +138,20 @@ class SliceSource:
             "(the batch then skips it as deleted)")
 
 
-def _mtime_ms(f: BinaryIO) -> int | None:
-    """The open file's modification time, where it has a descriptor (local disk)."""
-    try:
-        return os.fstat(f.fileno()).st_mtime_ns // 1_000_000
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both OSError and ValueError
-        return None
+def read_up_to(f: BinaryIO, n: int) -> bytes:
+    """`n` bytes, fewer only at the end of the file: a backend's stream (an
+    HTTP response body) may return less per call than asked."""
+    first = f.read(n)
+    if len(first) >= n or not first:
+        return first
+    parts, got = [first], len(first)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class TextSliceSource(SliceSource):
@@ -164,7 +180,7 @@ class TextSliceSource(SliceSource):
         end = s.size if s.end is None else s.end
         base = s.start - 1 if s.start > 0 else 0
         with self.storage.open_read(s.path, base, s.size) as f:
-            data = f.read(end - base)
+            data = read_up_to(f, end - base)
             if len(data) != end - base:
                 raise self.changed(s, f"only {base + len(data)}")
             skip = 0
@@ -255,7 +271,7 @@ class BinaryRecordsSource(SliceSource):
         else:
             end = s.size if s.end is None else s.end
             with self.storage.open_read(s.path, s.start, end) as f:
-                data = f.read(end - s.start)
+                data = read_up_to(f, end - s.start)
             if len(data) != end - s.start:
                 raise self.changed(s, f"only {s.start + len(data)}")
             self.check_size(s)
