@@ -177,6 +177,76 @@ class StreamingContext:
             connect_timeout=connect_timeout, read_timeout=read_timeout, max_line_bytes=max_line_bytes,
             **stream_options)
 
+    def text_file_stream(self, directory: str, *, encoding: str = "utf-8", errors: str = "report",
+                         glob: str | None = None, recursive: bool = False, new_files_only: bool = True,
+                         max_files_per_batch: int | None = None, remember: float = 60.0,
+                         min_partition_bytes: int = 64 << 20, name: str | None = None) -> DStream[str]:
+        """Lines of the files that appear in `directory` (a local path, or a
+        URL of a registered storage backend such as hdfs:// or s3://), each
+        file read exactly once, also across restarts: every batch takes the
+        files that appeared since the previous one, and that list is in the
+        intent log. Receiver-less: nothing is read until a batch runs.
+
+        Files must appear complete: write them elsewhere, then rename them
+        into the directory (a file whose size changed after it was planned
+        fails its batch). Names starting with '.' or '_', and ending with
+        `._COPYING_` or `.tmp`, are never read.
+
+        `glob`: only paths (relative to `directory`) matching this pattern.
+        `recursive`: subdirectories too. `new_files_only` (default True):
+        files already there when the job first starts are skipped (False:
+        they are read by the first batch). `max_files_per_batch`: the oldest
+        new files first, the rest in later batches. `remember` (seconds,
+        default 60): files modified longer than that before the newest file
+        taken are ignored; it must exceed the time between a file's last
+        write and its move into the directory. `min_partition_bytes`
+        (default 64 MiB): a file of at least twice this size is read by
+        several tasks, by byte range (a line belongs to the range it starts
+        in); small files share tasks up to this size. `errors`: a line not
+        valid in `encoding` is skipped and counted ("report", the default),
+        kept with U+FFFD ("replace"), or fails the batch ("strict").
+        A file deleted between listing and reading is skipped, logged and
+        counted (`stream.metrics()`, `ssc.status()["inputs"]`).
+
+        Provided by the `direct` package (registered in `ingest.sources`,
+        loaded on first use)."""
+        return stream_factory("text_file_stream")(
+            self, directory, encoding=encoding, errors=errors, glob=glob, recursive=recursive,
+            new_files_only=new_files_only, max_files_per_batch=max_files_per_batch, remember=remember,
+            min_partition_bytes=min_partition_bytes, name=name)
+
+    def binary_records_stream(self, directory: str, record_length: int, *, glob: str | None = None,
+                              recursive: bool = False, new_files_only: bool = True,
+                              max_files_per_batch: int | None = None, remember: float = 60.0,
+                              min_partition_bytes: int = 64 << 20, name: str | None = None) -> DStream[bytes]:
+        """Fixed-length records (`record_length` bytes each) of the files that
+        appear in `directory`; a file whose size is not a multiple of it fails
+        its batch. Options and guarantees as `text_file_stream` (large files
+        are split at record boundaries).
+
+        Provided by the `direct` package (loaded on first use)."""
+        return stream_factory("binary_records_stream")(
+            self, directory, record_length, glob=glob, recursive=recursive, new_files_only=new_files_only,
+            max_files_per_batch=max_files_per_batch, remember=remember,
+            min_partition_bytes=min_partition_bytes, name=name)
+
+    def file_stream(self, directory: str, reader: Callable[[Any], Iterable[T]], *, glob: str | None = None,
+                    recursive: bool = False, new_files_only: bool = True, max_files_per_batch: int | None = None,
+                    remember: float = 60.0, min_partition_bytes: int = 64 << 20,
+                    name: str | None = None) -> DStream[T]:
+        """Records made by `reader(f)` from each file that appears in
+        `directory`, where `f` is a readable binary file object (JSON lines,
+        CSV, Avro container files, Parquet: read them with your library).
+        Files are read whole, one call each; `reader` runs in partition tasks,
+        so with executor="processes" it must be importable or picklable.
+        Options and guarantees as `text_file_stream`.
+
+        Provided by the `direct` package (loaded on first use)."""
+        return stream_factory("file_stream")(
+            self, directory, reader, glob=glob, recursive=recursive, new_files_only=new_files_only,
+            max_files_per_batch=max_files_per_batch, remember=remember,
+            min_partition_bytes=min_partition_bytes, name=name)
+
     def receiver_stream(self, receiver: ReceiverLike, *, max_rate: float | None = None,
                         name: str | None = None, kind: str = "receiver", **options: Any) -> DStream[Any]:
         """A stream fed by a custom `receivers.Receiver`.
@@ -582,17 +652,13 @@ class StreamingContext:
 
 
 def _resume_point(inp: Any, recovery: Any) -> Any:
-    """Where `inp` resumes: the next position stored with the newest readable
-    commit, moved on past every batch that is re-run (their intents are
-    newer). An input without resume points (`next_position` returns None)
-    gets its newest readable planned position, as `restore` documents."""
-    position = recovery.next_positions.get(inp.name)
-    for _t, plans in recovery.pending:
-        planned = plans.get(inp.name)
-        if planned is not None:
-            position = inp.next_position(planned)
-            if position is None:
-                break
+    """Where `inp` resumes: its `resume_point` from the next position stored
+    with the newest readable commit and the plans of the batches that are
+    re-run (their intents are newer). An input without resume points
+    (`resume_point` returns None) gets its newest readable planned position,
+    as `restore` documents."""
+    pending = [plans[inp.name] for _t, plans in recovery.pending if plans.get(inp.name) is not None]
+    position = inp.resume_point(recovery.next_positions.get(inp.name), pending)
     if position is None:
         position = recovery.last_plans.get(inp.name)
     return position

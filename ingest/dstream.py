@@ -417,6 +417,23 @@ class InputDStream(DStream[T]):
         its own, and a restart restores it from its newest planned position."""
         return None
 
+    def resume_point(self, committed: Position | None, pending: list[Position]) -> Position | None:
+        """After a restart: where this input resumes, from the next position
+        stored with the newest readable commit (None: no commit had one) and
+        the positions of the batches that will be re-run, oldest first.
+
+        The default moves `committed` on with `next_position` past each
+        re-run batch; None means "no resume point of its own" (the core then
+        restores the newest planned position). Inputs whose resume point
+        depends on more than the last batch (a file stream's remembered
+        files) fold `pending` into `committed` instead."""
+        position = committed
+        for planned in pending:
+            position = self.next_position(planned)
+            if position is None:
+                break
+        return position
+
     def clean_up(self, retain_from_ms: int) -> None:
         """Data of batches with time < `retain_from_ms` is no longer needed by
         any retained commit's replay or any pending batch: it may be deleted."""

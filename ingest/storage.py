@@ -14,17 +14,37 @@ job's data and source positions: only its user reads them), and every
 directory the storage creates is fsynced in its parent, so that after a power
 cut a durable file is never in a directory whose own entry was lost.
 
+Read side (file-directory streams): `list_entries` lists files with their
+size and modification time, `open_read` opens a byte range of one. They only
+read, so a storage made with `storage_for(location, create=False)` neither
+creates its root nor needs it writable (an input directory may be read-only).
+
 Local disk is built in; HDFS and S3 backends plug in through `storage_for`.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
+import stat
 import uuid
-from typing import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
 
 from ingest.errors import ConfigError, StorageError
+
+
+@dataclass(frozen=True, slots=True)  # slots: listings of 10,000s of files
+class FileEntry:
+    """A file as `Storage.list_entries` saw it."""
+
+    path: str
+    """Relative to the storage's root, '/'-separated."""
+    size: int
+    """Bytes."""
+    mtime_ms: int
+    """Last modification, milliseconds since the epoch (the storage's own clock)."""
 
 
 class Storage:
@@ -58,6 +78,24 @@ class Storage:
     def describe(self, path: str) -> str:
         """The full location of `path`, for messages."""
         return f"{self.url.rstrip('/')}/{path}"
+
+    # read side, for file-directory streams ------------------------------------
+
+    def list_entries(self, directory: str, recursive: bool = False) -> list[FileEntry]:
+        """The files in `directory` ("" is the root), sorted by path; with
+        `recursive`, those of its subdirectories too (directories themselves
+        are not entries). Paths are relative to the root, '/'-separated.
+        A directory that does not exist (or is a file) raises `StorageError`
+        naming it; no permission too."""
+        raise NotImplementedError
+
+    def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """A readable binary file object over bytes [start, end) of `path`
+        (to the end of the file when `end` is None), positioned at `start`.
+        The caller closes it. A file that does not exist raises
+        `FileNotFoundError` (a file stream counts it as deleted between
+        listing and reading); any other failure raises `StorageError`."""
+        raise NotImplementedError
 
 
 FILE_MODE = 0o600
@@ -95,9 +133,13 @@ def make_dirs(path: str, mode: int = DIR_MODE) -> None:
 
 
 class LocalStorage(Storage):
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, create: bool = True) -> None:
+        """`create=False`: for reading only; the root is neither created nor
+        required to be writable (nor to exist yet: listing it says so)."""
         self.root = os.path.abspath(root)
         self.url = self.root
+        if not create:
+            return
         try:
             make_dirs(self.root)
         except OSError as exc:
@@ -169,6 +211,78 @@ class LocalStorage(Storage):
     def size(self, path: str) -> int:
         return os.path.getsize(self._abs(path))
 
+    def list_entries(self, directory: str, recursive: bool = False) -> list[FileEntry]:
+        top = self._abs(directory) if directory else self.root
+        prefix = directory.strip("/")
+        out: list[FileEntry] = []
+        pending = [(top, prefix)]
+        while pending:
+            where, rel = pending.pop()
+            try:
+                with os.scandir(where) as it:
+                    for entry in it:
+                        path = f"{rel}/{entry.name}" if rel else entry.name
+                        try:
+                            st = entry.stat()
+                        except FileNotFoundError:
+                            continue  # deleted while listing: it is not there
+                        if stat.S_ISREG(st.st_mode):
+                            out.append(FileEntry(path, st.st_size, st.st_mtime_ns // 1_000_000))
+                        elif recursive and stat.S_ISDIR(st.st_mode):
+                            pending.append((entry.path, path))
+            except FileNotFoundError:
+                if where == top:
+                    raise StorageError(f"directory {top} does not exist; create it (or fix the path)") from None
+            except NotADirectoryError:
+                if where == top:
+                    raise StorageError(f"{top} is not a directory; give the directory the files are in") from None
+            except OSError as exc:  # no permission, ...
+                raise StorageError(f"cannot list {where}: {exc.strerror or exc}; the job's user must be able to "
+                                   "read and enter it") from None
+        out.sort(key=lambda e: e.path)
+        return out
+
+    def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        target = self._abs(path)
+        try:
+            f = open(target, "rb")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot open {target}: {exc.strerror or exc}; the job's user must be able to "
+                               "read it") from None
+        try:
+            if start:
+                f.seek(start)
+        except OSError as exc:
+            f.close()
+            raise StorageError(f"cannot seek to byte {start} of {target}: {exc.strerror or exc}") from None
+        if end is None:
+            return f
+        return io.BufferedReader(_Bounded(f, max(0, end - start)))  # type: ignore[return-value]
+
+
+class _Bounded(io.RawIOBase):
+    """At most `limit` bytes of an open file (the rest of a byte range)."""
+
+    def __init__(self, f: BinaryIO, limit: int) -> None:
+        self._f, self._left = f, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._left)]
+        n = self._f.readinto(view)  # type: ignore[attr-defined]
+        self._left -= n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
 
 def _discard_tmp(path: str) -> None:
     """Best effort: the write already failed, and that is the error to report."""
@@ -193,17 +307,19 @@ def register_backend(scheme: str, factory: Callable[[str], Storage]) -> None:
     _BACKENDS[scheme] = factory
 
 
-def storage_for(location: str) -> Storage:
-    """A storage for a local path or a `scheme://` URL."""
+def storage_for(location: str, create: bool = True) -> Storage:
+    """A storage for a local path or a `scheme://` URL. `create=False` (for
+    reading only) leaves a local root as it is: not created, not required
+    to be writable; other backends are made the same way either way."""
     if not isinstance(location, str) or not location:
         raise ConfigError(f"a storage location must be a non-empty path or URL, got {location!r}")
     if "://" in location:
         scheme = location.split("://", 1)[0].lower()
         if scheme == "file":
-            return LocalStorage(location.split("://", 1)[1])
+            return LocalStorage(location.split("://", 1)[1], create=create)
         factory = _BACKENDS.get(scheme)
         if factory is None:
             raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); "
                               "local paths are supported here")
         return factory(location)
-    return LocalStorage(location)
+    return LocalStorage(location, create=create)

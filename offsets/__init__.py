@@ -8,6 +8,7 @@ from offsets.positions import (
     BlockRef,
     FileList,
     FileSlice,
+    FileWatermark,
     KafkaOffsets,
     KafkaRanges,
     OpaquePosition,
@@ -26,7 +27,7 @@ from offsets.records import CommitRecord, IntentRecord, RecordCodec, RecordId, S
 from offsets.retention import retain_from_ms
 
 __all__ = [
-    "BlockRef", "CommitRecord", "FileList", "FileSlice", "IntentRecord", "KafkaOffsets", "KafkaRanges",
+    "BlockRef", "CommitRecord", "FileList", "FileSlice", "FileWatermark", "IntentRecord", "KafkaOffsets", "KafkaRanges",
     "OffsetRange", "OpaquePosition", "Position", "QueueItems", "ReceivedBlocks", "RecordCodec", "RecordId",
     "SequenceNumbers", "SequenceRef", "StateRecord", "offset_ranges_of", "position_from_data", "position_to_data",
     "ranges_from_json", "ranges_to_json", "register_position", "retain_from_ms",

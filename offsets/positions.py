@@ -17,6 +17,8 @@ Kinds:
 - `ReceivedBlocks`: references to received blocks (receiver streams);
 - `SequenceNumbers`: per-agent batch sequence numbers (Flume polling);
 - `FileList`: files, or byte ranges of files (file-directory streams);
+- `FileWatermark`: where a file stream resumes: the newest modification time
+  taken and the files already taken within its remember window;
 - `QueueItems`: the records themselves (queue streams, replayable by value);
 - `OpaquePosition`: any JSON value of a custom input (kind "custom").
 """
@@ -230,7 +232,7 @@ class SequenceNumbers(Position):
         return cls(tuple(SequenceRef(str(s), str(q), int(n)) for s, q, n in body["batches"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a batch may list 10,000s of files
 class FileSlice:
     """A file, or the byte range [start, end) of one, as listed when planned."""
 
@@ -251,22 +253,67 @@ class FileSlice:
 
 @register_position
 @dataclass(frozen=True)
-class FileList(Position):
-    """A file stream's batch: the new files it reads."""
+class FileWatermark(Position):
+    """Where a file stream resumes: files with a modification time older than
+    `watermark_ms` minus the stream's remember window are no longer looked
+    at, and `taken` names the files at or after that point already taken
+    (planned into a batch, or skipped as present at the first start), so that
+    none is taken twice."""
 
-    kind: ClassVar[str] = "files"
-    files: tuple[FileSlice, ...] = ()
+    kind: ClassVar[str] = "file-watermark"
+    watermark_ms: int | None = None
+    """The newest modification time among the files taken; None: none yet."""
+    taken: tuple[tuple[str, int], ...] = ()
+    """(path, modification time in ms) of the files taken within the window, sorted by path."""
 
     def describe(self) -> str:
-        names = ", ".join(f.path.rsplit("/", 1)[-1] for f in self.files[:5])
-        return f"{len(self.files)} file(s)" + (f": {names}" if names else "")
+        return f"{len(self.taken)} file(s) remembered, watermark {self.watermark_ms}"
 
     def body(self) -> dict[str, Any]:
-        return {"files": [f.to_json() for f in self.files]}
+        return {"watermark_ms": self.watermark_ms, "taken": [[p, m] for p, m in self.taken]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], version: int) -> "FileWatermark":
+        w = body["watermark_ms"]
+        return cls(None if w is None else int(w), tuple(sorted((str(p), int(m)) for p, m in body["taken"])))
+
+
+@register_position
+@dataclass(frozen=True)
+class FileList(Position):
+    """A file stream's batch: the new files it reads (whole, or byte ranges).
+
+    `since`, in the first batch of a stream that started without a resume
+    point only, is what the stream knew before it (the files skipped as
+    present at the first start): so that a restart before the first commit
+    resumes from it, not from a new listing."""
+
+    kind: ClassVar[str] = "files"
+    version: ClassVar[int] = 2  # 2 added `since`
+    files: tuple[FileSlice, ...] = ()
+    since: FileWatermark | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The distinct files, in plan order."""
+        return tuple(dict.fromkeys(f.path for f in self.files))
+
+    def describe(self) -> str:
+        paths = self.paths
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in paths[:5])
+        return f"{len(paths)} file(s)" + (f": {names}" if names else "") + (" ..." if len(paths) > 5 else "")
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"files": [f.to_json() for f in self.files]}
+        if self.since is not None:
+            out["since"] = self.since.body()
+        return out
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], version: int) -> "FileList":
-        return cls(tuple(FileSlice.from_json(f) for f in body["files"]))
+        since = body.get("since")
+        return cls(tuple(FileSlice.from_json(f) for f in body["files"]),
+                   None if since is None else FileWatermark.from_body(since, 1))
 
 
 @register_position

@@ -49,7 +49,8 @@ def test_socket_text_stream_needs_only_the_core_import_and_loads_receivers_on_fi
 
 def test_every_builtin_source_registers_its_factories():
     names = set(sources.registered_stream_factories())
-    assert {"receiver_stream", "socket_text_stream", "kafka_stream", "kafka_direct_stream"} <= names
+    assert {"receiver_stream", "socket_text_stream", "kafka_stream", "kafka_direct_stream", "text_file_stream",
+            "binary_records_stream", "file_stream"} <= names
 
 
 def test_an_unknown_factory_is_a_config_error_naming_it_and_the_known_ones():

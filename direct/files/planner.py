@@ -1,0 +1,101 @@
+"""Which new files a batch takes: the planning rule of file streams, as plain
+logic over listings (no I/O here).
+
+State (`FileWatermark`, stored in every commit as the resume point):
+- the watermark: the newest modification time among the files taken;
+- the files taken whose modification time is within `remember_ms` of it.
+
+A listed file is new when its modification time is not older than
+`watermark - remember_ms` and its path is not among those taken. New files are
+taken oldest first (modification time, then path), at most `max_files` per
+batch; the watermark only moves with files taken, so files left for a later
+batch, or written while the job was down, are never skipped. A file moved in
+with a modification time older than the window (`mv` keeps it) is ignored and
+counted: the remember window must exceed the time between a file's last write
+and its move into the directory, plus the clock skew between writers and the
+storage.
+
+A modification time later than the driver's clock counts as the driver's
+clock for the watermark (the file is still taken): one file stamped in the
+future (a skewed writer, a `touch -d 2100-01-01`) must not make the stream
+ignore every file written until then.
+
+Taking is idempotent (adding a batch's files twice changes nothing), so the
+resume point after a restart is the newest commit's state with the files of
+every batch to re-run added.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from ingest.storage import FileEntry
+from offsets import FileList, FileWatermark
+
+
+class FilePlanner:
+    def __init__(self, remember_ms: int, wall_clock_ms: Callable[[], int] | None = None) -> None:
+        self.remember_ms = remember_ms
+        self._now_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.watermark_ms: int | None = None
+        self._taken: dict[str, int] = {}
+        self.too_old = 0
+        """Files of the latest listing ignored as older than the window (and not taken)."""
+        self.backlog = 0
+        """New files of the latest listing left for later batches (max_files)."""
+
+    @property
+    def threshold_ms(self) -> int | None:
+        return None if self.watermark_ms is None else self.watermark_ms - self.remember_ms
+
+    def taken(self, path: str) -> bool:
+        return path in self._taken
+
+    def new_files(self, entries: Iterable[FileEntry], max_files: int | None = None) -> list[FileEntry]:
+        """The files a batch takes from this listing (not yet marked taken)."""
+        threshold = self.threshold_ms
+        fresh: list[FileEntry] = []
+        too_old = 0
+        for e in entries:
+            if e.path in self._taken:
+                continue
+            if threshold is not None and e.mtime_ms < threshold:
+                too_old += 1
+                continue
+            fresh.append(e)
+        fresh.sort(key=lambda e: (e.mtime_ms, e.path))
+        self.too_old = too_old
+        chosen = fresh if max_files is None else fresh[:max_files]
+        self.backlog = len(fresh) - len(chosen)
+        return chosen
+
+    def take(self, files: Iterable[tuple[str, int]]) -> None:
+        """Mark (path, mtime_ms) as taken; moves the watermark and forgets
+        files that fell out of the window."""
+        newest = self.watermark_ms
+        now = None
+        for path, mtime in files:
+            if path not in self._taken:
+                self._taken[path] = mtime
+            if newest is None or mtime > newest:
+                now = self._now_ms() if now is None else now
+                mark = min(mtime, now)
+                newest = mark if newest is None else max(newest, mark)
+        if newest != self.watermark_ms:
+            self.watermark_ms = newest
+            threshold = newest - self.remember_ms  # type: ignore[operator]
+            self._taken = {p: m for p, m in self._taken.items() if m >= threshold}
+
+    def take_batch(self, batch: FileList) -> None:
+        self.take((f.path, f.mtime_ms) for f in batch.files)
+
+    def state(self) -> FileWatermark:
+        return FileWatermark(self.watermark_ms, tuple(sorted(self._taken.items())))
+
+    def restore(self, state: FileWatermark) -> None:
+        self.watermark_ms = state.watermark_ms
+        self._taken = dict(state.taken)
+
+    def remembered(self) -> int:
+        return len(self._taken)
