@@ -34,13 +34,15 @@ class InputInfo:
     name: str
     num_records: int | None
     description: str = ""
+    position: Position | None = None
+    """The typed position the input read (what the web UI's batch page shows)."""
 
     @classmethod
     def of(cls, name: str, position: Position | None) -> "InputInfo":
         """What a batch's position says about the input (no position: nothing read)."""
         if position is None:
             return cls(name, None, "")
-        return cls(name, position.records, position.describe())
+        return cls(name, position.records, position.describe(), position)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class OutputOperationInfo:
     start_time: float | None = None
     end_time: float | None = None
     failure: str | None = None
+    traceback: str | None = None
+    """The failure's formatted traceback (None when it succeeded)."""
 
     @property
     def duration_ms(self) -> float | None:

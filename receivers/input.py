@@ -90,6 +90,12 @@ class ReceiverInputDStream(InputDStream[T]):
         """True when received blocks go to the write-ahead log before store_batch returns."""
         return self.block_log is not None
 
+    def wal_usage(self) -> tuple[int, int] | None:
+        """(segments, bytes) of the stream's write-ahead log, None without one
+        (for monitoring: takes no lock a receiver or batch waits on)."""
+        block_log = self.block_log
+        return None if block_log is None else block_log.wal.usage()
+
     def _open_block_log(self) -> BlockLog | None:
         if self.block_log is None and self.ssc.write_ahead_log:
             assert self.ssc.checkpoint_dir is not None, "the context checks this at start()"

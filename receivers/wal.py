@@ -772,6 +772,13 @@ class WriteAheadLog:
         with self._lock:
             return [self._path(seq) for seq in self._sizes]
 
+    def usage(self) -> tuple[int, int]:
+        """(segments, bytes) present, for monitoring. Takes no lock: a copy of
+        the sizes is one step under the GIL, and a monitor must never wait
+        behind an append's fsync."""
+        sizes = dict(self._sizes)
+        return len(sizes), sum(sizes.values())
+
     def __repr__(self) -> str:
         return (
             f"WriteAheadLog({self.directory!r}, name={self.name!r}, fsync={self.fsync_policy!r}, "
