@@ -16,6 +16,7 @@ import atexit
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, TypeVar
@@ -285,6 +286,9 @@ class StreamingContext:
         assert self._ui_history is not None
         self._ui = UIServer(Views(self, self._ui_history), options.host, options.port, options.token)
         self._ui.start()
+        if options.announce:
+            print(f"ingest: web UI at {self._ui.url}" + (" (send the access token)" if options.token else ""),
+                  file=sys.stderr, flush=True)
         atexit.register(self._ui.close)  # a failed job's UI stays up until then
 
     def _start_locked(self) -> None:

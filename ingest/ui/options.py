@@ -23,6 +23,8 @@ class UIOptions:
     """0: any free port."""
     host: str = "127.0.0.1"
     token: str | None = None
+    announce: bool = False
+    """Print the UI's address on stderr when it starts (what `ingest run` does)."""
 
 
 _process_default: UIOptions | None = None
@@ -46,6 +48,9 @@ def resolve(port: int | None, host: str | None, token: str | None) -> UIOptions 
         port = base.port
         host = host if host is not None else base.host
         token = token if token is not None else base.token
+        announce = base.announce
+    else:
+        announce = False
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"ui_port must be a port number 0..65535 (0: any free port), got {port!r}")
     host = "127.0.0.1" if host is None else host
@@ -55,4 +60,4 @@ def resolve(port: int | None, host: str | None, token: str | None) -> UIOptions 
     if token is not None and (not isinstance(token, str) or not token.strip() or any(c.isspace() for c in token)
                               or not token.isprintable()):
         raise ConfigError(f"ui_token (or {TOKEN_ENV}) must be a non-empty string without spaces")
-    return UIOptions(port, host, token)
+    return UIOptions(port, host, token, announce)
