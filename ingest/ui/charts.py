@@ -40,7 +40,7 @@ def timeline_svg(metric: str, label: str, unit: str, values: Sequence[float | No
         f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
         f'aria-label="{escape(label)} over the last {n} batches">'
         f'<rect x="{PAD_LEFT}" y="{PAD_TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>'
-        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 10}" class="axis ymax" text-anchor="end">{_fmt(top)} {escape(unit)}</text>'
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 10}" class="axis ymax" text-anchor="end">{_fmt(top)}</text>'
         f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" class="axis" text-anchor="end">0</text>'
         f'<text x="{PAD_LEFT}" y="{HEIGHT - 6}" class="axis count">{n} batches</text>'
         f'<text x="{WIDTH}" y="{HEIGHT - 6}" class="axis mean" text-anchor="end">avg {_fmt(mean)} {escape(unit)}</text>'

@@ -25,8 +25,8 @@ def _v(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.1f}"
+    if isinstance(value, float):  # as ui.js prints numbers: whole ones without decimals
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
     return escape(str(value))
 
 
@@ -46,6 +46,12 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "",
 
 def _kv(pairs: Iterable[tuple[str, str]], cls: str = "kv") -> str:
     return f'<dl class="{cls}">' + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in pairs) + "</dl>"
+
+
+def _cards(pairs: Iterable[tuple[str, str]]) -> str:
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="label">{escape(k)}</div><div class="value">{v}</div></div>'
+        for k, v in pairs) + "</div>"
 
 
 def layout(page: str, title: str, status: dict[str, Any], body: str) -> str:
@@ -72,7 +78,7 @@ def layout(page: str, title: str, status: dict[str, Any], body: str) -> str:
 
 def overview(status: dict[str, Any], batches: dict[str, Any]) -> str:
     s = status
-    cards = _kv([
+    cards = _cards([
         ("State", f'<span data-field="state">{escape(s["state"])}</span>'),
         ("Running for", f'<span data-field="uptime_s">{_v(s["uptime_s"])}</span> s'),
         ("Batch interval", f'{_v(s["batch_interval_s"])} s'),
@@ -81,7 +87,7 @@ def overview(status: dict[str, Any], batches: dict[str, Any]) -> str:
         ("Batches active", f'<span data-field="batches_active">{_v(s["batches_active"])}</span>'),
         ("Records processed", f'<span data-field="records_processed">{_v(s["records_processed"])}</span>'),
         ("Inputs / receivers", f'{_v(s["inputs"])} / {_v(s["receivers"])}'),
-    ], "cards")
+    ])
     rows = []
     for metric, label, unit in CHARTS:
         values = s["timeline"][metric]
@@ -183,7 +189,8 @@ def checkpoint_page(c: dict[str, Any]) -> str:
               ("Pending intents", ", ".join(f'<a href="/batches/{t}">{t}</a>' for t in c["pending_intents"]) or "none"),
               ("Receivers' write-ahead log", "on" if c["write_ahead_log"] else "off")])
     state = _table(["Stateful operator", "State size (bytes)"],
-                   [(escape(k), _v(v)) for k, v in sorted(c["state_bytes"].items())], "state", "no stateful operator")
+                   [(escape(k), _v(v)) for k, v in sorted(c["state_bytes"].items())], "state-sizes",
+                   "no stateful operator")
     return head + kv + "<h2>State</h2>" + state
 
 

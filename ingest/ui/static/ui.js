@@ -32,7 +32,7 @@
     var line = svg.querySelector(".meanline");
     line.setAttribute("y1", my); line.setAttribute("y2", my);
     var unit = svg.dataset.unit;
-    svg.querySelector(".ymax").textContent = short(max) + " " + unit;
+    svg.querySelector(".ymax").textContent = short(max);
     svg.querySelector(".mean").textContent = "avg " + short(mean) + " " + unit;
     svg.querySelector(".count").textContent = n + " batches";
     var avg = document.querySelector('[data-avg="' + svg.dataset.metric + '"]');
