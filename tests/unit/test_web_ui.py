@@ -281,3 +281,41 @@ def test_ingest_run_defaults_apply_to_contexts_built_without_ui_port():
 ])
 def test_locations_lose_their_credentials(url, shown):
     assert redact_url(url) == shown
+
+
+def test_a_receiver_shows_its_state_restarts_and_write_ahead_log(tmp_path, wait_until):
+    from receivers import Receiver
+
+    class Batches(Receiver[int]):
+        def on_start(self) -> None:
+            self.store_batch(list(range(100)))
+
+        def on_stop(self) -> None:
+            pass
+
+    ssc = StreamingContext(1.0, clock=ManualClock(), ui_port=0, write_ahead_log=True, stop_on_signal=False,
+                           log_batches=False)
+    ssc.checkpoint(str(tmp_path / "ckpt"))
+    ssc.receiver_stream(Batches("numbers-receiver"), name="numbers").foreach_batch(lambda b: None)
+    ssc.start()
+    try:
+        wait_until(lambda: api(ssc, "receivers") and api(ssc, "receivers")[0]["wal_bytes"], what="the WAL write")
+        ssc.step()
+        (receiver,) = api(ssc, "receivers")
+        assert receiver["stream"] == "numbers" and receiver["name"] == "numbers-receiver"
+        assert receiver["state"] == "active" and receiver["restarts"] == 0 and receiver["last_error"] is None
+        assert receiver["wal_segments"] >= 1 and receiver["wal_bytes"] > 100
+        assert receiver["rate"] == 100.0
+        (batch,) = api(ssc, "batches")["completed"]
+        (inp,) = api(ssc, f"batches/{batch['id']}")["inputs"]
+        assert inp["position"]["kind"] == "blocks"
+        (block,) = inp["position"]["tables"]["blocks"]["rows"]
+        columns = inp["position"]["tables"]["blocks"]["columns"]
+        assert dict(zip(columns, block))["num_records"] == 100
+        ckpt = api(ssc, "checkpoint")
+        assert ckpt["durable"] and ckpt["directory"].endswith("ckpt") and ckpt["last_commit"] == batch["id"]
+        assert ckpt["pending_intents"] == [] and ckpt["write_ahead_log"] is True
+        _, _, page = get(ssc, "/inputs")
+        assert b"segment(s)" in page and b"numbers-receiver" in page
+    finally:
+        ssc.stop(graceful=False)
