@@ -8,6 +8,7 @@ import datetime as _dt
 from html import escape
 from typing import Any, Iterable, Sequence
 
+from ingest.listener import format_batch_time
 from ingest.ui.charts import histogram_svg, timeline_svg
 
 NAV = (("overview", "/", "Overview"), ("batches", "/batches", "Batches"), ("inputs", "/inputs", "Inputs"),
@@ -60,7 +61,8 @@ def layout(page: str, title: str, status: dict[str, Any], body: str) -> str:
     state = status["state"]
     error = ""
     if status.get("error"):
-        error = f'<div class="error" id="job-error"><strong>Job {escape(state)}:</strong> <pre>{escape(status["error"])}</pre></div>'
+        error = (f'<div class="error" id="job-error"><strong>Job {escape(state)}:</strong> '
+                 f'<pre>{escape(status["error"])}</pre></div>')
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>{escape(title)} - ingest</title>"
@@ -68,7 +70,8 @@ def layout(page: str, title: str, status: dict[str, Any], body: str) -> str:
         '<link rel="stylesheet" href="/static/ui.css"><script src="/static/ui.js" defer></script>'
         f'</head><body data-page="{page}">'
         f'<header><span class="brand">ingest</span><nav>{nav}</nav>'
-        f'<span class="state state-{escape(state.replace(" ", "-"))}" id="job-state" data-field="state">{escape(state)}</span>'
+        f'<span class="state state-{escape(state.replace(" ", "-"))}" id="job-state" data-field="state">'
+        f"{escape(state)}</span>"
         "</header>"
         f'<main id="live">{error}<h1>{escape(title)}</h1>{body}</main>'
         '<footer>Updates live with JavaScript on; reload to refresh without it. '
@@ -76,16 +79,22 @@ def layout(page: str, title: str, status: dict[str, Any], body: str) -> str:
         "</body></html>")
 
 
+def _live(status: dict[str, Any], field: str, element_id: str | None = None) -> str:
+    """A status value that ui.js keeps up to date (by its data-field)."""
+    ident = f'id="{element_id}" ' if element_id else ""
+    return f'<span {ident}data-field="{field}">{_v(status[field])}</span>'
+
+
 def overview(status: dict[str, Any], batches: dict[str, Any]) -> str:
     s = status
     cards = _cards([
-        ("State", f'<span data-field="state">{escape(s["state"])}</span>'),
-        ("Running for", f'<span data-field="uptime_s">{_v(s["uptime_s"])}</span> s'),
+        ("State", _live(s, "state")),
+        ("Running for", _live(s, "uptime_s") + " s"),
         ("Batch interval", f'{_v(s["batch_interval_s"])} s'),
-        ("Batches completed", f'<span id="batches-completed" data-field="batches_completed">{_v(s["batches_completed"])}</span>'),
-        ("Batches failed", f'<span data-field="batches_failed">{_v(s["batches_failed"])}</span>'),
-        ("Batches active", f'<span data-field="batches_active">{_v(s["batches_active"])}</span>'),
-        ("Records processed", f'<span data-field="records_processed">{_v(s["records_processed"])}</span>'),
+        ("Batches completed", _live(s, "batches_completed", "batches-completed")),
+        ("Batches failed", _live(s, "batches_failed")),
+        ("Batches active", _live(s, "batches_active")),
+        ("Records processed", _live(s, "records_processed")),
         ("Inputs / receivers", f'{_v(s["inputs"])} / {_v(s["receivers"])}'),
     ])
     rows = []
@@ -97,7 +106,7 @@ def overview(status: dict[str, Any], batches: dict[str, Any]) -> str:
                      f"avg {_v(avg)} {escape(unit)}</span>",
                      timeline_svg(metric, label, unit, values), histogram_svg(metric, label, unit, values)))
     charts = _table(["Metric", "Over time (last batches)", "Histogram"], rows, "charts")
-    recent = batch_table(batches["completed"][:10] + batches["failed"][:0], "recent-batches")
+    recent = batch_table(batches["completed"][:10], "recent-batches")
     return cards + f"<h2>Statistics</h2>{charts}<h2>Recent batches</h2>{recent}"
 
 
@@ -186,7 +195,8 @@ def checkpoint_page(c: dict[str, Any]) -> str:
         head = ""
     kv = _kv([("Directory", _v(c["directory"])), ("Last commit", _v(c["last_commit_time"])),
               ("Committed at", _when(c["last_commit_at"])),
-              ("Pending intents", ", ".join(f'<a href="/batches/{t}">{t}</a>' for t in c["pending_intents"]) or "none"),
+              ("Pending intents", ", ".join(f'<a href="/batches/{t}">{escape(format_batch_time(t))}</a>'
+                                            for t in c["pending_intents"]) or "none"),
               ("Receivers' write-ahead log", "on" if c["write_ahead_log"] else "off")])
     state = _table(["Stateful operator", "State size (bytes)"],
                    [(escape(k), _v(v)) for k, v in sorted(c["state_bytes"].items())], "state-sizes",

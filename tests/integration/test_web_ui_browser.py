@@ -104,7 +104,8 @@ def kafka_job(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[StreamingC
         "auto.offset.reset": "earliest", "sasl.username": "ui-user", "sasl.password": SECRET})
     stream.foreach_batch(lambda b: seen.__setitem__(b.time, [(r.partition, r.offset, r.key, r.value)
                                                                 for r in b.collect()]), name="keep")
-    stream.map(lambda r: (r.key.decode(), 1)).update_state_by_key(lambda new, old: (old or 0) + sum(new), name="per-key") \
+    per_key = stream.map(lambda r: (r.key.decode(), 1))
+    per_key.update_state_by_key(lambda new, old: (old or 0) + sum(new), name="per-key") \
         .foreach_batch(lambda b: None, name="counts")
     with Producer(kafka_bootstrap, topic):
         ssc.start()
