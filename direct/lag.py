@@ -28,16 +28,16 @@ TP = tuple[str, int]
 class PartitionLag:
     topic: str
     partition: int
-    batch_from: int | None
-    """First offset of the range the last planned batch reads (None before the first plan)."""
-    batch_until: int | None
-    next_offset: int
-    """Where the next batch starts."""
+    until_offset: int
+    """Where the last planned batch ends, so where the next one starts."""
     latest_offset: int
     """The end of the partition's log (high watermark) when the last batch was planned."""
-    lag_records: int
-    lag_seconds: float | None
-    """How long ago the log's end was at `next_offset` (0 when nothing is left to read)."""
+    lag: int
+    """Records between the two: left for later batches."""
+    from_offset: int
+    """Where the last planned batch starts."""
+    lag_seconds: float
+    """How long ago the log's end was at `until_offset` (0 when nothing is left to read)."""
     observed_at: float
     """Wall-clock time (time.time()) of the watermarks."""
 
@@ -62,7 +62,7 @@ class LagTracker:
             if not ends or ends[-1][1] != end:
                 ends.append((now, end))
             lag = end - r.until_offset
-            out.append(PartitionLag(r.topic, r.partition, r.from_offset, r.until_offset, r.until_offset, end, lag,
+            out.append(PartitionLag(r.topic, r.partition, r.until_offset, end, lag, r.from_offset,
                                     self._age(ends, r.until_offset, now) if lag else 0.0, now))
         for tp in [tp for tp in self._ends if tp not in {(r.topic, r.partition) for r in ranges.ranges}]:
             del self._ends[tp]  # a partition that left the subscription

@@ -100,6 +100,15 @@ def position_view(position: Position) -> dict[str, Any]:
             "fields": fields, "tables": tables}
 
 
+def partition_view(p: Any) -> dict[str, Any]:
+    """One partition of an input's `lag()`: the fields every lag report has
+    (topic, partition, until_offset, latest_offset, lag), and the batch's first
+    offset and the lag in time where the input knows them."""
+    return {"topic": p.topic, "partition": p.partition, "batch_from": getattr(p, "from_offset", None),
+            "batch_until": p.until_offset, "next_offset": p.until_offset, "latest_offset": p.latest_offset,
+            "lag_records": p.lag, "lag_seconds": getattr(p, "lag_seconds", None)}
+
+
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -193,7 +202,7 @@ class Views:
             }
             lag = getattr(inp, "lag", None)
             if callable(lag):
-                parts = [dataclasses.asdict(p) for p in lag()]
+                parts = [partition_view(p) for p in lag()]
                 item["partitions"] = parts
                 item["lag_records"] = sum(p["lag_records"] for p in parts)
                 ages = [p["lag_seconds"] for p in parts if p["lag_seconds"] is not None]

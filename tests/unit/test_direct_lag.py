@@ -28,8 +28,7 @@ def test_a_stream_that_keeps_up_has_no_lag():
     tracker = LagTracker(clock=Clock())
     plan(tracker, [(0, 0, 10)], {0: 10})
     (p,) = tracker.snapshot()
-    assert (p.batch_from, p.batch_until, p.next_offset, p.latest_offset, p.lag_records, p.lag_seconds) == \
-        (0, 10, 10, 10, 0, 0.0)
+    assert (p.from_offset, p.until_offset, p.latest_offset, p.lag, p.lag_seconds) == (0, 10, 10, 0, 0.0)
 
 
 def test_the_lag_in_time_is_how_long_ago_the_log_end_passed_the_position():
@@ -41,12 +40,12 @@ def test_the_lag_in_time_is_how_long_ago_the_log_end_passed_the_position():
     clock.now += 1
     plan(tracker, [(0, 20, 30)], {0: 130})     # t=1002
     (p,) = tracker.snapshot()
-    assert p.lag_records == 100
+    assert p.lag == 100
     assert p.lag_seconds == 2.0                 # offset 30 was in the log already at t=1000
     clock.now += 1
     plan(tracker, [(0, 30, 100)], {0: 140})    # t=1003: offset 100 arrived between t=1001 and t=1002
     (p,) = tracker.snapshot()
-    assert (p.lag_records, p.lag_seconds, p.observed_at) == (40, 1.0, 1003.0)
+    assert (p.lag, p.lag_seconds, p.observed_at) == (40, 1.0, 1003.0)
 
 
 def test_partitions_that_leave_the_subscription_are_forgotten():
