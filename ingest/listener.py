@@ -100,6 +100,13 @@ class BatchInfo:
     def with_(self, **changes: Any) -> "BatchInfo":
         return replace(self, **changes)
 
+    def without_positions(self) -> "BatchInfo":
+        """The same without the inputs' positions: what a listener that keeps
+        many batches should keep (a queue stream's position holds its records)."""
+        if all(i.position is None for i in self.inputs.values()):
+            return self
+        return replace(self, inputs={k: replace(i, position=None) for k, i in self.inputs.items()})
+
 
 @dataclass(frozen=True)
 class ReceiverInfo:
@@ -261,7 +268,7 @@ class ProgressTracker(StreamingListener):
 
     def on_batch_completed(self, event: BatchCompleted) -> None:
         with self._lock:
-            self.completed.append(event.info)
+            self.completed.append(event.info.without_positions())
             self.total_batches += 1
             self.total_records += event.info.num_records
             if event.info.failure is not None:

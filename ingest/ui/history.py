@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from ingest.listener import (
     BatchCompleted,
@@ -29,6 +30,7 @@ from ingest.listener import (
     StreamingStarted,
     StreamingStopped,
 )
+from ingest.ui.positions import position_view
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class HistorySnapshot:
     receivers: tuple[ReceiverInfo, ...]
 
 
+PositionViews = Mapping[str, Mapping[str, Any]]
+
+
 class UIHistory(StreamingListener):
     def __init__(self, retained_batches: int = 1000, retained_failed: int = 100) -> None:
         self._lock = threading.Lock()
@@ -59,6 +64,8 @@ class UIHistory(StreamingListener):
         self._failed: deque[BatchInfo] = deque(maxlen=retained_failed)
         self._receivers: dict[str, ReceiverInfo] = {}
         self._total_completed = self._total_failed = self._total_records = 0
+        self._positions: dict[int, PositionViews] = {}  # by batch time, for the batches kept above
+        self._retained = retained_batches + retained_failed
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stop_error: str | None = None
@@ -75,12 +82,15 @@ class UIHistory(StreamingListener):
             self._ops.clear()
 
     def on_batch_submitted(self, event: BatchSubmitted) -> None:
+        info = event.info
+        views = {name: position_view(i.position) for name, i in info.inputs.items() if i.position is not None}
         with self._lock:
-            self._active[event.info.batch_time_ms] = event.info
+            self._active[info.batch_time_ms] = info.without_positions()
+            self._positions[info.batch_time_ms] = views
 
     def on_batch_started(self, event: BatchStarted) -> None:
         with self._lock:
-            self._active[event.info.batch_time_ms] = event.info
+            self._active[event.info.batch_time_ms] = event.info.without_positions()
 
     def on_output_operation_started(self, event: OutputOperationStarted) -> None:
         self._op(event.info)
@@ -94,7 +104,7 @@ class UIHistory(StreamingListener):
                 self._ops.setdefault(info.batch_time_ms, {})[info.id] = info
 
     def on_batch_completed(self, event: BatchCompleted) -> None:
-        info = event.info
+        info = event.info.without_positions()
         with self._lock:
             self._active.pop(info.batch_time_ms, None)
             self._ops.pop(info.batch_time_ms, None)
@@ -104,6 +114,10 @@ class UIHistory(StreamingListener):
             if info.failure is not None:
                 self._failed.append(info)
                 self._total_failed += 1
+            if len(self._positions) > self._retained + self._retained // 4 + len(self._active):
+                # Now and then (not every batch): forget the views of batches no longer kept.
+                kept = {b.batch_time_ms for b in (*self._completed, *self._failed)} | set(self._active)
+                self._positions = {t: v for t, v in self._positions.items() if t in kept}
 
     def on_receiver_started(self, event: ReceiverStarted) -> None:
         self._receiver(event.info)
@@ -130,12 +144,14 @@ class UIHistory(StreamingListener):
                 tuple(self._failed), self._total_completed, self._total_failed, self._total_records,
                 tuple(self._receivers.values()))
 
-    def batch(self, time_ms: int) -> BatchInfo | None:
-        """A batch by its time: active, recently completed or failed; None when not (or no longer) kept."""
+    def batch(self, time_ms: int) -> tuple[BatchInfo, PositionViews] | None:
+        """A batch by its time (active, recently completed or failed) with its
+        inputs' position views; None when not (or no longer) kept."""
         snap = self.snapshot()
         for b in (*snap.active, *reversed(snap.completed), *reversed(snap.failed)):
             if b.batch_time_ms == time_ms:
-                return b
+                with self._lock:
+                    return b, self._positions.get(time_ms, {})
         return None
 
 

@@ -11,15 +11,12 @@ user name, password and query string.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ingest.listener import BatchInfo, format_batch_time
 from ingest.ui.history import HistorySnapshot, UIHistory
-from offsets import Position
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -65,7 +62,8 @@ def batch_summary(info: BatchInfo, interval_s: float, active: bool = False) -> d
     }
 
 
-def batch_detail(info: BatchInfo, interval_s: float, active: bool = False) -> dict[str, Any]:
+def batch_detail(info: BatchInfo, positions: Mapping[str, dict[str, Any]], interval_s: float,
+                 active: bool = False) -> dict[str, Any]:
     out = batch_summary(info, interval_s, active)
     out["output_operations"] = [{
         "id": op.id, "name": op.name, "description": op.description,
@@ -74,30 +72,9 @@ def batch_detail(info: BatchInfo, interval_s: float, active: bool = False) -> di
     } for op in info.output_operations]
     out["inputs"] = [{
         "name": i.name, "records": i.num_records, "summary": i.description,
-        "position": None if i.position is None else position_view(i.position),
+        "position": positions.get(i.name),
     } for i in info.inputs.values()]
     return out
-
-
-def position_view(position: Position) -> dict[str, Any]:
-    """A position's typed fields: scalars as `fields`, tuples of typed entries
-    (offset ranges, blocks, sequence numbers, files) as `tables`. Records held
-    by value (a queue stream's items) are counted, not shown."""
-    fields: dict[str, Any] = {}
-    tables: dict[str, dict[str, Any]] = {}
-    for f in dataclasses.fields(position) if dataclasses.is_dataclass(position) else ():
-        value = getattr(position, f.name)
-        if isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
-            columns = [c.name for c in dataclasses.fields(value[0])]
-            extra = ["count"] if all(hasattr(v, "count") and isinstance(v.count, int) for v in value) else []
-            tables[f.name] = {"columns": columns + extra,
-                              "rows": [[_plain(getattr(v, c)) for c in columns + extra] for v in value]}
-        elif isinstance(value, (tuple, list)):
-            fields[f.name] = f"{len(value)} item(s)"
-        else:
-            fields[f.name] = _plain(value)
-    return {"kind": position.kind, "summary": position.describe(), "records": position.records,
-            "fields": fields, "tables": tables}
 
 
 def partition_view(p: Any) -> dict[str, Any]:
@@ -107,16 +84,6 @@ def partition_view(p: Any) -> dict[str, Any]:
     return {"topic": p.topic, "partition": p.partition, "batch_from": getattr(p, "from_offset", None),
             "batch_until": p.until_offset, "next_offset": p.until_offset, "latest_offset": p.latest_offset,
             "lag_records": p.lag, "lag_seconds": getattr(p, "lag_seconds", None)}
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict) or dataclasses.is_dataclass(value) or isinstance(value, (list, tuple)):
-        text = json.dumps(value if not dataclasses.is_dataclass(value) else dataclasses.asdict(value),
-                          default=str, sort_keys=True)
-        return text if len(text) <= 200 else text[:197] + "..."
-    return str(value)
 
 
 def _ms(value: float | None) -> float | None:
@@ -182,8 +149,8 @@ class Views:
     def batch(self, batch_id: int) -> dict[str, Any] | None:
         snap = self.history.snapshot()
         active = {b.batch_time_ms for b in snap.active}
-        info = self.history.batch(batch_id)
-        return None if info is None else batch_detail(info, self.interval_s, batch_id in active)
+        found = self.history.batch(batch_id)
+        return None if found is None else batch_detail(found[0], found[1], self.interval_s, batch_id in active)
 
     def inputs(self) -> list[dict[str, Any]]:
         snap = self.history.snapshot()

@@ -326,3 +326,22 @@ def test_a_receiver_shows_its_state_restarts_and_write_ahead_log(tmp_path, wait_
         assert b"segment(s)" in page and b"numbers-receiver" in page
     finally:
         ssc.stop(graceful=False)
+
+
+def test_kept_batches_hold_position_views_never_the_records_of_a_queue_stream():
+    from ingest.listener import BatchCompleted, BatchInfo, BatchSubmitted, InputInfo, ProgressTracker
+    from ingest.ui import UIHistory
+    from offsets import QueueItems
+
+    records = tuple(range(1000))
+    info = BatchInfo(5000, 1.0, {"q": InputInfo.of("q", QueueItems(records, 1))}, 1.0, 2.0)
+    history, progress = UIHistory(), ProgressTracker()
+    for listener in (history, progress):
+        listener.on_batch_submitted(BatchSubmitted(info))
+        listener.on_batch_completed(BatchCompleted(info))
+    (kept,) = history.snapshot().completed
+    assert kept.inputs["q"].position is None and kept.inputs["q"].num_records == 1000
+    assert progress.completed[-1].inputs["q"].position is None
+    _, views = history.batch(5000)
+    assert views["q"] == {"kind": "queue", "summary": "1000 record(s)", "records": 1000,
+                          "fields": {"items": "1000 item(s)", "next_seq": 1}, "tables": {}}
