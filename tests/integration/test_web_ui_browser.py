@@ -198,3 +198,33 @@ def test_a_failed_job_in_the_browser_shows_its_error_and_traceback(page):
         shoot(page, "failed-batch")
     finally:
         ssc.close_ui()
+
+
+def test_every_page_works_with_javascript_off(browser):
+    ssc = StreamingContext(0.1, ui_port=0, stop_on_signal=False, log_batches=False)
+    sizes: dict[int, int] = {}
+    ssc.queue_stream([[i] * (i + 1) for i in range(20)], name="numbers") \
+        .foreach_batch(lambda b: sizes.__setitem__(b.time, b.count()), name="sizes")
+    ssc.start()
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        deadline = time.monotonic() + 20
+        while 20 not in sizes.values():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        page.goto(ssc.ui_url)
+        shown = int(page.locator("#batches-completed").inner_text())
+        assert shown >= 20
+        points = page.locator("#timeline-input_rate polyline").get_attribute("points")
+        assert len(points.split()) == shown
+        page.click("header nav >> text=Batches")
+        biggest = next(t for t, n in sizes.items() if n == 20)
+        page.click(f'#completed-batches a[href="/batches/{biggest}"]')
+        assert "Input numbers: 20 records" in page.locator("main").inner_text()
+        for link in ("Inputs", "Checkpoint", "Overview"):
+            page.click(f"header nav >> text={link}")
+            assert page.locator("h1").inner_text()
+    finally:
+        context.close()
+        ssc.stop(graceful=False)
