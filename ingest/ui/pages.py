@@ -106,7 +106,7 @@ def overview(status: dict[str, Any], batches: dict[str, Any]) -> str:
                      f"avg {_v(avg)} {escape(unit)}</span>",
                      timeline_svg(metric, label, unit, values), histogram_svg(metric, label, unit, values)))
     charts = _table(["Metric", "Over time (last batches)", "Histogram"], rows, "charts")
-    recent = batch_table(batches["completed"][:10], "recent-batches")
+    recent = batch_table(batches["recent"], "recent-batches")
     return cards + f"<h2>Statistics</h2>{charts}<h2>Recent batches</h2>{recent}"
 
 

@@ -121,7 +121,7 @@ class Views:
             "uptime_s": None if snap.started_at is None else round((snap.stopped_at or time.time())
                                                                    - snap.started_at, 1),
             "batch_interval_s": interval,
-            "batches_completed": snap.total_completed,
+            "batches_completed": snap.total_completed - snap.total_failed,
             "batches_failed": snap.total_failed,
             "batches_active": len(snap.active),
             "records_processed": snap.total_records,
@@ -142,6 +142,7 @@ class Views:
         interval = self.interval_s
         return {
             "active": [batch_summary(b, interval, True) for b in reversed(snap.active)],
+            "recent": [batch_summary(b, interval) for b in reversed(snap.completed[-10:])],
             "completed": [batch_summary(b, interval) for b in reversed(snap.completed) if b.failure is None][:100],
             "failed": [batch_summary(b, interval) for b in reversed(snap.failed)],
         }

@@ -223,6 +223,8 @@ def test_a_failed_job_keeps_showing_the_failure_with_its_traceback_until_closed(
     try:
         status = api(ssc, "status")
         assert status["state"] == "failed" and "the sink refused batch" in status["error"]
+        assert (status["batches_completed"], status["batches_failed"]) == (0, 1)
+        assert [b["status"] for b in api(ssc, "batches")["recent"]] == ["failed"]
         (failed,) = api(ssc, "batches")["failed"]
         batch = api(ssc, f"batches/{failed['id']}")
         (op,) = batch["output_operations"]

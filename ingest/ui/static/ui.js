@@ -105,7 +105,7 @@
       setState(status);
       document.querySelectorAll("svg.timeline").forEach(function (svg) { drawTimeline(svg, status.timeline[svg.dataset.metric]); });
       document.querySelectorAll("svg.histogram").forEach(function (svg) { drawHistogram(svg, status.timeline[svg.dataset.metric]); });
-      fillBatches(document.getElementById("recent-batches"), batches.completed.slice(0, 10));
+      fillBatches(document.getElementById("recent-batches"), batches.recent);
     });
   }
 
