@@ -28,6 +28,7 @@ import http.cookies
 import json
 import logging
 import re
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,12 +71,17 @@ class _Server(ThreadingHTTPServer):
     ui: "UIServer"
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class UIServer:
     def __init__(self, views: Views, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
         self.views = views
         self.token = token or None
         try:
-            self._httpd = _Server((host, port), _Handler)
+            server = _Server6 if ":" in host else _Server
+            self._httpd = server((host, port), _Handler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
