@@ -23,8 +23,9 @@ test: $(STAMP) services-deps
 
 # System packages of the services the tests start themselves: the PostgreSQL server
 # binaries (the tests run a throwaway server of their own on a free port; the cluster
-# the Debian package may create and start is not used). Installed with apt-get when we
-# are root; otherwise say what to install.
+# the Debian package may create and start is not used), and Chromium for the web UI's
+# browser tests (Playwright drives /usr/bin/chromium; it never downloads a browser).
+# Installed with apt-get when we are root; otherwise say what to install.
 services-deps:
 	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -33,6 +34,14 @@ services-deps:
 	else \
 		echo "No PostgreSQL server binaries: install them (Debian/Ubuntu: sudo apt-get install postgresql);"; \
 		echo "without them the PostgreSQL tests are skipped (and fail with CI=true)."; \
+	fi
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Chromium for the web UI's browser tests (apt-get install chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "No /usr/bin/chromium: install it (Debian: sudo apt-get install chromium);"; \
+		echo "without it the web UI's browser tests are skipped (and fail with CI=true)."; \
 	fi
 
 # What CI's container pass needs (.ci/run): Debian's Docker engine (run privately there,

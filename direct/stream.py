@@ -33,6 +33,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
+from direct.lag import LagTracker
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
@@ -237,8 +238,8 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         self._restored = False
         self._planned_once = False
         self._start_marks: Mapping[TP, tuple[int, int]] | None = None  # watermarks when start() ran
-        self._lag: tuple[PartitionLag, ...] = ()  # replaced whole by plan(): readers on other threads see one
         self._stall = StallWatch(self.describe(), log, clock=lambda: self._clock())
+        self._lag = LagTracker()
         self._committer = GroupCommitter(
             self.describe(), lambda offsets: self.client.commit(self.group, offsets, timeout=COMMIT_TIMEOUT), log)
 
@@ -256,10 +257,10 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         return self._stall.status()
 
     def lag(self) -> tuple[PartitionLag, ...]:
-        """Per partition, the newest planned batch's `until` offset, the
-        partition's end as planning read it, and the records in between: the
-        watermarks planning fetched anyway, so asking costs no broker call."""
-        return self._lag
+        """Per partition: the last batch's range, the log's end, the lag in
+        records and in time, from the watermarks the last plan read (no
+        broker call; safe from any thread)."""
+        return self._lag.snapshot()
 
     def flush_commits(self, timeout: float = 30.0) -> bool:
         """Wait until the group commit of every committed batch so far was
@@ -440,10 +441,11 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         latest = {tp: max(self._current[tp], marks[tp][1]) for tp in self._current}
         until = self._until(self._current, latest)
         ranges = [OffsetRange(t, p, self._current[(t, p)], until[(t, p)]) for (t, p) in sorted(self._current)]
-        self._lag = tuple(PartitionLag.of(t, p, until[(t, p)], latest[(t, p)]) for (t, p) in sorted(until))
         self._current = dict(until)
         self._stall.progress()
-        return KafkaRanges(tuple(ranges), lost)
+        planned = KafkaRanges(tuple(ranges), lost)
+        self._lag.observe(planned, latest)
+        return planned
 
     def _apply_data_loss_policy(self, marks: Mapping[TP, tuple[int, int]]) -> int:
         lost_total = 0

@@ -27,12 +27,32 @@ class Recovery:
     """Batches with an intent and no commit, oldest first, with their positions."""
 
 
+@dataclass(frozen=True)
+class LogSummary:
+    """What the log holds now, for the web UI and the API: replaced whole (never
+    mutated) by the scheduler's thread, so a reader takes no lock."""
+
+    durable: bool = False
+    location: str | None = None
+    last_commit_ms: int | None = None
+    last_commit_at: float | None = None
+    """Wall-clock time (time.time()) the last commit was written."""
+    pending: tuple[int, ...] = ()
+    """Batches with an intent and no commit, oldest first."""
+    state_bytes: Mapping[str, int] = field(default_factory=dict)
+    """Bytes of the state files the last commit lists, per stateful operator."""
+
+
 class BatchLog:
     """In-memory log: the default when no checkpoint directory is set."""
 
     durable = False
     commit_latency: LatencyHistogram | None = None
     """How long writing commit records took (durable logs only)."""
+
+    def summary(self) -> LogSummary:
+        """A snapshot for monitoring; the in-memory log keeps nothing to show."""
+        return LogSummary()
 
     def acquire(self) -> None:
         """Become the only writer of the log (before `recover`); `close` releases it."""

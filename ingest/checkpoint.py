@@ -51,10 +51,10 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from ingest.batch_log import BatchLog, Recovery
+from ingest.batch_log import BatchLog, LogSummary, Recovery
 from ingest.checkpoint_lock import CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.latency import LatencyHistogram
@@ -129,6 +129,15 @@ class CheckpointLog(BatchLog):
         self._next_positions: dict[str, Position] = {}
         self._pending: set[int] = set()
         """Batches with an intent and no commit yet."""
+        self._state_file_bytes: dict[str, int] = {}  # sizes of the state files the last commits list
+        self._summary = LogSummary(durable=True, location=self.storage.url)
+
+    def summary(self) -> LogSummary:
+        return self._summary
+
+    def _publish(self, **changes: Any) -> None:
+        """Replace the monitoring snapshot (one assignment: readers never see half of it)."""
+        self._summary = replace(self._summary, pending=tuple(sorted(self._pending)), **changes)
 
     @property
     def location(self) -> str:
@@ -246,6 +255,7 @@ class CheckpointLog(BatchLog):
         if self._files is not None:
             self._files.add(path)
         self._pending.add(time_ms)
+        self._publish()
 
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = (),
@@ -260,13 +270,16 @@ class CheckpointLog(BatchLog):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
                 path = state_file_name(sid, time_ms, full=False)
-                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, False, delta)))
+                record = CODEC.encode_state(StateRecord(time_ms, sid, False, delta))
+                self._write(path, record)
+                self._state_file_bytes[path] = len(record)
                 files = self._last_state_files[sid] + [path]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
                 path = state_file_name(sid, time_ms, full=True)
-                self._write(path, CODEC.encode_state(StateRecord(time_ms, sid, True,
-                                                                 _state_bytes(op, op.pending_snapshot))))
+                record = CODEC.encode_state(StateRecord(time_ms, sid, True, _state_bytes(op, op.pending_snapshot)))
+                self._write(path, record)
+                self._state_file_bytes[path] = len(record)
                 files = [path]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
@@ -275,13 +288,20 @@ class CheckpointLog(BatchLog):
         # read nothing in this batch carry over from the commits before it.
         if next_positions:
             self._next_positions = {**self._next_positions, **next_positions}
+        committed_at = time.time()
         self._write(f"commits/{_tname(time_ms)}", CODEC.encode_commit(
             CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
-                         self._next_positions, committed_at=time.time())))
+                         self._next_positions, committed_at=committed_at)))
         self._commits.append((time_ms, state_files))
         self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
             self._commits.popleft()
+        live = {f for _, files in self._commits for fs in files.values() for f in fs}
+        for path in [p for p in self._state_file_bytes if p not in live]:
+            del self._state_file_bytes[path]
+        self._publish(last_commit_ms=time_ms, last_commit_at=committed_at,
+                      state_bytes={sid: sum(self._state_file_bytes.get(f, 0) for f in files)
+                                   for sid, files in self._last_state_files.items()})
         self.commit_latency.observe(time.perf_counter() - started)
 
     def retain_from_ms(self, committed_ms: int) -> int:

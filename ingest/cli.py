@@ -1,6 +1,8 @@
 """The `ingest` command.
 
-    ingest run APP.py [ARGS...]     run an application file as __main__
+    ingest run [--ui-port N | --no-ui] [--ui-host H] [--ui-token T] APP.py [ARGS...]
+                                    run an application file as __main__, with the web UI
+                                    of its StreamingContext at a free port (printed at start)
     ingest run --supervise [--max-restarts N] [--restart-window S] [--restart-delay S] APP.py [ARGS...]
                                     ... and restart it with backoff when it fails
     ingest demo [--port 7777]       the seed example against a built-in line generator
@@ -19,9 +21,12 @@ import logging
 import os
 import runpy
 import sys
+from dataclasses import replace
 from typing import Sequence
 
 from ingest.errors import ConfigError, IngestError
+from ingest.ui import resolve as resolve_ui
+from ingest.ui import set_process_default
 
 
 def _setup_logging(level: str) -> None:
@@ -41,7 +46,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from ingest.supervise import RestartPolicy, supervise
 
         policy = RestartPolicy(args.max_restarts, args.restart_window, args.restart_delay)
-        return supervise(args.argv, args.app, policy)
+        return supervise(args.argv, args.app, policy)  # the child gets the --ui-* options
+    if args.no_ui:
+        set_process_default(None)
+    else:
+        options = resolve_ui(args.ui_port, args.ui_host, args.ui_token)
+        assert options is not None  # a port was given
+        set_process_default(replace(options, announce=True))
     sys.argv = [path, *args.args]
     sys.path.insert(0, os.path.dirname(path))
     runpy.run_path(path, run_name="__main__")
@@ -83,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an application file as __main__")
+    run.add_argument("--ui-port", type=int, default=0,
+                     help="port of the web UI and JSON API (default 0: any free port, printed at start)")
+    run.add_argument("--ui-host", default=None, help="address the web UI listens on (default 127.0.0.1)")
+    run.add_argument("--ui-token", default=None,
+                     help="access token the web UI requires (default: $INGEST_UI_TOKEN; none when unset)")
+    run.add_argument("--no-ui", action="store_true", help="serve no web UI")
     run.add_argument("app", help="path of the Python file that builds and starts a StreamingContext")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the application")
     run.add_argument("--supervise", action="store_true",

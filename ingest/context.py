@@ -12,9 +12,11 @@ trigger a graceful stop; a second signal stops at once.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, TypeVar
@@ -38,6 +40,8 @@ from ingest.listener import (
 from ingest.queue_stream import QueueInputDStream
 from ingest.scheduler import BatchScheduler
 from ingest.sources import ReceiverLike, stream_factory
+from ingest.ui import UIHistory, UIServer, Views
+from ingest.ui import resolve as resolve_ui
 
 log = logging.getLogger("ingest.context")
 
@@ -77,6 +81,11 @@ class StreamingContext:
         the checkpoint directory before acknowledging them.
       stop_on_signal: stop gracefully on SIGTERM/SIGINT (main thread only).
       log_batches: log one line per batch at INFO on logger "ingest.batches".
+      ui_port: serve the web UI and JSON API on this port from `start()` on
+        (0: any free port; see `ui_url`). Off by default, on under `ingest run`.
+      ui_host: the address to listen on (default 127.0.0.1, this machine only).
+      ui_token: an access token the UI requires (default: the environment
+        variable INGEST_UI_TOKEN, if set); see the README's "Web UI".
     """
 
     def __init__(
@@ -91,6 +100,9 @@ class StreamingContext:
         write_ahead_log: bool = False,
         stop_on_signal: bool = True,
         log_batches: bool = True,
+        ui_port: int | None = None,
+        ui_host: str | None = None,
+        ui_token: str | None = None,
     ) -> None:
         self.batch_interval_ms = _seconds_to_ms("batch_interval", batch_interval)
         self.block_interval_ms = (min(200, self.batch_interval_ms) if block_interval is None
@@ -127,6 +139,12 @@ class StreamingContext:
         self._error: BaseException | None = None
         self._old_handlers: dict[int, Any] = {}
         self._signals_seen = 0
+        self._ui_options = resolve_ui(ui_port, ui_host, ui_token)
+        self._ui: UIServer | None = None
+        self._ui_history: UIHistory | None = None
+        if self._ui_options is not None:
+            self._ui_history = UIHistory()
+            self._bus.add(self._ui_history)
 
     # -- properties ------------------------------------------------------------------
 
@@ -143,6 +161,20 @@ class StreamingContext:
     def error(self) -> BaseException | None:
         """The error the context stopped with, if any."""
         return self._error
+
+    @property
+    def ui_url(self) -> str | None:
+        """The web UI's address once `start()` served it (None when it is off)."""
+        return None if self._ui is None else self._ui.url
+
+    def close_ui(self) -> None:
+        """Stop serving the web UI. A context that stopped cleanly does it
+        itself; one that failed keeps showing its failure until this is
+        called or the process exits."""
+        ui, self._ui = self._ui, None
+        if ui is not None:
+            ui.close()
+            atexit.unregister(ui.close)
 
     # -- sources ---------------------------------------------------------------------
 
@@ -309,12 +341,30 @@ class StreamingContext:
             if self.write_ahead_log and self.checkpoint_dir is None:
                 raise ConfigError("write_ahead_log=True needs a checkpoint directory: call ssc.checkpoint(directory) "
                                   "(or use StreamingContext.get_or_create); the log lives under it")
-            self._log.acquire()
+            self._start_ui()
+            try:
+                self._log.acquire()
+            except BaseException:
+                self.close_ui()
+                raise
             try:
                 self._start_locked()
             except BaseException:
                 self._log.close()  # releases the checkpoint's lock
+                self.close_ui()
                 raise
+
+    def _start_ui(self) -> None:
+        options = self._ui_options
+        if options is None or self._ui is not None:
+            return
+        assert self._ui_history is not None
+        self._ui = UIServer(Views(self, self._ui_history), options.host, options.port, options.token)
+        self._ui.start()
+        if options.announce:
+            print(f"ingest: web UI at {self._ui.url}" + (" (send the access token)" if options.token else ""),
+                  file=sys.stderr, flush=True)
+        atexit.register(self._ui.close)  # a failed job's UI stays up until then
 
     def _start_locked(self) -> None:
         """`start()` with the batch log's lock held (the caller releases it on failure)."""
@@ -613,6 +663,11 @@ class StreamingContext:
             self._bus.post(StreamingStopped(time.time(), err))
             self._terminated.set()
             log.info("streaming stopped%s", f" with error: {err}" if err else "")
+            if err is None:
+                self.close_ui()
+            elif self._ui is not None:
+                log.info("the web UI at %s keeps showing the failure until the process exits (or close_ui())",
+                         self._ui.url)
 
     def _install_signal_handlers(self) -> None:
         if not self.stop_on_signal or threading.current_thread() is not threading.main_thread():

@@ -21,8 +21,17 @@ class PartitionLag:
     topic: str
     partition: int
     until_offset: int
+    """Where the newest planned batch ends, so where the next one starts."""
     latest_offset: int
+    """The end of the partition's log (high watermark) when that batch was planned."""
     lag: int
+    """Records between the two: left for later batches."""
+    from_offset: int | None = None
+    """Where the newest planned batch starts."""
+    lag_seconds: float = 0.0
+    """How long ago the log's end was at `until_offset` (0 when nothing is left to read)."""
+    observed_at: float | None = None
+    """Wall-clock time (time.time()) of the watermarks."""
 
     @classmethod
     def of(cls, topic: str, partition: int, until_offset: int, latest_offset: int) -> "PartitionLag":

@@ -37,13 +37,15 @@ class InputInfo:
     lag: int | None = None
     """Records the source held beyond this batch when it was planned (None:
     the input cannot tell; see `InputDStream.lag`)."""
+    position: Position | None = None
+    """The typed position the input read (what the web UI's batch page shows)."""
 
     @classmethod
     def of(cls, name: str, position: Position | None, lag: int | None = None) -> "InputInfo":
         """What a batch's position says about the input (no position: nothing read)."""
         if position is None:
             return cls(name, None, "", lag)
-        return cls(name, position.records, position.describe(), lag)
+        return cls(name, position.records, position.describe(), lag, position)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class OutputOperationInfo:
     start_time: float | None = None
     end_time: float | None = None
     failure: str | None = None
+    traceback: str | None = None
+    """The failure's formatted traceback (None when it succeeded)."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -98,6 +102,13 @@ class BatchInfo:
 
     def with_(self, **changes: Any) -> "BatchInfo":
         return replace(self, **changes)
+
+    def without_positions(self) -> "BatchInfo":
+        """The same without the inputs' positions: what a listener that keeps
+        many batches should keep (a queue stream's position holds its records)."""
+        if all(i.position is None for i in self.inputs.values()):
+            return self
+        return replace(self, inputs={k: replace(i, position=None) for k, i in self.inputs.items()})
 
 
 @dataclass(frozen=True)
@@ -261,7 +272,7 @@ class ProgressTracker(StreamingListener):
 
     def on_batch_completed(self, event: BatchCompleted) -> None:
         with self._lock:
-            self.completed.append(event.info)
+            self.completed.append(event.info.without_positions())
             self.total_batches += 1
             self.total_records += event.info.num_records
             if event.info.failure is not None:

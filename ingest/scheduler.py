@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -261,7 +262,8 @@ class BatchScheduler:
             try:
                 op.fn(Batch(t, op.stream.get_or_compute(t), plans, attempt, recovered))
             except Exception as exc:  # noqa: BLE001 - reported with its batch and operation
-                op_info = replace(op_info, end_time=time.time(), failure=f"{type(exc).__name__}: {exc}")
+                op_info = replace(op_info, end_time=time.time(), failure=f"{type(exc).__name__}: {exc}",
+                                  traceback=traceback.format_exc())
                 infos.append(op_info)
                 ssc._bus.post(OutputOperationCompleted(op_info))
                 return infos, (f"output operation #{op.id} {op.describe()} over {op.stream.describe()}", exc)

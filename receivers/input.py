@@ -135,9 +135,9 @@ class ReceiverInputDStream(InputDStream[T]):
         if self.block_log is None:
             return None
         wal = self.block_log.wal
-        segments = wal.segments
+        segments, disk_bytes = wal.usage()  # lock-free: a monitor never waits behind an fsync
         return WalStats(wal.bytes_written, wal.records_written, wal.fsyncs, wal.fsync_latency.snapshot(),
-                        wal.disk_bytes, len(segments))
+                        disk_bytes, segments)
 
     def recovered_metadata(self) -> list[Any]:
         """Metadata of the blocks found in the write-ahead log at start (source

@@ -782,11 +782,17 @@ class WriteAheadLog:
         with self._lock:
             return [self._path(seq) for seq in self._sizes]
 
+    def usage(self) -> tuple[int, int]:
+        """(segments, bytes) present, headers included, for monitoring. Takes
+        no lock: a copy of the sizes is one step under the GIL, and a monitor
+        must never wait behind an append's fsync."""
+        sizes = dict(self._sizes)
+        return len(sizes), sum(sizes.values())
+
     @property
     def disk_bytes(self) -> int:
         """Bytes of the segments present (headers included)."""
-        with self._lock:
-            return sum(self._sizes.values())
+        return self.usage()[1]
 
     def __repr__(self) -> str:
         return (
