@@ -453,6 +453,8 @@ class StreamingContext:
         if not isinstance(self.clock, ManualClock):
             raise StateError("step() needs StreamingContext(clock=ManualClock())")
         if self._state != ACTIVE:
+            if self._error is not None:  # e.g. a batch re-run at start() failed before the first step
+                raise self._error
             raise StateError(f"step() needs an active context (state: {self._state})")
         for _ in range(batches):
             target = self._scheduler.next_time_ms

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import pytest
 
@@ -550,3 +551,36 @@ def test_a_rerun_batch_replaces_its_output_directory_as_a_whole(make_context, tm
     assert sorted(p.name for p in directory.iterdir()) == ["_SUCCESS", "part-00000"]
     assert (directory / "part-00000").read_text() == "new\n"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["batch-1000"]  # no temporary leftovers
+
+
+def test_step_raises_the_error_of_a_batch_that_failed_before_it_was_called(tmp_path):
+    """A batch re-run at start() (from the intent log) can fail before the
+    first step(); step() then raises that failure, not a state error."""
+    from ingest import BatchFailedError, ManualClock, StreamingContext
+
+    def build(fail: bool) -> StreamingContext:
+        ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+        ssc.checkpoint(str(tmp_path))
+        stream = ssc.queue_stream([[1], [2]], name="q")
+
+        def out(batch):
+            if fail:
+                raise RuntimeError("the sink is down")
+
+        stream.foreach_batch(out)
+        return ssc
+
+    first = build(fail=True)
+    first.start()
+    with pytest.raises(BatchFailedError):
+        first.step()
+    with pytest.raises(BatchFailedError):
+        first.await_termination(10)
+    second = build(fail=True)
+    second.start()  # re-runs the uncommitted batch at once, which fails again
+    deadline = time.monotonic() + 10
+    while second.state == "active" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert second.state != "active"
+    with pytest.raises(BatchFailedError, match="the sink is down"):
+        second.step()
