@@ -44,6 +44,7 @@ from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
+from ingest.install_hint import install_hint
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -62,7 +63,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         try:
             import confluent_kafka as ck
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("kafka_stream needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"kafka_stream needs confluent-kafka: {install_hint('kafka')}") from exc
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         if not self.topics or not all(isinstance(t, str) and t for t in self.topics):
             raise ConfigError(f"kafka_stream: topics must be a non-empty list of names, got {self.topics!r}")

@@ -31,6 +31,7 @@ from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
+from ingest.install_hint import install_hint
 
 log = logging.getLogger("ingest.kafka.clients")
 
@@ -151,7 +152,7 @@ def _ck() -> Any:
     try:
         import confluent_kafka
     except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise ConfigError("client='confluent' needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+        raise ConfigError(f"client='confluent' needs confluent-kafka: {install_hint('kafka')}") from exc
     return confluent_kafka
 
 
@@ -431,7 +432,7 @@ class KafkaPythonClient(KafkaClient):
         try:
             import kafka  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("client='kafka-python' needs kafka-python: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"client='kafka-python' needs kafka-python: {install_hint('kafka')}") from exc
         self.params = check_common(params)
         self._conf = kafka_python_config(self.params)
         self._conf.pop("group_id", None)

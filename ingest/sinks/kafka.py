@@ -42,6 +42,7 @@ from ingest.kafka.calls import BrokerCallError, call
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
+from ingest.install_hint import install_hint
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -85,7 +86,7 @@ class KafkaTransactionalSink:
         try:
             import confluent_kafka  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("KafkaTransactionalSink needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"KafkaTransactionalSink needs confluent-kafka: {install_hint('kafka')}") from exc
         if not topic or not transactional_id or not group_id:
             raise ConfigError("KafkaTransactionalSink needs topic, transactional_id and group_id")
         if "bootstrap.servers" not in producer_config:
