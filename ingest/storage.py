@@ -98,6 +98,9 @@ class LocalStorage(Storage):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
+        if os.path.isfile(self.root):
+            raise ConfigError(f"{self.root} is a file, not a directory: name a directory (it is created if "
+                              "missing), or move the file away")
         try:
             make_dirs(self.root)
         except OSError as exc:
