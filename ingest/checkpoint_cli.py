@@ -77,7 +77,7 @@ def _commit_entry(record: CommitRecord) -> dict[str, Any]:
 
 # What a job writes into its checkpoint directory when it starts and runs: a directory
 # with none of them was never a checkpoint (and one with some is a damaged checkpoint).
-_CHECKPOINT_ENTRIES = ("metadata", "offsets", "commits")
+_CHECKPOINT_ENTRIES = ("metadata", "offsets", "commits", "state", "receivers")
 
 
 def inspect(directory: str) -> dict[str, Any]:

@@ -38,9 +38,9 @@ def _is_user_frame(filename: str, framework: tuple[str, ...]) -> bool:
 
 
 def user_traceback(exc: BaseException) -> str | None:
-    """The user's frames of the innermost exception in `exc`'s chain that has any,
-    formatted like Python's own traceback with the exception line; None if no
-    exception of the chain went through user code."""
+    """The user's frames of the innermost exception that `exc` is chained to
+    and that has any, formatted like Python's own traceback with the exception
+    line; None if no such exception went through user code."""
     framework = _framework_dirs()
     chain: list[BaseException] = []
     seen: set[int] = set()
@@ -49,7 +49,10 @@ def user_traceback(exc: BaseException) -> str | None:
         seen.add(id(current))
         chain.append(current)
         current = current.__cause__ or current.__context__
-    for error in reversed(chain):  # the innermost (the user's own exception) first
+    # The innermost (the user's own exception) first. `exc` itself is left out: its
+    # frames are only the call into the framework (ssc.start()), and its message,
+    # printed anyway, already names the stream or operation and where it was defined.
+    for error in reversed(chain[1:]):
         frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_user_frame(f.filename, framework)]
         if frames:
             lines = ["Traceback of your code (most recent call last):\n"]

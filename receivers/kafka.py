@@ -45,6 +45,7 @@ from ingest.kafka.records import KafkaRecord, from_confluent
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
 from ingest.install_hint import install_hint
+from ingest.kafka.client_logs import with_client_logs
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -75,7 +76,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         self.conf = {**params, "enable.auto.commit": False}
         self.conf.setdefault("isolation.level", "read_committed")
         try:
-            ck.Consumer(self.conf).close()  # checks every key now; librdkafka names an unknown one
+            ck.Consumer(with_client_logs(self.conf)).close()  # checks every key now; librdkafka names an unknown one
         except (ck.KafkaException, ValueError, TypeError) as exc:
             arg = exc.args[0] if exc.args else exc
             raise ConfigError(f"invalid kafka_params: {arg.str() if hasattr(arg, 'str') else arg}") from None
@@ -126,7 +127,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
         run = _Run(self)
         try:
-            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error, "on_commit": run.on_commit})
+            consumer = ck.Consumer({**with_client_logs(self.conf), "error_cb": self._on_client_error, "on_commit": run.on_commit})
         except ck.KafkaException as exc:
             self.restart(f"cannot create the consumer: {exc}", exc)
             return

@@ -43,6 +43,7 @@ from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
 from ingest.install_hint import install_hint
+from ingest.kafka.client_logs import with_client_logs
 
 if TYPE_CHECKING:
     from ingest.batch import Batch
@@ -125,7 +126,7 @@ class KafkaTransactionalSink:
     def _new_producer(self) -> Any:
         from confluent_kafka import Producer
 
-        producer = Producer(self._config)
+        producer = Producer(with_client_logs(self._config))
         producer.init_transactions(self._timeout)  # fences any older producer with this id
         return producer
 
@@ -134,7 +135,7 @@ class KafkaTransactionalSink:
 
         common = {k: v for k, v in self._config.items()
                   if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
-        return Consumer({**common, "group.id": self.group_id, "enable.auto.commit": False,
+        return Consumer({**with_client_logs(common), "group.id": self.group_id, "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
 
     def _clients(self) -> tuple[Any, Any]:
