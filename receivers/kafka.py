@@ -39,13 +39,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.errors import ConfigError, ReceiverError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent
+from ingest.kafka.client_logs import with_client_logs
 from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
-from ingest.install_hint import install_hint
-from ingest.kafka.client_logs import with_client_logs
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext

@@ -26,13 +26,13 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
+from ingest.kafka.client_logs import ClientLogRelay, route_kafka_python_logs, shared_relay, with_client_logs
 from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
-from ingest.install_hint import install_hint
-from ingest.kafka.client_logs import ClientLogRelay, route_kafka_python_logs, shared_relay, with_client_logs
 
 log = logging.getLogger("ingest.kafka.clients")
 

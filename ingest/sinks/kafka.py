@@ -38,12 +38,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call
+from ingest.kafka.client_logs import with_client_logs
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
-from ingest.install_hint import install_hint
-from ingest.kafka.client_logs import with_client_logs
 
 if TYPE_CHECKING:
     from ingest.batch import Batch

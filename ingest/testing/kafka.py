@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import PortInUseError, ServiceError, ServiceStartError, ServiceToolMissingError, StaleServiceDirError
-from ingest.testing.jvm import JavaService, free_port, missing_tools, port_is_free, require_tools, resolve_classpath
 from ingest.install_hint import install_hint
+from ingest.testing.jvm import JavaService, free_port, missing_tools, port_is_free, require_tools, resolve_classpath
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 
