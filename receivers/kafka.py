@@ -98,6 +98,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         strategy = str(self.conf.get("partition.assignment.strategy", ""))
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
+        self._told_unreachable = False
 
     def on_start(self) -> None:
         if self._durable is None:  # once per process: what the WAL already holds
@@ -154,6 +155,13 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
     def _on_client_error(self, err: Any) -> None:
         self._stall.failed(err.str())
+        if err.name() == "_ALL_BROKERS_DOWN" and not self._told_unreachable:
+            # Said once, at once: a wrong address otherwise shows only as a stall
+            # warning after 30 s (the receiver keeps trying, as it must for an outage).
+            self._told_unreachable = True
+            log.warning("%s: no Kafka broker answers at %s (kafka_params['bootstrap.servers']): %s; check the "
+                        "address (host:port of a broker's listener) and that the broker is running. The "
+                        "receiver keeps trying", self.name, self.conf["bootstrap.servers"], err.str())
 
     def _check_stall(self) -> None:
         warning = self._stall.check()

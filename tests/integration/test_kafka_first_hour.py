@@ -123,3 +123,28 @@ def test_a_wrong_bootstrap_address_is_one_clear_error_within_15_seconds(tmp_path
     assert len(client_lines) <= 5, result.stderr
     assert len(result.stderr.splitlines()) <= 10, result.stderr
     assert "%3|" not in result.stderr  # nothing printed by librdkafka itself
+
+
+def test_a_kafka_receiver_with_a_wrong_address_says_so_once_within_seconds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from receivers import kafka_stream
+
+    caplog.set_level(logging.WARNING)
+    ssc = StreamingContext(batch_interval=0.5, stop_on_signal=False)
+    kafka_stream(ssc, ["events"], {"bootstrap.servers": "127.0.0.1:1", "group.id": "g"}).count() \
+        .foreach_batch(lambda batch: None)
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "receivers.kafka" and "no Kafka broker answers" in r.getMessage()]
+
+    ssc.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not told() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # more failed attempts: still one message
+    finally:
+        ssc.stop(graceful=False)
+    [message] = told()
+    assert "at 127.0.0.1:1 (kafka_params['bootstrap.servers'])" in message and "check the address" in message
