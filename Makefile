@@ -5,17 +5,26 @@
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The demo needs the core only (no Kafka clients, Dask or test tools): its own stamp,
+# so `make demo` on a fresh clone installs three small packages, not every extra.
+CORE_STAMP := $(VENV)/.installed-core
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+
+$(CORE_STAMP): pyproject.toml $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -e .
+	touch $(CORE_STAMP)
+
+$(STAMP): pyproject.toml $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[all]'
-	touch $(STAMP)
+	touch $(STAMP) $(CORE_STAMP)
 
 .PHONY: demo test bench install services-deps container-deps images
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/ingest demo
 
 test: $(STAMP) services-deps

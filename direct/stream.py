@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("direct.stream")
 
 DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
+# Seconds a stream waits at start() for the cluster to answer at all: a cluster that
+# never answered is most likely a wrong address (later outages wait broker_wait_timeout).
+FIRST_CONTACT_TIMEOUT = 10.0
 COMMIT_TIMEOUT = 10.0  # seconds one group commit may take before it is given up (the next one catches up)
 
 
@@ -277,7 +280,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
 
     def start(self) -> None:
         limit = min(30.0, self.broker_wait_timeout)
-        topics = self._with_broker_wait("read topic metadata", self.client.list_topics, limit)
+        topics = self._first_contact(min(FIRST_CONTACT_TIMEOUT, self.broker_wait_timeout))
         if self._topics is not None:
             missing = [t for t in self._topics if t not in topics]
             if missing:
@@ -298,6 +301,36 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             self._start_marks = self._with_broker_wait(
                 "list offsets", lambda timeout: self.client.watermarks(tps, timeout), limit)
         self._stall.progress()
+
+    def _first_contact(self, limit: float) -> dict[str, list[int]]:
+        """The cluster's topics, read when the job starts. A cluster that never
+        answered is most likely a wrong address, not a broker restarting: it
+        fails after `limit` seconds with one error that says what was tried,
+        for how long, and the client's own last complaint."""
+        started = self._clock()
+
+        def on_retry(exc: BrokerCallError, delay: float) -> None:
+            log.debug("%s: cannot read topic metadata (%s); retrying in %.1f s", self.describe(), exc, delay)
+
+        try:
+            return call("read topic metadata", self.client.list_topics, timeout=limit, first_delay=1.0,
+                        on_retry=on_retry, clock=self._clock, sleep=self._sleep)
+        except BrokerCallError as exc:
+            self._stall.failed(f"cannot read topic metadata: {exc}")
+            if not exc.retriable:
+                raise SourceError(f"{self.describe()}: {exc}") from exc
+            cause = exc
+            while isinstance(cause.__cause__, BrokerCallError):
+                cause = cause.__cause__
+            relay = getattr(self.client, "log_relay", None)
+            told = relay.last_problem if relay is not None else None
+            raise SourceError(
+                f"{self.describe()}: no Kafka broker answered at {self.bootstrap} "
+                f"(kafka_params['bootstrap.servers']): tried for {self._clock() - started:.0f} s to read the "
+                f"cluster's metadata; last error: {cause}"
+                + (f"; the client said: {told}" if told else "")
+                + ". Check the address (host:port of a broker's listener, as the broker advertises it) and "
+                "that the broker is running and reachable from here") from exc
 
     def close(self) -> None:
         self._committer.close(COMMIT_TIMEOUT + 5.0)
@@ -385,7 +418,27 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             else:
                 raise SourceError(f"{self.describe()}: {tp[0]}[{tp[1]}] has no committed offset for group "
                                   f"{self.group!r} and auto.offset.reset is {self._reset!r}; set a starting point")
+        self._say_where_reset_starts([tp for tp in new if tp not in stored and committed.get(tp) is None],
+                                     start, marks)
         return start
+
+    def _say_where_reset_starts(self, reset: list[TP], start: Mapping[TP, int],
+                                marks: Mapping[TP, tuple[int, int]]) -> None:
+        """Once, at the first batch: which partitions start from auto.offset.reset
+        because nothing else knew where to start, and what that skips. A new job
+        that silently starts at the end looks like a job that reads nothing."""
+        if not reset:
+            return
+        skipped = sum(max(0, start[tp] - marks[tp][0]) for tp in reset)
+        where = (f"{len(reset)} partition(s) of {sorted({tp[0] for tp in reset})} start from auto.offset.reset="
+                 f"{self._reset!r}: no checkpoint, no offsets stored by a sink (offset_store=) and no committed "
+                 f"offsets for group {self.group!r}")
+        if skipped:
+            log.warning("%s: %s; this skips the %d record(s) already in them. To read them, set "
+                        "kafka_params[\"auto.offset.reset\"] = \"earliest\" (a new group.id, or no checkpoint, "
+                        "starts there)", self.describe(), where, skipped)
+        else:
+            log.info("%s: %s; no record is skipped", self.describe(), where)
 
     def _rate(self) -> float | None:
         if not self.backpressure:

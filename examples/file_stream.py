@@ -12,7 +12,8 @@ drop files in from another shell the atomic way:
     printf 'hello world\\nhello\\n' > /tmp/incoming/.a.txt && mv /tmp/incoming/.a.txt /tmp/incoming/a.txt
 
 Stop it with Ctrl-C and start it again: files added while it was down are
-read by the first batch, and no file is read twice.
+read by the first batch, and no file is read twice. A third argument runs it
+for that many seconds and then stops it gracefully.
 """
 
 import os
@@ -22,6 +23,7 @@ from ingest import StreamingContext
 
 incoming = sys.argv[1] if len(sys.argv) > 1 else "/tmp/incoming"
 checkpoint = sys.argv[2] if len(sys.argv) > 2 else "/tmp/file-stream-checkpoint"
+seconds = float(sys.argv[3]) if len(sys.argv) > 3 else None
 os.makedirs(incoming, exist_ok=True)
 
 
@@ -36,4 +38,6 @@ def build() -> StreamingContext:
 
 ssc = StreamingContext.get_or_create(checkpoint, build)
 ssc.start()
-ssc.await_termination()
+print("watching", incoming, flush=True)  # files that arrive from now on are read
+ssc.await_termination(timeout=seconds)
+ssc.stop()

@@ -75,11 +75,24 @@ def _commit_entry(record: CommitRecord) -> dict[str, Any]:
             "next": {name: position_to_data(p) for name, p in record.next_positions.items()}}
 
 
+# What a job writes into its checkpoint directory when it starts and runs: a directory
+# with none of them was never a checkpoint (and one with some is a damaged checkpoint).
+_CHECKPOINT_ENTRIES = ("metadata", "offsets", "commits", "state", "receivers")
+
+
 def inspect(directory: str) -> dict[str, Any]:
     """Everything `ls`/`show`/`fsck` print, as plain data."""
-    if not os.path.isdir(directory) and "://" not in directory:
-        raise ConfigError(f"checkpoint directory {directory!r} does not exist")
+    if "://" not in directory:
+        if os.path.isfile(directory):
+            raise ConfigError(f"{directory!r} is a file, not a directory: name the checkpoint directory "
+                              "(the one given to ssc.checkpoint() or StreamingContext.get_or_create())")
+        if not os.path.isdir(directory):
+            raise ConfigError(f"checkpoint directory {directory!r} does not exist")
     ckpt = CheckpointLog(directory)
+    if not any(ckpt.storage.exists(name) for name in _CHECKPOINT_ENTRIES):
+        raise CheckpointError(f"{directory!r} is not a checkpoint directory: it has none of "
+                              f"{', '.join(_CHECKPOINT_ENTRIES)}; name the directory given to ssc.checkpoint() "
+                              "or StreamingContext.get_or_create() (a job writes them when it starts)")
     problems: list[str] = []
     try:
         meta = ckpt.read_metadata()

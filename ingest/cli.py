@@ -10,8 +10,11 @@
     ingest services image kafka     build the ingest/kafka image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
+    ingest --version
 
-Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration.
+Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration, 141 the reader
+of the output went away (e.g. `ingest checkpoint ls DIR | head`: the rest is dropped
+quietly, as a command killed by SIGPIPE would).
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ import sys
 from dataclasses import replace
 from typing import Sequence
 
+from ingest import __version__
+from ingest.cli_traceback import print_user_traceback
 from ingest.errors import ConfigError, IngestError
 from ingest.ui import resolve as resolve_ui
 from ingest.ui import set_process_default
+
+EXIT_BROKEN_PIPE = 128 + 13  # the shell's code for a command ended by SIGPIPE
 
 
 def _setup_logging(level: str) -> None:
@@ -38,10 +45,29 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _check_app_file(app: str, path: str) -> None:
+    """An app file that is missing or does not compile is a usage error naming the
+    file (and the line), not a traceback through runpy."""
+    if os.path.isdir(path):
+        raise ConfigError(f"application file {app!r} is a directory: give `ingest run` the Python file that "
+                          "builds and starts the StreamingContext")
+    if not os.path.isfile(path):
+        raise ConfigError(f"application file {app!r} does not exist (looked for {path}): check the path given "
+                          "to `ingest run`")
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        compile(source, path, "exec")
+    except SyntaxError as exc:
+        where = f"{app}, line {exc.lineno}" if exc.lineno else app
+        text = f"\n    {exc.text.rstrip()}" if exc.text else ""
+        raise ConfigError(f"application file {where}: {type(exc).__name__}: {exc.msg}{text}\n"
+                          "fix the file and run it again") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.app)
-    if not os.path.isfile(path):
-        raise ConfigError(f"application file {args.app!r} does not exist")
+    _check_app_file(args.app, path)
     if args.supervise:
         from ingest.supervise import RestartPolicy, supervise
 
@@ -55,7 +81,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         set_process_default(replace(options, announce=True))
     sys.argv = [path, *args.args]
     sys.path.insert(0, os.path.dirname(path))
-    runpy.run_path(path, run_name="__main__")
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except IngestError as exc:
+        # A failed batch's message names the operation; the user's own frames (from
+        # the exception it is chained to) say where their code broke.
+        print_user_traceback(exc)
+        raise
     return 0
 
 
@@ -91,6 +123,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingest", description="Reliable streaming ingestion in plain Python.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an application file as __main__")
@@ -139,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # also after --help's SystemExit: a reader gone shows up at this flush
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read our output (head, less) is gone. Point stdout at /dev/null so
+        # the interpreter's final flush does not raise again, and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --supervise` runs the same command again

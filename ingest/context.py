@@ -51,8 +51,12 @@ INITIALIZED, ACTIVE, STOPPING, STOPPED = "initialized", "active", "stopping", "s
 
 
 def _seconds_to_ms(name: str, value: float) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"StreamingContext: {name} must be a positive number of seconds, got {value!r} "
+                          f"(a {type(value).__name__}): pass a number, e.g. {name}=1.0")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"StreamingContext: {name} must be a positive number of seconds, got {value!r}: "
+                          f"pass e.g. {name}=1.0 (one batch a second) or {name}=0.5")
     ms = round(value * 1000)
     if ms < 1 or abs(ms - value * 1000) > 1e-6:
         raise ConfigError(f"{name} must be a whole number of milliseconds (>= 0.001 s), got {value!r}")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import cloudpickle
 
 from ingest.errors import ConfigError
+from ingest.install_hint import install_hint
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -103,7 +104,7 @@ class DaskExecutor(TaskExecutor):
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ConfigError(
-                "executor='dask' needs the 'distributed' package: pip install 'ingest[dask]'"
+                f"executor='dask' needs the 'distributed' package: {install_hint('dask')}"
             ) from exc
         self._owned = not isinstance(client, Client)
         self._client = Client(client) if self._owned else client

@@ -8,7 +8,7 @@ by status, receivers), the context's `BatchStats` listener (delays, records per
 input), each input's `lag()` and `wal_stats()`, and the checkpoint's commit
 latency. It takes no lock the scheduler holds while running a batch.
 
-Needs `prometheus-client` (`pip install 'ingest[metrics]'`).
+Needs `prometheus-client`, the `metrics` extra (see `ingest.install_hint`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ingest.errors import ConfigError
+from ingest.install_hint import install_hint
 from ingest.latency import LatencySnapshot
 
 try:
@@ -23,7 +24,7 @@ try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
     from prometheus_client.registry import Collector
 except ImportError as exc:  # an optional dependency: say which extra brings it
-    raise ConfigError(f"ingest.metrics needs prometheus-client ({exc}): pip install 'ingest[metrics]'") from exc
+    raise ConfigError(f"ingest.metrics needs prometheus-client ({exc}): {install_hint('metrics')}") from exc
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext

@@ -138,6 +138,9 @@ class LocalStorage(Storage):
         required to be writable (nor to exist yet: listing it says so)."""
         self.root = os.path.abspath(root)
         self.url = self.root
+        if os.path.isfile(self.root):
+            raise ConfigError(f"{self.root} is a file, not a directory: name a directory (it is created if "
+                              "missing), or move the file away")
         if not create:
             return
         try:

@@ -39,7 +39,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.errors import ConfigError, ReceiverError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent
+from ingest.kafka.client_logs import with_client_logs
 from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
 from ingest.kafka.stall import StallWatch
@@ -62,7 +64,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         try:
             import confluent_kafka as ck
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("kafka_stream needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"kafka_stream needs confluent-kafka: {install_hint('kafka')}") from exc
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         if not self.topics or not all(isinstance(t, str) and t for t in self.topics):
             raise ConfigError(f"kafka_stream: topics must be a non-empty list of names, got {self.topics!r}")
@@ -74,7 +76,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         self.conf = {**params, "enable.auto.commit": False}
         self.conf.setdefault("isolation.level", "read_committed")
         try:
-            ck.Consumer(self.conf).close()  # checks every key now; librdkafka names an unknown one
+            ck.Consumer(with_client_logs(self.conf)).close()  # checks every key now; librdkafka names an unknown one
         except (ck.KafkaException, ValueError, TypeError) as exc:
             arg = exc.args[0] if exc.args else exc
             raise ConfigError(f"invalid kafka_params: {arg.str() if hasattr(arg, 'str') else arg}") from None
@@ -96,6 +98,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         strategy = str(self.conf.get("partition.assignment.strategy", ""))
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
+        self._told_unreachable = False
 
     def on_start(self) -> None:
         if self._durable is None:  # once per process: what the WAL already holds
@@ -125,7 +128,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
         run = _Run(self)
         try:
-            consumer = ck.Consumer({**self.conf, "error_cb": self._on_client_error, "on_commit": run.on_commit})
+            consumer = ck.Consumer({**with_client_logs(self.conf), "error_cb": self._on_client_error, "on_commit": run.on_commit})
         except ck.KafkaException as exc:
             self.restart(f"cannot create the consumer: {exc}", exc)
             return
@@ -152,6 +155,13 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
     def _on_client_error(self, err: Any) -> None:
         self._stall.failed(err.str())
+        if err.name() == "_ALL_BROKERS_DOWN" and not self._told_unreachable:
+            # Said once, at once: a wrong address otherwise shows only as a stall
+            # warning after 30 s (the receiver keeps trying, as it must for an outage).
+            self._told_unreachable = True
+            log.warning("%s: no Kafka broker answers at %s (kafka_params['bootstrap.servers']): %s; check the "
+                        "address (host:port of a broker's listener) and that the broker is running. The "
+                        "receiver keeps trying", self.name, self.conf["bootstrap.servers"], err.str())
 
     def _check_stall(self) -> None:
         warning = self._stall.check()

@@ -26,7 +26,9 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
+from ingest.kafka.client_logs import ClientLogRelay, route_kafka_python_logs, shared_relay, with_client_logs
 from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
@@ -40,6 +42,7 @@ class KafkaClient:
     """Driver-side access to one cluster."""
 
     name = ""
+    log_relay: ClientLogRelay | None = None  # where the client's own log lines go (see client_logs)
 
     # Every call retries retriable errors (`ingest.kafka.calls`) and gives up
     # after `timeout` seconds with a BrokerCallError naming the cause; the
@@ -151,7 +154,7 @@ def _ck() -> Any:
     try:
         import confluent_kafka
     except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise ConfigError("client='confluent' needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+        raise ConfigError(f"client='confluent' needs confluent-kafka: {install_hint('kafka')}") from exc
     return confluent_kafka
 
 
@@ -168,8 +171,9 @@ class ConfluentClient(KafkaClient):
         base = {k: v for k, v in self.params.items() if k not in OURS}
         base.setdefault("isolation.level", "read_committed")
         base.setdefault("group.id", "ingest-direct")
+        self.log_relay = ClientLogRelay()  # its own: start() quotes the last problem it reported
         try:  # validate every key now (librdkafka names the unknown one); no connection is made
-            ck.Consumer(base).close()
+            ck.Consumer(with_client_logs(base, self.log_relay)).close()
         except (ck.KafkaException, ValueError, TypeError) as exc:
             raise ConfigError(f"invalid kafka_params for confluent-kafka: {_ck_message(exc)}") from None
         self._consumer_conf = base
@@ -184,7 +188,7 @@ class ConfluentClient(KafkaClient):
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient(self._admin_conf)
+            self._admin = AdminClient(with_client_logs(self._admin_conf, self.log_relay))
         return self._admin
 
     def _attempt(self, what: str, fn: Callable[[float], Any]) -> Callable[[float], Any]:
@@ -197,6 +201,9 @@ class ConfluentClient(KafkaClient):
             except ck.KafkaException as exc:
                 raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {_ck_message(exc)}",
                                       retriable_confluent(exc)) from exc
+            finally:
+                if self._admin is not None:
+                    self._admin.poll(0)  # hands the client's queued log lines to the relay
 
         return attempt
 
@@ -286,7 +293,8 @@ class ConfluentClient(KafkaClient):
             if self._meta_consumer is not None:
                 self._meta_consumer.close()
             self._consumer_conf = {**self._consumer_conf, "group.id": group}
-            self._meta_consumer = _ck().Consumer({**self._consumer_conf, "on_commit": self._on_commit})
+            self._meta_consumer = _ck().Consumer(with_client_logs({**self._consumer_conf, "on_commit": self._on_commit},
+                                                                  self.log_relay))
         return self._meta_consumer
 
     def close(self) -> None:
@@ -314,7 +322,7 @@ class ConfluentReader(_Reader):
     client = "confluent"
 
     def _create(self) -> Any:
-        return _ck().Consumer({**self.conf, "enable.auto.commit": False, "enable.partition.eof": True,
+        return _ck().Consumer({**with_client_logs(self.conf), "enable.auto.commit": False, "enable.partition.eof": True,
                                "auto.offset.reset": "error"})
 
     def read(self, r: OffsetRange, poll_timeout: float) -> list[Any]:
@@ -431,8 +439,10 @@ class KafkaPythonClient(KafkaClient):
         try:
             import kafka  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("client='kafka-python' needs kafka-python: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"client='kafka-python' needs kafka-python: {install_hint('kafka')}") from exc
         self.params = check_common(params)
+        route_kafka_python_logs()
+        self.log_relay = shared_relay()
         self._conf = kafka_python_config(self.params)
         self._conf.pop("group_id", None)
         self._consumers: dict[str | None, Any] = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.install_hint import install_hint
 
 Deserializer = Callable[[Any], Any]
 
@@ -44,7 +45,7 @@ class avro:  # noqa: N801 - reads as a deserializer name: avro(schema)
         try:
             import fastavro
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("avro() needs fastavro: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"avro() needs fastavro: {install_hint('kafka')}") from exc
         if isinstance(schema, str):
             schema = json.loads(schema)
         try:

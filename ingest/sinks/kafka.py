@@ -38,7 +38,9 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
+from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call
+from ingest.kafka.client_logs import with_client_logs
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
@@ -85,7 +87,7 @@ class KafkaTransactionalSink:
         try:
             import confluent_kafka  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError("KafkaTransactionalSink needs confluent-kafka: pip install 'ingest[kafka]'") from exc
+            raise ConfigError(f"KafkaTransactionalSink needs confluent-kafka: {install_hint('kafka')}") from exc
         if not topic or not transactional_id or not group_id:
             raise ConfigError("KafkaTransactionalSink needs topic, transactional_id and group_id")
         if "bootstrap.servers" not in producer_config:
@@ -124,7 +126,7 @@ class KafkaTransactionalSink:
     def _new_producer(self) -> Any:
         from confluent_kafka import Producer
 
-        producer = Producer(self._config)
+        producer = Producer(with_client_logs(self._config))
         producer.init_transactions(self._timeout)  # fences any older producer with this id
         return producer
 
@@ -133,7 +135,7 @@ class KafkaTransactionalSink:
 
         common = {k: v for k, v in self._config.items()
                   if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
-        return Consumer({**common, "group.id": self.group_id, "enable.auto.commit": False,
+        return Consumer({**with_client_logs(common), "group.id": self.group_id, "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
 
     def _clients(self) -> tuple[Any, Any]:

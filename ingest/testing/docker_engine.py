@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ingest.errors import ServiceError, ServiceStartError, ServiceToolMissingError
+from ingest.install_hint import install_hint
 
 INSTALL_ENGINE = "Debian/Ubuntu: apt-get install docker.io"
 
@@ -44,7 +45,7 @@ def engine_client(timeout: float = 10.0):
     try:
         import docker
     except ImportError:
-        raise ServiceToolMissingError("talking to a Docker engine needs docker-py (pip install 'ingest[test]')") from None
+        raise ServiceToolMissingError(f"talking to a Docker engine needs docker-py ({install_hint('test')})") from None
     where = os.environ.get("DOCKER_HOST") or "the default socket (DOCKER_HOST is not set)"
     try:
         client = docker.from_env(timeout=timeout)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -31,6 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -441,6 +443,21 @@ def _install_exit_hooks() -> None:
                 signal.signal(sig, _on_termination)
 
 
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn that makes the child get SIGKILL when its parent dies (Linux
+    prctl PR_SET_PDEATHSIG), and exit at once if the parent died before that was set."""
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class JavaService:
     """A work directory and the JVM processes run in it, as a context manager.
 
@@ -593,8 +610,14 @@ class JavaService:
         ready: Callable[[], bool] | None = None,
         timeout: float = 90.0,
         env: Mapping[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> JavaService:
         """Start the service's JVM and return once `ready()` is true.
+
+        die_with_parent: the JVM gets SIGKILL when the thread that started it ends
+        (Linux's parent-death signal), so a parent killed with SIGKILL leaves nothing
+        running. Only for a service started by a process's main thread, like
+        `ingest services kafka`: the signal follows the starting thread, not the process.
 
         Raises ServiceStartError with the tail of the log when the JVM exits first or
         is not ready within `timeout` seconds; the JVM is stopped in both cases, and on
@@ -609,6 +632,7 @@ class JavaService:
             cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=self._log_handle,
             stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(env) if env is not None else None,
+            preexec_fn=_die_with(os.getpid()) if die_with_parent else None,
         )
         self._write_pidfile(self._proc.pid)
         deadline = time.monotonic() + timeout

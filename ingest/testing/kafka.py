@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import PortInUseError, ServiceError, ServiceStartError, ServiceToolMissingError, StaleServiceDirError
+from ingest.install_hint import install_hint
 from ingest.testing.jvm import JavaService, free_port, missing_tools, port_is_free, require_tools, resolve_classpath
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
@@ -50,7 +51,7 @@ TOOL_JVM_OPTS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dj
 STARTED_LINE = re.compile(r"Kafka Server started")
 BIND_FAILED = re.compile(r"Address already in use|BindException")
 
-INSTALL_CLIENT = "confluent-kafka (pip install 'ingest[kafka]')"
+INSTALL_CLIENT = f"confluent-kafka ({install_hint('kafka')})"
 
 
 def java_dir() -> Path:
@@ -141,6 +142,7 @@ class KafkaBroker:
         overrides: Mapping[str, object] | None = None,
         start_timeout: float = 120.0,
         attempts: int = 3,
+        die_with_parent: bool = False,
     ):
         self.kafka_version = kafka_version or DEFAULT_KAFKA_VERSION
         self._port = port
@@ -150,6 +152,7 @@ class KafkaBroker:
         self.start_timeout = start_timeout
         self.attempts = max(1, attempts)
         self.attempts_used = 0
+        self.die_with_parent = die_with_parent  # see JavaService.start
         self.port: int | None = None
         self.controller_port: int | None = None
         self._service: JavaService | None = None
@@ -259,6 +262,7 @@ class KafkaBroker:
             jvm_opts=(*BROKER_JVM_OPTS, f"-Dlog4j2.configurationFile={service.workdir / 'log4j2.properties'}"),
             ready=lambda: bool(STARTED_LINE.search(service.log_text()[mark:])) and broker_answers(bootstrap),
             timeout=self.start_timeout,
+            die_with_parent=self.die_with_parent,
         )
 
     def stop_process(self) -> None:
@@ -488,7 +492,7 @@ def run_forever(kafka_version: str | None = None) -> int:
         raise _Interrupted(signum)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = KafkaBroker(kafka_version)
+    broker = KafkaBroker(kafka_version, die_with_parent=True)  # a SIGKILLed `ingest services kafka` takes it along
     try:
         try:
             print(f"Starting Kafka {broker.kafka_version} (the first run downloads its jars with Maven)...",

@@ -177,6 +177,35 @@ def test_missing_directory_is_a_usage_error(tmp_path):
     assert "does not exist" in result.stderr
 
 
+@pytest.mark.parametrize("action", ["ls", "show", "fsck"])
+def test_a_file_instead_of_a_directory_is_a_usage_error_saying_so(tmp_path, action):
+    path = tmp_path / "metadata"
+    path.write_text("not a directory")
+    result = cli(action, str(path))
+    assert result.returncode == 2
+    assert "is a file, not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["ls", "fsck"])
+def test_a_directory_that_is_not_a_checkpoint_is_reported_and_exits_1(tmp_path, action):
+    (tmp_path / "notes.txt").write_text("something else")
+    result = cli(action, str(tmp_path))
+    assert result.returncode == 1
+    assert "is not a checkpoint directory" in result.stderr
+    assert result.stdout == ""
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(checkpoint_dir):
+    # A pipe whose reader is closed before the command writes, as `| head` does once it
+    # has its lines: no BrokenPipeError traceback, the shell's exit code for SIGPIPE.
+    proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "checkpoint", "show", str(checkpoint_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141
+    assert stderr == ""
+
+
 def flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x10

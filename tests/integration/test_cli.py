@@ -121,6 +121,56 @@ def test_run_of_a_missing_file_exits_2(tmp_path):
     assert "nope.py" in result.stderr and "does not exist" in result.stderr
 
 
+def test_run_of_an_app_whose_function_fails_shows_the_frames_of_that_function(tmp_path):
+    app = write_app(tmp_path, """
+        from ingest import ManualClock, StreamingContext
+
+        def parse(line):
+            return int(line)  # the line that fails
+
+        ssc = StreamingContext(batch_interval=1.0, clock=ManualClock())
+        ssc.queue_stream([["1", "x"]]).map(parse).pprint()
+        ssc.start()
+        ssc.step(1)
+    """)
+    result = ingest("run", str(app), cwd=tmp_path)
+    assert result.returncode == 1
+    trace = result.stderr.split("Traceback of your code (most recent call last):\n", 1)[1]
+    frames = re.findall(r'^  File "(.*)", line (\d+), in (\w+)$', trace, flags=re.M)
+    assert frames == [(str(app), "5", "parse")]  # the user's frame, none of the framework's
+    assert "return int(line)  # the line that fails" in trace
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in trace
+    assert "ingest: BatchFailedError: batch " in result.stderr
+
+
+def test_run_of_a_file_with_a_syntax_error_exits_2_naming_the_file_and_line(tmp_path):
+    app = write_app(tmp_path, """
+        from ingest import StreamingContext
+
+        ssc = StreamingContext(batch_interval=1.0
+        ssc.start()
+    """)
+    result = ingest("run", str(app), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"application file {app}, line 4: SyntaxError:" in result.stderr
+    assert "fix the file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_of_a_directory_exits_2_saying_it_is_a_directory(tmp_path):
+    result = ingest("run", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is a directory" in result.stderr
+
+
+def test_version_prints_the_package_version(tmp_path):
+    import ingest as package
+
+    result = ingest("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ingest {package.__version__}"
+
+
 def test_sigterm_stops_a_running_app_gracefully_and_processes_what_was_received(tmp_path):
     app = write_app(tmp_path, """
         import threading

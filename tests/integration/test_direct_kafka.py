@@ -912,7 +912,7 @@ def test_an_unreachable_broker_is_a_clear_error_at_start_not_a_hang(client: str,
     with pytest.raises(SourceError) as caught:
         ssc.start()
     waited = time.monotonic() - started
-    assert address in str(caught.value) and "could not read topic metadata" in str(caught.value)
+    assert f"no Kafka broker answered at {address} (kafka_params['bootstrap.servers'])" in str(caught.value)
     assert waited < 40, f"start() took {waited:.0f} s with broker_wait_timeout=2"
     assert ssc.state == "stopped"
 
@@ -927,7 +927,7 @@ def test_start_gives_up_on_an_unreachable_broker_within_broker_wait_timeout(
                                  kafka_params={"bootstrap.servers": f"127.0.0.1:{free_port()}", "group.id": "g"})
     watch(stream)
     started = time.monotonic()
-    with pytest.raises(SourceError, match="could not read topic metadata for 2 s"):
+    with pytest.raises(SourceError, match="tried for 2 s to read the cluster's metadata"):
         ssc.start()
     waited = time.monotonic() - started
     assert waited < 2 + 5, f"start() gave up after {waited:.0f} s with broker_wait_timeout=2"

@@ -1,5 +1,6 @@
-"""The README's receiver example runs as pasted and stops quietly on Ctrl-C:
-the graceful stop processes what was stored and prints no traceback."""
+"""The README's receiver example (examples/numbers_receiver.py, which holds the README's
+block verbatim: tests/unit/test_readme_examples.py) stops quietly on Ctrl-C: the
+graceful stop processes what was stored and prints no traceback."""
 
 from __future__ import annotations
 
@@ -14,20 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_receiver_example() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Receivers and the write-ahead log", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "the section has no python block"
-    return match.group(1)
-
-
 def test_the_readme_receiver_example_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
-    code = readme_receiver_example()
-    assert "/tmp/numbers-checkpoint" in code
-    code = code.replace("/tmp/numbers-checkpoint", str(tmp_path / "checkpoint"))
+    example = ROOT / "examples" / "numbers_receiver.py"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-u", str(example), str(tmp_path / "checkpoint")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp_path)
     try:
         first_batch = threading.Event()

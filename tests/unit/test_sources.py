@@ -101,6 +101,7 @@ def test_fsck_runs_registered_checks_and_fails_on_their_problems(tmp_path, monke
 
     register_fsck_check(check)
     register_fsck_check(check)
+    (tmp_path / "offsets").mkdir()  # a checkpoint directory, if an empty one
     assert run_checkpoint_command("fsck", str(tmp_path)) == 1
     assert capsys.readouterr().out.count("blocks.bounds: bad checksum") == 1
 
