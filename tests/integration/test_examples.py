@@ -137,11 +137,11 @@ def test_web_ui_example_serves_its_status_while_it_runs(tmp_path: Path) -> None:
         url = wait_for_line(proc, "web UI at").split()[-1]
         with urllib.request.urlopen(url + "api/v1/status", timeout=10) as response:
             status = json.loads(response.read())
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url + "inputs", timeout=10) as response:
             page = response.read().decode()
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert status["state"] == "running"
-    assert "<html" in page.lower() and "numbers" in page
+    assert "<html" in page.lower() and "numbers" in page  # the inputs page lists the job's queue stream
