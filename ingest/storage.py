@@ -14,17 +14,38 @@ job's data and source positions: only its user reads them), and every
 directory the storage creates is fsynced in its parent, so that after a power
 cut a durable file is never in a directory whose own entry was lost.
 
-Local disk is built in; HDFS and S3 backends plug in through `storage_for`.
+Local disk is built in; HDFS (`hdfs://`, ingest.storage_hdfs) and S3 (`s3://`,
+ingest.storage_s3) are imported the first time `storage_for` meets their scheme,
+so the core never imports their client libraries unless a job uses them. Other
+backends plug in with `register_backend`.
+
+Backend options (endpoint, region, user, credentials) are passed as a mapping,
+`storage_for(url, options)` / `ssc.checkpoint(url, storage_options={...})`, and
+never as URL query parameters: a URL is printed in logs, errors, the status and
+the checkpoint's own messages, and options may hold secrets. A URL with a
+password in it (`scheme://user:secret@host`) is refused.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import uuid
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Mapping
 
 from ingest.errors import ConfigError, StorageError
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file as a listing sees it: `path` relative to the storage's root
+    ('/'-separated), its size in bytes and its modification time."""
+
+    path: str
+    size: int
+    mtime_ms: int
 
 
 class Storage:
@@ -58,6 +79,16 @@ class Storage:
     def describe(self, path: str) -> str:
         """The full location of `path`, for messages."""
         return f"{self.url.rstrip('/')}/{path}"
+
+    def list_entries(self, directory: str, recursive: bool = False) -> list[FileEntry]:
+        """The files in `directory` (and below it if `recursive`), sorted by
+        path; a missing directory raises StorageError naming it."""
+        raise NotImplementedError
+
+    def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """A binary stream of the bytes [start, end) of `path` (to its end
+        when `end` is None); the caller closes it."""
+        raise NotImplementedError
 
 
 FILE_MODE = 0o600
@@ -185,25 +216,42 @@ def _silent_unlink(path: str) -> None:
         pass
 
 
-_BACKENDS: dict[str, Callable[[str], Storage]] = {}
+StorageFactory = Callable[[str, Mapping[str, Any]], Storage]
+_BACKENDS: dict[str, StorageFactory] = {}
+# Built-in backends whose modules register themselves on import: imported on
+# first use only (their client libraries are optional extras).
+_LAZY_BACKENDS = {"hdfs": "ingest.storage_hdfs", "s3": "ingest.storage_s3"}
 
 
-def register_backend(scheme: str, factory: Callable[[str], Storage]) -> None:
-    """Make `scheme://...` locations usable (HDFS and S3 register here)."""
-    _BACKENDS[scheme] = factory
+def register_backend(scheme: str, factory: StorageFactory) -> None:
+    """Make `scheme://...` locations usable: `factory(url, options)` builds the
+    storage (it raises ConfigError for bad options or an unusable location)."""
+    _BACKENDS[scheme.lower()] = factory
 
 
-def storage_for(location: str) -> Storage:
-    """A storage for a local path or a `scheme://` URL."""
+def storage_for(location: str, options: Mapping[str, Any] | None = None) -> Storage:
+    """A storage for a local path or a `scheme://` URL; `options` go to the
+    backend (see the module docstring)."""
     if not isinstance(location, str) or not location:
         raise ConfigError(f"a storage location must be a non-empty path or URL, got {location!r}")
     if "://" in location:
         scheme = location.split("://", 1)[0].lower()
         if scheme == "file":
             return LocalStorage(location.split("://", 1)[1])
+        authority = location.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            safe = f"{scheme}://<redacted>@{authority.rsplit('@', 1)[1]}"
+            raise ConfigError(f"storage location {safe} carries credentials in its URL, where logs and "
+                              "errors would show them; pass them in the storage options or the client's "
+                              "usual configuration instead")
+        if scheme not in _BACKENDS and scheme in _LAZY_BACKENDS:
+            importlib.import_module(_LAZY_BACKENDS[scheme])
         factory = _BACKENDS.get(scheme)
         if factory is None:
-            raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); "
-                              "local paths are supported here")
-        return factory(location)
+            raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); local paths, "
+                              f"{', '.join(sorted({*_BACKENDS, *_LAZY_BACKENDS}))}:// are supported")
+        return factory(location, dict(options or {}))
+    if options:
+        raise ConfigError(f"storage options {sorted(options)} were given for the local path {location}, "
+                          "which takes none")
     return LocalStorage(location)
