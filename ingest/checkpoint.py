@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.batch_log import BatchLog, Recovery
-from ingest.checkpoint_lock import CheckpointLock
+from ingest.checkpoint_lock import DEFAULT_LEASE_SECONDS, CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.listener import format_batch_time
 from ingest.serde import decode_hook, encode
@@ -108,9 +108,10 @@ class CheckpointLog(BatchLog):
     durable = True
 
     def __init__(self, location: str | Storage, *, retain_batches: int = 10, full_snapshot_every: int = 10,
-                 allow_changes: bool = False) -> None:
-        self.storage = location if isinstance(location, Storage) else storage_for(location)
-        self.lock = CheckpointLock(self.storage)
+                 allow_changes: bool = False, storage_options: Mapping[str, Any] | None = None,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self.storage = location if isinstance(location, Storage) else storage_for(location, storage_options)
+        self.lock = CheckpointLock(self.storage, lease_seconds)
         if retain_batches < 1:
             raise CheckpointError(f"retain_batches must be >= 1, got {retain_batches}")
         self.retain_batches = retain_batches
@@ -225,6 +226,7 @@ class CheckpointLog(BatchLog):
         return self.metadata
 
     def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
+        self.lock.check()
         try:
             record = CODEC.encode_intent(IntentRecord(time_ms, dict(plans)))
         except (TypeError, ValueError) as exc:
@@ -248,6 +250,7 @@ class CheckpointLog(BatchLog):
     def write_commit(self, time_ms: int, summary: Mapping[str, Any],
                      stateful: Iterable["StatefulDStream[Any]"] = (),
                      next_positions: Mapping[str, Position] | None = None) -> None:
+        self.lock.check()
         state_files: dict[str, list[str]] = {}
         for op in stateful:
             sid = op.state_id
