@@ -135,7 +135,8 @@ class HdfsStorage(Storage):
         target = self._abs(path)
         directory, name = posixpath.split(target)
         tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        self._call("creating the directory of", path, lambda: self._client.makedirs(directory))
+        # CREATE makes missing parent directories, and the temporary file is in the
+        # target's directory, so the rename needs no MKDIRS round trip.
         self._call("writing", path, lambda: self._client.write(tmp, data, overwrite=True))
 
         def rename() -> bool:
