@@ -164,3 +164,30 @@ def test_with_the_lease_bypassed_two_drivers_rerunning_one_batch_cannot_both_com
     assert "commits/00000000000000002000 already exists" in message and "committed by another writer" in message
     # Both ran the batch (the sink must be idempotent); exactly one commit was written, never overwritten.
     assert [t for t, _ in outputs_a] == [2000] and [t for t, _ in outputs_b] == [2000]
+
+
+@pytest.mark.s3
+def test_a_secret_in_the_storage_options_is_in_no_checkpoint_object_status_or_log(
+        s3_bucket: str, s3_storage_options: dict, s3_service: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import uuid
+
+    secret = f"SECRET-{uuid.uuid4().hex}"
+    options = {**s3_storage_options, "aws_secret_access_key": secret}
+    url = f"s3://{s3_bucket}/checkpoints/app"
+    caplog.set_level(logging.DEBUG)
+    seen: list[Any] = []
+    ssc = context(url, options, seen)
+    ssc.start()
+    try:
+        ssc.step(2)
+        status = json.dumps(ssc.status(), default=str)
+    finally:
+        ssc.stop(graceful=False)
+    client = s3_service.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert any(k.endswith("metadata") for k in keys) and any("/commits/" in k for k in keys)
+    stored = b"".join(client.get_object(Bucket=s3_bucket, Key=k)["Body"].read() for k in keys)
+    assert secret.encode() not in stored
+    assert secret not in status
+    assert secret not in caplog.text
