@@ -61,7 +61,12 @@ class BlockLog:
 
     def __init__(self, directory: str, stream: str, **wal_options: Any) -> None:
         if "://" in directory:
-            raise ConfigError(f"write_ahead_log needs a checkpoint directory on local disk for now, not {directory}")
+            raise ConfigError(
+                f"write_ahead_log needs a checkpoint directory on local disk (or a file system mounted on "
+                f"this host), not {directory}: the receivers' log appends and fsyncs segment files, which "
+                "HDFS and S3 storage do not offer yet. Put the checkpoint of a job with receivers on a local "
+                "path, or turn the write-ahead log off; receiver-less sources (direct Kafka, file streams) "
+                "checkpoint to HDFS and S3")
         self.stream = stream
         self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.tracker = ReceivedBlockTracker(journal=self)
