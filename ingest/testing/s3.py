@@ -58,8 +58,11 @@ def server_answers(endpoint: str, timeout: float = 1.0) -> bool:
 class S3Server:
     """moto's S3 server in a child process (a context manager)."""
 
-    def __init__(self, *, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, *, start_timeout: float = START_TIMEOUT, env: dict[str, str] | None = None) -> None:
+        """`env`: extra environment of the server, e.g. INITIAL_NO_AUTH_ACTION_COUNT=0
+        to make moto check credentials (unknown keys are then refused)."""
         self.start_timeout = start_timeout
+        self.env = dict(env or {})
         self.port: int | None = None
         self.workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -101,7 +104,7 @@ class S3Server:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                     cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    start_new_session=True, env={**os.environ, **self.env})
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline and self._proc.poll() is None:
                 if server_answers(self.endpoint):

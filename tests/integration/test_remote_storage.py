@@ -171,3 +171,19 @@ def test_a_namenode_that_does_not_answer_is_an_error_naming_the_location() -> No
     port = free_port()
     with pytest.raises(StorageError, match=rf"hdfs://127.0.0.1:{port}/ck.*did not answer within 1 s"):
         storage_for(f"hdfs://127.0.0.1:{port}/ck", {"retry_seconds": 1})
+
+
+@pytest.mark.s3
+def test_wrong_credentials_are_a_config_error_naming_the_bucket_and_not_the_secret() -> None:
+    from ingest.testing import s3
+    from ingest.testing.plugin import skip_or_fail
+
+    if s3.missing_requirements():
+        skip_or_fail("needs moto's server: install " + " and ".join(s3.missing_requirements()))
+    secret = f"WRONG-{uuid.uuid4().hex}"
+    with s3.S3Server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as server:  # moto checks credentials
+        with pytest.raises(ConfigError, match="access to S3 bucket 'jobs' of s3://jobs/app is denied.*check the "
+                                              "credentials") as err:
+            storage_for("s3://jobs/app", {"endpoint_url": server.endpoint, "region": "us-east-1",
+                                          "aws_access_key_id": "AKIAUNKNOWN", "aws_secret_access_key": secret})
+    assert secret not in str(err.value)
