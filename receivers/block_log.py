@@ -1,7 +1,8 @@
 """Received blocks and their bookkeeping in one write-ahead log per stream.
 
 With `write_ahead_log=True`, each receiver stream keeps a `WriteAheadLog`
-under `<checkpoint>/receivers/<stream>/`. Its records are events, written
+under `<checkpoint>/receivers/<stream>/` (on HDFS and S3 checkpoints, an
+`ObjectLog`: one object per record, see `receivers.object_log`). Its records are events, written
 before they are applied (write-then-apply):
 
     BLOCK      a received block: its id, metadata (source positions) and records
@@ -44,7 +45,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ingest.errors import ConfigError, CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
+from ingest.storage import LocalStorage, Storage
 from receivers.codec import decode_block, encode_block, records_payload
+from receivers.object_log import ObjectLog, check_options
 from receivers.tracker import ReceivedBlockTracker
 from receivers.wal import RecordHandle, WriteAheadLog, read_records
 from receivers.wal import verify as verify_wal
@@ -59,16 +62,20 @@ _KINDS = {BLOCK: "BLOCK", ALLOCATED: "ALLOCATED", CLEANED: "CLEANED", RELEASED: 
 class BlockLog:
     """The store and the tracker of one receiver stream, durable."""
 
-    def __init__(self, directory: str, stream: str, **wal_options: Any) -> None:
-        if "://" in directory:
-            raise ConfigError(
-                f"write_ahead_log needs a checkpoint directory on local disk (or a file system mounted on "
-                f"this host), not {directory}: the receivers' log appends and fsyncs segment files, which "
-                "HDFS and S3 storage do not offer yet. Put the checkpoint of a job with receivers on a local "
-                "path, or turn the write-ahead log off; receiver-less sources (direct Kafka, file streams) "
-                "checkpoint to HDFS and S3")
+    def __init__(self, directory: "str | Storage", stream: str, **wal_options: Any) -> None:
+        """`directory`: the checkpoint's directory (local disk: segment files) or
+        its `Storage` (HDFS, S3: one object per record, see receivers.object_log)."""
+        if isinstance(directory, Storage) and not isinstance(directory, LocalStorage):
+            check_options(directory.url, wal_options)
+            self.wal: Any = ObjectLog(directory, f"receivers/{stream}", name="blocks")
+        else:
+            if isinstance(directory, LocalStorage):
+                directory = directory.root
+            elif "://" in directory:
+                raise ConfigError(f"the write-ahead log of {directory} needs its storage (and options): pass "
+                                  "the checkpoint's Storage")
+            self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.stream = stream
-        self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.tracker = ReceivedBlockTracker(journal=self)
         self._memory_lock = threading.Lock()
         self._memory: dict[str, list[Any]] = {}
