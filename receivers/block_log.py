@@ -220,6 +220,23 @@ class BlockLog:
         self.wal.close()
 
 
+def verify_storage(storage: Storage) -> list[str]:
+    """`verify` for a checkpoint on HDFS or S3, whose logs are one object per
+    record (`receivers.object_log`): every record's framing and checksum, then
+    a replay of each stream's events. Reads only. Returns the problems, each
+    naming the object."""
+    problems = []
+    for stream in storage.list("receivers"):
+        wal = ObjectLog(storage, f"receivers/{stream}", name="blocks")
+        try:
+            _replay(_Decoder(stream, wal.path_of), wal.records())
+        except StorageError as exc:
+            problems.append(str(exc))
+        finally:
+            wal.close()
+    return problems
+
+
 def verify(directory: str) -> list[str]:
     """Check the block logs of every receiver stream under `directory` (a
     checkpoint directory, its ``receivers`` directory or one stream's) without

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ingest.checkpoint_cli import register_fsck_check
 from ingest.sources import register_stream_factory
+from ingest.storage import storage_for
 from receivers import block_log
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import kafka_stream
@@ -59,7 +60,12 @@ def check_write_ahead_logs(checkpoint_dir: str) -> Iterator[str]:
     """The fsck check: every problem `receivers.block_log.verify` finds in each
     receiver's log (segments, bounds, records, then a replay of the events).
     It reads without repairing: opening a `WriteAheadLog` would truncate torn
-    tails and remove leftovers, which fsck must not do."""
+    tails and remove leftovers, which fsck must not do. On HDFS and S3 (one
+    object per record) through the storage, configured as its client's usual
+    configuration says (environment, ~/.aws, HADOOP_USER_NAME)."""
+    if "://" in checkpoint_dir and not checkpoint_dir.startswith("file://"):
+        yield from block_log.verify_storage(storage_for(checkpoint_dir))
+        return
     for directory in wal_directories(checkpoint_dir):
         if not os.path.isdir(directory):
             yield f"{directory} is not a directory: a receiver's write-ahead log should be there"
