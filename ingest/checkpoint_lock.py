@@ -28,7 +28,12 @@ on the directory has its own number.
 
 Taking over a stale lock reads it again just before deleting it, so two
 contexts starting at once over one dead owner's lock do not both win: the
-slower one finds the faster one's live lock and refuses.
+slower one finds the faster one's live lock and refuses. That read and the
+delete are two calls, not one atomic step (neither WebHDFS nor S3 offers a
+conditional delete everywhere), so two contexts taking over the same expired
+lease in the same instant could both get through; the create-only intents and
+commits are the second layer: of two such writers, one stops at its first
+intent or commit that the other wrote.
 """
 
 from __future__ import annotations
