@@ -22,8 +22,13 @@ commits are JSON with the serde's encoding of tuples and non-string keys, so a
 re-run batch sees exactly the values its first run saw.
 
 Durability: each record is written with `Storage.write_atomic` (temp file,
-fsync, rename, fsync of the directory); intents with `Storage.write_new`
-(create-only: an existing intent is an error, never overwritten). One context
+fsync, rename, fsync of the directory; a plain PUT on S3); intents and commits
+with `Storage.write_new` (create-only: rename without overwrite on HDFS, a PUT
+with If-None-Match on S3): an existing intent or commit is an error, never
+overwritten, so of two writers that got past the lock (a lease taken over
+while its holder was only paused, or the lock bypassed) exactly one commits a
+batch and the other stops with a CheckpointError. The one commit that is
+replaced is a corrupt one that recovery fell back from (that batch re-runs). One context
 at a time writes a directory: see `ingest.checkpoint_lock`. A commit is written
 after the state files it lists, so a commit never points at a missing file.
 
@@ -55,7 +60,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ingest.batch_log import BatchLog, LogSummary, Recovery
-from ingest.checkpoint_lock import CheckpointLock
+from ingest.checkpoint_lock import DEFAULT_LEASE_SECONDS, CheckpointLock
 from ingest.errors import CheckpointError, CorruptRecordError
 from ingest.latency import LatencyHistogram
 from ingest.listener import format_batch_time
@@ -109,9 +114,10 @@ class CheckpointLog(BatchLog):
     durable = True
 
     def __init__(self, location: str | Storage, *, retain_batches: int = 10, full_snapshot_every: int = 10,
-                 allow_changes: bool = False) -> None:
-        self.storage = location if isinstance(location, Storage) else storage_for(location)
-        self.lock = CheckpointLock(self.storage)
+                 allow_changes: bool = False, storage_options: Mapping[str, Any] | None = None,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self.storage = location if isinstance(location, Storage) else storage_for(location, storage_options)
+        self.lock = CheckpointLock(self.storage, lease_seconds)
         if retain_batches < 1:
             raise CheckpointError(f"retain_batches must be >= 1, got {retain_batches}")
         self.retain_batches = retain_batches
@@ -129,6 +135,8 @@ class CheckpointLog(BatchLog):
         self._next_positions: dict[str, Position] = {}
         self._pending: set[int] = set()
         """Batches with an intent and no commit yet."""
+        self._corrupt_commits: set[int] = set()
+        """Commits recovery could not read: their batches re-run and replace them."""
         self._state_file_bytes: dict[str, int] = {}  # sizes of the state files the last commits list
         self._summary = LogSummary(durable=True, location=self.storage.url)
 
@@ -236,6 +244,7 @@ class CheckpointLog(BatchLog):
         return self.metadata
 
     def write_intent(self, time_ms: int, plans: Mapping[str, Position]) -> None:
+        self.lock.check()
         try:
             record = CODEC.encode_intent(IntentRecord(time_ms, dict(plans)))
         except (TypeError, ValueError) as exc:
@@ -261,6 +270,7 @@ class CheckpointLog(BatchLog):
                      stateful: Iterable["StatefulDStream[Any]"] = (),
                      next_positions: Mapping[str, Position] | None = None) -> None:
         started = time.perf_counter()
+        self.lock.check()
         state_files: dict[str, list[str]] = {}
         for op in stateful:
             sid = op.state_id
@@ -288,10 +298,24 @@ class CheckpointLog(BatchLog):
         # read nothing in this batch carry over from the commits before it.
         if next_positions:
             self._next_positions = {**self._next_positions, **next_positions}
+        path = f"commits/{_tname(time_ms)}"
         committed_at = time.time()
-        self._write(f"commits/{_tname(time_ms)}", CODEC.encode_commit(
+        record = CODEC.encode_commit(
             CommitRecord(time_ms, dict(summary), {sid: tuple(f) for sid, f in state_files.items()},
-                         self._next_positions, committed_at=committed_at)))
+                         self._next_positions, committed_at=committed_at))
+        if time_ms in self._corrupt_commits:
+            self._write(path, record)
+            self._corrupt_commits.discard(time_ms)
+        else:
+            try:
+                self.storage.write_new(path, record)  # create-only: one writer commits a batch
+            except FileExistsError:
+                raise CheckpointError(
+                    f"{self._where(path)} already exists: batch {format_batch_time(time_ms)} was committed by "
+                    "another writer of this checkpoint while this one ran it. This context stops without "
+                    "committing; check that no other job uses the directory") from None
+            if self._files is not None:
+                self._files.add(path)
         self._commits.append((time_ms, state_files))
         self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
@@ -351,6 +375,7 @@ class CheckpointLog(BatchLog):
             try:
                 record = self.read_commit(t)
             except (CorruptRecordError, CheckpointError) as exc:
+                self._corrupt_commits.add(t)
                 if not committed:
                     log.warning("%s; falling back to the commit before it, so batch %s is re-run "
                                 "(idempotent and transactional sinks are not affected)", exc, format_batch_time(t))

@@ -7,6 +7,8 @@
                                     ... and restart it with backoff when it fails
     ingest demo [--port 7777]       the seed example against a built-in line generator
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
+    ingest services hdfs            a local HDFS (MiniDFSCluster, WebHDFS) for development
+    ingest services s3              a local S3-compatible server (moto) for development
     ingest services image kafka     build the ingest/kafka image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
@@ -104,6 +106,16 @@ def _cmd_services(args: argparse.Namespace) -> int:
         from ingest.testing.kafka import run_forever
 
         return run_forever(args.kafka_version)
+    if args.service in ("hdfs", "s3"):
+        if args.image_of is not None:
+            raise ConfigError(f"`ingest services {args.service}` takes no further argument (got {args.image_of!r})")
+        if args.service == "hdfs":
+            from ingest.testing.hdfs import run_forever as run_hdfs
+
+            return run_hdfs()
+        from ingest.testing.s3 import run_forever as run_s3
+
+        return run_s3()
     if args.service == "image":
         from ingest.testing.images import IMAGE_SERVICES, run_build
 
@@ -154,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_cmd_demo)
 
     services = sub.add_parser("services", help="start a real service for development")
-    services.add_argument("service", choices=["kafka", "image"],
-                          help="kafka: start a broker; image: build a service's image (then name it: kafka)")
+    services.add_argument("service", choices=["kafka", "hdfs", "s3", "image"],
+                          help="kafka: start a broker; hdfs: a MiniDFSCluster; s3: moto's S3 server; image: build a service's image (then name it: kafka)")
     services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
                           help="with `image`: the service whose image to build on the Docker engine of "
                                "DOCKER_HOST, without a registry (kafka)")

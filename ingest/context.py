@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ingest.batch_log import BatchLog
 from ingest.batch_stats import BatchStats
@@ -473,7 +473,8 @@ class StreamingContext:
     # -- checkpoints -----------------------------------------------------------------------
 
     def checkpoint(self, directory: str, *, retain_batches: int = 10, full_snapshot_every: int = 10,
-                   allow_changes: bool = False) -> None:
+                   allow_changes: bool = False, storage_options: Mapping[str, Any] | None = None,
+                   lease_seconds: float = 30.0) -> None:
         """Keep the batch log and state in `directory` (a path, or a URL of a
         registered storage backend), so that a restarted job resumes where it
         was: batches with an intent and no commit are re-run with the same
@@ -483,13 +484,22 @@ class StreamingContext:
         full_snapshot_every: state snapshots are full every N commits, deltas between.
         allow_changes: go on when the application changed in a way the
           checkpoint cannot honour (removed inputs or stateful operators,
-          another batch interval), dropping what no longer fits."""
+          another batch interval), dropping what no longer fits.
+        storage_options: options of the storage backend of `directory`, e.g.
+          {"endpoint_url": ..., "region": ...} for s3://, {"user": ...} for
+          hdfs:// (see ingest.storage_s3 and ingest.storage_hdfs). Kept out of
+          the URL on purpose: they may hold credentials, and they are never
+          logged nor written to the checkpoint.
+        lease_seconds: the single-writer lock is a lease renewed every third of
+          this; a context that stops renewing it (killed) is taken over by a
+          new one this long after its last renewal."""
         from ingest.checkpoint import CheckpointLog
 
         if self._state != INITIALIZED:
             raise StateError("checkpoint() must be called before start()")
         self._log = CheckpointLog(directory, retain_batches=retain_batches,
-                                  full_snapshot_every=full_snapshot_every, allow_changes=allow_changes)
+                                  full_snapshot_every=full_snapshot_every, allow_changes=allow_changes,
+                                  storage_options=storage_options, lease_seconds=lease_seconds)
         self.checkpoint_dir = self._log.location
 
     @classmethod
@@ -506,7 +516,7 @@ class StreamingContext:
             raise ConfigError(f"get_or_create: the factory must return a StreamingContext, got {type(ssc).__name__}")
         from ingest.storage import storage_for
 
-        wanted = storage_for(directory).url
+        wanted = storage_for(directory, checkpoint_options.get("storage_options")).url
         if ssc.checkpoint_dir is None:
             ssc.checkpoint(directory, allow_changes=allow_changes, **checkpoint_options)
         elif ssc.checkpoint_dir != wanted:

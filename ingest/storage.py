@@ -19,18 +19,28 @@ size and modification time, `open_read` opens a byte range of one. They only
 read, so a storage made with `storage_for(location, create=False)` neither
 creates its root nor needs it writable (an input directory may be read-only).
 
-Local disk is built in; HDFS and S3 backends plug in through `storage_for`.
+Local disk is built in; HDFS (`hdfs://`, ingest.storage_hdfs) and S3 (`s3://`,
+ingest.storage_s3) are imported the first time `storage_for` meets their scheme,
+so the core never imports their client libraries unless a job uses them. Other
+backends plug in with `register_backend`.
+
+Backend options (endpoint, region, user, credentials) are passed as a mapping,
+`storage_for(url, options)` / `ssc.checkpoint(url, storage_options={...})`, and
+never as URL query parameters: a URL is printed in logs, errors, the status and
+the checkpoint's own messages, and options may hold secrets. A URL with a
+password in it (`scheme://user:secret@host`) is refused.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import io
 import os
 import stat
 import uuid
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 from ingest.errors import ConfigError, StorageError
 
@@ -302,27 +312,44 @@ def _silent_unlink(path: str) -> None:
         pass
 
 
-_BACKENDS: dict[str, Callable[[str], Storage]] = {}
+StorageFactory = Callable[[str, Mapping[str, Any]], Storage]
+_BACKENDS: dict[str, StorageFactory] = {}
+# Built-in backends whose modules register themselves on import: imported on
+# first use only (their client libraries are optional extras).
+_LAZY_BACKENDS = {"hdfs": "ingest.storage_hdfs", "s3": "ingest.storage_s3"}
 
 
-def register_backend(scheme: str, factory: Callable[[str], Storage]) -> None:
-    """Make `scheme://...` locations usable (HDFS and S3 register here)."""
-    _BACKENDS[scheme] = factory
+def register_backend(scheme: str, factory: StorageFactory) -> None:
+    """Make `scheme://...` locations usable: `factory(url, options)` builds the
+    storage (it raises ConfigError for bad options or an unusable location)."""
+    _BACKENDS[scheme.lower()] = factory
 
 
-def storage_for(location: str, create: bool = True) -> Storage:
-    """A storage for a local path or a `scheme://` URL. `create=False` (for
-    reading only) leaves a local root as it is: not created, not required
-    to be writable; other backends are made the same way either way."""
+def storage_for(location: str, options: Mapping[str, Any] | None = None, *, create: bool = True) -> Storage:
+    """A storage for a local path or a `scheme://` URL; `options` go to the
+    backend (see the module docstring). `create=False` (for reading only)
+    leaves a local root as it is: not created, not required to be writable;
+    other backends are made the same way either way."""
     if not isinstance(location, str) or not location:
         raise ConfigError(f"a storage location must be a non-empty path or URL, got {location!r}")
     if "://" in location:
         scheme = location.split("://", 1)[0].lower()
         if scheme == "file":
             return LocalStorage(location.split("://", 1)[1], create=create)
+        authority = location.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            safe = f"{scheme}://<redacted>@{authority.rsplit('@', 1)[1]}"
+            raise ConfigError(f"storage location {safe} carries credentials in its URL, where logs and "
+                              "errors would show them; pass them in the storage options or the client's "
+                              "usual configuration instead")
+        if scheme not in _BACKENDS and scheme in _LAZY_BACKENDS:
+            importlib.import_module(_LAZY_BACKENDS[scheme])
         factory = _BACKENDS.get(scheme)
         if factory is None:
-            raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); "
-                              "local paths are supported here")
-        return factory(location)
+            raise ConfigError(f"no storage backend for {scheme}:// locations ({location}); local paths, "
+                              f"{', '.join(sorted({*_BACKENDS, *_LAZY_BACKENDS}))}:// are supported")
+        return factory(location, dict(options or {}))
+    if options:
+        raise ConfigError(f"storage options {sorted(options)} were given for the local path {location}, "
+                          "which takes none")
     return LocalStorage(location, create=create)

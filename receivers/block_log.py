@@ -1,7 +1,8 @@
 """Received blocks and their bookkeeping in one write-ahead log per stream.
 
 With `write_ahead_log=True`, each receiver stream keeps a `WriteAheadLog`
-under `<checkpoint>/receivers/<stream>/`. Its records are events, written
+under `<checkpoint>/receivers/<stream>/` (on HDFS and S3 checkpoints, an
+`ObjectLog`: one object per record, see `receivers.object_log`). Its records are events, written
 before they are applied (write-then-apply):
 
     BLOCK      a received block: its id, metadata (source positions) and records
@@ -58,8 +59,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError, StorageError
+from ingest.storage import LocalStorage, Storage
 from receivers.block import Block, BlockInfo
 from receivers.codec import decode_block, encode_block, records_payload
+from receivers.object_log import ObjectLog, check_options
 from receivers.tracker import ReceivedBlockTracker, UnknownBlocksError
 from receivers.wal import RecordHandle, WriteAheadLog, read_records
 from receivers.wal import verify as verify_wal
@@ -74,12 +77,21 @@ _KINDS = {BLOCK: "BLOCK", ALLOCATED: "ALLOCATED", CLEANED: "CLEANED", RELEASED: 
 class BlockLog:
     """The store and the tracker of one receiver stream, durable."""
 
-    def __init__(self, directory: str, stream: str, **wal_options: Any) -> None:
-        if "://" in directory:
-            raise ConfigError(f"write_ahead_log needs a checkpoint directory on local disk for now, not {directory}")
+    def __init__(self, directory: "str | Storage", stream: str, **wal_options: Any) -> None:
+        """`directory`: the checkpoint's directory (local disk: segment files) or
+        its `Storage` (HDFS, S3: one object per record, see receivers.object_log)."""
+        if isinstance(directory, Storage) and not isinstance(directory, LocalStorage):
+            check_options(directory.url, wal_options)
+            self.wal: Any = ObjectLog(directory, f"receivers/{stream}", name="blocks")
+        else:
+            if isinstance(directory, LocalStorage):
+                directory = directory.root
+            elif "://" in directory:
+                raise ConfigError(f"the write-ahead log of {directory} needs its storage (and options): pass "
+                                  "the checkpoint's Storage")
+            self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
         self.stream = stream
-        self.checkpoint_dir = directory
-        self.wal = WriteAheadLog(os.path.join(directory, "receivers", stream), name="blocks", **wal_options)
+        self.checkpoint_dir = directory if isinstance(directory, str) else directory.url
         self.tracker = ReceivedBlockTracker(journal=self)
         self._memory_lock = threading.Lock()
         self._memory: dict[str, list[Any]] = {}
@@ -243,6 +255,23 @@ class BlockLog:
         with self._memory_lock:
             self._memory.clear()
         self.wal.close()
+
+
+def verify_storage(storage: Storage) -> list[str]:
+    """`verify` for a checkpoint on HDFS or S3, whose logs are one object per
+    record (`receivers.object_log`): every record's framing and checksum, then
+    a replay of each stream's events. Reads only. Returns the problems, each
+    naming the object."""
+    problems = []
+    for stream in storage.list("receivers"):
+        wal = ObjectLog(storage, f"receivers/{stream}", name="blocks")
+        try:
+            _replay(_Decoder(stream, wal.path_of), wal.records())
+        except StorageError as exc:
+            problems.append(str(exc))
+        finally:
+            wal.close()
+    return problems
 
 
 def _intent_path(checkpoint_dir: str, time_ms: int) -> str:

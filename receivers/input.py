@@ -96,7 +96,10 @@ class ReceiverInputDStream(InputDStream[T]):
     def _open_block_log(self) -> BlockLog | None:
         if self.block_log is None and self.ssc.write_ahead_log:
             assert self.ssc.checkpoint_dir is not None, "the context checks this at start()"
-            self.block_log = BlockLog(self.ssc.checkpoint_dir, self.name)
+            # The checkpoint's own storage: a remote one carries its options (endpoint,
+            # credentials), which the directory's URL does not.
+            storage = getattr(self.ssc._log, "storage", None)
+            self.block_log = BlockLog(storage if storage is not None else self.ssc.checkpoint_dir, self.name)
             self.store = self.tracker = self.block_log
             self._recovered = False
         return self.block_log

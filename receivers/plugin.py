@@ -19,6 +19,7 @@ from ingest.checkpoint import CheckpointLog
 from ingest.checkpoint_cli import register_fsck_check
 from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
+from ingest.storage import storage_for
 from receivers import block_log
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import kafka_stream
@@ -61,7 +62,12 @@ def check_write_ahead_logs(checkpoint_dir: str) -> Iterator[str]:
     """The fsck check: every problem `receivers.block_log.verify` finds in each
     receiver's log (segments, bounds, records, then a replay of the events).
     It reads without repairing: opening a `WriteAheadLog` would truncate torn
-    tails and remove leftovers, which fsck must not do."""
+    tails and remove leftovers, which fsck must not do. On HDFS and S3 (one
+    object per record) through the storage, configured as its client's usual
+    configuration says (environment, ~/.aws, HADOOP_USER_NAME)."""
+    if "://" in checkpoint_dir and not checkpoint_dir.startswith("file://"):
+        yield from block_log.verify_storage(storage_for(checkpoint_dir))
+        return
     batches = _checkpoint_batches(checkpoint_dir)
     for directory in wal_directories(checkpoint_dir):
         if not os.path.isdir(directory):

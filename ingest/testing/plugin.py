@@ -25,6 +25,22 @@ then uses that one or fails saying why, whatever CI says.
 ``POSTGRES_DSN`` if set, else a throwaway server started from the PostgreSQL server
 binaries on this machine (``ingest.testing.postgres.PostgresServer``); without them,
 skipped with what to install, or failed on CI.
+
+HDFS and S3 (session scope, started on first use):
+
+* ``hdfs_service``: an `ingest.testing.hdfs.HdfsCluster` (MiniDFSCluster with one
+  DataNode from Maven Central jars, on free 127.0.0.1 ports, its data, logs and temp
+  files in its own work directory, deleted at the end); ``hdfs_url`` its
+  ``hdfs://127.0.0.1:<webhdfs port>``; ``hdfs_dir`` (per test) a fresh directory URL
+  on it. ``INGEST_HDFS_URL`` names an existing cluster instead (then
+  ``hdfs_service`` is skipped: it cannot be paused).
+* ``s3_service``: an `ingest.testing.s3.S3Server` (moto's server on a free
+  127.0.0.1 port); ``s3_endpoint`` its URL; ``s3_storage_options`` the storage
+  options pointing at it; ``s3_bucket`` (per test) a fresh empty bucket.
+  ``INGEST_S3_ENDPOINT`` names an existing S3-compatible server instead (with the
+  usual AWS_* credentials).
+
+Missing Java/Maven/packages skip the tests with what to install, or fail them on CI.
 """
 
 from __future__ import annotations
@@ -55,6 +71,8 @@ class KafkaService:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs a real Kafka broker (the kafka_bootstrap fixture)")
     config.addinivalue_line("markers", "postgres: needs a real PostgreSQL server (the postgres_dsn fixture)")
+    config.addinivalue_line("markers", "hdfs: needs a real HDFS (the hdfs_url fixture)")
+    config.addinivalue_line("markers", "s3: needs a real S3-compatible server (the s3_endpoint fixture)")
     config.addinivalue_line("markers", "docker: needs a Docker engine (the docker_client fixture)")
     config.addinivalue_line("markers", "jvm_launcher: tests the local JVM broker launcher itself, whatever "
                                        "broker the session uses")
@@ -260,3 +278,104 @@ def postgres_dsn() -> Iterator[str]:
                      + ", or set POSTGRES_DSN to a server's DSN")
     with postgres.PostgresServer() as server:
         yield server.dsn
+
+
+# -- HDFS and S3 ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hdfs_service():
+    """A MiniDFSCluster for the session (see the module docstring)."""
+    if os.environ.get("INGEST_HDFS_URL", "").strip():
+        pytest.skip("INGEST_HDFS_URL names an external cluster; this test needs one it can pause")
+    from ingest.errors import IngestError
+    from ingest.testing import hdfs
+
+    missing = hdfs.missing_requirements()
+    if missing:
+        skip_or_fail("no HDFS for these tests: install " + " and ".join(missing)
+                     + " so that a MiniDFSCluster starts from Maven Central jars, or set INGEST_HDFS_URL")
+    cluster = hdfs.HdfsCluster()
+    try:
+        cluster.start()
+    except IngestError as exc:
+        pytest.fail(f"the HDFS minicluster did not start: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def hdfs_url(request: pytest.FixtureRequest) -> str:
+    """``hdfs://host:port`` (the NameNode's WebHDFS address) of the session's HDFS."""
+    external = os.environ.get("INGEST_HDFS_URL", "").strip()
+    if external:
+        return external.rstrip("/")
+    return request.getfixturevalue("hdfs_service").url
+
+
+@pytest.fixture
+def hdfs_dir(hdfs_url: str) -> str:
+    """A fresh directory URL on the session's HDFS, for one test."""
+    import uuid
+
+    return f"{hdfs_url}/tests/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def s3_service():
+    """moto's S3 server for the session (see the module docstring)."""
+    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
+        pytest.skip("INGEST_S3_ENDPOINT names an external server; this test needs one it can pause")
+    from ingest.errors import IngestError
+    from ingest.testing import s3
+
+    missing = s3.missing_requirements()
+    if missing:
+        skip_or_fail("no S3 server for these tests: install " + " and ".join(missing)
+                     + ", or set INGEST_S3_ENDPOINT")
+    server = s3.S3Server()
+    try:
+        server.start()
+    except IngestError as exc:
+        pytest.fail(f"moto's S3 server did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(request: pytest.FixtureRequest) -> str:
+    """The URL of the session's S3-compatible server."""
+    external = os.environ.get("INGEST_S3_ENDPOINT", "").strip()
+    if external:
+        return external.rstrip("/")
+    return request.getfixturevalue("s3_service").endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_storage_options(s3_endpoint: str) -> dict:
+    """Storage options for `s3://` locations on the session's server (endpoint and,
+    for the local emulator, its dummy credentials)."""
+    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
+        return {"endpoint_url": s3_endpoint}
+    from ingest.testing.s3 import TEST_CREDENTIALS
+
+    return {"endpoint_url": s3_endpoint, **TEST_CREDENTIALS}
+
+
+@pytest.fixture
+def s3_bucket(s3_storage_options: dict) -> str:
+    """A fresh, empty bucket for one test."""
+    import uuid
+
+    import boto3
+
+    opts = dict(s3_storage_options)
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=opts.get("endpoint_url"), region_name=opts.get("region", "us-east-1"),
+                 aws_access_key_id=opts.get("aws_access_key_id"),
+                 aws_secret_access_key=opts.get("aws_secret_access_key")).create_bucket(Bucket=name)
+    return name

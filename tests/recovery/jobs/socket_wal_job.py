@@ -3,6 +3,9 @@ crash-recovery tests of the socket receiver.
 
     python socket_wal_job.py CHECKPOINT OUT PORT --mode receive|drain [--clock manual|system]
 
+CHECKPOINT is a local path or an hdfs:// or s3:// URL (options as JSON in
+$JOB_STORAGE_OPTIONS); on HDFS and S3 the log is one object per record.
+
 - receive: run until killed. Every time the number of lines stored (in the
   write-ahead log, fsynced) changes, it is written to OUT/received, so the
   test knows what the log holds before it sends SIGKILL. With the manual clock
@@ -61,7 +64,10 @@ def factory():
 
 
 os.makedirs(args.out, exist_ok=True)
-ssc = StreamingContext.get_or_create(args.checkpoint, factory)
+# Options of an HDFS or S3 checkpoint (endpoint, credentials), kept off the command line.
+options = json.loads(os.environ.get("JOB_STORAGE_OPTIONS") or "{}")
+ssc = StreamingContext.get_or_create(args.checkpoint, factory, storage_options=options or None,
+                                     lease_seconds=float(os.environ.get("JOB_LEASE_SECONDS") or 30))
 ssc.start()
 if args.mode == "drain":
     ssc.stop(graceful=True)
