@@ -3,6 +3,8 @@
     ingest run APP.py [ARGS...]     run an application file as __main__
     ingest demo [--port 7777]       the seed example against a built-in line generator
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
+    ingest services flume --config FILE [--agent a1] [--plugin-jar JAR]
+                                    a local Flume 1.11 agent running FILE (Ctrl-C stops it)
     ingest services image kafka     build the ingest/kafka image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
@@ -54,6 +56,15 @@ def _cmd_services(args: argparse.Namespace) -> int:
         from ingest.testing.kafka import run_forever
 
         return run_forever(args.kafka_version)
+    if args.service == "flume":
+        if args.image_of is not None:
+            raise ConfigError(f"`ingest services flume` takes no further argument (got {args.image_of!r})")
+        if not args.config:
+            raise ConfigError("`ingest services flume` needs --config FILE: the agent's Flume properties "
+                              "(e.g. a1.sources = r1 ...)")
+        from ingest.testing.flume import run_forever as run_flume
+
+        return run_flume(args.config, args.agent, args.plugin_jar or ())
     if args.service == "image":
         from ingest.testing.images import IMAGE_SERVICES, run_build
 
@@ -88,11 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_cmd_demo)
 
     services = sub.add_parser("services", help="start a real service for development")
-    services.add_argument("service", choices=["kafka", "image"],
-                          help="kafka: start a broker; image: build a service's image (then name it: kafka)")
+    services.add_argument("service", choices=["kafka", "flume", "image"],
+                          help="kafka: start a broker; flume: start a Flume agent (--config); image: build a service's image (then name it: kafka)")
     services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
                           help="with `image`: the service whose image to build on the Docker engine of "
                                "DOCKER_HOST, without a registry (kafka)")
+    services.add_argument("--config", default=None, metavar="FILE",
+                          help="flume: the agent's configuration (Flume properties)")
+    services.add_argument("--agent", default="a1", help="flume: the agent name the configuration uses (default a1)")
+    services.add_argument("--plugin-jar", action="append", metavar="JAR",
+                          help="flume: a jar to add to the agent's classpath, as plugins.d would (repeatable)")
     services.add_argument("--kafka-version", default=None, help="Apache Kafka version (default: the tested one)")
     services.set_defaults(fn=_cmd_services)
 
