@@ -5,8 +5,8 @@ list of built-in source modules) the first time a receiver stream is asked
 for, so `from ingest import StreamingContext; ssc.socket_text_stream(...)`
 needs no other import. It registers:
 
-- the stream factories `receiver_stream`, `socket_text_stream`, `kafka_stream` and
-  `flume_stream`;
+- the stream factories `receiver_stream`, `socket_text_stream`, `kafka_stream`,
+  `flume_stream` and `flume_polling_stream`;
 - an `ingest checkpoint fsck` check of every receiver's write-ahead log
   (`<checkpoint>/receivers/<stream>/`).
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ingest.checkpoint_cli import register_fsck_check
 from ingest.sources import register_stream_factory
 from receivers import block_log
+from receivers.flume.pull import flume_polling_stream
 from receivers.flume.push import flume_stream
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import kafka_stream
@@ -73,4 +74,5 @@ register_stream_factory("receiver_stream", receiver_stream)
 register_stream_factory("socket_text_stream", socket_text_stream)
 register_stream_factory("kafka_stream", kafka_stream)
 register_stream_factory("flume_stream", flume_stream)
+register_stream_factory("flume_polling_stream", flume_polling_stream)
 register_fsck_check(check_write_ahead_logs)

@@ -292,3 +292,14 @@ def flume_agent():
     finally:
         for agent in reversed(agents):
             agent.stop()
+
+
+@pytest.fixture(scope="session")
+def flume_sink_jar() -> str:
+    """Our Flume pull sink's jar, built with Maven once (cached across sessions)."""
+    from ingest.testing import flume
+
+    missing = flume.missing_requirements()
+    if missing:
+        skip_or_fail("cannot build the Flume pull sink: install " + " and ".join(missing))
+    return str(flume.build_pull_sink_jar())

@@ -7,6 +7,7 @@ Both speak Avro IPC over the Netty framing (`framing`, `ipc`) and yield
 """
 
 from receivers.flume.event import FlumeEvent
+from receivers.flume.pull import FlumePollingReceiver, flume_polling_stream
 from receivers.flume.push import FlumePushReceiver, flume_stream
 
-__all__ = ["FlumeEvent", "FlumePushReceiver", "flume_stream"]
+__all__ = ["FlumeEvent", "FlumePollingReceiver", "FlumePushReceiver", "flume_polling_stream", "flume_stream"]

@@ -23,3 +23,15 @@ SOURCE_PROTOCOL_TEXT = """{"protocol":"AvroSourceProtocol","namespace":"org.apac
                             "response":"Status"}}}"""
 
 SOURCE_PROTOCOL = AvroProtocol(SOURCE_PROTOCOL_TEXT, known_hashes=(FLUME_1_11_SOURCE_PROTOCOL_MD5,))
+
+PULL_PROTOCOL_TEXT = """{"protocol":"FlumePullProtocol","namespace":"io.github.ingest.flume",
+ "types":[{"type":"record","name":"PullEvent","fields":[
+            {"name":"headers","type":{"type":"map","values":"string"}},{"name":"body","type":"bytes"}]},
+          {"type":"record","name":"EventBatch","fields":[
+            {"name":"errorMsg","type":"string","default":""},{"name":"sequenceNumber","type":"string"},
+            {"name":"events","type":{"type":"array","items":"PullEvent"}}]}],
+ "messages":{"getEventBatch":{"request":[{"name":"n","type":"int"}],"response":"EventBatch"},
+             "ack":{"request":[{"name":"sequenceNumber","type":"string"}],"response":"null"},
+             "nack":{"request":[{"name":"sequenceNumber","type":"string"}],"response":"null"}}}"""
+
+PULL_PROTOCOL = AvroProtocol(PULL_PROTOCOL_TEXT)

@@ -159,3 +159,13 @@ def test_a_failing_handler_closes_the_connection_like_a_failed_answer(server):
     with AvroIpcClient(SOURCE_PROTOCOL, "127.0.0.1", server.port) as client:
         with pytest.raises(AvroCallError, match="closed the connection"):
             client.call("append", {"event": {"headers": {}, "body": b"x"}})
+
+
+def test_the_pull_protocol_is_the_one_the_java_sink_serves():
+    import json
+    from pathlib import Path
+
+    from receivers.flume.protocols import PULL_PROTOCOL_TEXT
+
+    java_copy = Path(__file__).resolve().parents[2] / "docker/flume-sink/src/main/resources/ingest-flume-pull.avpr"
+    assert json.loads(java_copy.read_text()) == json.loads(PULL_PROTOCOL_TEXT)
