@@ -119,55 +119,57 @@ class AvroIpcServer:
             thread.start()
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
-        connected = False
-        try:
-            with conn:
-                while not self._stopping.is_set():
-                    frame = read_frame(conn, self.limits)
-                    if frame is None:
-                        return
-                    serial, payload = frame
-                    reply, connected, close = self._call(payload, connected, peer)
-                    if reply is not None:
-                        conn.sendall(encode_frame(serial, reply))
-                    if close:
-                        return
-        except (FrameError, ProtocolError) as exc:
-            self.connections_refused += 1
-            log.warning("%s: closed the connection from %s: %s", self.name, peer, exc)
-        except EOFError as exc:
-            if not self._stopping.is_set():
+        # The log line is written before the connection closes: whoever sees the
+        # close can find out why.
+        with conn:
+            try:
+                self._serve_calls(conn, peer)
+            except (FrameError, ProtocolError) as exc:
                 self.connections_refused += 1
-                log.warning("%s: closed the connection from %s: a truncated frame (%s)", self.name, peer, exc)
-        except OSError as exc:
-            if not self._stopping.is_set():
-                log.info("%s: the connection from %s failed: %s", self.name, peer, exc)
-        except Exception as exc:  # noqa: BLE001 - the handler failed: the client sees a closed connection
-            log.error("%s: closed the connection from %s: handling its call failed: %s: %s", self.name, peer,
-                      type(exc).__name__, exc)
+                log.warning("%s: closed the connection from %s: %s", self.name, peer, exc)
+            except EOFError as exc:
+                if not self._stopping.is_set():
+                    self.connections_refused += 1
+                    log.warning("%s: closed the connection from %s: a truncated frame (%s)", self.name, peer, exc)
+            except OSError as exc:
+                if not self._stopping.is_set():
+                    log.info("%s: the connection from %s failed: %s", self.name, peer, exc)
+            except Exception as exc:  # noqa: BLE001 - the handler failed: the client sees a closed connection
+                log.error("%s: closed the connection from %s: handling its call failed: %s: %s", self.name, peer,
+                          type(exc).__name__, exc)
 
-    def _call(self, payload: bytes, connected: bool, peer: str) -> tuple[bytes | None, bool, bool]:
-        """The reply to one frame, whether the connection is now connected, and
-        whether to close it after replying."""
+    def _serve_calls(self, conn: socket.socket, peer: str) -> None:
+        connected = False
+        while not self._stopping.is_set():
+            frame = read_frame(conn, self.limits)
+            if frame is None:
+                return
+            serial, payload = frame
+            reply, connected = self._call(payload, connected, peer)
+            if reply is not None:
+                conn.sendall(encode_frame(serial, reply))
+
+    def _call(self, payload: bytes, connected: bool, peer: str) -> tuple[bytes | None, bool]:
+        """The reply to one frame, and whether the connection is now connected."""
         fo = io.BytesIO(payload)
         out = io.BytesIO()
         try:
             if not connected:
                 match = self._handshake(ipc.read(fo, ipc.HANDSHAKE_REQUEST), out)
                 if match == "NONE":
-                    return out.getvalue(), False, False
+                    return out.getvalue(), False
                 connected = True
             head = ipc.read(fo, ipc.CALL_HEAD)
             name = head["name"]
             if name == "":  # a handshake-only ping
-                return out.getvalue(), connected, False
+                return out.getvalue(), connected
             message = self.protocol.messages.get(name)
             if message is None:
                 log.warning("%s: %s called %r, which %s does not have; answered with an error", self.name, peer,
                             name[:100], self.protocol.name)
                 out.write(ipc.encode_error(f"unknown message {name[:100]!r}: {self.protocol.name} has "
                                            f"{sorted(self.protocol.messages)}"))
-                return out.getvalue(), connected, False
+                return out.getvalue(), connected
             request = ipc.read(fo, message.request)
         except ProtocolError:
             raise
@@ -177,7 +179,7 @@ class AvroIpcServer:
         if fo.tell() != len(payload):
             raise ProtocolError(f"{len(payload) - fo.tell()} bytes follow the {name} request")
         out.write(ipc.encode_response(message, self.handler(name, request)))
-        return out.getvalue(), connected, False
+        return out.getvalue(), connected
 
     def _handshake(self, request: dict[str, Any], out: io.BytesIO) -> str:
         protocol = self.protocol
