@@ -131,3 +131,21 @@ def test_garbage_on_the_port_does_not_disturb_a_concurrent_agent(make_context, c
     assert len(warnings) == len(garbage)
     agent.stop()
     assert agent.shutdown_metrics()[("CHANNEL", "c1")]["channel.current.size"] == 0
+
+
+def test_two_agents_push_to_one_stream_at_once(make_context, collect, flume_agent, wait_until):
+    port = free_port()
+    ssc = make_context(block_interval=0.05)
+    events = flume_stream(ssc, "127.0.0.1", port)
+    out = collect(events)
+    ssc.start()
+    for agent_id in ("a", "b"):
+        source = seq_source(300, batch_size=30)
+        source.update({"interceptors": "id", "interceptors.id.type": "static", "interceptors.id.key": "agent",
+                       "interceptors.id.value": agent_id})
+        flume_agent(agent_config(sources={"r1": source}, channels={"c1": memory_channel()},
+                                 sinks={"k1": avro_sink("127.0.0.1", port, batch_size=30)}))
+    received = drain(ssc, out, events, 600, wait_until)
+    by_agent = {agent_id: sorted(int(e.body) for e in received if e.headers["agent"] == agent_id)
+                for agent_id in ("a", "b")}
+    assert by_agent == {"a": list(range(300)), "b": list(range(300))}
