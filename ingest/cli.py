@@ -5,7 +5,8 @@
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
     ingest services flume --config FILE [--agent a1] [--plugin-jar JAR]
                                     a local Flume 1.11 agent running FILE (Ctrl-C stops it)
-    ingest services image kafka     build the ingest/kafka image on the local Docker engine
+    ingest services image kafka|flume
+                                    build the ingest/kafka or ingest/flume image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
 
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="kafka: start a broker; flume: start a Flume agent (--config); image: build a service's image (then name it: kafka)")
     services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
                           help="with `image`: the service whose image to build on the Docker engine of "
-                               "DOCKER_HOST, without a registry (kafka)")
+                               "DOCKER_HOST, without a registry (kafka, flume)")
     services.add_argument("--config", default=None, metavar="FILE",
                           help="flume: the agent's configuration (Flume properties)")
     services.add_argument("--agent", default="a1", help="flume: the agent name the configuration uses (default a1)")

@@ -71,20 +71,6 @@ _NETCAT_LISTENING = re.compile(r"Created serverSocket:\S*:(\d+)\]")
 # channel.current.size == 0".
 _SHUTDOWN_METRIC = re.compile(r"Shutdown Metric for type: (\w+), name: (\S+)\. (\S+) == (-?\d+)")
 
-LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
-  <Appenders>
-    <Console name="out" target="SYSTEM_OUT">
-      <PatternLayout pattern="%d{HH:mm:ss.SSS} %-5p [%t] %c{1}: %m%n"/>
-    </Console>
-  </Appenders>
-  <Loggers>
-    <Logger name="org.apache.flume" level="INFO"/>
-    <Logger name="io.github.ingest" level="INFO"/>
-    <Root level="WARN"><AppenderRef ref="out"/></Root>
-  </Loggers>
-</Configuration>
-"""
 
 
 def flume_pom() -> Path:
@@ -293,7 +279,7 @@ class FlumeAgent:
         self._service = service
         try:
             workdir = service.workdir
-            (workdir / "log4j2.xml").write_text(LOG4J2_XML)
+            shutil.copyfile(java_dir() / "flume" / "log4j2.xml", workdir / "log4j2.xml")
             conf = workdir / "agent.properties"
             conf.write_text(self.config.replace("{workdir}", str(workdir)))
             wanted = set(self.components)
