@@ -66,10 +66,13 @@ class AvroIpcClient:
         return f"{self.address[0]}:{self.address[1]}"
 
     def close(self) -> None:
+        """Close the connection; a call blocked on it in another thread returns at once
+        (shutdown wakes a blocked recv, close alone may not)."""
         try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._sock.close()
 
     def __enter__(self) -> "AvroIpcClient":
         return self
