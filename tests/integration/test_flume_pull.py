@@ -5,17 +5,32 @@ ended empty."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from ingest.testing.flume import agent_config, memory_channel, pull_sink, seq_source
 from ingest.testing.jvm import free_port
 from receivers import FlumeEvent, flume_polling_stream
-from receivers.flume.client import AvroIpcClient
-from receivers.flume.protocols import PULL_PROTOCOL
 
 pytestmark = pytest.mark.flume
 
 DELIVERY_WAIT = 60.0
+
+TAKE_ONE_BATCH_AND_WAIT = """
+import sys, time
+from receivers.flume.client import AvroIpcClient
+from receivers.flume.protocols import PULL_PROTOCOL
+client = AvroIpcClient(PULL_PROTOCOL, "127.0.0.1", int(sys.argv[1]))
+while True:
+    events = client.call("getEventBatch", {"n": 25})["events"]
+    if events:
+        print("took", len(events), flush=True)
+        time.sleep(600)
+    time.sleep(0.1)
+"""
 
 
 def pull_agent(flume_agent, flume_sink_jar, port: int, total: int, *, timeout_s: int = 60):
@@ -86,11 +101,15 @@ def test_a_batch_taken_by_a_job_that_died_before_acking_comes_again(make_context
                                                                     flume_sink_jar, wait_until):
     port = free_port()
     agent = pull_agent(flume_agent, flume_sink_jar, port, 200, timeout_s=2)
-    with AvroIpcClient(PULL_PROTOCOL, "127.0.0.1", port) as dying_job:
-        wait_until(lambda: bool(dying_job.call("getEventBatch", {"n": 25})["events"]), timeout=30,
-                   what="a first batch")
-    # The connection is gone without an ack, as when the job is killed: the sink
-    # rolls the batch back after its 2 s timeout.
+    # A job that took a batch and is SIGKILLed before it acks: the sink rolls the
+    # batch back after its 2 s timeout.
+    dying_job = subprocess.Popen([sys.executable, "-c", TAKE_ONE_BATCH_AND_WAIT, str(port)],
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying_job.stdout.readline().strip() == "took 25"
+    finally:
+        dying_job.send_signal(signal.SIGKILL)
+        dying_job.communicate(timeout=30)
     ssc = make_context(block_interval=0.05)
     events = flume_polling_stream(ssc, [("127.0.0.1", port)], max_batch_size=100, body_only=True)
     out = collect(events)
