@@ -1,7 +1,10 @@
-"""A job receiving the events a Flume agent pushes, with the write-ahead log on,
-for the SIGKILL test of the push stream.
+"""A job receiving a Flume agent's events with the write-ahead log on, for the
+SIGKILL tests of the Flume streams.
 
-    python flume_push_job.py CHECKPOINT OUT PORT
+    python flume_job.py CHECKPOINT OUT PORT --source push|pull
+
+push: flume_stream listens on PORT for the agent's Avro sink; pull:
+flume_polling_stream polls the agent's pull sink at PORT.
 
 Runs until killed. Batches of 200 ms write the bodies into the SQLite database
 OUT/out.db through a DedupeSink (a batch re-run after a crash is skipped), and
@@ -17,12 +20,13 @@ import sqlite3
 
 from ingest import StreamingContext
 from ingest.sinks import DedupeSink
-from receivers import flume_stream
+from receivers import flume_polling_stream, flume_stream
 
 parser = argparse.ArgumentParser()
 parser.add_argument("checkpoint")
 parser.add_argument("out")
 parser.add_argument("port", type=int)
+parser.add_argument("--source", choices=["push", "pull"], required=True)
 args = parser.parse_args()
 DB = os.path.join(args.out, "out.db")
 
@@ -47,8 +51,12 @@ holder = {}
 
 def factory():
     ssc = StreamingContext(batch_interval=0.2, write_ahead_log=True, stop_on_signal=False, log_batches=False)
-    bodies = flume_stream(ssc, "127.0.0.1", args.port, body_only=True, value_deserializer="utf-8", name="flume",
-                          max_rate=1000, restart_delay=0.1, max_restart_delay=0.5)
+    options = dict(body_only=True, value_deserializer="utf-8", name="flume", max_rate=1000, restart_delay=0.1,
+                   max_restart_delay=0.5)
+    if args.source == "push":
+        bodies = flume_stream(ssc, "127.0.0.1", args.port, **options)
+    else:
+        bodies = flume_polling_stream(ssc, [("127.0.0.1", args.port)], max_batch_size=50, **options)
     bodies.foreach_batch(DedupeSink(connect, insert, name="events"))
     holder["stream"] = bodies.parents[0]
     return ssc
