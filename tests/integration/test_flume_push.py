@@ -149,3 +149,22 @@ def test_two_agents_push_to_one_stream_at_once(make_context, collect, flume_agen
     by_agent = {agent_id: sorted(int(e.body) for e in received if e.headers["agent"] == agent_id)
                 for agent_id in ("a", "b")}
     assert by_agent == {"a": list(range(300)), "b": list(range(300))}
+
+
+def test_lines_of_a_spooled_file_through_a_file_channel_arrive(make_context, collect, flume_agent, wait_until,
+                                                               tmp_path):
+    from ingest.testing.flume import file_channel, spooldir_source
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    ssc = make_context(block_interval=0.05)
+    lines = flume_stream(ssc, "127.0.0.1", port, body_only=True, value_deserializer="utf-8")
+    out = collect(lines)
+    ssc.start()
+    flume_agent(agent_config(sources={"r1": spooldir_source(str(spool))}, channels={"c1": file_channel("c1")},
+                             sinks={"k1": avro_sink("127.0.0.1", port, batch_size=20)}))
+    staged = tmp_path / "lines.txt"
+    staged.write_text("".join(f"line {i}\n" for i in range(100)))
+    staged.rename(spool / "lines.txt")  # spooled files must appear complete
+    assert sorted(drain(ssc, out, lines, 100, wait_until)) == sorted(f"line {i}" for i in range(100))
