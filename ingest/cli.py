@@ -9,7 +9,10 @@
     ingest services kafka           a local Kafka broker for development (Ctrl-C stops it)
     ingest services hdfs            a local HDFS (MiniDFSCluster, WebHDFS) for development
     ingest services s3              a local S3-compatible server (moto) for development
-    ingest services image kafka     build the ingest/kafka image on the local Docker engine
+    ingest services flume --config FILE [--agent a1] [--plugin-jar JAR]
+                                    a local Flume 1.11 agent running FILE (Ctrl-C stops it)
+    ingest services image kafka|flume
+                                    build the ingest/kafka or ingest/flume image on the local Docker engine
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
     ingest --version
@@ -116,6 +119,15 @@ def _cmd_services(args: argparse.Namespace) -> int:
         from ingest.testing.s3 import run_forever as run_s3
 
         return run_s3()
+    if args.service == "flume":
+        if args.image_of is not None:
+            raise ConfigError(f"`ingest services flume` takes no further argument (got {args.image_of!r})")
+        if not args.config:
+            raise ConfigError("`ingest services flume` needs --config FILE: the agent's Flume properties "
+                              "(e.g. a1.sources = r1 ...)")
+        from ingest.testing.flume import run_forever as run_flume
+
+        return run_flume(args.config, args.agent, args.plugin_jar or ())
     if args.service == "image":
         from ingest.testing.images import IMAGE_SERVICES, run_build
 
@@ -166,11 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_cmd_demo)
 
     services = sub.add_parser("services", help="start a real service for development")
-    services.add_argument("service", choices=["kafka", "hdfs", "s3", "image"],
-                          help="kafka: start a broker; hdfs: a MiniDFSCluster; s3: moto's S3 server; image: build a service's image (then name it: kafka)")
+    services.add_argument("service", choices=["kafka", "flume", "hdfs", "s3", "image"],
+                          help="kafka: start a broker; flume: start a Flume agent (--config); hdfs: a "
+                               "MiniDFSCluster; s3: moto's S3 server; image: build a service's image (then name "
+                               "it: kafka, flume)")
     services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
                           help="with `image`: the service whose image to build on the Docker engine of "
-                               "DOCKER_HOST, without a registry (kafka)")
+                               "DOCKER_HOST, without a registry (kafka, flume)")
+    services.add_argument("--config", default=None, metavar="FILE",
+                          help="flume: the agent's configuration (Flume properties)")
+    services.add_argument("--agent", default="a1", help="flume: the agent name the configuration uses (default a1)")
+    services.add_argument("--plugin-jar", action="append", metavar="JAR",
+                          help="flume: a jar to add to the agent's classpath, as plugins.d would (repeatable)")
     services.add_argument("--kafka-version", default=None, help="Apache Kafka version (default: the tested one)")
     services.set_defaults(fn=_cmd_services)
 

@@ -8,6 +8,13 @@ which loads it on first use.
 
 from receivers.block import BlockInfo
 from receivers.block_generator import BlockGenerator
+from receivers.flume import (
+    FlumeEvent,
+    FlumePollingReceiver,
+    FlumePushReceiver,
+    flume_polling_stream,
+    flume_stream,
+)
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import KafkaReceiver, kafka_stream
 from receivers.rate_limiter import RateLimiter
@@ -17,6 +24,6 @@ from receivers.supervisor import ReceiverSupervisor
 from receivers.tracker import ReceivedBlockTracker
 
 __all__ = [
-    "BlockGenerator", "BlockInfo", "KafkaReceiver", "RateLimiter", "ReceivedBlockTracker", "Receiver", "ReceiverInputDStream",
-    "ReceiverSupervisor", "SocketTextReceiver", "kafka_stream",
+    "BlockGenerator", "BlockInfo", "FlumeEvent", "FlumePollingReceiver", "FlumePushReceiver", "KafkaReceiver", "RateLimiter", "ReceivedBlockTracker", "Receiver", "ReceiverInputDStream",
+    "ReceiverSupervisor", "SocketTextReceiver", "flume_polling_stream", "flume_stream", "kafka_stream",
 ]

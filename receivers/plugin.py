@@ -5,7 +5,8 @@ list of built-in source modules) the first time a receiver stream is asked
 for, so `from ingest import StreamingContext; ssc.socket_text_stream(...)`
 needs no other import. It registers:
 
-- the stream factories `receiver_stream`, `socket_text_stream` and `kafka_stream`;
+- the stream factories `receiver_stream`, `socket_text_stream`, `kafka_stream`,
+  `flume_stream` and `flume_polling_stream`;
 - an `ingest checkpoint fsck` check of every receiver's write-ahead log
   (`<checkpoint>/receivers/<stream>/`).
 """
@@ -21,6 +22,8 @@ from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
 from ingest.storage import storage_for
 from receivers import block_log
+from receivers.flume.pull import flume_polling_stream
+from receivers.flume.push import flume_stream
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import kafka_stream
 from receivers.socket import SocketTextReceiver
@@ -94,4 +97,6 @@ def _checkpoint_batches(checkpoint_dir: str) -> tuple[int | None, list[int]] | N
 register_stream_factory("receiver_stream", receiver_stream)
 register_stream_factory("socket_text_stream", socket_text_stream)
 register_stream_factory("kafka_stream", kafka_stream)
+register_stream_factory("flume_stream", flume_stream)
+register_stream_factory("flume_polling_stream", flume_polling_stream)
 register_fsck_check(check_write_ahead_logs)

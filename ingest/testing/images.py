@@ -1,7 +1,9 @@
 """Images of the test services, built on the local Docker engine without a registry.
 
 `ingest services image kafka` builds ``ingest/kafka:<kafka version>``, the image the
-pytest plugin runs by default, in two steps:
+pytest plugin runs by default, and ``ingest services image flume`` builds
+``ingest/flume:1.11.0`` (docker/flume: the Flume jars and our pull sink; for
+docker/compose.yaml), in two steps:
 
 1. the base ``ingest/debian:bookworm``, once per engine: ``debootstrap --variant=minbase``
    writes a Debian root file system (about a minute, 200 MB) that is imported as an
@@ -30,7 +32,7 @@ from ingest.errors import ServiceError, ServiceToolMissingError
 
 DEBIAN_SUITE = "bookworm"
 BASE_IMAGE = f"ingest/debian:{DEBIAN_SUITE}"
-IMAGE_SERVICES = ("kafka",)
+IMAGE_SERVICES = ("kafka", "flume")
 
 
 def kafka_image(kafka_version: str | None = None) -> str:
@@ -38,6 +40,13 @@ def kafka_image(kafka_version: str | None = None) -> str:
     from ingest.testing.kafka import DEFAULT_KAFKA_VERSION
 
     return f"ingest/kafka:{kafka_version or DEFAULT_KAFKA_VERSION}"
+
+
+def flume_image() -> str:
+    """The tag of the project's Flume image."""
+    from ingest.testing.flume import FLUME_VERSION
+
+    return f"ingest/flume:{FLUME_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,25 @@ def _kafka_context(directory: Path, kafka_version: str) -> None:
             shutil.copyfile(jar, libs / Path(jar).name)
 
 
+def _flume_context(directory: Path) -> None:
+    """Dockerfile, entry point, logging and default agent from docker/flume; lib/ the
+    jars of docker/flume/pom.xml; plugins.d/ingest/lib/ our pull sink, built with Maven."""
+    from ingest.testing.flume import build_pull_sink_jar, flume_classpath
+    from ingest.testing.kafka import java_dir
+
+    source = java_dir() / "flume"
+    for name in ("Dockerfile", "flume-start", "log4j2.xml", "agent.properties"):
+        shutil.copy2(source / name, directory / name)
+    libs = directory / "libs"
+    libs.mkdir()
+    for jar in flume_classpath().split(os.pathsep):
+        if jar:
+            shutil.copyfile(jar, libs / Path(jar).name)
+    plugin = directory / "plugins.d" / "ingest" / "lib"
+    plugin.mkdir(parents=True)
+    shutil.copyfile(build_pull_sink_jar(), plugin / "ingest-flume-sink.jar")
+
+
 def build_image(service: str = "kafka", kafka_version: str | None = None, *, client=None,
                 log: Callable[[str], None] = print) -> BuiltImage:
     """Build the image of `service` on the engine of DOCKER_HOST (see the module docstring)."""
@@ -120,20 +148,33 @@ def build_image(service: str = "kafka", kafka_version: str | None = None, *, cli
     from ingest.testing.docker_engine import engine_client
     from ingest.testing.kafka import DEFAULT_KAFKA_VERSION, log4j_version_for
 
-    version = kafka_version or DEFAULT_KAFKA_VERSION
-    log4j_version_for(version)  # refuses an unsupported release before anything is built
+    if service == "flume":
+        from ingest.testing.flume import FLUME_VERSION
+
+        tag = flume_image()
+        description = f"JRE from Debian's packages, Flume {FLUME_VERSION} jars from Maven Central, our pull sink"
+        buildargs = {"BASE": BASE_IMAGE, "FLUME_VERSION": FLUME_VERSION}
+        fill_context: Callable[[Path], None] = _flume_context
+    else:
+        version = kafka_version or DEFAULT_KAFKA_VERSION
+        log4j_version_for(version)  # refuses an unsupported release before anything is built
+        tag = kafka_image(version)
+        description = f"JRE from Debian's packages, Kafka {version} jars from Maven Central"
+        buildargs = {"BASE": BASE_IMAGE, "KAFKA_VERSION": version}
+
+        def fill_context(directory: Path) -> None:
+            _kafka_context(directory, version)
     own_client = client is None
     client = client or engine_client(timeout=600)
     started = time.monotonic()
     try:
         base_built = build_base_image(client, log)
-        tag = kafka_image(version)
-        log(f"Building {tag} (JRE from Debian's packages, Kafka {version} jars from Maven Central)...")
+        log(f"Building {tag} ({description})...")
         with tempfile.TemporaryDirectory(prefix="ingest-image-") as tmp:
-            _kafka_context(Path(tmp), version)
+            fill_context(Path(tmp))
             steps, cached, image_id, output = 0, 0, "", []
             for chunk in client.api.build(path=tmp, tag=tag, network_mode="host", rm=True, forcerm=True,
-                                          decode=True, buildargs={"BASE": BASE_IMAGE, "KAFKA_VERSION": version}):
+                                          decode=True, buildargs=buildargs):
                 if "error" in chunk:
                     tail = "\n".join("".join(output).splitlines()[-15:])
                     raise ServiceError(f"building {tag} failed: {chunk['error'].strip()}\n{tail}")

@@ -21,6 +21,13 @@ install, except on CI (``CI=true``), where they fail.
 ``INGEST_KAFKA_BACKEND=env|testcontainers|jvm`` forces one of the three: the session
 then uses that one or fails saying why, whatever CI says.
 
+``flume_agent`` (function scope) is a factory of real Apache Flume 1.11 agents:
+``flume_agent(config, plugin_jars=...)`` starts one with that Flume properties text
+(see ``ingest.testing.flume.agent_config`` and its component helpers), waits until its
+components report started and returns the ``FlumeAgent``; every agent it started is
+stopped and its files deleted when the test ends. ``flume_sink_jar`` (session scope)
+is the path of our pull sink's jar, built once per session with Maven.
+
 ``postgres_dsn`` (session scope) is the DSN of a real PostgreSQL server:
 ``POSTGRES_DSN`` if set, else a throwaway server started from the PostgreSQL server
 binaries on this machine (``ingest.testing.postgres.PostgresServer``); without them,
@@ -73,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs a real PostgreSQL server (the postgres_dsn fixture)")
     config.addinivalue_line("markers", "hdfs: needs a real HDFS (the hdfs_url fixture)")
     config.addinivalue_line("markers", "s3: needs a real S3-compatible server (the s3_endpoint fixture)")
+    config.addinivalue_line("markers", "flume: needs a real Apache Flume agent (the flume_agent fixture)")
     config.addinivalue_line("markers", "docker: needs a Docker engine (the docker_client fixture)")
     config.addinivalue_line("markers", "jvm_launcher: tests the local JVM broker launcher itself, whatever "
                                        "broker the session uses")
@@ -379,3 +387,36 @@ def s3_bucket(s3_storage_options: dict) -> str:
                  aws_access_key_id=opts.get("aws_access_key_id"),
                  aws_secret_access_key=opts.get("aws_secret_access_key")).create_bucket(Bucket=name)
     return name
+@pytest.fixture
+def flume_agent():
+    """A factory of real Flume 1.11 agents: ``flume_agent(config, **options)`` returns a
+    started ``ingest.testing.flume.FlumeAgent``; all are stopped after the test."""
+    from ingest.testing import flume
+
+    missing = flume.missing_requirements()
+    if missing:
+        skip_or_fail("no Flume agent for these tests: install " + " and ".join(missing)
+                     + " so that one starts from Maven Central jars")
+    agents: list = []
+
+    def start(config: str, **options):
+        agent = flume.FlumeAgent(config, **options)
+        agents.append(agent)
+        return agent.start()
+
+    try:
+        yield start
+    finally:
+        for agent in reversed(agents):
+            agent.stop()
+
+
+@pytest.fixture(scope="session")
+def flume_sink_jar() -> str:
+    """Our Flume pull sink's jar, built with Maven once (cached across sessions)."""
+    from ingest.testing import flume
+
+    missing = flume.missing_requirements()
+    if missing:
+        skip_or_fail("cannot build the Flume pull sink: install " + " and ".join(missing))
+    return str(flume.build_pull_sink_jar())

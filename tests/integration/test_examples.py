@@ -18,7 +18,8 @@ from ingest.testing.kafka import create_topic, produce, read_to_end
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TESTED = {"socket_errors.py", "kafka_to_sqlite.py", "kafka_to_kafka.py", "numbers_receiver.py",
-          "word_count_checkpoint.py", "kafka_receiver_wal.py", "file_stream.py", "web_ui.py"}
+          "word_count_checkpoint.py", "kafka_receiver_wal.py", "file_stream.py", "web_ui.py", "flume_push.py",
+          "flume_pull.py"}
 
 
 def run_example(name: str, *args: str, bootstrap: str | None = None, cwd: Path) -> str:
@@ -145,3 +146,34 @@ def test_web_ui_example_serves_its_status_while_it_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert status["state"] == "running"
     assert "<html" in page.lower() and "numbers" in page  # the inputs page lists the job's queue stream
+
+
+@pytest.mark.flume
+def test_flume_push_example_receives_every_event_of_a_real_agent_once(tmp_path: Path, flume_agent) -> None:
+    from ingest.testing.flume import agent_config, avro_sink, memory_channel, seq_source
+    from ingest.testing.jvm import free_port
+
+    port = free_port()
+    proc = start_example("flume_push.py", str(port), str(tmp_path / "checkpoint"), "20", cwd=tmp_path)
+    try:
+        wait_for_line(proc, "listening on port")
+        flume_agent(agent_config(sources={"r1": seq_source(300, batch_size=50)}, channels={"c1": memory_channel()},
+                                 sinks={"k1": avro_sink("127.0.0.1", port, batch_size=50)}))
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "events received: 300 distinct: 300" in out, out
+
+
+@pytest.mark.flume
+def test_flume_pull_example_polls_every_event_of_a_real_agent_once(tmp_path: Path, flume_agent,
+                                                                   flume_sink_jar) -> None:
+    from ingest.testing.flume import agent_config, memory_channel, pull_sink, seq_source
+    from ingest.testing.jvm import free_port
+
+    port = free_port()
+    flume_agent(agent_config(sources={"r1": seq_source(300, batch_size=50)}, channels={"c1": memory_channel()},
+                             sinks={"k1": pull_sink(port)}), plugin_jars=[flume_sink_jar])
+    out = run_example("flume_pull.py", str(port), str(tmp_path / "checkpoint"), "15", cwd=tmp_path)
+    assert "events received: 300 distinct: 300" in out, out

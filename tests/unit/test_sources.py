@@ -50,14 +50,14 @@ def test_socket_text_stream_needs_only_the_core_import_and_loads_receivers_on_fi
 def test_every_builtin_source_registers_its_factories():
     names = set(sources.registered_stream_factories())
     assert {"receiver_stream", "socket_text_stream", "kafka_stream", "kafka_direct_stream", "text_file_stream",
-            "binary_records_stream", "file_stream"} <= names
+            "binary_records_stream", "file_stream", "flume_stream", "flume_polling_stream"} <= names
 
 
 def test_an_unknown_factory_is_a_config_error_naming_it_and_the_known_ones():
     with pytest.raises(ConfigError) as err:
-        sources.stream_factory("flume_polling_stream")
+        sources.stream_factory("mqtt_stream")
     message = str(err.value)
-    assert "'flume_polling_stream'" in message and "socket_text_stream" in message
+    assert "'mqtt_stream'" in message and "socket_text_stream" in message
 
 
 def test_a_source_module_that_fails_to_import_is_named_when_its_factory_is_missing(monkeypatch):
