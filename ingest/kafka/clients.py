@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
-from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
 from offsets import OffsetRange
@@ -399,25 +399,18 @@ def _ck_message(exc: BaseException) -> str:
 # -- kafka-python ----------------------------------------------------------------------------
 
 
-KP_RENAMES = {"sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
-              "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile",
-              "ssl.key.location": "ssl_keyfile", "ssl.key.password": "ssl_password",
-              "sasl.mechanisms": "sasl_mechanism"}
-
-
-def kafka_python_config(params: Mapping[str, Any]) -> dict[str, Any]:
+def kafka_python_consumer_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` as KafkaConsumer arguments, each checked to be one it takes."""
     from kafka import KafkaConsumer
 
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in OURS:
             continue
-        name = KP_RENAMES.get(key, key.replace(".", "_"))
+        name, value = next(iter(kafka_python_config({key: value}).items()))
         if name not in KafkaConsumer.DEFAULT_CONFIG:
             raise ConfigError(f"invalid kafka_params for kafka-python: {key!r} has no kafka-python equivalent "
                               f"(tried {name!r}); remove it or use client='confluent'")
-        if name == "bootstrap_servers" and isinstance(value, str):
-            value = [s.strip() for s in value.split(",") if s.strip()]
         out[name] = value
     out.setdefault("isolation_level", "read_committed")
     out["enable_auto_commit"] = False
@@ -433,7 +426,7 @@ class KafkaPythonClient(KafkaClient):
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ConfigError("client='kafka-python' needs kafka-python: pip install 'ingest[kafka]'") from exc
         self.params = check_common(params)
-        self._conf = kafka_python_config(self.params)
+        self._conf = kafka_python_consumer_config(self.params)
         self._conf.pop("group_id", None)
         self._consumers: dict[str | None, Any] = {}
         self._lock = threading.Lock()
