@@ -30,6 +30,7 @@ from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retri
 from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
+from ingest.kafka.security import ConfluentCauses, KafkaPythonCauses
 from offsets import OffsetRange
 
 log = logging.getLogger("ingest.kafka.clients")
@@ -177,6 +178,9 @@ class ConfluentClient(KafkaClient):
                             if any((k.startswith(a) if a.endswith(".") else k == a) for a in ADMIN_KEYS)}
         self._admin: Any = None
         self._meta_consumer: Any = None
+        # Authentication and TLS failures reach error_cb only (see ingest.kafka.security).
+        self._causes = ConfluentCauses(self.params)
+        self._contacted = False
         self._commit_results: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
 
@@ -184,8 +188,34 @@ class ConfluentClient(KafkaClient):
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient(self._admin_conf)
+            self._admin = AdminClient({**self._admin_conf, "error_cb": self._causes})
         return self._admin
+
+    FIRST_CONTACT_SLICE = 1.0  # seconds: how soon a refused handshake is noticed
+
+    def _first_contact(self, seconds: float) -> float:
+        """Before the first metadata call (the first call of every stream): reach
+        the cluster in short metadata requests,
+        serving error_cb between them, so that a handshake the broker refuses
+        (wrong password, untrusted certificate, mechanism it does not offer) is
+        a permanent error within about a second instead of a timeout retried
+        for minutes. Returns the seconds left of the attempt."""
+        ck = _ck()
+        end = time.monotonic() + seconds
+        admin = self._admin_client()
+        while True:
+            try:
+                admin.list_topics(timeout=max(0.1, min(self.FIRST_CONTACT_SLICE, end - time.monotonic())))
+                self._contacted = True
+                return max(0.1, end - time.monotonic())
+            except ck.KafkaException as exc:
+                admin.poll(0)
+                cause = self._causes.take()
+                if cause is not None:
+                    raise BrokerCallError(f"cannot reach {self.params['bootstrap.servers']}: {cause}",
+                                          retriable=False) from exc
+                if time.monotonic() >= end:
+                    raise
 
     def _attempt(self, what: str, fn: Callable[[float], Any]) -> Callable[[float], Any]:
         """`fn(seconds)` with confluent-kafka's exceptions as BrokerCallErrors."""
@@ -193,8 +223,14 @@ class ConfluentClient(KafkaClient):
 
         def attempt(seconds: float) -> Any:
             try:
-                return fn(seconds)
+                result = fn(seconds)
+                self._contacted = True
+                return result
             except ck.KafkaException as exc:
+                cause = self._causes.take()
+                if cause is not None:
+                    raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {cause}",
+                                          retriable=False) from exc
                 raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {_ck_message(exc)}",
                                       retriable_confluent(exc)) from exc
 
@@ -202,6 +238,8 @@ class ConfluentClient(KafkaClient):
 
     def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         def run(seconds: float) -> dict[str, list[int]]:
+            if not self._contacted:  # a stream's first call: see _first_contact
+                seconds = self._first_contact(seconds)
             meta = self._admin_client().list_topics(timeout=seconds)
             return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
@@ -286,7 +324,8 @@ class ConfluentClient(KafkaClient):
             if self._meta_consumer is not None:
                 self._meta_consumer.close()
             self._consumer_conf = {**self._consumer_conf, "group.id": group}
-            self._meta_consumer = _ck().Consumer({**self._consumer_conf, "on_commit": self._on_commit})
+            self._meta_consumer = _ck().Consumer({**self._consumer_conf, "on_commit": self._on_commit,
+                                                  "error_cb": self._causes})
         return self._meta_consumer
 
     def close(self) -> None:
@@ -430,25 +469,35 @@ class KafkaPythonClient(KafkaClient):
         self._conf.pop("group_id", None)
         self._consumers: dict[str | None, Any] = {}
         self._lock = threading.Lock()
+        self._contacted = False
 
     def _consumer(self, group: str | None, timeout: float) -> Any:
         from kafka import KafkaConsumer
 
         consumer = self._consumers.get(group)
         if consumer is None:
-            consumer = KafkaConsumer(**{**self._conf, "bootstrap_timeout_ms": int(max(0.5, timeout) * 1000)},
+            # Until the cluster answered once, bootstrap in short attempts: kafka-python
+            # only logs a refused handshake, and `_call` must see the cause soon.
+            seconds = timeout if self._contacted else min(timeout, self.FIRST_CONTACT_SLICE)
+            consumer = KafkaConsumer(**{**self._conf, "bootstrap_timeout_ms": int(max(0.5, seconds) * 1000)},
                                      group_id=group)
             self._consumers[group] = consumer
+            self._contacted = True
         return consumer
+
+    FIRST_CONTACT_SLICE = 3.0  # seconds of one bootstrap attempt before the cluster first answered
 
     def _call(self, what: str, fn: Callable[[float], Any], timeout: float) -> Any:
         from kafka.errors import KafkaError
 
         def attempt(seconds: float) -> Any:
-            with self._lock:
+            with self._lock, KafkaPythonCauses(self.params) as causes:
                 try:
                     return fn(seconds)
                 except KafkaError as exc:
+                    if causes.last is not None:  # a refused handshake, logged only: no retry mends it
+                        raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
+                                              f"{causes.last}", retriable=False) from exc
                     raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
                                           f"{type(exc).__name__}: {exc}", retriable_kafka_python(exc)) from exc
 

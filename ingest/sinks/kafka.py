@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call
+from ingest.kafka.config import check_security
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
@@ -90,6 +91,7 @@ class KafkaTransactionalSink:
             raise ConfigError("KafkaTransactionalSink needs topic, transactional_id and group_id")
         if "bootstrap.servers" not in producer_config:
             raise ConfigError("KafkaTransactionalSink: producer_config needs 'bootstrap.servers'")
+        check_security(producer_config, "KafkaTransactionalSink producer_config")
         for key in ("transactional.id", "enable.idempotence"):
             if key in producer_config:
                 raise ConfigError(f"KafkaTransactionalSink sets {key!r} itself; remove it from producer_config")

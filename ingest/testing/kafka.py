@@ -430,11 +430,13 @@ def create_topic(
     *,
     replication_factor: int = 1,
     timeout: float = 30.0,
+    client_config: Mapping[str, object] | None = None,
 ) -> None:
     """Create `topic` and return once every partition has a leader, so that producers
-    and consumers can use it at once."""
+    and consumers can use it at once. `config` is the topic's; `client_config`,
+    settings of the admin client (e.g. a SASL or TLS listener's)."""
     ck = _confluent()
-    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap})
+    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
     new = ck.admin.NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
                             config={k: str(v) for k, v in (config or {}).items()})
     future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
