@@ -42,6 +42,7 @@ from ingest.errors import ConfigError, ReceiverError
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent
 from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
+from ingest.kafka.security import ConfluentCauses, HandshakeRefusedError
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
 
@@ -96,6 +97,12 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         strategy = str(self.conf.get("partition.assignment.strategy", ""))
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
+        self._refused = False
+
+    def _causes(self, err: Any) -> str | None:
+        cause = ConfluentCauses(self.conf)
+        cause(err)
+        return cause.take()
 
     def on_start(self) -> None:
         if self._durable is None:  # once per process: what the WAL already holds
@@ -152,6 +159,11 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
     def _on_client_error(self, err: Any) -> None:
         self._stall.failed(err.str())
+        told = self._causes(err)
+        if told is not None and not self._refused:
+            # A refused handshake: no restart or retry mends it, a setting must change.
+            self._refused = True
+            self.stop(f"cannot reach {self.conf['bootstrap.servers']}", HandshakeRefusedError(told))
 
     def _check_stall(self) -> None:
         warning = self._stall.check()

@@ -30,7 +30,7 @@ from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retri
 from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
-from ingest.kafka.security import ConfluentCauses, KafkaPythonCauses
+from ingest.kafka.security import ConfluentCauses, HandshakeRefusedError, KafkaPythonCauses, first_contact
 from offsets import OffsetRange
 
 log = logging.getLogger("ingest.kafka.clients")
@@ -191,31 +191,15 @@ class ConfluentClient(KafkaClient):
             self._admin = AdminClient({**self._admin_conf, "error_cb": self._causes})
         return self._admin
 
-    FIRST_CONTACT_SLICE = 1.0  # seconds: how soon a refused handshake is noticed
-
     def _first_contact(self, seconds: float) -> float:
-        """Before the first metadata call (the first call of every stream): reach
-        the cluster in short metadata requests,
-        serving error_cb between them, so that a handshake the broker refuses
-        (wrong password, untrusted certificate, mechanism it does not offer) is
-        a permanent error within about a second instead of a timeout retried
-        for minutes. Returns the seconds left of the attempt."""
-        ck = _ck()
-        end = time.monotonic() + seconds
-        admin = self._admin_client()
-        while True:
-            try:
-                admin.list_topics(timeout=max(0.1, min(self.FIRST_CONTACT_SLICE, end - time.monotonic())))
-                self._contacted = True
-                return max(0.1, end - time.monotonic())
-            except ck.KafkaException as exc:
-                admin.poll(0)
-                cause = self._causes.take()
-                if cause is not None:
-                    raise BrokerCallError(f"cannot reach {self.params['bootstrap.servers']}: {cause}",
-                                          retriable=False) from exc
-                if time.monotonic() >= end:
-                    raise
+        """Before the first metadata call (the first call of every stream): see
+        `ingest.kafka.security.first_contact`."""
+        try:
+            left = first_contact(self._admin_client(), self._causes, seconds, str(self.params["bootstrap.servers"]))
+        except HandshakeRefusedError as exc:
+            raise BrokerCallError(str(exc), retriable=False) from exc
+        self._contacted = True
+        return left
 
     def _attempt(self, what: str, fn: Callable[[float], Any]) -> Callable[[float], Any]:
         """`fn(seconds)` with confluent-kafka's exceptions as BrokerCallErrors."""
@@ -469,7 +453,9 @@ class KafkaPythonClient(KafkaClient):
         self._conf.pop("group_id", None)
         self._consumers: dict[str | None, Any] = {}
         self._lock = threading.Lock()
-        self._contacted = False
+        self._contacted = False  # a consumer was built, so the cluster answered once
+        self._answered = False  # a call succeeded: refused handshakes are no longer watched for
+        self._causes = KafkaPythonCauses(self.params)
 
     def _consumer(self, group: str | None, timeout: float) -> Any:
         from kafka import KafkaConsumer
@@ -485,19 +471,27 @@ class KafkaPythonClient(KafkaClient):
             self._contacted = True
         return consumer
 
-    FIRST_CONTACT_SLICE = 3.0  # seconds of one bootstrap attempt before the cluster first answered
+    # Seconds of one bootstrap attempt before the cluster first answered: kafka-python
+    # bootstraps in its constructor, and logs (only) why a handshake failed.
+    FIRST_CONTACT_SLICE = 3.0
 
     def _call(self, what: str, fn: Callable[[float], Any], timeout: float) -> Any:
         from kafka.errors import KafkaError
 
         def attempt(seconds: float) -> Any:
-            with self._lock, KafkaPythonCauses(self.params) as causes:
+            with self._lock:
+                if not self._answered:
+                    self._causes.attach()
                 try:
-                    return fn(seconds)
+                    result = fn(seconds)
+                    self._answered = True
+                    self._causes.detach()
+                    return result
                 except KafkaError as exc:
-                    if causes.last is not None:  # a refused handshake, logged only: no retry mends it
+                    cause = self._causes.last
+                    if cause is not None:  # a refused handshake, logged only: no retry mends it
                         raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
-                                              f"{causes.last}", retriable=False) from exc
+                                              f"{cause}", retriable=False) from exc
                     raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
                                           f"{type(exc).__name__}: {exc}", retriable_kafka_python(exc)) from exc
 
@@ -548,6 +542,7 @@ class KafkaPythonClient(KafkaClient):
 
     def close(self) -> None:
         with self._lock:
+            self._causes.detach()
             for c in self._consumers.values():
                 _quiet_close(c)
             self._consumers.clear()

@@ -16,37 +16,47 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Mapping
+
+from ingest.errors import SourceError
+
+FIRST_CONTACT_SLICE = 1.0  # seconds of one metadata request while the cluster never answered
+
+
+class HandshakeRefusedError(SourceError):
+    """The brokers refused this client's authentication or TLS handshake: no
+    retry mends it; a setting must change (the message names it)."""
 
 # librdkafka error names of a handshake that no retry can mend.
 CONFLUENT_SECURITY_ERRORS = frozenset({"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL",
                                        "UNSUPPORTED_SASL_MECHANISM", "ILLEGAL_SASL_STATE"})
 
 
-def explain(cause: str, params: Mapping[str, Any]) -> str | None:
+def explain(cause: str, params: Mapping[str, Any], where: str = "kafka_params") -> str | None:
     """What to fix, when `cause` (a client's error text) is an authentication or
-    TLS failure; None when it is not one."""
+    TLS failure; None when it is not one. `where` names the settings' dict."""
     text = cause.lower()
     mechanism = params.get("sasl.mechanism", params.get("sasl.mechanisms", "GSSAPI"))
     if "unsupported sasl mechanism" in text or "unsupportedsaslmechanism" in text:
-        return (f"the broker does not offer SASL mechanism {mechanism!r} ({cause}); set kafka_params"
+        return (f"the broker does not offer SASL mechanism {mechanism!r} ({cause}); set {where}"
                 f"['sasl.mechanism'] to one of the mechanisms the broker lists (its sasl.enabled.mechanisms)")
     if "authentication failed" in text or "saslauthenticationfailed" in text or "invalid credentials" in text:
         return (f"authentication failed for user {params.get('sasl.username')!r} with SASL mechanism "
-                f"{mechanism!r} ({cause}); check kafka_params['sasl.username'] and kafka_params['sasl.password'] "
+                f"{mechanism!r} ({cause}); check {where}['sasl.username'] and {where}['sasl.password'] "
                 "(and that the user exists for that mechanism on the brokers)")
     if "certificate verify failed" in text or "certificate_verify_failed" in text:
         ca = params.get("ssl.ca.location")
-        where = f"the CA in ssl.ca.location={ca}" if ca else "any CA this machine trusts (no ssl.ca.location set)"
-        return (f"certificate verify failed: the broker's certificate is not signed by {where} ({cause}); set "
-                "kafka_params['ssl.ca.location'] to the PEM file of the CA that signed the brokers' certificates")
+        trusted = f"the CA in ssl.ca.location={ca}" if ca else "any CA this machine trusts (no ssl.ca.location set)"
+        return (f"certificate verify failed: the broker's certificate is not signed by {trusted} ({cause}); set "
+                f"{where}['ssl.ca.location'] to the PEM file of the CA that signed the brokers' certificates")
     if "connecting to a plaintext broker listener" in text or "wrong version number" in text:
         return (f"the TLS handshake failed: {params.get('bootstrap.servers')} is not a TLS listener ({cause}); "
-                "point kafka_params['bootstrap.servers'] at the brokers' SSL listener, or set "
-                "kafka_params['security.protocol'] to the listener's protocol")
+                f"point {where}['bootstrap.servers'] at the brokers' SSL listener, or set "
+                f"{where}['security.protocol'] to the listener's protocol")
     if "sasl" in text and "handshake" in text and "failed" in text:
-        return (f"the SASL handshake failed ({cause}); check kafka_params['sasl.mechanism'] and "
-                "kafka_params['security.protocol'] against the brokers' listener")
+        return (f"the SASL handshake failed ({cause}); check {where}['sasl.mechanism'] and "
+                f"{where}['security.protocol'] against the brokers' listener")
     return None
 
 
@@ -54,13 +64,14 @@ class ConfluentCauses:
     """An `error_cb` for confluent-kafka clients keeping the last authentication
     or TLS failure (as `explain` tells it), for the call that then fails."""
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], where: str = "kafka_params") -> None:
         self._params = dict(params)
+        self._where = where
         self._lock = threading.Lock()
         self._last: str | None = None
 
     def __call__(self, error: Any) -> None:
-        told = explain(error.str(), self._params)
+        told = explain(error.str(), self._params, self._where)
         if told is None and error.name() in CONFLUENT_SECURITY_ERRORS:
             told = f"{error.name()}: {error.str()}"
         if told is not None:
@@ -75,9 +86,11 @@ class ConfluentCauses:
 
 class KafkaPythonCauses(logging.Handler):
     """Keeps the last authentication or TLS failure kafka-python logs (it raises
-    only a timeout), as a context manager around a connecting call. It hears
-    what the `kafka` logger lets through: WARNING and above unless the
-    application raised that logger's level (or the root's) above WARNING."""
+    only a timeout). Attached to the `kafka` logger from a client's first call
+    until the cluster answered (`attach`/`detach`): kafka-python may log the
+    cause after the call that met it gave up, and the next attempt must still
+    see it. It hears what the `kafka` logger lets through: WARNING and above,
+    unless the application raised that logger's level (or the root's)."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(logging.WARNING)
@@ -92,10 +105,32 @@ class KafkaPythonCauses(logging.Handler):
         if told is not None:
             self.last = told
 
-    def __enter__(self) -> KafkaPythonCauses:
-        self.last = None
-        logging.getLogger("kafka").addHandler(self)
-        return self
+    def attach(self) -> None:
+        logging.getLogger("kafka").addHandler(self)  # a no-op when already attached
 
-    def __exit__(self, *exc: object) -> None:
+    def detach(self) -> None:
         logging.getLogger("kafka").removeHandler(self)
+        self.last = None
+
+
+def first_contact(handle: Any, causes: ConfluentCauses, seconds: float, where: str) -> float:
+    """Reach the cluster through a confluent-kafka `handle` (admin client,
+    producer or consumer that uses `causes` as its error_cb) in short metadata
+    requests, serving error_cb between them, so that a handshake the brokers
+    refuse is a `HandshakeRefusedError` after about a second instead of a
+    timeout retried for minutes. Returns the seconds left of `seconds`; raises
+    the client's last KafkaException when the time is up without an answer."""
+    import confluent_kafka as ck
+
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            handle.list_topics(timeout=max(0.1, min(FIRST_CONTACT_SLICE, end - time.monotonic())))
+            return max(0.1, end - time.monotonic())
+        except ck.KafkaException as exc:
+            handle.poll(0)
+            cause = causes.take()
+            if cause is not None:
+                raise HandshakeRefusedError(f"cannot reach {where}: {cause}") from exc
+            if time.monotonic() >= end:
+                raise

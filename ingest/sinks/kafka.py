@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.config import check_security
+from ingest.kafka.security import ConfluentCauses, first_contact
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
@@ -126,8 +127,12 @@ class KafkaTransactionalSink:
     def _new_producer(self) -> Any:
         from confluent_kafka import Producer
 
-        producer = Producer(self._config)
-        producer.init_transactions(self._timeout)  # fences any older producer with this id
+        # A refused handshake (wrong password, untrusted certificate) would
+        # otherwise surface as init_transactions timing out after transaction_timeout_s.
+        causes = ConfluentCauses(self._config, "producer_config")
+        producer = Producer({**self._config, "error_cb": causes})
+        left = first_contact(producer, causes, self._timeout, f"{self._config['bootstrap.servers']} (sink {self.name})")
+        producer.init_transactions(left)  # fences any older producer with this id
         return producer
 
     def _new_consumer(self) -> Any:

@@ -18,13 +18,16 @@ from typing import Any
 import pytest
 
 from direct import kafka_direct_stream
-from ingest import ConfigError, SourceError
+from ingest import ConfigError, IngestError, SourceError
+from ingest.batch import Batch
+from ingest.dataset import Dataset
 from ingest.kafka.clients import make_client
 from ingest.sinks import KafkaTransactionalSink, SqlSink
 from ingest.testing import kafka_python_config
 from ingest.testing.kafka import create_topic, produce, read_to_end
 from ingest.testing.tls import write_ca
 from receivers import kafka_stream
+from offsets import KafkaRanges, OffsetRange
 from receivers.kafka import KafkaReceiver
 
 pytestmark = [
@@ -231,8 +234,8 @@ def test_a_wrong_password_is_one_error_saying_authentication_failed(
     wrong = "not-the-password-1234"
     caplog.set_level(logging.WARNING)
     message, took = first_broker_call_error({**kafka_sasl_bootstrap, "sasl.password": wrong}, client)
-    assert took < ERROR_WITHIN
     assert "authentication failed" in message
+    assert took < ERROR_WITHIN
     assert "sasl.password" in message and "sasl.username" in message
     no_secret_in(message + caplog.text, wrong, kafka_sasl_bootstrap["sasl.password"])
 
@@ -310,3 +313,44 @@ def test_secrets_never_reach_the_logs_of_a_job(
     ssc.stop()
     assert "connected to" in caplog.text  # the stream did log its parameters, redacted
     no_secret_in(caplog.text, kafka_sasl_bootstrap["sasl.password"], "key-password-9876")
+
+
+@pytest.fixture(params=["wrong password", "untrusted certificate"])
+def mistaken(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """Settings with one mistake, and the words the error must say."""
+    if request.param == "wrong password":
+        settings = request.getfixturevalue("kafka_sasl_bootstrap")
+        return {**settings, "sasl.password": "wrong-password-2468"}, "authentication failed"
+    settings = request.getfixturevalue("kafka_tls_bootstrap")
+    return {**settings, "ssl.ca.location": str(write_ca(tmp_path / "other-ca.pem"))}, "certificate verify failed"
+
+
+def test_the_receiver_stops_the_job_with_the_cause_of_a_refused_handshake(
+        make_context: Any, mistaken: tuple[dict[str, str], str]) -> None:
+    settings, cause = mistaken
+    ssc = make_context(log_batches=False)
+    stream = kafka_stream(ssc, ["any"], {**settings, "group.id": unique("group")}, name="events")
+    stream.foreach_batch(lambda batch: None)
+    started = time.monotonic()
+    ssc.start()
+    with pytest.raises(IngestError) as caught:
+        ssc.await_termination(timeout=ERROR_WITHIN)
+    assert time.monotonic() - started < ERROR_WITHIN
+    assert cause in str(caught.value)
+    no_secret_in(str(caught.value), "wrong-password-2468")
+
+
+def test_the_transactional_sink_fails_the_batch_with_the_cause_of_a_refused_handshake(
+        mistaken: tuple[dict[str, str], str]) -> None:
+    settings, cause = mistaken
+    sink = KafkaTransactionalSink("out", producer_config=settings, transactional_id=unique("tx"),
+                                  group_id=unique("group"))
+    batch = Batch(1000, Dataset.from_records([("k", "v")]),
+                  positions={"input": KafkaRanges((OffsetRange("in", 0, 0, 1),))})
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=cause) as caught:
+        sink(batch)
+    assert time.monotonic() - started < ERROR_WITHIN
+    assert "producer_config[" in str(caught.value)
+    no_secret_in(str(caught.value), "wrong-password-2468")
+    sink.close()
