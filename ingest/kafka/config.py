@@ -63,6 +63,14 @@ def kafka_python_config(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def connection_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that say how to reach and authenticate to the cluster
+    (bootstrap servers, security protocol, SASL, TLS), for a further client of
+    the same cluster: a sink's consumer, a dead-letter producer."""
+    return {k: v for k, v in params.items()
+            if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
+
+
 def check_security(params: Mapping[str, Any], where: str = "kafka_params") -> None:
     """The security settings' checks that need no broker (see the module docstring)."""
     protocol = str(params.get("security.protocol", "PLAINTEXT")).upper()

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, SourceError
 from ingest.kafka.calls import BrokerCallError, call
-from ingest.kafka.config import check_security
+from ingest.kafka.config import check_security, connection_settings
 from ingest.kafka.security import ConfluentCauses, first_contact
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
@@ -138,9 +138,7 @@ class KafkaTransactionalSink:
     def _new_consumer(self) -> Any:
         from confluent_kafka import Consumer
 
-        common = {k: v for k, v in self._config.items()
-                  if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
-        return Consumer({**common, "group.id": self.group_id, "enable.auto.commit": False,
+        return Consumer({**connection_settings(self._config), "group.id": self.group_id, "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
 
     def _clients(self) -> tuple[Any, Any]:

@@ -354,3 +354,22 @@ def test_the_transactional_sink_fails_the_batch_with_the_cause_of_a_refused_hand
     assert "producer_config[" in str(caught.value)
     no_secret_in(str(caught.value), "wrong-password-2468")
     sink.close()
+
+
+def test_undecodable_records_reach_the_dead_letter_topic_over_the_same_secured_listener(
+        make_context: Any, listener: dict[str, str]) -> None:
+    from direct import DeadLetterTopic
+
+    topic, dlq = new_topic(listener, "secure-decode", partitions=1), new_topic(listener, "secure-dlq", partitions=1)
+    send(listener, topic, ['{"n": 1}', "not json", '{"n": 2}'])
+    ssc = make_context(log_batches=False)
+    stream = kafka_direct_stream(ssc, [topic], value_deserializer="json", on_decode_error=DeadLetterTopic(dlq),
+                                 kafka_params={**listener, "group.id": unique("group"),
+                                               "auto.offset.reset": "earliest"})
+    seen: list[Any] = []
+    stream.foreach_batch(lambda batch: seen.extend(r.value for r in batch.collect()))
+    ssc.start()
+    ssc.step()
+    ssc.stop()
+    assert seen == [{"n": 1}, {"n": 2}]
+    assert [v for _p, _o, v in in_topic(listener, dlq)] == [b"not json"]
