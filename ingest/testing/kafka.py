@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -593,7 +594,8 @@ def run_forever(kafka_version: str | None = None) -> int:
             f"(pid {broker.pid}, data in {broker.data_dir}, log {broker.log_path}).\n"
             f"Use it from another shell with:\n\n"
             f"    export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}\n\n"
-            f"Press Ctrl-C to stop it; its data is deleted when it stops.",
+            + _secure_listeners_note(broker)
+            + "Press Ctrl-C to stop it; its data is deleted when it stops.",
             flush=True,
         )
         try:
@@ -616,6 +618,19 @@ def run_forever(kafka_version: str | None = None) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _secure_listeners_note(broker: KafkaBroker) -> str:
+    """Where the SASL and TLS listeners are; their settings, password included,
+    go to a file only its owner reads, never to the terminal."""
+    if not broker.serves_secure_listeners or broker.workdir is None:
+        return ""
+    path = broker.workdir / "client-settings.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"sasl": broker.sasl_settings, "tls": broker.tls_settings}, indent=2))
+    return (f"SASL_PLAINTEXT ({SCRAM_MECHANISM}, user {SCRAM_USER}) listens at 127.0.0.1:{broker.sasl_port}, "
+            f"SSL at 127.0.0.1:{broker.ssl_port};\ntheir confluent-kafka settings (with the password and the CA "
+            f"file) are in {path}.\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:
