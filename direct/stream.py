@@ -22,7 +22,9 @@ After a batch commits, its `until` offsets are committed to the consumer group
 Broker faults: every broker call retries retriable errors; once nothing moved
 for 30 s a warning names the cause (repeated each minute; `ssc.status()`
 shows it under "inputs"), and after `broker_wait_timeout` seconds without
-progress the batch fails with that cause.
+progress the batch fails with that cause. A handshake the brokers refuse (wrong
+password, untrusted certificate, SASL mechanism not offered) is not retried: the
+first call fails with the cause and the setting to fix (`ingest.kafka.security`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ stored (the store is full, or the rate limit holds it), the partitions are
 paused and the consumer keeps polling, so it never exceeds
 `max.poll.interval.ms` and leaves the group. Broker faults: once nothing was
 stored for 30 s after a client error, a warning names the cause, repeated each
-minute, and the receiver's `last_error` in `ssc.status()` shows it.
+minute, and the receiver's `last_error` in `ssc.status()` shows it. A handshake the
+brokers refuse (wrong password, untrusted certificate, SASL mechanism not offered)
+stops the job at once with the cause and the setting to fix (`ingest.kafka.security`).
 
 Without the WAL, blocks live in memory and a crash loses those not yet
 processed even though their offsets were committed: use the WAL, or the
@@ -42,7 +44,7 @@ from ingest.errors import ConfigError, ReceiverError
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent
 from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
-from ingest.kafka.security import ConfluentCauses, HandshakeRefusedError
+from ingest.kafka.security import HandshakeRefusedError, confluent_refusal
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
 
@@ -97,12 +99,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         strategy = str(self.conf.get("partition.assignment.strategy", ""))
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
-        self._refused = False
-
-    def _causes(self, err: Any) -> str | None:
-        cause = ConfluentCauses(self.conf)
-        cause(err)
-        return cause.take()
+        self._refused = False  # a refused handshake stopped the job once; later reports add nothing
 
     def on_start(self) -> None:
         if self._durable is None:  # once per process: what the WAL already holds
@@ -159,7 +156,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
     def _on_client_error(self, err: Any) -> None:
         self._stall.failed(err.str())
-        told = self._causes(err)
+        told = confluent_refusal(err, self.conf)
         if told is not None and not self._refused:
             # A refused handshake: no restart or retry mends it, a setting must change.
             self._refused = True

@@ -60,6 +60,14 @@ def explain(cause: str, params: Mapping[str, Any], where: str = "kafka_params") 
     return None
 
 
+def confluent_refusal(error: Any, params: Mapping[str, Any], where: str = "kafka_params") -> str | None:
+    """`explain` for a confluent-kafka `KafkaError`: None unless it is a refused handshake."""
+    told = explain(error.str(), params, where)
+    if told is None and error.name() in CONFLUENT_SECURITY_ERRORS:
+        told = f"{error.name()}: {error.str()}"
+    return told
+
+
 class ConfluentCauses:
     """An `error_cb` for confluent-kafka clients keeping the last authentication
     or TLS failure (as `explain` tells it), for the call that then fails."""
@@ -71,9 +79,7 @@ class ConfluentCauses:
         self._last: str | None = None
 
     def __call__(self, error: Any) -> None:
-        told = explain(error.str(), self._params, self._where)
-        if told is None and error.name() in CONFLUENT_SECURITY_ERRORS:
-            told = f"{error.name()}: {error.str()}"
+        told = confluent_refusal(error, self._params, self._where)
         if told is not None:
             with self._lock:
                 self._last = told
