@@ -30,7 +30,14 @@ from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retri
 from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
-from ingest.kafka.security import ConfluentCauses, HandshakeRefusedError, KafkaPythonCauses, first_contact
+from ingest.kafka.security import (
+    ConfluentCauses,
+    HandshakeRefusedError,
+    KafkaPythonCauses,
+    first_contact,
+    is_secured,
+    refusal_seen_by_confluent,
+)
 from offsets import OffsetRange
 
 log = logging.getLogger("ingest.kafka.clients")
@@ -489,6 +496,8 @@ class KafkaPythonClient(KafkaClient):
                     return result
                 except KafkaError as exc:
                     cause = self._causes.last
+                    if cause is None and not self._answered and is_secured(self.params):
+                        cause = refusal_seen_by_confluent(self.params)
                     if cause is not None:  # a refused handshake, logged only: no retry mends it
                         raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
                                               f"{cause}", retriable=False) from exc

@@ -119,6 +119,42 @@ class KafkaPythonCauses(logging.Handler):
         self.last = None
 
 
+def is_secured(params: Mapping[str, Any]) -> bool:
+    return str(params.get("security.protocol", "PLAINTEXT")).upper() != "PLAINTEXT"
+
+
+DIAGNOSIS_TIME = 2.0  # seconds a second opinion may take
+
+
+def refusal_seen_by_confluent(params: Mapping[str, Any]) -> str | None:
+    """Why the brokers refused these settings' handshake, asked of librdkafka,
+    or None (no refusal seen within DIAGNOSIS_TIME, or confluent-kafka missing).
+
+    A broker may close the connection after a failed SASL exchange without an
+    answer kafka-python can read (it then logs only "socket disconnected");
+    librdkafka reports the same refusal by name. Both clients come with the
+    `kafka` extra; only the settings that say how to reach the cluster are used."""
+    try:
+        import confluent_kafka as ck
+        from confluent_kafka.admin import AdminClient
+    except ImportError:
+        return None
+    from ingest.kafka.config import connection_settings
+
+    causes = ConfluentCauses(params)
+    try:
+        admin = AdminClient({**connection_settings(params), "error_cb": causes, "log_level": 0})
+    except (ck.KafkaException, ValueError, TypeError):
+        return None
+    try:
+        first_contact(admin, causes, DIAGNOSIS_TIME, str(params.get("bootstrap.servers")))
+    except HandshakeRefusedError as exc:
+        return str(exc).split(": ", 1)[1]
+    except ck.KafkaException:
+        return None
+    return None
+
+
 def first_contact(handle: Any, causes: ConfluentCauses, seconds: float, where: str) -> float:
     """Reach the cluster through a confluent-kafka `handle` (admin client,
     producer or consumer that uses `causes` as its error_cb) in short metadata
