@@ -22,7 +22,9 @@ After a batch commits, its `until` offsets are committed to the consumer group
 Broker faults: every broker call retries retriable errors; once nothing moved
 for 30 s a warning names the cause (repeated each minute; `ssc.status()`
 shows it under "inputs"), and after `broker_wait_timeout` seconds without
-progress the batch fails with that cause.
+progress the batch fails with that cause. A handshake the brokers refuse (wrong
+password, untrusted certificate, SASL mechanism not offered) is not retried: the
+first call fails with the cause and the setting to fix (`ingest.kafka.security`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ingest.input_stats import PartitionLag
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
 from ingest.kafka.committer import GroupCommitter
+from ingest.kafka.config import connection_settings
 from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
 from ingest.kafka.errors import DataLossError
 from ingest.kafka.lazy_records import LazyRecords
@@ -90,13 +93,14 @@ COUNTERS: dict[str, _Counters] = {}
 class KafkaRangeSource:
     """One partition of a batch: an offset range and how to read and decode it."""
 
-    __slots__ = ("range", "reader", "poll_timeout", "key_de", "value_de", "policy", "stream", "bootstrap")
+    __slots__ = ("range", "reader", "poll_timeout", "key_de", "value_de", "policy", "stream", "connection")
 
     def __init__(self, r: OffsetRange, reader: Any, poll_timeout: float, key_de: Any, value_de: Any,
-                 policy: Any, stream: str, bootstrap: str) -> None:
+                 policy: Any, stream: str, connection: Mapping[str, Any]) -> None:
         self.range, self.reader, self.poll_timeout = r, reader, poll_timeout
         self.key_de, self.value_de, self.policy = key_de, value_de, policy
-        self.stream, self.bootstrap = stream, bootstrap
+        # How to reach the cluster (SASL and TLS settings included), for a dead-letter producer.
+        self.stream, self.connection = stream, connection
 
     def read(self) -> Sequence[KafkaRecord]:
         r = self.range
@@ -137,7 +141,7 @@ class KafkaRangeSource:
         from confluent_kafka import Producer
 
         policy: DeadLetterTopic = self.policy
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
+        producer = Producer({**self.connection, "acks": "all", "enable.idempotence": True,
                              **(policy.producer_config or {})})
         errors: list[str] = []
         for rec, exc in failed:
@@ -212,6 +216,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
             raise ConfigError("commit_offsets=True needs kafka_params['group.id'] (the group lag tools report on); "
                               "set one, or pass commit_offsets=False")
         self.bootstrap = str(params["bootstrap.servers"])
+        self._connection = connection_settings(params)  # for dead-letter producers: the same cluster, same credentials
         self._reset = {"smallest": "earliest", "largest": "latest"}.get(
             str(params.get("auto.offset.reset", "latest")).lower(), str(params.get("auto.offset.reset", "latest")))
         self._key_de = deserializer_for(key_deserializer, "key_deserializer")
@@ -530,7 +535,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         for r in position.ranges if isinstance(position, KafkaRanges) else ():
             if r.count > 0:
                 parts.append(Partition(KafkaRangeSource(r, self.reader, self.poll_timeout, self._key_de,
-                                                        self._value_de, self._policy, self.name, self.bootstrap)))
+                                                        self._value_de, self._policy, self.name, self._connection)))
         return Dataset(parts, self.ssc.executor)
 
     def on_batch_committed(self, time_ms: int, position: Position) -> None:

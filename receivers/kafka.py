@@ -22,7 +22,9 @@ stored (the store is full, or the rate limit holds it), the partitions are
 paused and the consumer keeps polling, so it never exceeds
 `max.poll.interval.ms` and leaves the group. Broker faults: once nothing was
 stored for 30 s after a client error, a warning names the cause, repeated each
-minute, and the receiver's `last_error` in `ssc.status()` shows it.
+minute, and the receiver's `last_error` in `ssc.status()` shows it. A handshake the
+brokers refuse (wrong password, untrusted certificate, SASL mechanism not offered)
+stops the job at once with the cause and the setting to fix (`ingest.kafka.security`).
 
 Without the WAL, blocks live in memory and a crash loses those not yet
 processed even though their offsets were committed: use the WAL, or the
@@ -44,6 +46,7 @@ from ingest.kafka.calls import BrokerCallError, call, retriable_confluent
 from ingest.kafka.client_logs import with_client_logs
 from ingest.kafka.config import check_common, redact
 from ingest.kafka.records import KafkaRecord, from_confluent
+from ingest.kafka.security import HandshakeRefusedError, confluent_refusal
 from ingest.kafka.stall import StallWatch
 from receivers.receiver import Receiver
 
@@ -99,6 +102,7 @@ class KafkaReceiver(Receiver[KafkaRecord]):
         self.cooperative = "cooperative" in strategy or str(self.conf.get("group.protocol", "")) == "consumer"
         self._stall = StallWatch(self.name, log, clock=lambda: self._clock())
         self._told_unreachable = False
+        self._refused = False  # a refused handshake stopped the job once; later reports add nothing
 
     def on_start(self) -> None:
         if self._durable is None:  # once per process: what the WAL already holds
@@ -155,7 +159,12 @@ class KafkaReceiver(Receiver[KafkaRecord]):
 
     def _on_client_error(self, err: Any) -> None:
         self._stall.failed(err.str())
-        if err.name() == "_ALL_BROKERS_DOWN" and not self._told_unreachable:
+        told = confluent_refusal(err, self.conf)
+        if told is not None and not self._refused:
+            # A refused handshake: no restart or retry mends it, a setting must change.
+            self._refused = True
+            self.stop(f"cannot reach {self.conf['bootstrap.servers']}", HandshakeRefusedError(told))
+        elif err.name() == "_ALL_BROKERS_DOWN" and not self._told_unreachable:
             # Said once, at once: a wrong address otherwise shows only as a stall
             # warning after 30 s (the receiver keeps trying, as it must for an outage).
             self._told_unreachable = True

@@ -1,7 +1,8 @@
 """Kafka code shared by the direct stream, the consumer-group receiver and the
 Kafka sink, in one place:
 
-- `config`: checks of user-given client properties, and redaction of secrets;
+- `config`: checks of user-given client properties (security settings included),
+  their kafka-python names (`kafka_python_config`), and redaction of secrets;
 - `records`: `KafkaRecord` and the conversion of each client's messages to it;
 - `lazy_records`: a range's records converted as they are iterated;
 - `deserializers`: key/value decoders and the decode-error policies;
@@ -17,7 +18,7 @@ is built. The core (context, graph, dataset, scheduler, state, window,
 checkpoint, storage, batch_log) never imports this package.
 """
 
-from ingest.kafka.config import check_common, redact
+from ingest.kafka.config import check_common, kafka_python_config, redact
 from ingest.kafka.records import KafkaRecord
 
-__all__ = ["KafkaRecord", "check_common", "redact"]
+__all__ = ["KafkaRecord", "check_common", "kafka_python_config", "redact"]

@@ -11,6 +11,9 @@ without a bound and never fails without saying why.
 
 The clients translate their library's exceptions into `BrokerCallError` with
 `retriable_confluent` / `retriable_kafka_python`; nothing here imports a client.
+A refused authentication or TLS handshake is permanent too, but neither client
+raises it from the call that met it (it ends in a transport error or a timeout):
+the clients find it with `ingest.kafka.security` and raise it as permanent.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ _CONFLUENT_PERMANENT = frozenset({
     "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED",
     "SASL_AUTHENTICATION_FAILED", "_AUTHENTICATION", "_INVALID_ARG", "_UNSUPPORTED_FEATURE", "INVALID_GROUP_ID",
     "_SSL", "UNSUPPORTED_VERSION", "_INVALID_TYPE", "INVALID_REQUEST",
+    "UNSUPPORTED_SASL_MECHANISM", "ILLEGAL_SASL_STATE",
 })
 
 
@@ -86,7 +90,7 @@ def retriable_kafka_python(error: BaseException) -> bool:
     """kafka-python marks retriable errors itself; connection and timeout
     errors are worth retrying too, authorization and authentication are not."""
     name = type(error).__name__
-    if "Authorization" in name or "Authentication" in name:
+    if "Authorization" in name or "Authentication" in name or "SaslMechanism" in name or "SaslState" in name:
         return False
     return bool(getattr(error, "retriable", False)) or name in (
         "KafkaConnectionError", "NoBrokersAvailable", "KafkaTimeoutError", "NodeNotReadyError",

@@ -29,9 +29,17 @@ from ingest.errors import ConfigError, SourceError
 from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retriable_kafka_python
 from ingest.kafka.client_logs import ClientLogRelay, route_kafka_python_logs, shared_relay, with_client_logs
-from ingest.kafka.config import OURS, check_common, params_fingerprint, redact
+from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
 from ingest.kafka.records import confluent_converter, kafka_python_converter
+from ingest.kafka.security import (
+    ConfluentCauses,
+    HandshakeRefusedError,
+    KafkaPythonCauses,
+    first_contact,
+    is_secured,
+    refusal_seen_by_confluent,
+)
 from offsets import OffsetRange
 
 log = logging.getLogger("ingest.kafka.clients")
@@ -181,6 +189,9 @@ class ConfluentClient(KafkaClient):
                             if any((k.startswith(a) if a.endswith(".") else k == a) for a in ADMIN_KEYS)}
         self._admin: Any = None
         self._meta_consumer: Any = None
+        # Authentication and TLS failures reach error_cb only (see ingest.kafka.security).
+        self._causes = ConfluentCauses(self.params)
+        self._contacted = False
         self._commit_results: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
 
@@ -188,8 +199,19 @@ class ConfluentClient(KafkaClient):
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient(with_client_logs(self._admin_conf, self.log_relay))
+            self._admin = AdminClient(with_client_logs({**self._admin_conf, "error_cb": self._causes},
+                                                       self.log_relay))
         return self._admin
+
+    def _first_contact(self, seconds: float) -> float:
+        """Before the first metadata call (the first call of every stream): see
+        `ingest.kafka.security.first_contact`."""
+        try:
+            left = first_contact(self._admin_client(), self._causes, seconds, str(self.params["bootstrap.servers"]))
+        except HandshakeRefusedError as exc:
+            raise BrokerCallError(str(exc), retriable=False) from exc
+        self._contacted = True
+        return left
 
     def _attempt(self, what: str, fn: Callable[[float], Any]) -> Callable[[float], Any]:
         """`fn(seconds)` with confluent-kafka's exceptions as BrokerCallErrors."""
@@ -197,8 +219,14 @@ class ConfluentClient(KafkaClient):
 
         def attempt(seconds: float) -> Any:
             try:
-                return fn(seconds)
+                result = fn(seconds)
+                self._contacted = True
+                return result
             except ck.KafkaException as exc:
+                cause = self._causes.take()
+                if cause is not None:
+                    raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {cause}",
+                                          retriable=False) from exc
                 raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: {_ck_message(exc)}",
                                       retriable_confluent(exc)) from exc
             finally:
@@ -209,6 +237,8 @@ class ConfluentClient(KafkaClient):
 
     def list_topics(self, timeout: float = 15.0) -> dict[str, list[int]]:
         def run(seconds: float) -> dict[str, list[int]]:
+            if not self._contacted:  # a stream's first call: see _first_contact
+                seconds = self._first_contact(seconds)
             meta = self._admin_client().list_topics(timeout=seconds)
             return {name: sorted(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
@@ -293,8 +323,8 @@ class ConfluentClient(KafkaClient):
             if self._meta_consumer is not None:
                 self._meta_consumer.close()
             self._consumer_conf = {**self._consumer_conf, "group.id": group}
-            self._meta_consumer = _ck().Consumer(with_client_logs({**self._consumer_conf, "on_commit": self._on_commit},
-                                                                  self.log_relay))
+            self._meta_consumer = _ck().Consumer(with_client_logs(
+                {**self._consumer_conf, "on_commit": self._on_commit, "error_cb": self._causes}, self.log_relay))
         return self._meta_consumer
 
     def close(self) -> None:
@@ -407,25 +437,18 @@ def _ck_message(exc: BaseException) -> str:
 # -- kafka-python ----------------------------------------------------------------------------
 
 
-KP_RENAMES = {"sasl.username": "sasl_plain_username", "sasl.password": "sasl_plain_password",
-              "ssl.ca.location": "ssl_cafile", "ssl.certificate.location": "ssl_certfile",
-              "ssl.key.location": "ssl_keyfile", "ssl.key.password": "ssl_password",
-              "sasl.mechanisms": "sasl_mechanism"}
-
-
-def kafka_python_config(params: Mapping[str, Any]) -> dict[str, Any]:
+def kafka_python_consumer_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` as KafkaConsumer arguments, each checked to be one it takes."""
     from kafka import KafkaConsumer
 
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in OURS:
             continue
-        name = KP_RENAMES.get(key, key.replace(".", "_"))
+        name, value = next(iter(kafka_python_config({key: value}).items()))
         if name not in KafkaConsumer.DEFAULT_CONFIG:
             raise ConfigError(f"invalid kafka_params for kafka-python: {key!r} has no kafka-python equivalent "
                               f"(tried {name!r}); remove it or use client='confluent'")
-        if name == "bootstrap_servers" and isinstance(value, str):
-            value = [s.strip() for s in value.split(",") if s.strip()]
         out[name] = value
     out.setdefault("isolation_level", "read_committed")
     out["enable_auto_commit"] = False
@@ -443,29 +466,51 @@ class KafkaPythonClient(KafkaClient):
         self.params = check_common(params)
         route_kafka_python_logs()
         self.log_relay = shared_relay()
-        self._conf = kafka_python_config(self.params)
+        self._conf = kafka_python_consumer_config(self.params)
         self._conf.pop("group_id", None)
         self._consumers: dict[str | None, Any] = {}
         self._lock = threading.Lock()
+        self._contacted = False  # a consumer was built, so the cluster answered once
+        self._answered = False  # a call succeeded: refused handshakes are no longer watched for
+        self._causes = KafkaPythonCauses(self.params)
 
     def _consumer(self, group: str | None, timeout: float) -> Any:
         from kafka import KafkaConsumer
 
         consumer = self._consumers.get(group)
         if consumer is None:
-            consumer = KafkaConsumer(**{**self._conf, "bootstrap_timeout_ms": int(max(0.5, timeout) * 1000)},
+            # Until the cluster answered once, bootstrap in short attempts: kafka-python
+            # only logs a refused handshake, and `_call` must see the cause soon.
+            seconds = timeout if self._contacted else min(timeout, self.FIRST_CONTACT_SLICE)
+            consumer = KafkaConsumer(**{**self._conf, "bootstrap_timeout_ms": int(max(0.5, seconds) * 1000)},
                                      group_id=group)
             self._consumers[group] = consumer
+            self._contacted = True
         return consumer
+
+    # Seconds of one bootstrap attempt before the cluster first answered: kafka-python
+    # bootstraps in its constructor, and logs (only) why a handshake failed.
+    FIRST_CONTACT_SLICE = 3.0
 
     def _call(self, what: str, fn: Callable[[float], Any], timeout: float) -> Any:
         from kafka.errors import KafkaError
 
         def attempt(seconds: float) -> Any:
             with self._lock:
+                if not self._answered:
+                    self._causes.attach()
                 try:
-                    return fn(seconds)
+                    result = fn(seconds)
+                    self._answered = True
+                    self._causes.detach()
+                    return result
                 except KafkaError as exc:
+                    cause = self._causes.last
+                    if cause is None and not self._answered and is_secured(self.params):
+                        cause = refusal_seen_by_confluent(self.params)
+                    if cause is not None:  # a refused handshake, logged only: no retry mends it
+                        raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
+                                              f"{cause}", retriable=False) from exc
                     raise BrokerCallError(f"cannot {what} on {self.params['bootstrap.servers']}: "
                                           f"{type(exc).__name__}: {exc}", retriable_kafka_python(exc)) from exc
 
@@ -516,6 +561,7 @@ class KafkaPythonClient(KafkaClient):
 
     def close(self) -> None:
         with self._lock:
+            self._causes.detach()
             for c in self._consumers.values():
                 _quiet_close(c)
             self._consumers.clear()

@@ -90,8 +90,8 @@ def deserializer_for(spec: Any, what: str) -> Deserializer | None:
 class DeadLetterTopic:
     """Send records that fail to decode to `topic` with provenance headers
     (`ingest.source.topic`, `.partition`, `.offset`, `ingest.error`). The
-    producer uses the stream's bootstrap servers unless `producer_config` says
-    otherwise. Delivery is at-least-once and finishes before the batch commits."""
+    producer uses the stream's bootstrap servers and security settings (SASL,
+    TLS) unless `producer_config` says otherwise. Delivery is at-least-once and finishes before the batch commits."""
 
     topic: str
     producer_config: Mapping[str, Any] | None = None

@@ -41,6 +41,8 @@ from ingest.errors import ConfigError, SourceError
 from ingest.install_hint import install_hint
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.client_logs import with_client_logs
+from ingest.kafka.config import check_security, connection_settings
+from ingest.kafka.security import ConfluentCauses, first_contact
 from ingest.sinks.applied import Stored, already_applied, evidence_of
 from ingest.sinks.identity import check_name
 from offsets import KafkaRanges
@@ -92,6 +94,7 @@ class KafkaTransactionalSink:
             raise ConfigError("KafkaTransactionalSink needs topic, transactional_id and group_id")
         if "bootstrap.servers" not in producer_config:
             raise ConfigError("KafkaTransactionalSink: producer_config needs 'bootstrap.servers'")
+        check_security(producer_config, "KafkaTransactionalSink producer_config")
         for key in ("transactional.id", "enable.idempotence"):
             if key in producer_config:
                 raise ConfigError(f"KafkaTransactionalSink sets {key!r} itself; remove it from producer_config")
@@ -126,16 +129,19 @@ class KafkaTransactionalSink:
     def _new_producer(self) -> Any:
         from confluent_kafka import Producer
 
-        producer = Producer(with_client_logs(self._config))
-        producer.init_transactions(self._timeout)  # fences any older producer with this id
+        # A refused handshake (wrong password, untrusted certificate) would
+        # otherwise surface as init_transactions timing out after transaction_timeout_s.
+        causes = ConfluentCauses(self._config, "producer_config")
+        producer = Producer(with_client_logs({**self._config, "error_cb": causes}))
+        left = first_contact(producer, causes, self._timeout, f"{self._config['bootstrap.servers']} (sink {self.name})")
+        producer.init_transactions(left)  # fences any older producer with this id
         return producer
 
     def _new_consumer(self) -> Any:
         from confluent_kafka import Consumer
 
-        common = {k: v for k, v in self._config.items()
-                  if k == "bootstrap.servers" or k.startswith(("security.", "sasl.", "ssl."))}
-        return Consumer({**with_client_logs(common), "group.id": self.group_id, "enable.auto.commit": False,
+        return Consumer({**with_client_logs(connection_settings(self._config)), "group.id": self.group_id,
+                         "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
 
     def _clients(self) -> tuple[Any, Any]:

@@ -7,6 +7,16 @@ ready when its log says "Kafka Server started" and it answers a metadata request
 it stops, its data directory is deleted. The pytest plugin (`ingest.testing.plugin`)
 and `ingest services kafka` (`run_forever`) both use it.
 
+Besides its PLAINTEXT listener (what `bootstrap` names), the broker serves the two
+ways production clusters are reached, each on a free port of its own: SASL_PLAINTEXT
+with SCRAM-SHA-512 (one user, `SCRAM_USER`, with a random password, created when the
+storage is formatted) and SSL (TLS, server authentication, with a CA and a broker
+certificate for 127.0.0.1/localhost made at start by `ingest.testing.tls` into the
+broker's temporary directory). `sasl_settings` and `tls_settings` are the
+confluent-kafka settings that reach them; `kafka_python_config()` converts such
+settings for kafka-python. They need `cryptography` (the `test` extra); without it
+the broker serves PLAINTEXT only, unless `secure_listeners=True` asks for them.
+
 `create_topic`, `produce` and `read_to_end` are helpers for tests, built on
 confluent-kafka (the `kafka` extra), which is imported only when they are called.
 
@@ -18,8 +28,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
@@ -32,6 +44,7 @@ from pathlib import Path
 from ingest.errors import PortInUseError, ServiceError, ServiceStartError, ServiceToolMissingError, StaleServiceDirError
 from ingest.install_hint import install_hint
 from ingest.testing.jvm import JavaService, free_port, missing_tools, port_is_free, require_tools, resolve_classpath
+from ingest.testing.tls import INSTALL_CRYPTOGRAPHY, cryptography_available, make_broker_pki
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 
@@ -52,6 +65,9 @@ STARTED_LINE = re.compile(r"Kafka Server started")
 BIND_FAILED = re.compile(r"Address already in use|BindException")
 
 INSTALL_CLIENT = f"confluent-kafka ({install_hint('kafka')})"
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "ingest"
 
 
 def java_dir() -> Path:
@@ -102,6 +118,13 @@ def _confluent():
     return confluent_kafka
 
 
+def _another_free_port(taken: set[int | None]) -> int:
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
 def _cluster_id() -> str:
     # Kafka's own form of a random Uuid: URL-safe base64 of 16 bytes, unpadded.
     # Like Kafka's generator, never start with '-': StorageTool would read it as an option.
@@ -130,6 +153,10 @@ class KafkaBroker:
     `workdir` is kept, but its data directory is deleted on stop, and one left behind by
     a killed run is refused (StaleServiceDirError). `overrides` are extra broker
     settings, appended to the server.properties template.
+
+    `secure_listeners`: also serve SASL_PLAINTEXT (SCRAM-SHA-512) and SSL listeners
+    (see the module docstring); None (the default) serves them when `cryptography`
+    is installed, True requires it, False serves PLAINTEXT only.
     """
 
     def __init__(
@@ -143,6 +170,7 @@ class KafkaBroker:
         start_timeout: float = 120.0,
         attempts: int = 3,
         die_with_parent: bool = False,
+        secure_listeners: bool | None = None,
     ):
         self.kafka_version = kafka_version or DEFAULT_KAFKA_VERSION
         self._port = port
@@ -155,6 +183,11 @@ class KafkaBroker:
         self.die_with_parent = die_with_parent  # see JavaService.start
         self.port: int | None = None
         self.controller_port: int | None = None
+        self.sasl_port: int | None = None
+        self.ssl_port: int | None = None
+        self.secure_listeners = secure_listeners
+        self._scram_password: str | None = None
+        self._ca_pem: Path | None = None
         self._service: JavaService | None = None
 
     # -- what callers use
@@ -164,6 +197,35 @@ class KafkaBroker:
         if self.port is None or not self.running:
             raise ServiceError("the Kafka broker is not running; start() it first")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def serves_secure_listeners(self) -> bool:
+        """Whether the running broker has its SASL and SSL listeners."""
+        return self.running and self.sasl_port is not None and self.ssl_port is not None
+
+    def _secure(self, which: str) -> None:
+        if not self.serves_secure_listeners:
+            why = ("it is not running" if not self.running else
+                   f"it was started without them (secure_listeners=False, or no {INSTALL_CRYPTOGRAPHY})")
+            raise ServiceError(f"the Kafka broker has no {which} listener: {why}")
+
+    @property
+    def sasl_settings(self) -> dict[str, str]:
+        """confluent-kafka settings of the SASL_PLAINTEXT listener (SCRAM-SHA-512).
+        A new dict on each call, holding the password: never log it as it is."""
+        self._secure("SASL")
+        assert self._scram_password is not None
+        return {"bootstrap.servers": f"127.0.0.1:{self.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": SCRAM_MECHANISM, "sasl.username": SCRAM_USER,
+                "sasl.password": self._scram_password}
+
+    @property
+    def tls_settings(self) -> dict[str, str]:
+        """confluent-kafka settings of the SSL listener: the CA that signed the
+        broker's certificate (a PEM file in the broker's directory)."""
+        self._secure("SSL")
+        return {"bootstrap.servers": f"127.0.0.1:{self.ssl_port}", "security.protocol": "SSL",
+                "ssl.ca.location": str(self._ca_pem)}
 
     @property
     def running(self) -> bool:
@@ -195,6 +257,8 @@ class KafkaBroker:
             return self
         require_tools("a Kafka broker", min_java=17)
         _confluent()
+        if self.secure_listeners and not cryptography_available():
+            raise ServiceToolMissingError(f"secure_listeners=True needs {INSTALL_CRYPTOGRAPHY}")
         for port in (self._port, self._controller_port):
             if port is not None and not port_is_free(port):
                 raise PortInUseError(
@@ -231,6 +295,12 @@ class KafkaBroker:
         self.controller_port = self._controller_port or free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
+        secure = self.secure_listeners if self.secure_listeners is not None else cryptography_available()
+        self.sasl_port = self.ssl_port = None
+        if secure:
+            taken = {self.port, self.controller_port}
+            self.sasl_port = _another_free_port(taken)
+            self.ssl_port = _another_free_port(taken | {self.sasl_port})
         service = JavaService("kafka", workdir=self._workdir).open()
         self._service = service
         try:
@@ -242,9 +312,15 @@ class KafkaBroker:
                     path=str(data_dir),
                 )
             properties = self._write_config(service.workdir, data_dir)
+            scram: list[str] = []
+            if secure:
+                # The SCRAM user goes into the metadata log with the format: no admin
+                # call, and no second JVM, after the broker is up.
+                self._scram_password = secrets.token_urlsafe(18)
+                scram = ["--add-scram", f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={self._scram_password}]"]
             service.run(
                 classpath, "kafka.tools.StorageTool",
-                ["format", "--standalone", "-t", _cluster_id(), "-c", properties],
+                ["format", "--standalone", "-t", _cluster_id(), "-c", properties, *scram],
                 jvm_opts=TOOL_JVM_OPTS, timeout=self.start_timeout,
             )
             self._run_broker(classpath)
@@ -282,7 +358,17 @@ class KafkaBroker:
 
     def _write_config(self, workdir: Path, data_dir: Path) -> Path:
         template = (java_dir() / "kafka" / "server.properties.tmpl").read_text()
-        text = template.format(port=self.port, cport=self.controller_port, data_dir=data_dir)
+        secure = ""
+        if self.sasl_port is not None and self.ssl_port is not None:
+            secure = f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},SSL://127.0.0.1:{self.ssl_port}"
+        text = template.format(port=self.port, cport=self.controller_port, data_dir=data_dir,
+                               secure_listeners=secure)
+        if secure:
+            tls_dir = workdir / "tls"
+            tls_dir.mkdir(exist_ok=True)
+            pki = make_broker_pki(tls_dir)
+            self._ca_pem = pki.ca_pem
+            text += (java_dir() / "kafka" / "security.properties.tmpl").read_text().format(keystore=pki.keystore_pem)
         if self.overrides:
             text += "\n# overrides\n" + "".join(f"{k}={v}\n" for k, v in self.overrides.items())
         properties = workdir / "server.properties"
@@ -300,6 +386,7 @@ class KafkaBroker:
             # A workdir passed in outlives the service, its data never does.
             with contextlib.suppress(ServiceError):
                 shutil.rmtree(service.workdir / "data", ignore_errors=True)
+                shutil.rmtree(service.workdir / "tls", ignore_errors=True)  # keys die with the broker too
             service.close()
 
     def stop(self) -> None:
@@ -348,11 +435,13 @@ def create_topic(
     *,
     replication_factor: int = 1,
     timeout: float = 30.0,
+    client_config: Mapping[str, object] | None = None,
 ) -> None:
     """Create `topic` and return once every partition has a leader, so that producers
-    and consumers can use it at once."""
+    and consumers can use it at once. `config` is the topic's; `client_config`,
+    settings of the admin client (e.g. a SASL or TLS listener's)."""
     ck = _confluent()
-    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap})
+    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
     new = ck.admin.NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
                             config={k: str(v) for k, v in (config or {}).items()})
     future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
@@ -509,7 +598,8 @@ def run_forever(kafka_version: str | None = None) -> int:
             f"(pid {broker.pid}, data in {broker.data_dir}, log {broker.log_path}).\n"
             f"Use it from another shell with:\n\n"
             f"    export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}\n\n"
-            f"Press Ctrl-C to stop it; its data is deleted when it stops.",
+            + _secure_listeners_note(broker)
+            + "Press Ctrl-C to stop it; its data is deleted when it stops.",
             flush=True,
         )
         try:
@@ -532,6 +622,19 @@ def run_forever(kafka_version: str | None = None) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _secure_listeners_note(broker: KafkaBroker) -> str:
+    """Where the SASL and TLS listeners are; their settings, password included,
+    go to a file only its owner reads, never to the terminal."""
+    if not broker.serves_secure_listeners or broker.workdir is None:
+        return ""
+    path = broker.workdir / "client-settings.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"sasl": broker.sasl_settings, "tls": broker.tls_settings}, indent=2))
+    return (f"SASL_PLAINTEXT ({SCRAM_MECHANISM}, user {SCRAM_USER}) listens at 127.0.0.1:{broker.sasl_port}, "
+            f"SSL at 127.0.0.1:{broker.ssl_port};\ntheir confluent-kafka settings (with the password and the CA "
+            f"file) are in {path}.\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:

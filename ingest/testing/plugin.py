@@ -8,6 +8,14 @@ Fixtures (session scope, one broker per session):
 
 * ``kafka_bootstrap``: the bootstrap address, "host:port".
 * ``kafka_service``: a `KafkaService` saying where that broker came from.
+* ``kafka_sasl_bootstrap`` and ``kafka_tls_bootstrap``: dicts of confluent-kafka
+  settings (``bootstrap.servers``, ``security.protocol``, ``sasl.mechanism``,
+  ``sasl.username``, ``sasl.password``; or ``ssl.ca.location``) that reach a broker
+  over SASL_PLAINTEXT with SCRAM-SHA-512 and over TLS; a new dict for each test.
+  ``ingest.testing.kafka_python_config(settings)`` converts one for kafka-python.
+  They come from the session's broker when it is a local JVM broker (it serves
+  those listeners beside PLAINTEXT), else from a second local JVM broker started
+  for them; without Java, Maven or `cryptography`, skipped (failed on CI).
 
 The broker is, in this order: the one named by ``KAFKA_BOOTSTRAP_SERVERS``; a broker
 in a container (``ingest.testing.containers.KafkaBrokerContainer``, on testcontainers)
@@ -53,8 +61,8 @@ Missing Java/Maven/packages skip the tests with what to install, or fail them on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -65,7 +73,9 @@ KAFKA_BACKENDS = ("env", "testcontainers", "jvm")
 class KafkaService:
     """The broker a session uses. `source` is "env", "testcontainers" or "jvm"; `pid`
     and `workdir` are set for a local JVM broker only, `container` (its name) and
-    `image` for a container only."""
+    `image` for a container only. `sasl` and `tls` are the confluent-kafka settings
+    of its SASL and TLS listeners, when it has them (a local JVM broker); they
+    hold a password, so they stay out of the repr."""
 
     bootstrap: str
     source: str
@@ -73,6 +83,8 @@ class KafkaService:
     workdir: str | None = None
     container: str | None = None
     image: str | None = None
+    sasl: Mapping[str, str] | None = field(default=None, repr=False)
+    tls: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -178,10 +190,13 @@ def _kafka_in_container() -> Iterator[KafkaService]:
         container.stop()
 
 
-def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "") -> Iterator[KafkaService]:
-    from ingest.testing import kafka
+def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "",
+                              secure: bool | None = None) -> Iterator[KafkaService]:
+    from ingest.testing import kafka, tls
 
     missing = kafka.missing_requirements()
+    if secure and not tls.cryptography_available():
+        missing.append(tls.INSTALL_CRYPTOGRAPHY)
     if missing:
         reason = ("no Kafka broker for these tests: install " + " and ".join(missing)
                   + " so that one starts from Maven Central jars, or start a Docker engine, "
@@ -190,10 +205,13 @@ def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "")
         if forced:
             pytest.fail(f"INGEST_KAFKA_BACKEND=jvm, but {reason}", pytrace=False)
         skip_or_fail(reason)
-    broker = kafka.KafkaBroker(os.environ.get("INGEST_KAFKA_VERSION") or None)
+    broker = kafka.KafkaBroker(os.environ.get("INGEST_KAFKA_VERSION") or None, secure_listeners=secure)
     broker.start()
     try:
-        yield KafkaService(broker.bootstrap, "jvm", pid=broker.pid, workdir=str(broker.workdir))
+        secured = broker.serves_secure_listeners
+        yield KafkaService(broker.bootstrap, "jvm", pid=broker.pid, workdir=str(broker.workdir),
+                           sasl=broker.sasl_settings if secured else None,
+                           tls=broker.tls_settings if secured else None)
     finally:
         broker.stop()
 
@@ -268,6 +286,31 @@ def docker_client():
 def kafka_bootstrap(kafka_service: KafkaService) -> str:
     """Bootstrap address ("host:port") of a real Kafka broker shared by the session."""
     return kafka_service.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_service(kafka_service: KafkaService) -> Iterator[KafkaService]:
+    """A broker with SASL and TLS listeners: the session's own when it has them,
+    else a local JVM broker started for them (a broker named by
+    KAFKA_BOOTSTRAP_SERVERS, or one in a container, serves PLAINTEXT only)."""
+    if kafka_service.sasl is not None and kafka_service.tls is not None:
+        yield kafka_service
+        return
+    yield from _kafka_from_maven_central(secure=True)
+
+
+@pytest.fixture
+def kafka_sasl_bootstrap(kafka_secure_service: KafkaService) -> dict[str, str]:
+    """confluent-kafka settings of a SASL_PLAINTEXT (SCRAM-SHA-512) listener: a new dict per test."""
+    assert kafka_secure_service.sasl is not None
+    return dict(kafka_secure_service.sasl)
+
+
+@pytest.fixture
+def kafka_tls_bootstrap(kafka_secure_service: KafkaService) -> dict[str, str]:
+    """confluent-kafka settings of an SSL (TLS) listener, with the CA to trust: a new dict per test."""
+    assert kafka_secure_service.tls is not None
+    return dict(kafka_secure_service.tls)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TESTED = {"socket_errors.py", "kafka_to_sqlite.py", "kafka_to_kafka.py", "numbers_receiver.py",
           "word_count_checkpoint.py", "kafka_receiver_wal.py", "file_stream.py", "web_ui.py", "flume_push.py",
-          "flume_pull.py"}
+          "flume_pull.py", "kafka_secured.py"}
 
 
 def run_example(name: str, *args: str, bootstrap: str | None = None, cwd: Path) -> str:
@@ -177,3 +177,21 @@ def test_flume_pull_example_polls_every_event_of_a_real_agent_once(tmp_path: Pat
                              sinks={"k1": pull_sink(port)}), plugin_jars=[flume_sink_jar])
     out = run_example("flume_pull.py", str(port), str(tmp_path / "checkpoint"), "15", cwd=tmp_path)
     assert "events received: 300 distinct: 300" in out, out
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("listener", ["sasl", "tls"])
+def test_kafka_secured_example_reads_a_topic_over_each_secured_listener(tmp_path: Path,
+                                                                        kafka_sasl_bootstrap: dict,
+                                                                        kafka_tls_bootstrap: dict,
+                                                                        listener: str) -> None:
+    import json
+
+    topic = f"secured-{uuid.uuid4().hex[:8]}"
+    settings = kafka_sasl_bootstrap if listener == "sasl" else kafka_tls_bootstrap
+    create_topic(settings["bootstrap.servers"], topic, 2, client_config=settings)
+    produce(settings["bootstrap.servers"], topic, [f"v{i}" for i in range(50)], config=settings)
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"sasl": kafka_sasl_bootstrap, "tls": kafka_tls_bootstrap}))
+    out = run_example("kafka_secured.py", str(path), topic, "4", listener, cwd=tmp_path)
+    assert "records read: 50" in out, out

@@ -308,6 +308,13 @@ def test_run_forever_serves_a_broker_until_sigterm_then_cleans_up(tmp_path: Path
         create_topic(bootstrap, name)
         produce(bootstrap, name, ["through the CLI broker"])
         assert [r.value for r in read_to_end(bootstrap, name)] == [b"through the CLI broker"]
+        while not any("client-settings.json" in line for line in lines):  # the SASL and TLS listeners' settings
+            lines.append(proc.stdout.readline())
+        settings = json.loads(Path(lines[-1].split(" are in ")[1].strip().rstrip(".")).read_text())
+        assert settings["sasl"]["sasl.password"] not in "".join(lines)
+        for secured in (settings["sasl"], settings["tls"]):
+            assert [r.value for r in read_to_end(secured["bootstrap.servers"], name, config=secured)] == \
+                [b"through the CLI broker"]
 
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
