@@ -458,7 +458,7 @@ class StreamingContext:
             raise StateError("step() needs StreamingContext(clock=ManualClock())")
         if self._state != ACTIVE:
             if self._error is not None:  # e.g. a batch re-run at start() failed before the first step
-                raise self._error
+                self._raise_after_stop(timeout)
             raise StateError(f"step() needs an active context (state: {self._state})")
         for _ in range(batches):
             target = self._scheduler.next_time_ms
@@ -467,8 +467,16 @@ class StreamingContext:
                 self.clock.set_time(target / 1000.0)
             if not self._scheduler.wait_for_batch(target, timeout):
                 if self._error is not None:
-                    raise self._error
+                    self._raise_after_stop(timeout)
                 raise IngestError(f"batch {target} did not complete within {timeout} s")
+
+    def _raise_after_stop(self, timeout: float) -> None:
+        """Raise the error the context stops with, once it has stopped (bounded by
+        `timeout`): its inputs are closed and its checkpoint released by then, so
+        the caller may start a new context on the same checkpoint at once."""
+        self._terminated.wait(timeout)
+        assert self._error is not None
+        raise self._error
 
     # -- checkpoints -----------------------------------------------------------------------
 

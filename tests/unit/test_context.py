@@ -584,3 +584,34 @@ def test_step_raises_the_error_of_a_batch_that_failed_before_it_was_called(tmp_p
     assert second.state != "active"
     with pytest.raises(BatchFailedError, match="the sink is down"):
         second.step()
+
+
+def test_a_failed_step_returns_once_the_context_let_go_of_its_checkpoint(tmp_path):
+    """The failure step() raises has stopped the context: a new context on the
+    same checkpoint starts at once (the single-writer lock is released)."""
+    from ingest import BatchFailedError, ManualClock, StreamingContext
+
+    def build(fail: bool) -> StreamingContext:
+        ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+        ssc.checkpoint(str(tmp_path))
+        seen = []
+
+        def out(batch):
+            if fail:
+                raise RuntimeError("the sink is down")
+            seen.extend(batch.collect())
+
+        ssc.queue_stream([[1], [2]], name="q").foreach_batch(out)
+        ssc.seen = seen  # type: ignore[attr-defined]
+        return ssc
+
+    first = build(fail=True)
+    first.start()
+    with pytest.raises(BatchFailedError):
+        first.step()
+    assert first.state == "stopped"
+    second = build(fail=False)
+    second.start()  # no "checkpoint is in use"
+    second.step()
+    second.stop()
+    assert second.seen == [1, 2]  # type: ignore[attr-defined]  # the failed batch re-run, then the next
