@@ -95,6 +95,12 @@ class KafkaRangeSource:
         self.key_de, self.value_de, self.policy = key_de, value_de, policy
         self.stream, self.bootstrap = stream, bootstrap
 
+    @property
+    def affinity(self) -> str:
+        """The task of a topic-partition prefers one worker batch after batch,
+        where its consumer is cached (`ingest.affinity`)."""
+        return f"{self.range.topic}\x00{self.range.partition}"
+
     def read(self) -> Sequence[KafkaRecord]:
         r = self.range
         raw = self.reader.read(r, self.poll_timeout)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import cloudpickle
 
+from ingest.affinity import preferred_worker
 from ingest.errors import ConfigError, IngestError
 
 T = TypeVar("T")
@@ -29,12 +30,18 @@ R = TypeVar("R")
 
 
 class TaskExecutor:
-    """Runs `fn(item)` for each item and returns the results in order."""
+    """Runs `fn(item)` for each item and returns the results in order.
+
+    `affinity`, when given, has one key per item (or None): items with the same
+    key should run on the same worker batch after batch, where a cache of that
+    key lives (a Kafka partition's consumer). A preference only: executors
+    without workers ignore it, and a task whose worker is gone runs elsewhere."""
 
     name = "executor"
     parallelism = 1
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         raise NotImplementedError
 
     def shutdown(self) -> None:
@@ -50,7 +57,8 @@ class TaskExecutor:
 class InlineExecutor(TaskExecutor):
     name = "inline"
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         return [fn(item) for item in items]
 
 
@@ -61,7 +69,8 @@ class ThreadExecutor(TaskExecutor):
         self.parallelism = parallelism
         self._pool = cf.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="ingest-task")
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
         return list(self._pool.map(fn, items))
@@ -86,7 +95,8 @@ class ProcessExecutor(TaskExecutor):
         self.parallelism = parallelism
         self._pool = cf.ProcessPoolExecutor(max_workers=parallelism)
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
         blobs = [cloudpickle.dumps((fn, item)) for item in items]
@@ -163,8 +173,12 @@ class DaskExecutor(TaskExecutor):
     def client(self) -> Any:
         return self._client
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        futures = [self._client.submit(_run_on_worker, fn, item, pure=False) for item in items]
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
+        keys = list(affinity) if affinity is not None else [None] * len(items)
+        live = self._live_workers() if any(k is not None for k in keys) else []
+        futures = [self._client.submit(_run_on_worker, fn, item, pure=False, **self._placement(key, live))
+                   for item, key in zip(items, keys)]
         try:
             placed = self._client.gather(futures)
         except Exception as exc:
@@ -183,6 +197,19 @@ class DaskExecutor(TaskExecutor):
         with self._lock:
             self._placements.update(address for address, _ in placed)
         return [result for _, result in placed]
+
+    @staticmethod
+    def _placement(key: str | None, live: Sequence[str]) -> dict[str, Any]:
+        """Dask's placement for a task with affinity `key`: its preferred live
+        worker, loosely (a busy worker, or one that died since, does not block
+        the task: Dask runs it elsewhere)."""
+        worker = None if key is None else preferred_worker(key, live)
+        return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+
+    def _live_workers(self) -> list[str]:
+        """The workers the scheduler knows alive now (asked once per map: a dead
+        worker's keys move to the live ones from the next batch on)."""
+        return sorted(self._client.scheduler_info(n_workers=-1)["workers"])
 
     def take_placements(self) -> dict[str, int]:
         with self._lock:

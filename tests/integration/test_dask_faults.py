@@ -60,7 +60,7 @@ class CountingExecutor(InlineExecutor):
     def __init__(self) -> None:
         self.count = 0
 
-    def map(self, fn, items):
+    def map(self, fn, items, affinity=None):
         self.count += len(items)
         return super().map(fn, items)
 

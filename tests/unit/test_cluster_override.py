@@ -19,7 +19,7 @@ class CountingExecutor(InlineExecutor):
         self.tasks = 0
         self.shutdowns = 0
 
-    def map(self, fn, items):
+    def map(self, fn, items, affinity=None):
         self.tasks += len(items)
         return super().map(fn, items)
 
