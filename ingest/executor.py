@@ -209,7 +209,7 @@ class DaskExecutor(TaskExecutor):
     def _live_workers(self) -> list[str]:
         """The workers the scheduler knows alive now (asked once per map: a dead
         worker's keys move to the live ones from the next batch on)."""
-        return sorted(self._client.scheduler_info(n_workers=-1)["workers"])
+        return sorted(self._client.nthreads())  # every worker (scheduler_info lists only the first few)
 
     def take_placements(self) -> dict[str, int]:
         with self._lock:
