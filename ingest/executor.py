@@ -129,7 +129,8 @@ def _run_on_worker(fn: Callable[[T], R], item: T) -> tuple[str, R]:
     try:
         return address, fn(item)
     except BaseException as exc:
-        exc.add_note(_WORKER_NOTE + address)
+        # exc.add_note() from Python 3.11 on; the same attribute by hand on 3.10.
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), _WORKER_NOTE + address]
         raise
 
 
