@@ -102,6 +102,12 @@ class KafkaRangeSource:
         # How to reach the cluster (SASL and TLS settings included), for a dead-letter producer.
         self.stream, self.connection = stream, connection
 
+    @property
+    def affinity(self) -> str:
+        """The task of a topic-partition prefers one worker batch after batch,
+        where its consumer is cached (`ingest.affinity`)."""
+        return f"{self.range.topic}\x00{self.range.partition}"
+
     def read(self) -> Sequence[KafkaRecord]:
         r = self.range
         raw = self.reader.read(r, self.poll_timeout)

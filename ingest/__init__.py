@@ -26,7 +26,8 @@ from ingest.errors import (
     StateError,
     StorageError,
 )
-from ingest.executor import DaskExecutor, InlineExecutor, ProcessExecutor, TaskExecutor, ThreadExecutor
+from ingest.executor import (DaskExecutor, InlineExecutor, ProcessExecutor, TaskExecutor, TaskFailedError,
+                             ThreadExecutor)
 from ingest.listener import BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListener
 
 __version__ = "0.1.0"
@@ -35,5 +36,6 @@ __all__ = [
     "Batch", "BatchFailedError", "BatchInfo", "CheckpointError", "ConfigError", "CorruptRecordError",
     "DStream", "DaskExecutor", "Dataset", "IngestError", "InlineExecutor", "InputDStream", "ManualClock",
     "OutputOperationInfo", "ProcessExecutor", "ReceiverError", "ReceiverInfo", "SourceError", "StateError",
-    "StorageError", "StreamingContext", "StreamingListener", "SystemClock", "TaskExecutor", "ThreadExecutor",
+    "StorageError", "StreamingContext", "StreamingListener", "SystemClock", "TaskExecutor", "TaskFailedError",
+    "ThreadExecutor",
 ]

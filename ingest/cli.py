@@ -3,6 +3,9 @@
     ingest run [--ui-port N | --no-ui] [--ui-host H] [--ui-token T] APP.py [ARGS...]
                                     run an application file as __main__, with the web UI
                                     of its StreamingContext at a free port (printed at start)
+    ingest run --cluster tcp://HOST:8786 | --workers N [--worker-memory 512MiB] APP.py [ARGS...]
+                                    ... with its partition tasks on a Dask cluster (an existing
+                                    one, or a local one of N worker processes)
     ingest run --supervise [--max-restarts N] [--restart-window S] [--restart-delay S] APP.py [ARGS...]
                                     ... and restart it with backoff when it fails
     ingest demo [--port 7777]       the seed example against a built-in line generator
@@ -87,7 +90,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sys.argv = [path, *args.args]
     sys.path.insert(0, os.path.dirname(path))
     try:
-        runpy.run_path(path, run_name="__main__")
+        if args.cluster is None and args.workers is None:
+            runpy.run_path(path, run_name="__main__")
+            return 0
+        from ingest.cluster import ClusterSession
+        from ingest.cluster import set_process_default as set_cluster_default
+
+        if args.cluster is not None and args.workers is not None:
+            raise ConfigError("give either --cluster ADDRESS (an existing Dask scheduler) or --workers N "
+                              "(a local cluster of N worker processes), not both")
+        with ClusterSession(address=args.cluster, workers=args.workers,
+                            memory_limit=args.worker_memory) as override:
+            set_cluster_default(override)
+            try:
+                runpy.run_path(path, run_name="__main__")
+            finally:
+                set_cluster_default(None)
     except IngestError as exc:
         # A failed batch's message names the operation; the user's own frames (from
         # the exception it is chained to) say where their code broke.
@@ -157,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ui-token", default=None,
                      help="access token the web UI requires (default: $INGEST_UI_TOKEN; none when unset)")
     run.add_argument("--no-ui", action="store_true", help="serve no web UI")
+    run.add_argument("--cluster", default=None, metavar="ADDRESS",
+                     help="run partition tasks on the Dask cluster of this scheduler (tcp://host:8786), "
+                          "whatever executor the application chose")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="run partition tasks on a local Dask cluster of N worker processes, started and "
+                          "closed by this command, whatever executor the application chose")
+    run.add_argument("--worker-memory", default=None, metavar="LIMIT",
+                     help="with --workers: memory limit per worker process, such as 512MiB (default: "
+                          "the machine's memory shared among the workers)")
     run.add_argument("app", help="path of the Python file that builds and starts a StreamingContext")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the application")
     run.add_argument("--supervise", action="store_true",

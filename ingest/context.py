@@ -26,6 +26,7 @@ from ingest.batch_stats import BatchStats
 from ingest.clock import Clock, ManualClock, SystemClock
 from ingest.dstream import DStream
 from ingest.errors import CheckpointError, ConfigError, IngestError, ReceiverError, StateError
+from ingest.cluster import process_default as cluster_default
 from ingest.executor import TaskExecutor, make_executor
 from ingest.graph import StreamGraph
 from ingest.lag_watch import LagWatch
@@ -92,6 +93,20 @@ class StreamingContext:
         variable INGEST_UI_TOKEN, if set); see the README's "Web UI".
     """
 
+    @staticmethod
+    def _choose_executor(executor: str | TaskExecutor | None, parallelism: int | None) -> TaskExecutor:
+        """The app's executor, unless `ingest run --cluster/--workers` set one
+        for the process: the operator's choice of where the job runs wins."""
+        override = cluster_default()
+        if override is None:
+            return make_executor(executor, parallelism)
+        asked = executor if isinstance(executor, str) or executor is None else type(executor).__name__
+        log.info("partition tasks run on the cluster of the command line (%s), not on the application's "
+                 "executor=%r", override.description, asked)
+        if isinstance(executor, TaskExecutor) and executor is not override.executor:
+            executor.shutdown()  # the context owned it and will never use it
+        return override.executor
+
     def __init__(
         self,
         batch_interval: float,
@@ -120,7 +135,9 @@ class StreamingContext:
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigError(f"clock must be a SystemClock or ManualClock, got {type(clock).__name__}")
         self.clock: Clock = clock or SystemClock()
-        self.executor: TaskExecutor = make_executor(executor, parallelism)
+        self.executor: TaskExecutor = self._choose_executor(executor, parallelism)
+        # An executor imposed by `ingest run` belongs to the command, which closes it.
+        self._owns_executor = cluster_default() is None or self.executor is not cluster_default().executor
         self.max_batch_retries = max_batch_retries
         self.write_ahead_log = bool(write_ahead_log)
         self.stop_on_signal = stop_on_signal
@@ -668,7 +685,8 @@ class StreamingContext:
                 except Exception:  # noqa: BLE001
                     log.exception("closing input %s failed", inp.name)
             self._log.close()
-            self.executor.shutdown()
+            if self._owns_executor:
+                self.executor.shutdown()
         finally:
             loss = None
             if lost:

@@ -335,10 +335,18 @@ class Dataset(Generic[T]):
 
     def glom(self) -> list[list[T]]:
         """Compute every partition; return their records, partition by partition."""
-        return self._executor.map(_compute_list, list(enumerate(self._parts)))
+        return self._map_parts(_compute_list, list(enumerate(self._parts)))
 
     def _run(self, finish: Callable[[int, list[Any]], Any]) -> list[Any]:
-        return self._executor.map(_compute_then, [(i, p, finish) for i, p in enumerate(self._parts)])
+        return self._map_parts(_compute_then, [(i, p, finish) for i, p in enumerate(self._parts)])
+
+    def _map_parts(self, fn: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+        """One task per partition; a source with an `affinity` key (a Kafka
+        topic-partition) asks the executor for the same worker every batch."""
+        affinity = [getattr(p.source, "affinity", None) for p in self._parts]
+        if any(key is not None for key in affinity):
+            return self._executor.map(fn, tasks, affinity=affinity)
+        return self._executor.map(fn, tasks)
 
     def collect(self) -> list[T]:
         return [record for part in self.glom() for record in part]

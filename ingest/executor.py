@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import threading
+from collections import Counter
 from typing import Any, Callable, Sequence, TypeVar
 
 import cloudpickle
 
-from ingest.errors import ConfigError
+from ingest.affinity import preferred_worker
+from ingest.errors import ConfigError, IngestError
 from ingest.install_hint import install_hint
 
 T = TypeVar("T")
@@ -28,22 +31,35 @@ R = TypeVar("R")
 
 
 class TaskExecutor:
-    """Runs `fn(item)` for each item and returns the results in order."""
+    """Runs `fn(item)` for each item and returns the results in order.
+
+    `affinity`, when given, has one key per item (or None): items with the same
+    key should run on the same worker batch after batch, where a cache of that
+    key lives (a Kafka partition's consumer). A preference only: executors
+    without workers ignore it, and a task whose worker is gone runs elsewhere."""
 
     name = "executor"
     parallelism = 1
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         raise NotImplementedError
 
     def shutdown(self) -> None:
         """Release workers. Idempotent."""
 
+    def take_placements(self) -> dict[str, int]:
+        """Tasks run per worker since the last call (the scheduler calls it per
+        batch), then forgets them. Empty for executors whose tasks run in this
+        process: there is no worker to name."""
+        return {}
+
 
 class InlineExecutor(TaskExecutor):
     name = "inline"
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         return [fn(item) for item in items]
 
 
@@ -54,7 +70,8 @@ class ThreadExecutor(TaskExecutor):
         self.parallelism = parallelism
         self._pool = cf.ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="ingest-task")
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
         return list(self._pool.map(fn, items))
@@ -79,7 +96,8 @@ class ProcessExecutor(TaskExecutor):
         self.parallelism = parallelism
         self._pool = cf.ProcessPoolExecutor(max_workers=parallelism)
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
         blobs = [cloudpickle.dumps((fn, item)) for item in items]
@@ -91,11 +109,52 @@ class ProcessExecutor(TaskExecutor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class TaskFailedError(IngestError):
+    """A partition task raised on a cluster worker; the message names the worker."""
+
+    def __init__(self, message: str, worker: str) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+_WORKER_NOTE = "ingest: raised on Dask worker "
+
+
+def _run_on_worker(fn: Callable[[T], R], item: T) -> tuple[str, R]:
+    """A partition task on a Dask worker: its result with the worker's address,
+    so the driver can tell which worker ran what. An exception leaves with a
+    note naming the worker (notes travel with a pickled exception)."""
+    from distributed import get_worker
+
+    address = get_worker().address
+    try:
+        return address, fn(item)
+    except BaseException as exc:
+        # exc.add_note() from Python 3.11 on; the same attribute by hand on 3.10.
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), _WORKER_NOTE + address]
+        raise
+
+
+def _worker_of(exc: BaseException) -> str | None:
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith(_WORKER_NOTE):
+            return note[len(_WORKER_NOTE):]
+    return None
+
+
 class DaskExecutor(TaskExecutor):
     """Runs partition tasks on a Dask cluster through `distributed.Client`.
 
     Pass a connected client, or a scheduler address (the executor then owns the
-    client and closes it on shutdown)."""
+    client and closes it on shutdown).
+
+    A worker that dies while running a task (killed, out of memory) is Dask's
+    to handle: its scheduler runs the task again on a live worker, up to its
+    `distributed.scheduler.allowed-failures` times, and the batch goes on with
+    the same result. A task that raises fails its batch attempt with a
+    `TaskFailedError` naming the worker; `StreamingContext(max_batch_retries=N)`
+    runs the batch again. Which worker ran how many tasks is reported per batch
+    (`take_placements`)."""
 
     name = "dask"
 
@@ -109,10 +168,56 @@ class DaskExecutor(TaskExecutor):
         self._owned = not isinstance(client, Client)
         self._client = Client(client) if self._owned else client
         self.parallelism = max(1, sum(self._client.nthreads().values()))
+        self._placements: Counter[str] = Counter()
+        self._lock = threading.Lock()  # map() may run from several threads of one batch
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        futures = self._client.map(fn, list(items), pure=False)
-        return self._client.gather(futures)
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T],
+            affinity: Sequence[str | None] | None = None) -> list[R]:
+        keys = list(affinity) if affinity is not None else [None] * len(items)
+        live = self._live_workers() if any(k is not None for k in keys) else []
+        futures = [self._client.submit(_run_on_worker, fn, item, pure=False, **self._placement(key, live))
+                   for item, key in zip(items, keys)]
+        try:
+            placed = self._client.gather(futures)
+        except Exception as exc:
+            with self._lock:  # the tasks that did finish ran somewhere too
+                self._placements.update(f.result()[0] for f in futures if f.status == "finished")
+            worker = _worker_of(exc)
+            if worker is None:
+                raise  # not raised by the task itself (e.g. KilledWorker): Dask's message says what
+            index = next((i for i, f in enumerate(futures) if f.status == "error"), None)
+            which = "a partition task" if index is None else f"partition task {index} of {len(futures)}"
+            raise TaskFailedError(f"{which} failed on Dask worker {worker}: {type(exc).__name__}: {exc}",
+                                  worker) from exc
+        finally:
+            for f in futures:
+                f.release()
+        with self._lock:
+            self._placements.update(address for address, _ in placed)
+        return [result for _, result in placed]
+
+    @staticmethod
+    def _placement(key: str | None, live: Sequence[str]) -> dict[str, Any]:
+        """Dask's placement for a task with affinity `key`: its preferred live
+        worker, loosely (a busy worker, or one that died since, does not block
+        the task: Dask runs it elsewhere)."""
+        worker = None if key is None else preferred_worker(key, live)
+        return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+
+    def _live_workers(self) -> list[str]:
+        """The workers the scheduler knows alive now (asked once per map: a dead
+        worker's keys move to the live ones from the next batch on)."""
+        return sorted(self._client.nthreads())  # every worker (scheduler_info lists only the first few)
+
+    def take_placements(self) -> dict[str, int]:
+        with self._lock:
+            taken = dict(sorted(self._placements.items()))
+            self._placements.clear()
+        return taken
 
     def shutdown(self) -> None:
         if self._owned:

@@ -82,6 +82,9 @@ class BatchInfo:
     failure: str | None = None
     scheduling_delay_ms: float | None = None
     """From the batch's tick (on the batch clock) to the start of its processing."""
+    workers: Mapping[str, int] = field(default_factory=dict)
+    """Partition tasks per worker address, over all the batch's attempts; empty
+    when tasks run in the driver process (inline, threads, processes)."""
 
     @property
     def num_records(self) -> int:
@@ -241,11 +244,12 @@ class LoggingListener(StreamingListener):
                            + (f" lag {i.lag}" if i.lag is not None else "")
                            for i in info.inputs.values())
         batch_log.info(
-            "batch %s: %d records (%s), scheduling delay %.0f ms, processing %.0f ms, outputs %d/%d %s%s%s",
+            "batch %s: %d records (%s), scheduling delay %.0f ms, processing %.0f ms, outputs %d/%d %s%s%s%s",
             format_batch_time(info.batch_time_ms), info.num_records, inputs or "no inputs",
             info.scheduling_delay_ms or 0.0, info.processing_delay_ms or 0.0, ok, len(ops), status,
             f", attempt {info.attempts}" if info.attempts > 1 else "",
             ", recovered" if info.recovered else "",
+            (", tasks on " + ", ".join(f"{w} x{n}" for w, n in info.workers.items())) if info.workers else "",
         )
 
     def on_receiver_started(self, event: ReceiverStarted) -> None:
@@ -305,6 +309,7 @@ class ProgressTracker(StreamingListener):
                     "scheduling_delay_ms": last.scheduling_delay_ms,
                     "processing_ms": last.processing_delay_ms,
                     "failure": last.failure,
+                    "workers": dict(last.workers),
                 },
                 "receivers": {
                     name: {"active": r.active, "restarts": r.restarts, "last_error": r.last_error_message}

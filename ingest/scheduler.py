@@ -167,6 +167,7 @@ class BatchScheduler:
                           scheduling_delay_ms=float(max(0, ssc.clock.now_ms() - t)))
         bus.post(BatchStarted(info))
 
+        ssc.executor.take_placements()  # forget tasks run outside a batch (an output's own Dataset work)
         attempts = ssc.max_batch_retries + 1
         for attempt in range(1, attempts + 1):
             failure = self._update_state(t)
@@ -190,7 +191,8 @@ class BatchScheduler:
                 + (f" after {attempts} attempts" if attempts > 1 else "")
                 + "; fix the cause and restart (with a checkpoint the batch is re-run with the same inputs), "
                   "or allow retries with StreamingContext(max_batch_retries=N).")
-            info = info.with_(processing_end_time=time.time(), failure=f"{type(exc).__name__}: {exc}")
+            info = info.with_(processing_end_time=time.time(), failure=f"{type(exc).__name__}: {exc}",
+                              workers=ssc.executor.take_placements())
             bus.post(BatchCompleted(info))
             raise BatchFailedError(message, t) from exc
 
@@ -217,7 +219,7 @@ class BatchScheduler:
         for inp in graph.inputs:
             inp.clean_up(retain_from)
         graph.forget(t + 1)
-        info = info.with_(processing_end_time=time.time())
+        info = info.with_(processing_end_time=time.time(), workers=ssc.executor.take_placements())
         bus.post(BatchCompleted(info))
         with self._cond:
             if self.next_time_ms is not None and self.next_time_ms <= t:

@@ -130,6 +130,12 @@ class _ConsumerCache:
             else:
                 return
 
+    def partitions(self) -> list[tuple[str, int]]:
+        """(topic, partition) of every cached consumer of this process: which
+        partitions this process (a cluster worker) reads with a kept consumer."""
+        with self._lock:
+            return [(key[-2], key[-1]) for key in self._entries]
+
     def clear(self) -> None:
         with self._lock:
             entries = list(self._entries.values())

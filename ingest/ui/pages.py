@@ -134,6 +134,8 @@ def batch_page(b: dict[str, Any]) -> str:
                 ("Records", _v(b["records"])), ("Scheduling delay", f'{_v(b["scheduling_delay_ms"])} ms'),
                 ("Processing time", f'{_v(b["processing_ms"])} ms'), ("Total delay", f'{_v(b["total_delay_ms"])} ms'),
                 ("Attempts", _v(b["attempts"])), ("Re-run after a restart", _v(b["recovered"]))]
+               + ([("Tasks per worker", escape(", ".join(f"{w}: {n}" for w, n in b["workers"].items())))]
+                  if b.get("workers") else [])
                + ([("Failure", f'<span class="failure">{escape(b["failure"])}</span>')] if b["failure"] else []))
     ops = _table(["#", "Output operation", "Status", "Duration (ms)", "Error"], [
         (_v(op["id"]), f'{escape(op["name"])}<br><small>{escape(op["description"])}</small>',

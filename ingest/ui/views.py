@@ -65,6 +65,7 @@ def batch_summary(info: BatchInfo, interval_s: float, active: bool = False) -> d
 def batch_detail(info: BatchInfo, positions: Mapping[str, dict[str, Any]], interval_s: float,
                  active: bool = False) -> dict[str, Any]:
     out = batch_summary(info, interval_s, active)
+    out["workers"] = dict(info.workers)  # partition tasks per cluster worker; {} when they ran in the job
     out["output_operations"] = [{
         "id": op.id, "name": op.name, "description": op.description,
         "status": "failed" if op.failure else ("running" if op.end_time is None else "succeeded"),

@@ -1,0 +1,187 @@
+"""Dask cluster benchmarks: prints figures, asserts nothing.
+
+- ``scale``: records/s of a CPU-heavy map (``--rounds`` SHA-256 rounds per
+  record) over the direct Kafka stream, with partition tasks on a LocalCluster
+  of 1, 2 and 4 worker processes (one thread each), next to the machine's
+  cores: past the cores, more workers cannot help. The topic has 8 partitions
+  of ``--records`` records in all; batches of at most ``--batch-records``
+  records run back to back (a ManualClock stepped as fast as batches complete);
+  timed from the first batch until every record was mapped (cluster start-up
+  and the first batch's imports excluded by one untimed warm-up batch).
+- ``recovery``: with 3 workers, a partition task kills its own worker with
+  SIGKILL in the middle of a batch; the figure is the time from the kill to
+  the end of that batch (Dask runs the lost tasks again on the live workers;
+  the nanny restarts the dead one meanwhile).
+
+Kafka: ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``.
+
+Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R]``
+(``--quick``: 8,000 records instead of 40,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from direct import kafka_direct_stream  # noqa: E402
+from ingest import DaskExecutor, ManualClock, StreamingContext, StreamingListener  # noqa: E402
+
+PARTITIONS = 8
+
+
+def fill_topic(bootstrap: str, records: int) -> str:
+    from confluent_kafka import Producer
+
+    from ingest.testing.kafka import create_topic
+
+    topic = f"cluster-bench-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, partitions=PARTITIONS)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(records):
+        while True:
+            try:
+                producer.produce(topic, value=f"record-{i}".encode(), partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError("producing the benchmark data failed: records left unacknowledged")
+    return topic
+
+
+def heavy(rounds: int):
+    def digest(record: Any) -> bytes:
+        value = record.value
+        for _ in range(rounds):
+            value = hashlib.sha256(value).digest()
+        return value
+    return digest
+
+
+def cluster(workers: int) -> Any:
+    import distributed
+
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, host="127.0.0.1", memory_limit="400MiB")
+
+
+class Ends(StreamingListener):
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_batch_completed(self, event: Any) -> None:
+        self.ends.append(event.info.processing_end_time)
+
+
+def job(client: Any, bootstrap: str, topic: str, batch_records: int, fn: Any) -> tuple[StreamingContext, list[int]]:
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
+                           log_batches=False)
+    stream = kafka_direct_stream(ssc, [topic], client="confluent", max_records_per_batch=batch_records,
+                                 kafka_params={"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex}",
+                                               "auto.offset.reset": "earliest"})
+    counted = [0]
+    stream.map(fn).count().foreach_batch(lambda b: counted.__setitem__(0, counted[0] + sum(b.collect())))
+    return ssc, counted
+
+
+def scale(bootstrap: str, topic: str, records: int, batch_records: int, rounds: int, workers: int) -> float:
+    import distributed
+
+    with cluster(workers) as local, distributed.Client(local) as client:
+        ssc, counted = job(client, bootstrap, topic, batch_records, heavy(rounds))
+        ssc.start()
+        try:
+            ssc.step(timeout=120)  # warm-up: imports and first consumers on every worker
+            first = counted[0]
+            started = time.perf_counter()
+            while counted[0] < records:
+                ssc.step(timeout=120)
+            elapsed = time.perf_counter() - started
+        finally:
+            ssc.stop(graceful=False)
+    return (records - first) / elapsed
+
+
+def kill_at(marker: str, record_value: bytes, rounds: int):
+    digest = heavy(rounds)
+
+    def fn(record: Any) -> bytes:
+        if record.value == record_value:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return digest(record)
+            os.write(fd, repr(time.time()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return digest(record)
+    return fn
+
+
+def recovery(bootstrap: str, topic: str, records: int, batch_records: int, rounds: int) -> tuple[float, int]:
+    import distributed
+
+    with tempfile.TemporaryDirectory() as tmp, cluster(3) as local, distributed.Client(local) as client:
+        marker = os.path.join(tmp, "killed")
+        victim = f"record-{records // 2}".encode()
+        ssc, counted = job(client, bootstrap, topic, batch_records, kill_at(marker, victim, rounds))
+        ends = Ends()
+        ssc.add_listener(ends)
+        ssc.start()
+        try:
+            while counted[0] < records:
+                ssc.step(timeout=180)
+        finally:
+            ssc.stop(graceful=False)
+        killed = float(Path(marker).read_text())
+        after = min(end for end in ends.ends if end >= killed)
+        return after - killed, counted[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--records", type=int, default=40_000)
+    parser.add_argument("--batch-records", type=int, default=None,
+                        help="records per batch at most (default: a tenth of --records)")
+    parser.add_argument("--rounds", type=int, default=200, help="SHA-256 rounds per record: the CPU-heavy map")
+    parser.add_argument("--quick", action="store_true", help="8,000 records")
+    args = parser.parse_args()
+    if not args.bootstrap:
+        parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
+    records = 8_000 if args.quick else args.records
+    batch_records = args.batch_records or max(1, records // 10)
+    counts = (1, 2, 4)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"machine: {os.cpu_count()} cores ({usable} usable by this process); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    topic = fill_topic(args.bootstrap, records)
+    print(f"topic {topic}: {records:,} records on {PARTITIONS} partitions, batches of <= {batch_records:,}, "
+          f"{args.rounds} SHA-256 rounds per record")
+    base = None
+    for workers in counts:
+        rate = scale(args.bootstrap, topic, records, batch_records, args.rounds, workers)
+        base = base or rate
+        print(f"scale: {workers} worker process(es): {rate:,.0f} records/s ({rate / base:.2f}x of 1 worker)",
+              flush=True)
+    seconds, seen = recovery(args.bootstrap, topic, records, batch_records, args.rounds)
+    print(f"recovery: worker killed mid-batch -> that batch completed {seconds:.2f} s later "
+          f"({seen:,} of {records:,} records mapped: {'all' if seen == records else 'MISMATCH'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
