@@ -252,6 +252,11 @@ class HdfsStorage(Storage):
         length = None if end is None else end - start
         response = self._call("reading", path,
                               lambda: self._client._open(self._abs(path), offset=start, length=length))
+        # urllib3 marks a response closed once its body is fully read, and a
+        # BufferedReader then fails the next read ("read of closed file")
+        # instead of returning b"" at the end of the file; auto_close=False is
+        # urllib3's switch for wrapping a response in io classes.
+        response.raw.auto_close = False
         return io.BufferedReader(response.raw, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
