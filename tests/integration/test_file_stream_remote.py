@@ -6,6 +6,7 @@ counted. Batches run on a manual clock."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class Remote:
         return ssc.text_file_stream(f"{self.url}/in", storage_options=self.options, **options)
 
 
-@pytest.fixture(params=["hdfs", "s3"])
+@pytest.fixture(params=[pytest.param("hdfs", marks=pytest.mark.hdfs), pytest.param("s3", marks=pytest.mark.s3)])
 def remote(request: pytest.FixtureRequest):
     if request.param == "hdfs":
         r = Remote(request.getfixturevalue("hdfs_dir"), {"user": "tester"})
@@ -129,3 +130,29 @@ def test_a_file_deleted_between_listing_and_reading_is_skipped_and_counted(remot
     assert got == [["kept"]]
     assert stream.metrics()["files_deleted"] == 1
     assert ssc.status()["inputs"][stream.name]["files_deleted"] == 1
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_a_prefix_of_more_than_a_thousand_objects_is_listed_over_several_pages_and_each_read_once(
+        s3_bucket: str, s3_storage_options: dict) -> None:
+    """S3 lists 1,000 keys a page: every listing here takes two pages."""
+    remote = Remote(f"s3://{s3_bucket}/job", dict(s3_storage_options))
+    names = [f"part-{i:05d}.txt" for i in range(1_150)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: remote.put(name, f"{name}\n"), names))
+    ssc = remote.context(executor="threads", parallelism=4)  # 1,151 GETs, some at a time
+    try:
+        stream = remote.stream(ssc, new_files_only=False, max_files_per_batch=400)
+        batches: list[list[str]] = []
+        stream.foreach_batch(lambda batch: batches.append(batch.collect()))
+        ssc.start()
+        ssc.step(2)
+        remote.put("late.txt", "late.txt\n")  # written while the job runs
+        ssc.step(3)
+        assert stream.metrics()["listed"] == 1_151
+        assert [len(b) for b in batches] == [400, 400, 351, 0, 0]
+        got = [line for batch in batches for line in batch]
+        assert sorted(got) == sorted([*names, "late.txt"])
+    finally:
+        ssc.stop(graceful=False, timeout=10)
