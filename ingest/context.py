@@ -233,7 +233,8 @@ class StreamingContext:
     def text_file_stream(self, directory: str, *, encoding: str = "utf-8", errors: str = "report",
                          glob: str | None = None, recursive: bool = False, new_files_only: bool = True,
                          max_files_per_batch: int | None = None, remember: float = 60.0,
-                         min_partition_bytes: int = 64 << 20, name: str | None = None) -> DStream[str]:
+                         min_partition_bytes: int = 64 << 20, storage_options: Mapping[str, Any] | None = None,
+                         name: str | None = None) -> DStream[str]:
         """Lines of the files that appear in `directory` (a local path, or a
         URL of a registered storage backend such as hdfs:// or s3://), each
         file read exactly once, also across restarts: every batch takes the
@@ -260,18 +261,25 @@ class StreamingContext:
         kept with U+FFFD ("replace"), or fails the batch ("strict").
         A file deleted between listing and reading is skipped, logged and
         counted (`stream.metrics()`, `ssc.status()["inputs"]`).
+        `storage_options`: options of the directory's storage backend, as for
+        `checkpoint()`: for s3:// `endpoint_url`, `region`, `profile`,
+        `aws_access_key_id`, `aws_secret_access_key`, ...; for hdfs:// `user`,
+        `webhdfs_url`, `timeout`. They may hold secrets: they are never logged
+        or shown in the status (pass secrets here, never in the URL).
 
         Provided by the `direct` package (registered in `ingest.sources`,
         loaded on first use)."""
         return stream_factory("text_file_stream")(
             self, directory, encoding=encoding, errors=errors, glob=glob, recursive=recursive,
             new_files_only=new_files_only, max_files_per_batch=max_files_per_batch, remember=remember,
-            min_partition_bytes=min_partition_bytes, name=name)
+            min_partition_bytes=min_partition_bytes, storage_options=storage_options, name=name)
 
     def binary_records_stream(self, directory: str, record_length: int, *, glob: str | None = None,
                               recursive: bool = False, new_files_only: bool = True,
                               max_files_per_batch: int | None = None, remember: float = 60.0,
-                              min_partition_bytes: int = 64 << 20, name: str | None = None) -> DStream[bytes]:
+                              min_partition_bytes: int = 64 << 20,
+                              storage_options: Mapping[str, Any] | None = None,
+                              name: str | None = None) -> DStream[bytes]:
         """Fixed-length records (`record_length` bytes each) of the files that
         appear in `directory`; a file whose size is not a multiple of it fails
         its batch. Options and guarantees as `text_file_stream` (large files
@@ -281,12 +289,12 @@ class StreamingContext:
         return stream_factory("binary_records_stream")(
             self, directory, record_length, glob=glob, recursive=recursive, new_files_only=new_files_only,
             max_files_per_batch=max_files_per_batch, remember=remember,
-            min_partition_bytes=min_partition_bytes, name=name)
+            min_partition_bytes=min_partition_bytes, storage_options=storage_options, name=name)
 
     def file_stream(self, directory: str, reader: Callable[[Any], Iterable[T]], *, glob: str | None = None,
                     recursive: bool = False, new_files_only: bool = True, max_files_per_batch: int | None = None,
                     remember: float = 60.0, min_partition_bytes: int = 64 << 20,
-                    name: str | None = None) -> DStream[T]:
+                    storage_options: Mapping[str, Any] | None = None, name: str | None = None) -> DStream[T]:
         """Records made by `reader(f)` from each file that appears in
         `directory`, where `f` is a readable binary file object (JSON lines,
         CSV, Avro container files, Parquet: read them with your library).
@@ -298,7 +306,7 @@ class StreamingContext:
         return stream_factory("file_stream")(
             self, directory, reader, glob=glob, recursive=recursive, new_files_only=new_files_only,
             max_files_per_batch=max_files_per_batch, remember=remember,
-            min_partition_bytes=min_partition_bytes, name=name)
+            min_partition_bytes=min_partition_bytes, storage_options=storage_options, name=name)
 
     def receiver_stream(self, receiver: ReceiverLike, *, max_rate: float | None = None,
                         name: str | None = None, kind: str = "receiver", **options: Any) -> DStream[Any]:

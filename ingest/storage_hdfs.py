@@ -37,6 +37,7 @@ import logging
 import os
 import posixpath
 import re
+import threading
 import time
 import uuid
 from typing import Any, BinaryIO, Callable, Mapping, TypeVar
@@ -88,12 +89,38 @@ class HdfsStorage(Storage):
         self.retry_seconds = float(options.get("retry_seconds", 60.0))
         timeout = float(options.get("timeout", 10.0))
         user = options.get("user") or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
-        self._client = InsecureClient(options.get("webhdfs_url") or f"http://{authority}", user=user,
-                                      timeout=(min(timeout, 5.0), timeout))
+        # What the client is rebuilt from in another process (see __getstate__).
+        self._client_args = (options.get("webhdfs_url") or f"http://{authority}", user,
+                             (min(timeout, 5.0), timeout))
+        self._live: InsecureClient | None = None
+        self._client_lock = threading.Lock()
         self._call("reaching", "", lambda: self._client.status("/"))
 
     def __repr__(self) -> str:
         return f"HdfsStorage({self.url!r})"
+
+    @property
+    def _client(self) -> InsecureClient:
+        """The WebHDFS client, made on first use (again after unpickling)."""
+        with self._client_lock:
+            if self._live is None:
+                address, user, timeout = self._client_args
+                self._live = InsecureClient(address, user=user, timeout=timeout)
+            return self._live
+
+    # A file stream's partition tasks carry the storage to worker processes
+    # (cloudpickle): they get the address, user and timeouts, never the live
+    # client (its HTTP session and connection pool), which each process
+    # rebuilds on first use.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_live"] = None
+        del state["_client_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
 
     # -- helpers
 
@@ -225,6 +252,11 @@ class HdfsStorage(Storage):
         length = None if end is None else end - start
         response = self._call("reading", path,
                               lambda: self._client._open(self._abs(path), offset=start, length=length))
+        # urllib3 marks a response closed once its body is fully read, and a
+        # BufferedReader then fails the next read ("read of closed file")
+        # instead of returning b"" at the end of the file; auto_close=False is
+        # urllib3's switch for wrapping a response in io classes.
+        response.raw.auto_close = False
         return io.BufferedReader(response.raw, buffer_size=1 << 20)  # type: ignore[return-value]
 
 

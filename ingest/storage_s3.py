@@ -27,14 +27,18 @@ instance roles; AWS_ENDPOINT_URL too), overridden by the storage options:
     aws_access_key_id, aws_secret_access_key, aws_session_token,
     connect_timeout, read_timeout (seconds), max_attempts
 
-Secrets go to boto3 only: they are not kept on the storage object, not in its
-`url` or `repr`, and the errors raised here are built from the bucket, key and
-the service's error code, never from the request.
+Secrets are never in the storage's `url` or `repr`, and the errors raised here
+are built from the bucket, key and the service's error code, never from the
+request. The options are kept in memory to rebuild the client after the storage
+is unpickled (a file stream's tasks carry it to worker processes; the live
+client is never pickled), so they travel in those in-memory task pickles, and
+nowhere else: checkpoints store positions, not storages.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from typing import Any, BinaryIO, Mapping
 
@@ -60,6 +64,25 @@ _CONFLICT = {"ConditionalRequestConflict", "409"}
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _HiddenOptions:
+    """The storage options (credentials perhaps), shown as a placeholder by
+    repr() and str(), so that `vars(storage)` or a debugger prints no secret."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __repr__(self) -> str:
+        return "<S3 storage options, not shown>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"values": self.values}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.values = state["values"]
 
 
 class _BodyReader(io.RawIOBase):
@@ -99,6 +122,27 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = "/".join(p for p in prefix.split("/") if p)
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        # Kept to rebuild the client in another process (see __getstate__); in
+        # memory and in task pickles only, never in a repr, log or checkpoint.
+        self._options = _HiddenOptions({k: options[k] for k in OPTIONS & set(options)})
+        self._live: Any = None
+        self._client_lock = threading.Lock()
+        _ = self._client  # ConfigError now for options boto3 cannot use
+        self._check_bucket()
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r})"
+
+    @property
+    def _client(self) -> Any:
+        """The boto3 client, made on first use (again after unpickling)."""
+        with self._client_lock:
+            if self._live is None:
+                self._live = self._make_client()
+            return self._live
+
+    def _make_client(self) -> Any:
+        options = self._options.values
         config = Config(
             connect_timeout=float(options.get("connect_timeout", 5)),
             read_timeout=float(options.get("read_timeout", 10)),
@@ -111,13 +155,22 @@ class S3Storage(Storage):
                 aws_secret_access_key=options.get("aws_secret_access_key"),
                 aws_session_token=options.get("aws_session_token"),
                 region_name=options.get("region") or options.get("region_name"))
-            self._client = session.client("s3", endpoint_url=options.get("endpoint_url"), config=config)
+            return session.client("s3", endpoint_url=options.get("endpoint_url"), config=config)
         except BotoCoreError as exc:
             raise ConfigError(f"cannot configure an S3 client for {self.url}: {type(exc).__name__}") from None
-        self._check_bucket()
 
-    def __repr__(self) -> str:
-        return f"S3Storage({self.url!r})"
+    # A file stream's partition tasks carry the storage to worker processes
+    # (cloudpickle): they get the options, never the live client (its session
+    # and connection pool), which each process rebuilds on first use.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_live"] = None
+        del state["_client_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
 
     # -- helpers
 

@@ -15,15 +15,18 @@ exactly once.
 Reading (partition tasks): `direct.files.readers`.
 
 Where files live: a local directory, or any `scheme://` URL a storage backend
-is registered for (`ingest.storage.storage_for`); the stream reads through
-`Storage.list_entries` and `Storage.open_read` only.
+is registered for (`ingest.storage.storage_for`: hdfs://, s3://), with that
+backend's `storage_options` (endpoint, region, user, credentials); the stream
+reads through `Storage.list_entries` and `Storage.open_read` only. The storage
+object goes with the partition tasks (pickled for worker processes); remote
+backends pickle without their live client and rebuild it there.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping
 
 from direct.files.planner import FilePlanner
 from direct.files.readers import (
@@ -73,6 +76,7 @@ class FileInputDStream(InputDStream[Any]):
         max_files_per_batch: int | None = None,
         remember: float = DEFAULT_REMEMBER_S,
         min_partition_bytes: int = DEFAULT_MIN_PARTITION_BYTES,
+        storage_options: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
         if not isinstance(directory, str) or not directory:
@@ -112,8 +116,15 @@ class FileInputDStream(InputDStream[Any]):
                 or min_partition_bytes < 1:
             raise ConfigError(f"file stream {directory}: min_partition_bytes must be a positive integer, got "
                               f"{min_partition_bytes!r}")
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise ConfigError(f"file stream {directory}: storage_options must be a mapping of backend options "
+                              f"(endpoint_url, user, ...), got a {type(storage_options).__name__}")
         self.directory = directory
-        self.storage: Storage = storage_for(directory, create=False)  # ConfigError for an unknown scheme
+        # The options (credentials perhaps) go to the backend only: not kept
+        # here, never logged, not in describe(), metrics() or the status. The
+        # storage travels in partition tasks and rebuilds its client from them.
+        # ConfigError for an unknown scheme or option.
+        self.storage: Storage = storage_for(directory, storage_options, create=False)
         self.records_kind = records
         self.encoding, self.errors = encoding, errors
         self.record_length = record_length

@@ -187,3 +187,19 @@ def test_wrong_credentials_are_a_config_error_naming_the_bucket_and_not_the_secr
             storage_for("s3://jobs/app", {"endpoint_url": server.endpoint, "region": "us-east-1",
                                           "aws_access_key_id": "AKIAUNKNOWN", "aws_secret_access_key": secret})
     assert secret not in str(err.value)
+
+
+def test_a_storage_pickles_without_its_client_and_reads_after_unpickling(remote: Remote) -> None:
+    """A file stream's partition tasks carry the storage to worker processes."""
+    import cloudpickle
+
+    st = remote.storage()
+    st.write_atomic("in/a.txt", b"hello")
+    st.read("in/a.txt")  # the live client exists and has connections open
+    blob = cloudpickle.dumps(st)
+    copy = cloudpickle.loads(blob)
+    assert copy.__dict__["_live"] is None  # the client is rebuilt on first use, not carried
+    assert copy.url == st.url
+    with copy.open_read("in/a.txt", 1) as f:
+        assert f.read() == b"ello"
+    assert [e.path for e in copy.list_entries("in")] == ["in/a.txt"]
