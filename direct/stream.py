@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
@@ -39,7 +38,7 @@ from direct.lag import LagTracker
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError
-from ingest.input_stats import PartitionLag
+from ingest.input_stats import Counters, PartitionLag
 from ingest.kafka.calls import BrokerCallError, call
 from ingest.kafka.clients import CONSUMERS, TP, make_client, redact
 from ingest.kafka.committer import GroupCommitter
@@ -70,24 +69,13 @@ class OffsetStore(Protocol):
     def load_offsets(self, stream: str) -> Mapping[TP, int]: ...
 
 
-class _Counters:
+def _counters() -> Counters:
     """Counts of one stream in this process (decode errors are counted by the
     tasks that meet them; with a process pool those stay in the workers)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values: dict[str, int] = {"records_lost": 0, "decode_errors_skipped": 0, "dead_lettered": 0}
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.values[name] = self.values.get(name, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.values)
+    return Counters("records_lost", "decode_errors_skipped", "dead_lettered")
 
 
-COUNTERS: dict[str, _Counters] = {}
+COUNTERS: dict[str, Counters] = {}
 
 
 class KafkaRangeSource:
@@ -133,7 +121,7 @@ class KafkaRangeSource:
                         "DeadLetterTopic(...) to go on without it", rec.topic, rec.partition, rec.offset) from exc
                 failed.append((rec, exc))
         if failed:
-            counters = COUNTERS.setdefault(self.stream, _Counters())
+            counters = COUNTERS.setdefault(self.stream, _counters())
             if isinstance(self.policy, DeadLetterTopic):
                 self._dead_letter(failed)
                 counters.add("dead_lettered", len(failed))
@@ -247,7 +235,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
                 raise ConfigError(f"pid= accepts proportional, integral, derivative and min_rate: {exc}") from None
             self.rate_controller = RateController(self.name, estimator)
             ssc.add_listener(self.rate_controller)
-        self.counters = COUNTERS[self.name] = _Counters()  # a new stream counts from zero
+        self.counters = COUNTERS[self.name] = _counters()  # a new stream counts from zero
         self._current: dict[TP, int] = {}
         self._restored = False
         self._planned_once = False

@@ -7,6 +7,7 @@ streams their write-ahead log); the core reads them without importing them.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from ingest.latency import LatencySnapshot
@@ -48,3 +49,21 @@ class WalStats:
     fsync_latency: LatencySnapshot
     disk_bytes: int
     segments: int
+
+
+class Counters:
+    """Named counts of one input in this process, safe to add to from partition
+    tasks on any thread (with a process pool, counts made in the workers stay
+    there)."""
+
+    def __init__(self, *names: str) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, int] = dict.fromkeys(names, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[name] = self.values.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)

@@ -38,6 +38,7 @@ import importlib
 import io
 import os
 import stat
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Mapping
@@ -140,6 +141,38 @@ def make_dirs(path: str, mode: int = DIR_MODE) -> None:
                 raise NotADirectoryError(errno.ENOTDIR, "a file is where a directory should be", directory) from None
             continue
         fsync_dir(os.path.dirname(directory))
+
+
+class RemoteStorage(Storage):
+    """Base of the storages that talk to a server through a client object (HDFS,
+    S3): the client is made on first use by `_make_client()`, and a storage
+    pickled into a partition task (cloudpickle, to a worker process) travels
+    without it: each process builds its own."""
+
+    def __init__(self) -> None:
+        self._live: Any = None
+        self._client_lock = threading.Lock()
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def _client(self) -> Any:
+        """The client, made on first use (again after unpickling)."""
+        with self._client_lock:
+            if self._live is None:
+                self._live = self._make_client()
+            return self._live
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_live"] = None
+        del state["_client_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
 
 
 class LocalStorage(Storage):

@@ -37,14 +37,13 @@ import logging
 import os
 import posixpath
 import re
-import threading
 import time
 import uuid
 from typing import Any, BinaryIO, Callable, Mapping, TypeVar
 
 from ingest.errors import ConfigError, StorageError
 from ingest.install_hint import install_hint
-from ingest.storage import FileEntry, Storage, register_backend
+from ingest.storage import FileEntry, RemoteStorage, register_backend
 
 try:
     import requests
@@ -69,7 +68,7 @@ def _missing(exc: HdfsError) -> bool:
     return getattr(exc, "exception", None) == "FileNotFoundException" or "does not exist" in str(exc)
 
 
-class HdfsStorage(Storage):
+class HdfsStorage(RemoteStorage):
     """Files under `hdfs://namenode:port/path`, through WebHDFS."""
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -92,35 +91,19 @@ class HdfsStorage(Storage):
         # What the client is rebuilt from in another process (see __getstate__).
         self._client_args = (options.get("webhdfs_url") or f"http://{authority}", user,
                              (min(timeout, 5.0), timeout))
-        self._live: InsecureClient | None = None
-        self._client_lock = threading.Lock()
+        RemoteStorage.__init__(self)
         self._call("reaching", "", lambda: self._client.status("/"))
 
     def __repr__(self) -> str:
         return f"HdfsStorage({self.url!r})"
 
-    @property
-    def _client(self) -> InsecureClient:
-        """The WebHDFS client, made on first use (again after unpickling)."""
-        with self._client_lock:
-            if self._live is None:
-                address, user, timeout = self._client_args
-                self._live = InsecureClient(address, user=user, timeout=timeout)
-            return self._live
+    def _make_client(self) -> InsecureClient:
+        address, user, timeout = self._client_args
+        return InsecureClient(address, user=user, timeout=timeout)
 
     # A file stream's partition tasks carry the storage to worker processes
-    # (cloudpickle): they get the address, user and timeouts, never the live
-    # client (its HTTP session and connection pool), which each process
-    # rebuilds on first use.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_live"] = None
-        del state["_client_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._client_lock = threading.Lock()
+    # (cloudpickle): they get the address, user and timeouts (RemoteStorage
+    # drops the live client, which each process rebuilds on first use).
 
     # -- helpers
 

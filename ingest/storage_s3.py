@@ -38,13 +38,12 @@ nowhere else: checkpoints store positions, not storages.
 from __future__ import annotations
 
 import io
-import threading
 import uuid
 from typing import Any, BinaryIO, Mapping
 
 from ingest.errors import ConfigError, StorageError
 from ingest.install_hint import install_hint
-from ingest.storage import FileEntry, Storage, register_backend
+from ingest.storage import FileEntry, RemoteStorage, register_backend
 
 try:
     import boto3
@@ -105,7 +104,7 @@ class _BodyReader(io.RawIOBase):
         super().close()
 
 
-class S3Storage(Storage):
+class S3Storage(RemoteStorage):
     """Objects under `s3://bucket/prefix/`."""
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -125,21 +124,12 @@ class S3Storage(Storage):
         # Kept to rebuild the client in another process (see __getstate__); in
         # memory and in task pickles only, never in a repr, log or checkpoint.
         self._options = _HiddenOptions({k: options[k] for k in OPTIONS & set(options)})
-        self._live: Any = None
-        self._client_lock = threading.Lock()
+        RemoteStorage.__init__(self)
         _ = self._client  # ConfigError now for options boto3 cannot use
         self._check_bucket()
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
-
-    @property
-    def _client(self) -> Any:
-        """The boto3 client, made on first use (again after unpickling)."""
-        with self._client_lock:
-            if self._live is None:
-                self._live = self._make_client()
-            return self._live
 
     def _make_client(self) -> Any:
         options = self._options.values
@@ -160,17 +150,8 @@ class S3Storage(Storage):
             raise ConfigError(f"cannot configure an S3 client for {self.url}: {type(exc).__name__}") from None
 
     # A file stream's partition tasks carry the storage to worker processes
-    # (cloudpickle): they get the options, never the live client (its session
-    # and connection pool), which each process rebuilds on first use.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_live"] = None
-        del state["_client_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._client_lock = threading.Lock()
+    # (cloudpickle): they get the options (RemoteStorage drops the live client,
+    # which each process rebuilds on first use).
 
     # -- helpers
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from ingest.errors import SourceError
+from ingest.input_stats import Counters
 from ingest.storage import LocalStorage, Storage
 from offsets import FileSlice
 
@@ -39,21 +39,11 @@ class FileChangedError(SourceError):
     """A file's size differs from the size it had when its batch was planned."""
 
 
-class FileStats:
+class FileStats(Counters):
     """Counts of one file stream in this process."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values: dict[str, int] = {"files_read": 0, "bytes_read": 0, "files_deleted": 0,
-                                       "lines_undecodable": 0}
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.values[name] = self.values.get(name, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.values)
+        super().__init__("files_read", "bytes_read", "files_deleted", "lines_undecodable")
 
 
 STATS: dict[str, FileStats] = {}
