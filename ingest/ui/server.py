@@ -35,14 +35,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Callable
 
-from ingest.errors import PortInUseError
+from ingest.errors import ConfigError, PortInUseError
 from ingest.ui import pages
 from ingest.ui.views import Views
 
-try:  # the Prometheus exposition lives in its own module, which may not be installed in this build
+
+
+def _render_metrics(ssc: object) -> tuple[bytes, str]:
+    """`/metrics`. Imported on request: it needs prometheus-client (the `metrics`
+    extra), which a job without it must not need just to start."""
     from ingest.metrics import render_metrics
-except ImportError:  # pragma: no cover - depends on the build
-    render_metrics = None
+
+    return render_metrics(ssc)  # type: ignore[arg-type]
 
 log = logging.getLogger("ingest.ui")
 
@@ -141,9 +145,10 @@ class UIServer:
         if path.startswith(API):
             return 200, "application/json", _json(self._api(path[len(API):]))
         if path == "/metrics":
-            if render_metrics is None:
-                raise _NotFound("/metrics needs the ingest.metrics module, which this build of ingest does not have")
-            body, ctype = render_metrics(v.ssc)
+            try:
+                body, ctype = _render_metrics(v.ssc)
+            except ConfigError as exc:  # prometheus-client is not installed: the message says how to
+                raise _NotFound(str(exc)) from None
             return 200, ctype, body
         if path.startswith("/static/"):
             name = path[len("/static/"):]
