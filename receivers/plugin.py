@@ -22,8 +22,7 @@ from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
 from ingest.storage import storage_for
 from receivers import block_log
-from receivers.flume.pull import flume_polling_stream
-from receivers.flume.push import flume_stream
+from receivers.flume_extra import flume_polling_stream, flume_stream  # fastavro only when used
 from receivers.input import ReceiverInputDStream
 from receivers.kafka import kafka_stream
 from receivers.socket import SocketTextReceiver
