@@ -137,7 +137,8 @@ def run_job(python: Path, peer: Peer, job: str, bootstrap: str, topic: str, reco
     finally:
         stop.set()
         sampler.join()
-    lines = [line for line in stdout.splitlines() if line.startswith('{"seconds"')]
+    # From the report's start: a peer's terminal codes may precede it on the line.
+    lines = [line[line.index('{"seconds"'):] for line in stdout.splitlines() if '{"seconds"' in line]
     if child.returncode != 0 or not lines:
         raise RuntimeError(f"exit {child.returncode}; stderr tail: {stderr.strip()[-400:]!r}")
     report = json.loads(lines[-1])
@@ -298,6 +299,12 @@ def run_all(args, peers: list[Peer], jobs: list[str], bootstrap: str):
     started = time.perf_counter()
     produce.fill(bootstrap, topic, args.records)
     print(f"topic {topic}: {args.records:,} records produced in {time.perf_counter() - started:.1f} s", flush=True)
+    # A peer that reads only the first M records gets a topic of exactly those:
+    # a prefix of a 4-partition topic read in parallel is not the first M records.
+    topics = {None: topic}
+    for cap in {p.max_records for p in peers if p.max_records and p.max_records < args.records}:
+        topics[cap] = f"{topic}-first{cap}"
+        produce.fill(bootstrap, topics[cap], cap)
     results: dict[tuple[str, str], Result] = {}
     for peer in peers:
         for job in jobs:
@@ -316,7 +323,8 @@ def run_all(args, peers: list[Peer], jobs: list[str], bootstrap: str):
                         continue
                     workdir = Path(tmp) / f"{peer.venv}-{job}-{round_no}"
                     try:
-                        report, rss = run_job(pythons[peer.name], peer, job, bootstrap, topic, result.records,
+                        peer_topic = topics.get(peer.max_records, topic)
+                        report, rss = run_job(pythons[peer.name], peer, job, bootstrap, peer_topic, result.records,
                                               workdir, args.timeout)
                         wrong = check(job, result.records, report["check"])
                         if wrong:
