@@ -28,8 +28,11 @@ def main(job: str, bootstrap: str, topic: str, records: int, out_topic: str, wor
     group = f"ingest-{uuid.uuid4().hex}"
     ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
     deserializer = {"count": "bytes", "filter": "utf-8", "stateful": "bytes"}.get(job, "json")
-    # Keys as str: the stateful job's state is checkpointed as JSON.
-    stream = kafka_direct_stream(ssc, [topic], key_deserializer="utf-8", value_deserializer=deserializer, kafka_params={
+    # Keys as str for the stateful job (its state is checkpointed as JSON); the
+    # other jobs keep them as bytes, as the peers do.
+    key_deserializer = "utf-8" if job == "stateful" else "bytes"
+    stream = kafka_direct_stream(ssc, [topic], key_deserializer=key_deserializer, value_deserializer=deserializer,
+                                 kafka_params={
         "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
     done = [0]  # records (count, stateful) or kept records (filter, json, eos*) so far
     target = records if job in ("count", "stateful") else spec.expected_filtered(records)
@@ -60,7 +63,7 @@ def main(job: str, bootstrap: str, topic: str, records: int, out_topic: str, wor
             def produce(b) -> None:
                 rows = b.collect()
                 for key, value in rows:
-                    producer.produce(out_topic, key=key.encode(), value=value)
+                    producer.produce(out_topic, key=key, value=value)
                     producer.poll(0)
                 producer.flush(60)
                 add(len(rows))
