@@ -55,6 +55,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("direct.stream")
 
 DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
+
+DEFAULT_MAX_RECORDS_PER_BATCH = 100_000
+"""Records a batch reads at most unless told otherwise: a catch-up read (a job
+started against a backlog, or after downtime) then goes through the backlog in
+bounded batches instead of materializing all of it in one. Measured with
+bench/peers on a 1M-record backlog, this keeps the peak memory of a job within
+2x that of a bare consumer loop at the same throughput. `None` lifts the cap."""
 COMMIT_TIMEOUT = 10.0  # seconds one group commit may take before it is given up (the next one catches up)
 
 
@@ -104,15 +111,19 @@ class KafkaRangeSource:
         return self._decode(raw, convert)
 
     def _decode(self, raw: list[Any], convert: Any) -> list[KafkaRecord]:
-        kd, vd = self.key_de, self.value_de
+        r = self.range
+        # Decoding fused into building the record (one tuple per record): the
+        # profile of a decode-and-filter job had a raw record, then a decoded
+        # copy through NamedTuple._replace, as its largest cost.
+        decode = self.reader.converter(r.topic, r.partition, self.key_de, self.value_de)
         out: list[KafkaRecord] = []
+        append = out.append
         failed: list[tuple[Any, BaseException]] = []
         for m in raw:
-            rec = convert(m)
             try:
-                out.append(rec._replace(key=kd(rec.key) if kd else rec.key,
-                                        value=vd(rec.value) if vd else rec.value))
+                append(decode(m))
             except Exception as exc:  # noqa: BLE001 - any decoder failure goes through the policy
+                rec = convert(m)
                 if self.policy == "fail":
                     raise DeserializationError(
                         f"stream {self.stream}: record {rec.topic}[{rec.partition}] offset {rec.offset} cannot be "
@@ -172,7 +183,7 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
         value_deserializer: Any = "bytes",
         on_decode_error: Any = "fail",
         max_rate_per_partition: float | None = None,
-        max_records_per_batch: int | None = None,
+        max_records_per_batch: int | None = DEFAULT_MAX_RECORDS_PER_BATCH,
         backpressure: bool = False,
         initial_rate: float | None = None,
         pid: Mapping[str, float] | None = None,
