@@ -59,9 +59,8 @@ DATA_LOSS_POLICIES = ("fail", "earliest", "latest")
 DEFAULT_MAX_RECORDS_PER_BATCH = 100_000
 """Records a batch reads at most unless told otherwise: a catch-up read (a job
 started against a backlog, or after downtime) then goes through the backlog in
-bounded batches instead of materializing all of it in one. Measured with
-bench/peers on a 1M-record backlog, this keeps the peak memory of a job within
-2x that of a bare consumer loop at the same throughput. `None` lifts the cap."""
+bounded batches instead of materializing all of it in one batch, whatever the
+backlog's size. `None` lifts the cap."""
 COMMIT_TIMEOUT = 10.0  # seconds one group commit may take before it is given up (the next one catches up)
 
 
