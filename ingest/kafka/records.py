@@ -31,23 +31,41 @@ def from_confluent(m: Any) -> KafkaRecord:
                               tuple(headers) if headers else None))
 
 
-def confluent_converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-    """`from_confluent` for messages known to be of one partition (saves two calls per record)."""
+def confluent_converter(topic: str, partition: int, key_de: Callable[[Any], Any] | None = None,
+                        value_de: Callable[[Any], Any] | None = None) -> Callable[[Any], KafkaRecord]:
+    """`from_confluent` for messages known to be of one partition (saves two calls per record),
+    with the key and value deserializers (None: keep the bytes) applied while the record is
+    built: one tuple per record, not a raw one and then a decoded copy."""
 
-    def convert(m: Any) -> KafkaRecord:
+    if key_de is None and value_de is None:
+        def convert(m: Any) -> KafkaRecord:
+            ts_type, ts = m.timestamp()
+            headers = m.headers()
+            return _new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, m.key(), m.value(),
+                                      tuple(headers) if headers else None))
+        return convert
+
+    def convert_decoding(m: Any) -> KafkaRecord:
         ts_type, ts = m.timestamp()
         headers = m.headers()
-        return _new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, m.key(), m.value(),
+        key, value = m.key(), m.value()
+        return _new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None,
+                                  key if key_de is None else key_de(key),
+                                  value if value_de is None else value_de(value),
                                   tuple(headers) if headers else None))
 
-    return convert
+    return convert_decoding
 
 
-def kafka_python_converter(topic: str, partition: int) -> Callable[[Any], KafkaRecord]:
-    """A kafka-python `ConsumerRecord` of one partition as a record."""
+def kafka_python_converter(topic: str, partition: int, key_de: Callable[[Any], Any] | None = None,
+                           value_de: Callable[[Any], Any] | None = None) -> Callable[[Any], KafkaRecord]:
+    """A kafka-python `ConsumerRecord` of one partition as a record, decoded as
+    `confluent_converter` decodes."""
 
     def convert(m: Any) -> KafkaRecord:
         return _new(KafkaRecord, (topic, partition, m.offset, m.timestamp if m.timestamp >= 0 else None,
-                                  m.key, m.value, tuple(m.headers) if m.headers else None))
+                                  m.key if key_de is None else key_de(m.key),
+                                  m.value if value_de is None else value_de(m.value),
+                                  tuple(m.headers) if m.headers else None))
 
     return convert

@@ -327,7 +327,8 @@ def test_ranges_are_capped_as_spark_caps_them(fake: Any, seed: int) -> None:
     interval = rng.choice([0.1, 1.0, 2.5, 10.0])
     max_rate = rng.choice([None, rng.uniform(0.5, 5000)])
     rate = rng.choice([None, rng.uniform(1, 50_000)])
-    options: dict[str, Any] = {"max_rate_per_partition": max_rate}
+    # Spark's formula has no cap on a whole batch: lift ours.
+    options: dict[str, Any] = {"max_rate_per_partition": max_rate, "max_records_per_batch": None}
     if rate is not None:
         options.update(backpressure=True, initial_rate=rate)
     stream, _ = fake(marks, batch_interval=interval, **options)
@@ -349,6 +350,16 @@ def test_max_records_per_batch_shares_the_budget_by_backlog(fake: Any, lags: lis
     assert all(0 <= g <= lag for g, lag in zip(got, lags))
     if total > budget:
         assert all(abs(g - lag * budget / total) <= 1 for g, lag in zip(got, lags)), got
+
+
+def test_a_backlog_is_read_in_bounded_batches_by_default_and_none_lifts_the_cap(fake: Any) -> None:
+    from direct.stream import DEFAULT_MAX_RECORDS_PER_BATCH
+
+    backlog = [(0, 300_000), (0, 300_000), (0, 300_000), (0, 100_000)]
+    stream, _ = fake(backlog)
+    assert sum(counts(stream.plan(1000))) == DEFAULT_MAX_RECORDS_PER_BATCH
+    unbounded, _ = fake(backlog, max_records_per_batch=None)
+    assert counts(unbounded.plan(1000)) == [300_000, 300_000, 300_000, 100_000]
 
 
 def test_max_records_per_batch_applies_after_the_rate_limits(fake: Any) -> None:

@@ -1,0 +1,65 @@
+"""Building `KafkaRecord`s from client messages, with deserialization fused into
+the build (one tuple per record): the decoded records equal the raw records with
+key and value decoded, for both clients, and an unset deserializer keeps bytes."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from ingest.kafka.deserializers import deserializer_for
+from ingest.kafka.records import KafkaRecord, confluent_converter, kafka_python_converter
+
+
+class ConfluentMessage:
+    """The accessor methods of a confluent-kafka Message, for a unit test."""
+
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None, headers=None) -> None:
+        self._offset, self._key, self._value, self._headers = offset, key, value, headers
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000 + self._offset)
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+
+def kafka_python_message(offset: int, key: bytes | None, value: bytes | None, headers=None):
+    return SimpleNamespace(offset=offset, timestamp=1_700_000_000_000 + offset, key=key, value=value,
+                           headers=headers or [])
+
+
+@pytest.mark.parametrize("make, converter", [(ConfluentMessage, confluent_converter),
+                                             (kafka_python_message, kafka_python_converter)])
+def test_decoding_while_building_gives_the_raw_record_with_key_and_value_decoded(make, converter) -> None:
+    messages = [make(7, b"k1", b'{"n": 1}', [("h", b"v")]), make(8, None, None)]
+    raw = [converter("t", 2)(m) for m in messages]
+    decoded = [converter("t", 2, deserializer_for("utf-8", "key"), deserializer_for("json", "value"))(m)
+               for m in messages]
+    assert decoded == [raw[0]._replace(key="k1", value={"n": 1}), raw[1]]
+    assert all(type(r) is KafkaRecord for r in decoded)
+    assert decoded[0].headers == (("h", b"v"),) and decoded[0].timestamp == 1_700_000_000_007
+
+
+@pytest.mark.parametrize("make, converter", [(ConfluentMessage, confluent_converter),
+                                             (kafka_python_message, kafka_python_converter)])
+def test_only_the_value_is_decoded_when_the_key_deserializer_is_unset(make, converter) -> None:
+    record = converter("t", 0, None, deserializer_for("utf-8", "value"))(make(1, b"\xff", b"text"))
+    assert (record.key, record.value) == (b"\xff", "text")
+
+
+def test_a_value_that_cannot_be_decoded_raises_from_the_converter() -> None:
+    convert = confluent_converter("t", 0, None, deserializer_for("json", "value"))
+    with pytest.raises(json.JSONDecodeError):
+        convert(ConfluentMessage(3, None, b"not json"))
