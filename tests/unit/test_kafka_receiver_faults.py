@@ -202,6 +202,8 @@ def test_an_eager_rebalance_inside_a_block_stores_each_record_once(
     offsets = [r.offset for b in batches for r in b]
     assert offsets == list(range(10))
     assert stream.receiver.dropped_after_revoke == 5
+    # The block's offsets are committed after it is stored, on the receiver's thread.
+    wait_for(lambda: bool(scripted.instances[-1].commits), "the block's offsets to be committed")
     assert scripted.instances[-1].commits[-1] == {(TOPIC, 0): 10}
 
 
