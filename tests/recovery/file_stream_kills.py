@@ -127,6 +127,7 @@ class JobRuns:
         """A last run, until the output has `expected` lines (and a little more:
         nothing may come twice); stopped with SIGTERM. Returns its status."""
         proc, stdout = self.start()
+        self.wait_started(proc, stdout)  # the output may be complete already: it must stay so
         deadline = time.monotonic() + timeout
         while len(output_lines(self.out)) < expected and time.monotonic() < deadline:
             assert proc.poll() is None, self.stderr_of_last()
