@@ -19,7 +19,8 @@ Retries: a request that cannot connect or times out (NameNode restarting or
 hung) is retried with backoff for `retry_seconds` (default 60) before the call
 fails with a StorageError naming the path. A rename retried after a lost answer
 is recognised: the temporary name is unique to this call, so "temporary file
-gone, target present" means the first attempt renamed it.
+gone, target present" means the first attempt renamed it. While a call waits,
+`stalled()` (RemoteStorage) reports it for the job's status.
 
 Options (`storage_options`): `user` (HDFS user; default $HADOOP_USER_NAME, else
 the login name), `webhdfs_url` (e.g. `https://namenode:9871` to use TLS or

@@ -19,6 +19,8 @@ timeouts, so a server that hangs for a while (a paused process) costs a retry,
 not the job. A conditional PUT retried after a lost response could find its own
 first attempt's object and report "exists": each PUT carries a random writer
 token in its metadata, and a 412 on an object bearing our own token is success.
+Each failed attempt is logged (naming the object) and counted for `stalled()`,
+which the job's status shows while a call waits.
 
 Configuration: boto3's usual chain (environment, ~/.aws/config and credentials,
 instance roles; AWS_ENDPOINT_URL too), overridden by the storage options:
