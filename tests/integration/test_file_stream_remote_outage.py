@@ -148,7 +148,7 @@ def test_an_outage_longer_than_the_retries_stops_the_job_naming_the_path_and_a_r
         remote: Remote, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     options = remote.with_retries("short")
-    lease = 3.0  # a driver stopped while the server was down could not release its lease: it expires
+    lease = 5.0  # a driver stopped while the server was down could not release its lease: it expires
     out: dict[int, list[str]] = {}
     ssc = job(remote, options, out, lease)
     ssc.start()
