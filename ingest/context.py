@@ -355,6 +355,9 @@ class StreamingContext:
         snap["error"] = None if self._error is None else f"{type(self._error).__name__}: {self._error}"
         # Inputs that watch their source's health (e.g. a Kafka stream stalled on its brokers) say so here.
         snap["inputs"] = {i.name: i.health() for i in self._graph.inputs if callable(getattr(i, "health", None))}
+        # A checkpoint on HDFS or S3 whose server does not answer: the call that waits, its path, for how long.
+        stalled = getattr(getattr(self._log, "storage", None), "stalled", None)
+        snap["checkpoint_waiting"] = stalled() if callable(stalled) else None
         return snap
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -34,16 +34,21 @@ password in it (`scheme://user:secret@host`) is refused.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib
 import io
 import os
 import stat
 import threading
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeVar
 
 from ingest.errors import ConfigError, StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)  # slots: listings of 10,000s of files
@@ -147,11 +152,18 @@ class RemoteStorage(Storage):
     """Base of the storages that talk to a server through a client object (HDFS,
     S3): the client is made on first use by `_make_client()`, and a storage
     pickled into a partition task (cloudpickle, to a worker process) travels
-    without it: each process builds its own."""
+    without it: each process builds its own.
+
+    Calls to the server are tracked while they wait for an answer (`_waiting`,
+    `_attempt_failed`), so that a server that hangs (paused, partitioned) shows
+    in the job's status as the call that waits, its location and for how long
+    (`stalled()`), while the backend's bounded retries run."""
 
     def __init__(self) -> None:
         self._live: Any = None
         self._client_lock = threading.Lock()
+        self._calls: dict[int, _Call] = {}  # by thread: the outermost call each thread waits in
+        self._calls_lock = threading.Lock()
 
     def _make_client(self) -> Any:
         raise NotImplementedError
@@ -164,15 +176,120 @@ class RemoteStorage(Storage):
                 self._live = self._make_client()
             return self._live
 
+    @contextmanager
+    def _waiting(self, what: str, path: str) -> Iterator[None]:
+        """Track a call (`what`: "listing", "reading", ...) to the server
+        about `path` for as long as it runs in this thread."""
+        key = threading.get_ident()
+        with self._calls_lock:
+            if key in self._calls:  # a call made inside another (a retry's check): the outer one tells
+                outer = True
+            else:
+                outer = False
+                self._calls[key] = _Call(what, self.describe(path), time.monotonic())
+        try:
+            yield
+        finally:
+            if not outer:
+                with self._calls_lock:
+                    self._calls.pop(key, None)
+
+    def _attempt_failed(self, error: str) -> None:
+        """The backend's retry path: the current thread's call failed an attempt with `error`
+        (an exception's class name, never a request: those may carry credentials)."""
+        with self._calls_lock:
+            call = self._calls.get(threading.get_ident())
+            if call is not None:
+                call.failed_attempts += 1
+                call.last_error = error
+
+    def current_call(self) -> str | None:
+        """'listing s3://bucket/in' for the call this thread waits in, if any (for retry warnings)."""
+        with self._calls_lock:
+            call = self._calls.get(threading.get_ident())
+        return None if call is None else f"{call.what} {call.location}"
+
+    def stalled(self, after_s: float = 1.0) -> dict[str, Any] | None:
+        """The oldest call unanswered for more than `after_s` seconds, for a
+        status: {"call": "listing hdfs://nn:9870/in", "waiting_s": 3.2,
+        "failed_attempts": 2, "last_error": "ReadTimeout"}; None when every
+        call answers in time."""
+        now = time.monotonic()
+        with self._calls_lock:
+            calls = sorted(self._calls.values(), key=lambda c: c.since)
+        if not calls or now - calls[0].since <= after_s:
+            return None
+        call = calls[0]
+        return {"call": f"{call.what} {call.location}", "waiting_s": round(now - call.since, 1),
+                "failed_attempts": call.failed_attempts, "last_error": call.last_error}
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_live"] = None
+        state["_calls"] = {}
         del state["_client_lock"]
+        del state["_calls_lock"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._client_lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+
+
+def tracked(what: str) -> Callable[[F], F]:
+    """Decorator of a `RemoteStorage` method whose first argument is a path:
+    the call is tracked by `_waiting(what, path)` while it runs."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: RemoteStorage, path: str, *args: Any, **kwargs: Any) -> Any:
+            with self._waiting(what, path):
+                return method(self, path, *args, **kwargs)
+        return call  # type: ignore[return-value]
+    return decorate
+
+
+@dataclass
+class _Call:
+    """A call to a remote storage's server in progress (mutable: its attempts are counted)."""
+
+    what: str
+    location: str
+    since: float
+    failed_attempts: int = 0
+    last_error: str | None = None
+
+
+class RemoteBody(io.RawIOBase):
+    """A server's response body as a raw stream (for io.BufferedReader) whose
+    read failures (the server hung or the connection dropped mid-body) are
+    `StorageError`s naming the file, not the HTTP library's own exceptions."""
+
+    def __init__(self, read: Callable[[int], bytes], close: Callable[[], None], location: str,
+                 errors: tuple[type[BaseException], ...]) -> None:
+        self._read, self._close, self._location, self._errors = read, close, location, errors
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._read(len(buffer))
+        except self._errors as exc:
+            raise StorageError(f"reading {self._location} failed while receiving its data: {type(exc).__name__}; "
+                               "the server stopped answering or dropped the connection (the batch can be "
+                               "retried: StreamingContext(max_batch_retries=N))") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._close()
+            except self._errors:
+                pass  # closing a broken connection: the read's error is the one that matters
+        super().close()
 
 
 class LocalStorage(Storage):

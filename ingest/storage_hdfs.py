@@ -19,7 +19,8 @@ Retries: a request that cannot connect or times out (NameNode restarting or
 hung) is retried with backoff for `retry_seconds` (default 60) before the call
 fails with a StorageError naming the path. A rename retried after a lost answer
 is recognised: the temporary name is unique to this call, so "temporary file
-gone, target present" means the first attempt renamed it.
+gone, target present" means the first attempt renamed it. While a call waits,
+`stalled()` (RemoteStorage) reports it for the job's status.
 
 Options (`storage_options`): `user` (HDFS user; default $HADOOP_USER_NAME, else
 the login name), `webhdfs_url` (e.g. `https://namenode:9871` to use TLS or
@@ -43,10 +44,11 @@ from typing import Any, BinaryIO, Callable, Mapping, TypeVar
 
 from ingest.errors import ConfigError, StorageError
 from ingest.install_hint import install_hint
-from ingest.storage import FileEntry, RemoteStorage, register_backend
+from ingest.storage import FileEntry, RemoteBody, RemoteStorage, register_backend
 
 try:
     import requests
+    import urllib3
     from hdfs import HdfsError, InsecureClient
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ConfigError(f"hdfs:// locations need the `hdfs` package: {install_hint('hdfs')}") from _exc
@@ -56,6 +58,7 @@ log = logging.getLogger("ingest.storage")
 OPTIONS = {"user", "webhdfs_url", "timeout", "retry_seconds"}
 T = TypeVar("T")
 _RETRIABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+_BODY_ERRORS = (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError)
 _QUERY = re.compile(r"\?[^\s'\")]*")
 
 
@@ -116,12 +119,17 @@ class HdfsStorage(RemoteStorage):
 
     def _call(self, what: str, path: str, fn: Callable[[], T]) -> T:
         """`fn()`, retried on connection errors and timeouts for `retry_seconds`."""
+        with self._waiting(what, path):  # shown in the status while the NameNode does not answer
+            return self._retried(what, path, fn)
+
+    def _retried(self, what: str, path: str, fn: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
         while True:
             try:
                 return fn()
             except _RETRIABLE as exc:
+                self._attempt_failed(type(exc).__name__)
                 if time.monotonic() + delay > deadline:
                     raise StorageError(f"{what} {self.describe(path)} failed: the NameNode did not answer within "
                                        f"{self.retry_seconds:.0f} s ({type(exc).__name__}: {_safe(exc)}); is "
@@ -240,7 +248,10 @@ class HdfsStorage(RemoteStorage):
         # instead of returning b"" at the end of the file; auto_close=False is
         # urllib3's switch for wrapping a response in io classes.
         response.raw.auto_close = False
-        return io.BufferedReader(response.raw, buffer_size=1 << 20)  # type: ignore[return-value]
+        # A NameNode or DataNode that hangs mid-body raises urllib3's timeout:
+        # RemoteBody makes that an error naming the file.
+        body = RemoteBody(response.raw.read, response.close, self.describe(path), _BODY_ERRORS)
+        return io.BufferedReader(body, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
 register_backend("hdfs", HdfsStorage)

@@ -19,6 +19,8 @@ timeouts, so a server that hangs for a while (a paused process) costs a retry,
 not the job. A conditional PUT retried after a lost response could find its own
 first attempt's object and report "exists": each PUT carries a random writer
 token in its metadata, and a 412 on an object bearing our own token is success.
+Each failed attempt is logged (naming the object) and counted for `stalled()`,
+which the job's status shows while a call waits.
 
 Configuration: boto3's usual chain (environment, ~/.aws/config and credentials,
 instance roles; AWS_ENDPOINT_URL too), overridden by the storage options:
@@ -38,12 +40,13 @@ nowhere else: checkpoints store positions, not storages.
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from typing import Any, BinaryIO, Mapping
 
 from ingest.errors import ConfigError, StorageError
 from ingest.install_hint import install_hint
-from ingest.storage import FileEntry, RemoteStorage, register_backend
+from ingest.storage import FileEntry, RemoteBody, RemoteStorage, register_backend, tracked
 
 try:
     import boto3
@@ -51,6 +54,8 @@ try:
     from botocore.exceptions import BotoCoreError, ClientError
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ConfigError(f"s3:// locations need boto3: {install_hint('s3')}") from _exc
+
+log = logging.getLogger("ingest.storage")
 
 OPTIONS = {"endpoint_url", "region", "region_name", "profile", "aws_access_key_id", "aws_secret_access_key",
            "aws_session_token", "connect_timeout", "read_timeout", "max_attempts"}
@@ -82,26 +87,6 @@ class _HiddenOptions:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.values = state["values"]
-
-
-class _BodyReader(io.RawIOBase):
-    """A botocore streaming body as a raw stream (for io.BufferedReader)."""
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._body.close()
-        super().close()
 
 
 class S3Storage(RemoteStorage):
@@ -145,9 +130,26 @@ class S3Storage(RemoteStorage):
                 aws_secret_access_key=options.get("aws_secret_access_key"),
                 aws_session_token=options.get("aws_session_token"),
                 region_name=options.get("region") or options.get("region_name"))
-            return session.client("s3", endpoint_url=options.get("endpoint_url"), config=config)
+            client = session.client("s3", endpoint_url=options.get("endpoint_url"), config=config)
         except BotoCoreError as exc:
             raise ConfigError(f"cannot configure an S3 client for {self.url}: {type(exc).__name__}") from None
+        # boto3 retries inside one call, silently: this handler counts the
+        # failed attempts for the status and logs them, naming the object.
+        client.meta.events.register("needs-retry.s3", self._on_attempt)
+        return client
+
+    def _on_attempt(self, attempts: int | None = None, caught_exception: BaseException | None = None,
+                    response: Any = None, **_: Any) -> None:
+        if caught_exception is not None:
+            error = type(caught_exception).__name__
+        elif response is not None and getattr(response[0], "status_code", 0) >= 500:
+            error = f"HTTP {response[0].status_code}"
+        else:
+            return None  # answered; whether boto3 retries it (throttling) is its own business
+        self._attempt_failed(error)
+        log.warning("%s: attempt %s failed (%s); retried up to max_attempts",
+                    self.current_call() or f"a call to {self.url}", attempts, error)
+        return None  # leaves the retry decision to boto3's handler
 
     # A file stream's partition tasks carry the storage to worker processes
     # (cloudpickle): they get the options (RemoteStorage drops the live client,
@@ -199,6 +201,7 @@ class S3Storage(RemoteStorage):
 
     # -- Storage
 
+    @tracked("reading")
     def read(self, path: str) -> bytes:
         try:
             return self._client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
@@ -209,12 +212,14 @@ class S3Storage(RemoteStorage):
         except BotoCoreError as exc:
             raise self._error("reading", path, exc) from None
 
+    @tracked("writing")
     def write_atomic(self, path: str, data: bytes) -> None:
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
         except (ClientError, BotoCoreError) as exc:
             raise self._error("writing", path, exc) from None
 
+    @tracked("writing")
     def write_new(self, path: str, data: bytes) -> None:
         token = uuid.uuid4().hex
         key = self._key(path)
@@ -238,6 +243,7 @@ class S3Storage(RemoteStorage):
             return False
         return head.get("Metadata", {}).get(_WRITER_KEY) == token
 
+    @tracked("checking")
     def exists(self, path: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(path))
@@ -255,6 +261,7 @@ class S3Storage(RemoteStorage):
             kwargs["Delimiter"] = "/"
         return self._client.get_paginator("list_objects_v2").paginate(**kwargs)
 
+    @tracked("listing")
     def list(self, directory: str) -> list[str]:
         prefix = self._dir_prefix(directory)
         names: set[str] = set()
@@ -266,6 +273,7 @@ class S3Storage(RemoteStorage):
             raise self._error("listing", directory, exc) from None
         return sorted(n for n in names if n and not n.startswith("."))
 
+    @tracked("listing")
     def list_entries(self, directory: str, recursive: bool = False) -> list[FileEntry]:
         root = self._dir_prefix("")
         entries: list[FileEntry] = []
@@ -286,12 +294,14 @@ class S3Storage(RemoteStorage):
                                "check the location, or write a file into it first")
         return sorted(entries, key=lambda e: e.path)
 
+    @tracked("deleting")
     def delete(self, path: str) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(path))
         except (ClientError, BotoCoreError) as exc:
             raise self._error("deleting", path, exc) from None
 
+    @tracked("reading the size of")
     def size(self, path: str) -> int:
         try:
             return int(self._client.head_object(Bucket=self.bucket, Key=self._key(path))["ContentLength"])
@@ -302,6 +312,7 @@ class S3Storage(RemoteStorage):
         except BotoCoreError as exc:
             raise self._error("reading the size of", path, exc) from None
 
+    @tracked("opening")
     def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:
         if end is not None and end <= start:
             return io.BytesIO(b"")  # type: ignore[return-value]
@@ -318,7 +329,8 @@ class S3Storage(RemoteStorage):
             raise self._error("reading", path, exc) from None
         except BotoCoreError as exc:
             raise self._error("reading", path, exc) from None
-        return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)  # type: ignore[return-value]
+        reader = RemoteBody(body.read, body.close, self.describe(path), (BotoCoreError, OSError))
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
 def _safe_text(exc: Exception) -> str:

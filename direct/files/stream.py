@@ -246,8 +246,14 @@ class FileInputDStream(InputDStream[Any]):
         return out
 
     def health(self) -> dict[str, Any]:
-        """For `ssc.status()["inputs"]`: the counts of `metrics()`."""
-        return self.metrics()
+        """For `ssc.status()["inputs"]`: the counts of `metrics()`, and
+        `storage_waiting`: the call to the HDFS or S3 server (listing, reading,
+        with its location) that has waited more than a second for an answer
+        while the backend retries it, or None."""
+        out = self.metrics()
+        stalled = getattr(self.storage, "stalled", None)  # remote backends only
+        out["storage_waiting"] = stalled() if callable(stalled) else None
+        return out
 
 
 def text_file_stream(ssc: "StreamingContext", directory: str, **options: Any) -> FileInputDStream:
