@@ -279,18 +279,10 @@ class CheckpointLog(BatchLog):
             if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
-                path = state_file_name(sid, time_ms, full=False)
-                record = CODEC.encode_state(StateRecord(time_ms, sid, False, delta))
-                self._write(path, record)
-                self._state_file_bytes[path] = len(record)
-                files = self._last_state_files[sid] + [path]
+                files = self._last_state_files[sid] + [self._write_state(sid, time_ms, delta, full=False)]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
-                path = state_file_name(sid, time_ms, full=True)
-                record = CODEC.encode_state(StateRecord(time_ms, sid, True, _state_bytes(op, op.pending_snapshot)))
-                self._write(path, record)
-                self._state_file_bytes[path] = len(record)
-                files = [path]
+                files = [self._write_state(sid, time_ms, _state_bytes(op, op.pending_snapshot), full=True)]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
             self._last_state_files[sid] = files
@@ -327,6 +319,15 @@ class CheckpointLog(BatchLog):
                       state_bytes={sid: sum(self._state_file_bytes.get(f, 0) for f in files)
                                    for sid, files in self._last_state_files.items()})
         self.commit_latency.observe(time.perf_counter() - started)
+
+    def _write_state(self, sid: str, time_ms: int, data: bytes, *, full: bool) -> str:
+        """Write one state file of a commit (a full snapshot or a delta) and keep its
+        size for the state_bytes gauge; returns its path."""
+        path = state_file_name(sid, time_ms, full=full)
+        record = CODEC.encode_state(StateRecord(time_ms, sid, full, data))
+        self._write(path, record)
+        self._state_file_bytes[path] = len(record)
+        return path
 
     def retain_from_ms(self, committed_ms: int) -> int:
         return retain_from_ms(committed_ms, (t for t, _ in self._commits), self._pending, durable=True)
