@@ -186,6 +186,16 @@ class CheckpointLog(BatchLog):
         if self._files is not None and path != "metadata":
             self._files.add(path)
 
+    def _write_new(self, path: str, record: bytes, *, exists: str) -> None:
+        """Create `path` and never overwrite it: a file already there means another
+        writer (or an earlier run) got there first, which `exists` explains."""
+        try:
+            self.storage.write_new(path, record)
+        except FileExistsError:
+            raise CheckpointError(f"{self._where(path)} already exists: {exists}") from None
+        if self._files is not None:
+            self._files.add(path)
+
     # -- metadata -----------------------------------------------------------------
 
     def read_metadata(self) -> dict[str, Any] | None:
@@ -253,16 +263,11 @@ class CheckpointLog(BatchLog):
                 f"the plan of input(s) {bad or list(plans)} for batch {format_batch_time(time_ms)} cannot be "
                 f"written to the checkpoint ({exc}); with a checkpoint, queue_stream records and custom plans "
                 "must be JSON values") from None
-        path = f"offsets/{_tname(time_ms)}"
-        try:
-            self.storage.write_new(path, record)  # create-only: an intent is never overwritten
-        except FileExistsError:
-            raise CheckpointError(
-                f"{self._where(path)} already exists: batch {format_batch_time(time_ms)} was planned before, by "
-                "this job before a restart or by another writer of this checkpoint. Its intent is not "
-                "overwritten; check that no other job uses the directory") from None
-        if self._files is not None:
-            self._files.add(path)
+        # Create-only: an intent is never overwritten.
+        self._write_new(f"offsets/{_tname(time_ms)}", record, exists=(
+            f"batch {format_batch_time(time_ms)} was planned before, by this job before a restart or by "
+            "another writer of this checkpoint. Its intent is not overwritten; check that no other job uses "
+            "the directory"))
         self._pending.add(time_ms)
         self._publish()
 
@@ -279,18 +284,10 @@ class CheckpointLog(BatchLog):
             if since is not None and since + 1 < self.full_snapshot_every and self._last_state_files.get(sid):
                 delta = _state_bytes(op, op.pending_delta)
             if delta is not None:
-                path = state_file_name(sid, time_ms, full=False)
-                record = CODEC.encode_state(StateRecord(time_ms, sid, False, delta))
-                self._write(path, record)
-                self._state_file_bytes[path] = len(record)
-                files = self._last_state_files[sid] + [path]
+                files = self._last_state_files[sid] + [self._write_state(sid, time_ms, delta, full=False)]
                 self._deltas_since_full[sid] = since + 1  # type: ignore[operator]
             else:
-                path = state_file_name(sid, time_ms, full=True)
-                record = CODEC.encode_state(StateRecord(time_ms, sid, True, _state_bytes(op, op.pending_snapshot)))
-                self._write(path, record)
-                self._state_file_bytes[path] = len(record)
-                files = [path]
+                files = [self._write_state(sid, time_ms, _state_bytes(op, op.pending_snapshot), full=True)]
                 self._deltas_since_full[sid] = 0
             state_files[sid] = files
             self._last_state_files[sid] = files
@@ -307,15 +304,11 @@ class CheckpointLog(BatchLog):
             self._write(path, record)
             self._corrupt_commits.discard(time_ms)
         else:
-            try:
-                self.storage.write_new(path, record)  # create-only: one writer commits a batch
-            except FileExistsError:
-                raise CheckpointError(
-                    f"{self._where(path)} already exists: batch {format_batch_time(time_ms)} was committed by "
-                    "another writer of this checkpoint while this one ran it. This context stops without "
-                    "committing; check that no other job uses the directory") from None
-            if self._files is not None:
-                self._files.add(path)
+            # Create-only: one writer commits a batch.
+            self._write_new(path, record, exists=(
+                f"batch {format_batch_time(time_ms)} was committed by another writer of this checkpoint while "
+                "this one ran it. This context stops without committing; check that no other job uses the "
+                "directory"))
         self._commits.append((time_ms, state_files))
         self._pending.discard(time_ms)
         while len(self._commits) > self.retain_batches:
@@ -327,6 +320,15 @@ class CheckpointLog(BatchLog):
                       state_bytes={sid: sum(self._state_file_bytes.get(f, 0) for f in files)
                                    for sid, files in self._last_state_files.items()})
         self.commit_latency.observe(time.perf_counter() - started)
+
+    def _write_state(self, sid: str, time_ms: int, data: bytes, *, full: bool) -> str:
+        """Write one state file of a commit (a full snapshot or a delta) and keep its
+        size for the state_bytes gauge; returns its path."""
+        path = state_file_name(sid, time_ms, full=full)
+        record = CODEC.encode_state(StateRecord(time_ms, sid, full, data))
+        self._write(path, record)
+        self._state_file_bytes[path] = len(record)
+        return path
 
     def retain_from_ms(self, committed_ms: int) -> int:
         return retain_from_ms(committed_ms, (t for t, _ in self._commits), self._pending, durable=True)

@@ -32,7 +32,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ingest.errors import ConfigError, MavenError, ServiceError
+from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import (
     JavaService,
     _locked,
@@ -262,6 +262,9 @@ class FlumeAgent:
         """The agent's log so far (after stop: the whole log, kept in memory)."""
         return self._service.log_text() if self._service is not None else self._final_log
 
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_text()[-chars:]
+
     def started_components(self) -> set[str]:
         """The components whose start the log shows so far."""
         text = self.log_text()
@@ -336,10 +339,6 @@ class FlumeAgent:
         return f"FlumeAgent({self.name!r}, pid={self.pid}, components={self.components})"
 
 
-class _Interrupted(BaseException):
-    """SIGINT or SIGTERM in `run_forever`."""
-
-
 def run_forever(config_file: str, name: str = "a1", plugin_jars: Sequence[str] = ()) -> int:
     """Start an agent with the configuration in `config_file` and serve until SIGINT or
     SIGTERM. Returns 0 after a requested stop, 1 when the agent could not start or
@@ -349,47 +348,17 @@ def run_forever(config_file: str, name: str = "a1", plugin_jars: Sequence[str] =
     except OSError as exc:
         print(f"cannot read the Flume configuration {config_file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-
-    def interrupt(signum, frame):
-        raise _Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    agent: FlumeAgent | None = None
     try:
-        try:
-            agent = FlumeAgent(config, name=name, plugin_jars=plugin_jars)
-            print(f"Starting Flume {FLUME_VERSION} agent {name} (the first run downloads its jars with Maven)...",
-                  flush=True)
-            agent.start()
-        except _Interrupted:
-            print("Interrupted while starting; nothing is left running.", file=sys.stderr)
-            return 130
-        except (ServiceError, ConfigError) as exc:
-            print(f"Flume could not start: {exc}", file=sys.stderr)
-            return 1
-        print(f"Flume agent {name} is running (pid {agent.pid}, work directory {agent.workdir}); components "
-              f"{', '.join(agent.components)} started. Press Ctrl-C to stop it; its files are deleted when it "
-              f"stops.", flush=True)
-        try:
-            while agent.running:
-                time.sleep(0.5)
-        except _Interrupted:
-            print("Stopping Flume...", flush=True)
-            agent.stop()
-            print("Flume stopped.", flush=True)
-            return 0
-        log = agent.log_text()[-3000:]
-        agent.stop()
-        print(f"Flume exited unexpectedly; the end of its log:\n{log}", file=sys.stderr)
+        agent = FlumeAgent(config, name=name, plugin_jars=plugin_jars)
+    except ConfigError as exc:
+        print(f"Flume could not start: {exc}", file=sys.stderr)
         return 1
-    finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        # Ignore further signals while cleaning up, so a second Ctrl-C cannot leave the
-        # agent half-stopped; stop() escalates to SIGKILL on its own.
-        try:
-            if agent is not None:
-                agent.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    return serve_in_foreground(
+        agent, name="Flume",
+        starting=f"Starting Flume {FLUME_VERSION} agent {name} (the first run downloads its jars with Maven)...",
+        usage=lambda: (
+            f"Flume agent {name} is running (pid {agent.pid}, work directory {agent.workdir}); components "
+            f"{', '.join(agent.components)} started. Press Ctrl-C to stop it; its files are deleted when it "
+            f"stops."
+        ),
+    )

@@ -28,8 +28,9 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ingest.errors import ServiceError, ServiceStartError
+from ingest.errors import ServiceError
 from ingest.install_hint import install_hint
+from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import JavaService, missing_tools, require_tools, resolve_classpath
 
 HADOOP_VERSION = "3.5.0"
@@ -184,32 +185,25 @@ class HdfsCluster:
 
 
 def run_forever() -> int:
-    """`ingest services hdfs`: a cluster in the foreground until Ctrl-C."""
+    """`ingest services hdfs`: a cluster in the foreground until Ctrl-C or SIGTERM."""
     missing = missing_requirements()
     if missing:
         print("cannot start HDFS: install " + " and ".join(missing), file=sys.stderr)
         return 2
     started = time.monotonic()
-    with HdfsCluster() as cluster:
-        print(f"HDFS (MiniDFSCluster {HADOOP_VERSION}) ready in {time.monotonic() - started:.1f} s\n"
-              f"  url:      {cluster.url}   (WebHDFS; ssc.checkpoint('{cluster.url}/checkpoints/app'))\n"
-              f"  namenode: 127.0.0.1:{cluster.namenode_port} (RPC)\n"
-              f"  workdir:  {cluster.workdir} (deleted on exit)\n"
-              "Ctrl-C stops it.", flush=True)
-        try:
-            while cluster.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        if not cluster.running:
-            print(f"HDFS exited; the end of its log:\n{cluster.log_tail()}", file=sys.stderr)
-            return 1
-    return 0
+    cluster = HdfsCluster()
+    return serve_in_foreground(
+        cluster, name="HDFS",
+        starting=f"Starting HDFS (MiniDFSCluster {HADOOP_VERSION}; the first run downloads its jars with Maven)...",
+        usage=lambda: (
+            f"HDFS (MiniDFSCluster {HADOOP_VERSION}) ready in {time.monotonic() - started:.1f} s\n"
+            f"  url:      {cluster.url}   (WebHDFS; ssc.checkpoint('{cluster.url}/checkpoints/app'))\n"
+            f"  namenode: 127.0.0.1:{cluster.namenode_port} (RPC)\n"
+            f"  workdir:  {cluster.workdir} (deleted on exit)\n"
+            "Ctrl-C stops it."
+        ),
+    )
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(run_forever())
-    except ServiceStartError as exc:
-        print(f"HDFS did not start: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_forever())

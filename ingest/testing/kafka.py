@@ -33,7 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import time
 import uuid
@@ -43,6 +42,7 @@ from pathlib import Path
 
 from ingest.errors import PortInUseError, ServiceError, ServiceStartError, ServiceToolMissingError, StaleServiceDirError
 from ingest.install_hint import install_hint
+from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import JavaService, free_port, missing_tools, port_is_free, require_tools, resolve_classpath
 from ingest.testing.tls import INSTALL_CRYPTOGRAPHY, cryptography_available, make_broker_pki
 
@@ -566,62 +566,25 @@ def read_to_end(
 # --------------------------------------------------------------------------- CLI
 
 
-class _Interrupted(BaseException):
-    """SIGINT or SIGTERM in `run_forever`; a BaseException so that no `except
-    Exception` on the way swallows it."""
-
-
 def run_forever(kafka_version: str | None = None) -> int:
     """Start a broker, print how to use it, and serve until SIGINT or SIGTERM.
 
     Returns the process exit code: 0 after a requested stop, 1 when the broker could
     not start or died, 130 when interrupted while starting.
     """
-    def interrupt(signum, frame):
-        raise _Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     broker = KafkaBroker(kafka_version, die_with_parent=True)  # a SIGKILLed `ingest services kafka` takes it along
-    try:
-        try:
-            print(f"Starting Kafka {broker.kafka_version} (the first run downloads its jars with Maven)...",
-                  flush=True)
-            broker.start()
-        except _Interrupted:
-            print("Interrupted while starting; nothing is left running.", file=sys.stderr)
-            return 130
-        except ServiceError as exc:
-            print(f"Kafka could not start: {exc}", file=sys.stderr)
-            return 1
-        print(
+    return serve_in_foreground(
+        broker, name="Kafka",
+        starting=f"Starting Kafka {broker.kafka_version} (the first run downloads its jars with Maven)...",
+        usage=lambda: (
             f"Kafka {broker.kafka_version} is running at {broker.bootstrap} "
             f"(pid {broker.pid}, data in {broker.data_dir}, log {broker.log_path}).\n"
             f"Use it from another shell with:\n\n"
             f"    export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}\n\n"
             + _secure_listeners_note(broker)
-            + "Press Ctrl-C to stop it; its data is deleted when it stops.",
-            flush=True,
-        )
-        try:
-            while broker.running:
-                time.sleep(0.5)
-        except _Interrupted:
-            print("Stopping Kafka...", flush=True)
-            broker.stop()
-            print("Kafka stopped.", flush=True)
-            return 0
-        print(f"Kafka exited unexpectedly; the end of its log:\n{broker.log_tail()}", file=sys.stderr)
-        return 1
-    finally:
-        # Ignore further signals while cleaning up, so a second Ctrl-C cannot leave the
-        # broker half-stopped; stop() escalates to SIGKILL on its own.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            broker.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            + "Press Ctrl-C to stop it; its data is deleted when it stops."
+        ),
+    )
 
 
 def _secure_listeners_note(broker: KafkaBroker) -> str:

@@ -61,8 +61,9 @@ Missing Java/Maven/packages skip the tests with what to install, or fail them on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -334,27 +335,39 @@ def postgres_dsn() -> Iterator[str]:
 # -- HDFS and S3 ----------------------------------------------------------------------------
 
 
+def _server_for_session(make: Callable[[], Any], missing_requirements: Callable[[], list[str]], *, what: str,
+                        external_var: str, external: str, starts_how: str, name: str) -> Iterator[Any]:
+    """A local server (`make()`) for the session, stopped at its end. Skipped when
+    `external_var` names an external one (a test asking for the server itself wants one it
+    can pause), or, with what to install, when this machine lacks what it needs."""
+    if os.environ.get(external_var, "").strip():
+        pytest.skip(f"{external_var} names an external {external}; this test needs one it can pause")
+    from ingest.errors import IngestError
+
+    missing = missing_requirements()
+    if missing:
+        skip_or_fail(f"no {what} for these tests: install " + " and ".join(missing)
+                     + f"{starts_how}, or set {external_var}")
+    server = make()
+    try:
+        server.start()
+    except IngestError as exc:
+        pytest.fail(f"{name} did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def hdfs_service():
     """A MiniDFSCluster for the session (see the module docstring)."""
-    if os.environ.get("INGEST_HDFS_URL", "").strip():
-        pytest.skip("INGEST_HDFS_URL names an external cluster; this test needs one it can pause")
-    from ingest.errors import IngestError
     from ingest.testing import hdfs
 
-    missing = hdfs.missing_requirements()
-    if missing:
-        skip_or_fail("no HDFS for these tests: install " + " and ".join(missing)
-                     + " so that a MiniDFSCluster starts from Maven Central jars, or set INGEST_HDFS_URL")
-    cluster = hdfs.HdfsCluster()
-    try:
-        cluster.start()
-    except IngestError as exc:
-        pytest.fail(f"the HDFS minicluster did not start: {exc}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _server_for_session(hdfs.HdfsCluster, hdfs.missing_requirements, what="HDFS",
+                                   external_var="INGEST_HDFS_URL", external="cluster",
+                                   starts_how=" so that a MiniDFSCluster starts from Maven Central jars",
+                                   name="the HDFS minicluster")
 
 
 @pytest.fixture(scope="session")
@@ -377,24 +390,11 @@ def hdfs_dir(hdfs_url: str) -> str:
 @pytest.fixture(scope="session")
 def s3_service():
     """moto's S3 server for the session (see the module docstring)."""
-    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
-        pytest.skip("INGEST_S3_ENDPOINT names an external server; this test needs one it can pause")
-    from ingest.errors import IngestError
     from ingest.testing import s3
 
-    missing = s3.missing_requirements()
-    if missing:
-        skip_or_fail("no S3 server for these tests: install " + " and ".join(missing)
-                     + ", or set INGEST_S3_ENDPOINT")
-    server = s3.S3Server()
-    try:
-        server.start()
-    except IngestError as exc:
-        pytest.fail(f"moto's S3 server did not start: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _server_for_session(s3.S3Server, s3.missing_requirements, what="S3 server",
+                                   external_var="INGEST_S3_ENDPOINT", external="server", starts_how="",
+                                   name="moto's S3 server")
 
 
 @pytest.fixture(scope="session")

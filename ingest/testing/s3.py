@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ingest.errors import ServiceError, ServiceStartError
 from ingest.install_hint import install_hint
+from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import free_port, services_root
 
 START_TIMEOUT = 30.0
@@ -180,26 +181,21 @@ class S3Server:
 
 
 def run_forever() -> int:
-    """`ingest services s3`: a server in the foreground until Ctrl-C."""
+    """`ingest services s3`: a server in the foreground until Ctrl-C or SIGTERM."""
     missing = missing_requirements()
     if missing:
         print("cannot start an S3 server: install " + " and ".join(missing), file=sys.stderr)
         return 2
-    with S3Server() as server:
+    server = S3Server()
+
+    def usage() -> str:
         bucket = server.create_bucket("ingest")
-        print(f"S3 (moto) ready\n  endpoint: {server.endpoint}\n  bucket:   {bucket}\n"
-              f"  use: ssc.checkpoint('s3://{bucket}/app', storage_options={{'endpoint_url': "
-              f"'{server.endpoint}'}}) with any AWS key pair (e.g. AWS_ACCESS_KEY_ID=testing "
-              "AWS_SECRET_ACCESS_KEY=testing)\nCtrl-C stops it (its data is lost).", flush=True)
-        try:
-            while server.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        if not server.running:
-            print(f"the S3 server exited; the end of its log:\n{server.log_tail()}", file=sys.stderr)
-            return 1
-    return 0
+        return (f"S3 (moto) ready\n  endpoint: {server.endpoint}\n  bucket:   {bucket}\n"
+                f"  use: ssc.checkpoint('s3://{bucket}/app', storage_options={{'endpoint_url': "
+                f"'{server.endpoint}'}}) with any AWS key pair (e.g. AWS_ACCESS_KEY_ID=testing "
+                "AWS_SECRET_ACCESS_KEY=testing)\nCtrl-C stops it (its data is lost).")
+
+    return serve_in_foreground(server, name="S3", starting="Starting S3 (moto's server)...", usage=usage)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 
-import errno
 import logging
-import os
 import threading
 import time
 import uuid
@@ -21,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from wal_faults import DiskFull
 
-import receivers.wal as wal_module
 from ingest import StreamingContext
 from ingest.errors import ReceiverError, StorageError
 from ingest.kafka.records import KafkaRecord
@@ -200,21 +198,6 @@ def test_a_second_group_member_joining_and_leaving_costs_the_receiver_nothing(
     assert stream.receiver.is_started() and stream.supervisor.restarts == 0
     revocations = [r for r in caplog.records if "partitions revoked" in r.getMessage()]
     assert len(revocations) >= 2, "the receiver went through the revocation path on join and on leave"
-
-
-class DiskFull:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.full = False
-        self.failures = 0
-        real = wal_module._write_all
-
-        def write_all(fd: int, buffers: Any, offset: int) -> None:
-            if self.full:
-                self.failures += 1
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real(fd, buffers, offset)
-
-        monkeypatch.setattr(wal_module, "_write_all", write_all)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

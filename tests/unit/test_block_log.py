@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from block_logs import STREAM, FakeClock, ids, reopen, segment_numbers
 
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError
 from ingest.kafka.records import KafkaRecord
@@ -23,18 +24,6 @@ from receivers.block import Block, BlockInfo
 from receivers.block_log import BlockLog
 from receivers.codec import decode_block, encode_block
 from receivers.wal import FILE_HEADER_SIZE, RECORD_HEADER_SIZE
-
-STREAM = "events"
-
-
-class FakeClock:
-    """Monotonic seconds for the WAL: segments roll by age only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def records_of(block_id: str) -> list[Any]:
@@ -46,35 +35,6 @@ def store(log: BlockLog, block_id: str, metadata: dict[str, Any] | None = None) 
     info = log.put(STREAM, Block(block_id, records_of(block_id), metadata))
     log.add_block(info)
     return info
-
-
-def ids(infos: list[BlockInfo]) -> list[str]:
-    return [i.block_id for i in infos]
-
-
-def segment_numbers(log: BlockLog) -> list[int]:
-    return [int(os.path.basename(p)[len("blocks-"):-len(".wal")]) for p in log.wal.segments]
-
-
-@pytest.fixture
-def opened(tmp_path: Path):
-    """`opened(**wal_options)` opens the block log of STREAM under tmp_path; every
-    log opened is closed at the end."""
-    logs: list[BlockLog] = []
-
-    def open_log(**wal_options: Any) -> BlockLog:
-        log = BlockLog(str(tmp_path), STREAM, **wal_options)
-        logs.append(log)
-        return log
-
-    yield open_log
-    for log in logs:
-        log.close()
-
-
-def reopen(log: BlockLog, opened, **wal_options: Any) -> BlockLog:
-    log.close()
-    return opened(**wal_options)
 
 
 # -- the store -------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ needs them). Blocks not yet allocated are never forgotten.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+from block_logs import STREAM, FakeClock, ids, reopen, segment_numbers
 
 from ingest.errors import CorruptRecordError, StorageError
 from receivers.block import Block, BlockInfo
@@ -27,16 +27,6 @@ from receivers.block_log import verify as block_log_verify
 from receivers.codec import encode_block
 from receivers.tracker import ReceivedBlockTracker
 
-STREAM = "events"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def records_of(block_id: str) -> list[Any]:
     return [f"{block_id}:{i}" for i in range(3)]
@@ -44,33 +34,6 @@ def records_of(block_id: str) -> list[Any]:
 
 def store(log: BlockLog, block_id: str) -> BlockInfo:
     return log.store_block(STREAM, Block(block_id, records_of(block_id)))
-
-
-def ids(infos: list[BlockInfo]) -> list[str]:
-    return [i.block_id for i in infos]
-
-
-def segment_numbers(log: BlockLog) -> list[int]:
-    return [int(os.path.basename(p)[len("blocks-"):-len(".wal")]) for p in log.wal.segments]
-
-
-@pytest.fixture
-def opened(tmp_path: Path):
-    logs: list[BlockLog] = []
-
-    def open_log(**wal_options: Any) -> BlockLog:
-        log = BlockLog(str(tmp_path), STREAM, **wal_options)
-        logs.append(log)
-        return log
-
-    yield open_log
-    for log in logs:
-        log.close()
-
-
-def reopen(log: BlockLog, opened, **wal_options: Any) -> BlockLog:
-    log.close()
-    return opened(**wal_options)
 
 
 # -- storing is one step --------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import errno
-import os
 import queue
 import socket
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from wal_faults import DiskFull
 
 import receivers.wal as wal_module
 from ingest import checkpoint_cli
@@ -401,23 +401,6 @@ def test_a_checksum_mismatch_in_the_middle_stops_the_restart_naming_file_and_off
 
 
 # -- faults: a full disk ------------------------------------------------------------------------------
-
-
-class DiskFull:
-    """Makes the WAL's low-level write fail with ENOSPC while `full` is set."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.full = False
-        self.failures = 0
-        real = wal_module._write_all
-
-        def write_all(fd: int, buffers: Any, offset: int) -> None:
-            if self.full:
-                self.failures += 1
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real(fd, buffers, offset)
-
-        monkeypatch.setattr(wal_module, "_write_all", write_all)
 
 
 def test_store_batch_on_a_full_disk_raises_enospc_and_a_retry_after_loses_nothing(

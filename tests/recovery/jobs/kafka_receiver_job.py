@@ -33,6 +33,7 @@ import signal
 import time
 
 import confluent_kafka as ck
+from torn_write import write_synced
 
 from ingest import StreamingContext
 from receivers import kafka_stream
@@ -61,13 +62,7 @@ def append(kind, lines):
     payload = "".join(json.dumps(line) + "\n" for line in lines).encode()
     writes[0] += 1
     with open(os.path.join(directory, f"{os.getpid()}.log"), "ab") as f:
-        if writes[0] == crash_during:
-            f.write(payload[: len(payload) // 2])
-            f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+        write_synced(f, payload, die_halfway=writes[0] == crash_during)
 
 
 def plain_sink(batch):

@@ -12,7 +12,8 @@ atomically. Used by the crash-recovery tests.
 import argparse
 import json
 import os
-import signal
+
+from torn_write import write_synced
 
 from ingest import ManualClock, StreamingContext
 
@@ -34,13 +35,7 @@ def write_batch(directory, batch, records):
     tmp = os.path.join(directory, f".{batch.id}.tmp")
     payload = json.dumps({"time": batch.time, "records": records}, sort_keys=True)
     with open(tmp, "w") as f:
-        if writes[0] == crash_during:
-            f.write(payload[: len(payload) // 2])
-            f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+        write_synced(f, payload, die_halfway=writes[0] == crash_during)
     os.replace(tmp, os.path.join(directory, f"{batch.id}.json"))
 
 
