@@ -40,6 +40,10 @@ class TaskExecutor:
 
     name = "executor"
     parallelism = 1
+    keeps_state = False
+    """Whether keyed state partitions may stay in workers between batches
+    (ingest.state_store): only where workers are long-lived processes that
+    `affinity` can address."""
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -157,6 +161,7 @@ class DaskExecutor(TaskExecutor):
     (`take_placements`)."""
 
     name = "dask"
+    keeps_state = True
 
     def __init__(self, client: Any) -> None:
         try:

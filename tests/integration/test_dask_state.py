@@ -1,0 +1,159 @@
+"""Keyed state partitions kept on the workers of a real Dask cluster (3 worker
+processes): every batch's output equals the local executor's, the state is
+not shipped to the tasks, and a worker killed with SIGKILL in the middle of a
+stateful task loses nothing (its partitions come back from the last commit)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
+from ingest.state_store import held_partitions  # noqa: E402
+
+PARTITIONS = 6
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, memory_limit="300MiB",
+                                       dashboard_address=None, host="127.0.0.1")
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def batches_of(seed: int, n_batches: int = 6, keys: int = 25, per_batch: int = 40) -> list[list[tuple[str, int]]]:
+    rng = random.Random(seed)
+    return [[(f"k{rng.randrange(keys)}", rng.randrange(100)) for _ in range(rng.randrange(per_batch))]
+            for _ in range(n_batches)]
+
+
+def total(values: list[int], old: int | None) -> int | None:
+    new = (old or 0) + sum(values)
+    return None if new % 11 == 0 and values else new  # some keys go away and come back
+
+
+def running_max(key: str, value: int | None, state) -> tuple | None:
+    if state.is_timing_out():
+        return ("timed out", key, state.get())
+    best = max(value, state.get_option(-1))
+    if value == 0:
+        state.remove()
+        return ("removed", key)
+    state.update(best)
+    return (key, best)
+
+
+def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_retries: int = 0
+            ) -> tuple[list, StreamingContext]:
+    """update_state_by_key, map_with_state with a timeout and its state
+    snapshots; each batch's three outputs as sorted lists."""
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False,
+                           max_batch_retries=max_batch_retries)
+    ssc.checkpoint(str(checkpoint), full_snapshot_every=3)
+    pairs = ssc.queue_stream(batches, num_partitions=3)
+    out: dict[int, dict[str, list]] = {}
+
+    def keep(name):
+        def store(b) -> None:
+            out.setdefault(b.time, {})[name] = sorted(map(repr, b.collect()))
+        return store
+
+    pairs.update_state_by_key(update_fn, num_partitions=PARTITIONS, name="totals").foreach_batch(keep("totals"))
+    mapped = pairs.map_with_state(running_max, timeout=2.0, num_partitions=PARTITIONS, name="maxima")
+    mapped.foreach_batch(keep("mapped"))
+    mapped.state_snapshots().foreach_batch(keep("snapshots"))
+    ssc.start()
+    try:
+        ssc.step(len(batches) + 3, timeout=120)  # the last batches are empty: keys time out
+    finally:
+        ssc.stop(graceful=False)
+    return [out[t] for t in sorted(out)], ssc
+
+
+def stateful_ops(ssc: StreamingContext):
+    return {s.state_id: s for s in ssc._graph.stateful}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_state_on_workers_gives_the_local_executors_output_batch_by_batch(client, tmp_path, seed) -> None:
+    batches = batches_of(seed)
+    local, _ = run_job("inline", batches, tmp_path / "local")
+    on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster")
+    assert on_cluster == local
+    assert len(local) == len(batches) + 3
+    for op in stateful_ops(ssc).values():
+        assert op._resident is True
+        assert op.resident_reloads == 0
+        assert op._committed is None  # the driver kept no copy: the checkpoint and the workers hold it
+
+
+def test_the_workers_hold_the_partitions_and_each_partition_stays_on_one_worker(client, tmp_path) -> None:
+    batches = batches_of(7)
+    _, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster")
+    ops = stateful_ops(ssc)
+
+    where = client.run(held_partitions, [op._token for op in ops.values()])
+    owners = {}
+    for worker, parts in where.items():
+        for part in map(tuple, parts):
+            assert part not in owners, f"{part} on two workers"
+            owners[part] = worker
+    assert len(owners) == 2 * PARTITIONS
+    assert len(set(owners.values())) == 3  # spread over every worker
+    # The committed state the driver reads from the workers is the checkpoint's.
+    for op in ops.values():
+        full, deltas = ssc._log.committed_state(op.state_id)
+        assert sorted(map(repr, op.state_items())) == sorted(
+            map(repr, (kv for part in op._parts_from(full, deltas) for kv in part.items())))
+        assert op.state_size() == len(op.state_items())
+
+
+def kill_worker_once(marker: Path, at_batch_ms: int):
+    """update_state_by_key's function that kills its own worker process
+    (SIGKILL) the first time it runs in batch `at_batch_ms`, mid-task."""
+    def update(values: list[int], old: int | None) -> int | None:
+        if -at_batch_ms in values:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return total([v for v in values if v >= 0], old)
+            from distributed import get_worker
+
+            os.write(fd, f"{os.getpid()} {get_worker().address}".encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return total([v for v in values if v >= 0], old)
+    return update
+
+
+def without_markers(values: list[int], old: int | None) -> int | None:
+    return total([v for v in values if v >= 0], old)
+
+
+def test_a_worker_killed_mid_batch_loses_no_state_and_the_output_equals_the_local_run(client, tmp_path) -> None:
+    batches = batches_of(11, n_batches=8)
+    # A marker record in batch 4 (time 4000 ms) triggers the kill; the
+    # functions ignore it otherwise, so both runs compute the same.
+    batches[3] = [("k3", -4000)] + batches[3]
+    update = kill_worker_once(tmp_path / "killed", 4000)
+    local, _ = run_job("inline", batches, tmp_path / "local", update_fn=without_markers)
+    workers_before = set(client.scheduler_info()["workers"])
+    on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster", update_fn=update)
+    pid, address = (tmp_path / "killed").read_text().split()
+    assert address in workers_before
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    assert [b["totals"] for b in on_cluster] == [b["totals"] for b in local]
+    assert on_cluster == local
+    ops = stateful_ops(ssc)
+    # The dead worker's partitions of both operators came back from the checkpoint.
+    assert ops["totals"].resident_reloads >= 1 and ops["maxima"].resident_reloads >= 1
+    client.wait_for_workers(3, timeout=60)  # the nanny restarted it, for the next test
