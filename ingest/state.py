@@ -25,6 +25,7 @@ import copy
 import datetime
 import functools
 import itertools
+import logging
 import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 S = TypeVar("S")
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
 
@@ -213,6 +216,8 @@ class KeyedStateDStream(StatefulDStream[T]):
                                  "and the checkpoint holds no commit of them; restart the job")
             self._committed = self._parts_from(*stored)
         self.resident_reloads += len(missing)
+        log.warning("state partition(s) %s of %s were not on their worker (it died or is new): sent again from "
+                    "the last commit", missing, self.describe())
         return self._committed
 
     def _read_resident(self, pending: bool) -> list[list[tuple[Any, Any]]]:
