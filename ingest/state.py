@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
+import hashlib
 import itertools
 import logging
 import uuid
@@ -34,7 +35,7 @@ from ingest.dataset import Dataset, portable_hash
 from ingest.dstream import DStream
 from ingest.errors import ConfigError, StateError
 from ingest.serde import JsonSerde
-from ingest.state_store import MISSING, ReadTask, ResidentTask, read_resident, run_resident
+from ingest.state_store import MISSING, ReadTask, ResidentTask, forget, read_resident, run_resident
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -83,6 +84,9 @@ class StatefulDStream(DStream[T]):
     def state_size(self) -> int:
         return 0
 
+    def release(self) -> None:
+        """The context stopped: free what the operator keeps outside the driver."""
+
     def _parent_dataset(self, time_ms: int) -> Dataset[Any]:
         parent = self.parents[0]
         if parent.is_time_valid(time_ms):
@@ -127,7 +131,7 @@ class KeyedStateDStream(StatefulDStream[T]):
         # state, or one reloaded from the checkpoint after a worker died), None
         # once a commit's snapshot holds it.
         self._resident: bool | None = None
-        self._token = f"{self.state_id}@{uuid.uuid4().hex[:12]}"
+        self._token = ""  # set with _resident: "<state id>@<checkpoint>#<nonce of this run>"
         self._base_version: str | None = None
         self._pending_version: str | None = None
         self._snapshot_taken = False  # the checkpoint stored the pending state (so the copy may go)
@@ -162,6 +166,8 @@ class KeyedStateDStream(StatefulDStream[T]):
             shuffled = [[] for _ in range(self.num_partitions)]
         if self._resident is None:
             self._resident = bool(getattr(self.ssc.executor, "keeps_state", False) and self.ssc._log.durable)
+            where = hashlib.blake2b(str(self.ssc.checkpoint_dir).encode(), digest_size=6).hexdigest()
+            self._token = f"{self.state_id}@{where}#{uuid.uuid4().hex[:12]}"
         if self._resident:
             self._update_resident(time_ms, shuffled)
             return
@@ -295,6 +301,10 @@ class KeyedStateDStream(StatefulDStream[T]):
         self._pending_time = None
         self._outputs = []
         self._pending_version, self._pending_sizes, self._snapshot_taken = None, None, False
+
+    def release(self) -> None:
+        if self._resident:
+            self.ssc.executor.run_on_every_worker(forget, self._token)
 
     def _commit_resident(self) -> None:
         """The workers make the attempt committed when the next batch names it

@@ -42,7 +42,7 @@ class ResidentTask:
     """What the driver sends for one state partition of one batch attempt."""
 
     token: str
-    """The operator instance: its state id and a nonce of the running context."""
+    """The operator instance: its lineage, '#', and a nonce of the running context."""
     partition: int
     base: str | None
     """The committed version to start from (None: the state the driver seeds)."""
@@ -52,6 +52,14 @@ class ResidentTask:
     time_ms: int
     new: str
     """The version this attempt's result is kept under."""
+
+
+def lineage_of(token: str) -> str:
+    """The part of a token that runs of one job share (state id and
+    checkpoint): a driver restarted from the checkpoint is a new run of the
+    same lineage, and the checkpoint's single-writer lock makes the old run
+    dead, so its partitions can go."""
+    return token.rsplit("#", 1)[0]
 
 
 @dataclass
@@ -89,7 +97,13 @@ class ResidentStore:
             return part.state
 
     def install(self, token: str, partition: int, version: str | None, state: dict[Any, Any]) -> None:
+        """Keep `state` as the partition's base; drop what earlier runs of
+        the same lineage left on this worker (a driver killed before it could
+        say so)."""
+        lineage = lineage_of(token)
         with self._lock:
+            for stale in [k for k in self._parts if k[0] != token and lineage_of(k[0]) == lineage]:
+                del self._parts[stale]
             # A copy: commits change it in place, and an in-process worker
             # would otherwise change the driver's own copy of the base.
             self._parts[(token, partition)] = _Partition(version or "", dict(state))
@@ -126,6 +140,11 @@ STORE = ResidentStore()
 def held_partitions(tokens: Iterable[str]) -> list[tuple[str, int]]:
     """What `client.run(held_partitions, tokens)` reports per worker."""
     return STORE.held(tokens)
+
+
+def forget(token: str) -> int:
+    """Drop an operator's partitions from this worker (its context stopped)."""
+    return STORE.forget(token)
 
 
 def run_resident(inner: Callable[[tuple[int, dict[Any, Any], list[Any], int]], Any],

@@ -51,8 +51,8 @@ def running_max(key: str, value: int | None, state) -> tuple | None:
     return (key, best)
 
 
-def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_retries: int = 0
-            ) -> tuple[list, StreamingContext]:
+def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_retries: int = 0,
+            before_stop=None) -> tuple[list, StreamingContext]:
     """update_state_by_key, map_with_state with a timeout and its state
     snapshots; each batch's three outputs as sorted lists."""
     ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False,
@@ -73,6 +73,8 @@ def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_r
     ssc.start()
     try:
         ssc.step(len(batches) + 3, timeout=120)  # the last batches are empty: keys time out
+        if before_stop is not None:
+            before_stop(ssc)
     finally:
         ssc.stop(graceful=False)
     return [out[t] for t in sorted(out)], ssc
@@ -95,12 +97,24 @@ def test_state_on_workers_gives_the_local_executors_output_batch_by_batch(client
         assert op._committed is None  # the driver kept no copy: the checkpoint and the workers hold it
 
 
-def test_the_workers_hold_the_partitions_and_each_partition_stays_on_one_worker(client, tmp_path) -> None:
+def test_the_workers_hold_the_partitions_until_the_context_stops(client, tmp_path) -> None:
     batches = batches_of(7)
-    _, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster")
-    ops = stateful_ops(ssc)
+    seen = {}
 
-    where = client.run(held_partitions, [op._token for op in ops.values()])
+    def inspect(ssc: StreamingContext) -> None:
+        ops = stateful_ops(ssc)
+        tokens = [op._token for op in ops.values()]
+        seen["where"] = client.run(held_partitions, tokens)
+        # The committed state the driver reads from the workers is the checkpoint's.
+        for op in ops.values():
+            full, deltas = ssc._log.committed_state(op.state_id)
+            assert sorted(map(repr, op.state_items())) == sorted(
+                map(repr, (kv for part in op._parts_from(full, deltas) for kv in part.items())))
+            assert op.state_size() == len(op.state_items())
+        assert ops["totals"].state_size() > 0  # (the keys of "maxima" timed out in the empty batches)
+
+    _, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster", before_stop=inspect)
+    where = seen["where"]
     owners = {}
     for worker, parts in where.items():
         for part in map(tuple, parts):
@@ -108,12 +122,9 @@ def test_the_workers_hold_the_partitions_and_each_partition_stays_on_one_worker(
             owners[part] = worker
     assert len(owners) == 2 * PARTITIONS
     assert len(set(owners.values())) == 3  # spread over every worker
-    # The committed state the driver reads from the workers is the checkpoint's.
-    for op in ops.values():
-        full, deltas = ssc._log.committed_state(op.state_id)
-        assert sorted(map(repr, op.state_items())) == sorted(
-            map(repr, (kv for part in op._parts_from(full, deltas) for kv in part.items())))
-        assert op.state_size() == len(op.state_items())
+    # Stopping the context freed them.
+    tokens = [op._token for op in stateful_ops(ssc).values()]
+    assert all(parts == [] for parts in client.run(held_partitions, tokens).values())
 
 
 def kill_worker_once(marker: Path, at_batch_ms: int):
