@@ -13,7 +13,10 @@ with it, so an operator (here the test) starts workers again. The driver's
 client reconnects by itself (within its 30 s timeout); the batch whose tasks
 were lost with the scheduler fails, is retried (`max_batch_retries`), and if
 the retries run out before workers are back, the driver exits with the
-batch's error and `--supervise` starts it again from the checkpoint.
+batch's error and `--supervise` starts it again from the checkpoint (a driver
+that then cannot reach the scheduler exits with status 1, not 2, so the
+supervisor keeps trying). Which of the two happened depends on where in a
+batch the scheduler died; the test asserts the outcome, not the path.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).parent / "jobs" / "dask_cluster_job.py"
 BIN = Path(sys.executable).parent
 KEYS = 13
-PER_PHASE = 240
+PER_HALF = 120
 
 
 def free_port() -> int:
@@ -149,10 +152,10 @@ def test_every_record_once_through_worker_deaths_a_scheduler_restart_and_a_drive
     create_topic(kafka_bootstrap, topic, partitions=4)
     produced = [0]
 
-    def produce_phase() -> None:
+    def produce_half() -> None:
         start = produced[0]
-        produce(kafka_bootstrap, topic, [(f"k{i % KEYS}", f"v{i}") for i in range(start, start + PER_PHASE)])
-        produced[0] += PER_PHASE
+        produce(kafka_bootstrap, topic, [(f"k{i % KEYS}", f"v{i}") for i in range(start, start + PER_HALF)])
+        produced[0] += PER_HALF
 
     cluster = dask_processes
     cluster.start_scheduler()
@@ -161,7 +164,7 @@ def test_every_record_once_through_worker_deaths_a_scheduler_restart_and_a_drive
     cluster.wait_for_workers(3)
 
     db, pidfile = tmp_path / "out.db", tmp_path / "driver.pids"
-    produce_phase()
+    produce_half()
     with open(tmp_path / "driver.log", "wb") as driver_log:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "ingest.cli", "run", "--no-ui", "--supervise", "--restart-delay", "1",
@@ -169,29 +172,34 @@ def test_every_record_once_through_worker_deaths_a_scheduler_restart_and_a_drive
              str(tmp_path / "ckpt"), str(db), str(pidfile)],
             stdout=driver_log, stderr=subprocess.STDOUT, env=cluster.env, cwd=tmp_path)
         try:
-            seen = wait_for_rows(db, 60, supervisor)
-
+            wait_for_rows(db, produced[0], supervisor)
+            # Each fault: half a phase's records produced before it (work in
+            # flight when it strikes), half after; then every record so far
+            # must reach the sink, which needs the cluster working again.
             for victim in (0, 1):  # two workers die one after the other; each gets a replacement
-                produce_phase()
+                produce_half()
                 cluster.kill_worker(victim)
                 cluster.start_worker()
-                seen = wait_for_rows(db, seen + 60, supervisor)
+                produce_half()
+                wait_for_rows(db, produced[0], supervisor)
                 cluster.wait_for_workers(3)
 
-            produce_phase()  # the scheduler dies; its workers close (see the module's note): start three again
+            produce_half()  # the scheduler dies; its workers close (see the module's note): start three again
             cluster.kill_scheduler()
             cluster.start_scheduler()
             for _ in range(3):
                 cluster.start_worker()
             cluster.wait_for_workers(3)
-            seen = wait_for_rows(db, seen + 60, supervisor, timeout=90)
+            produce_half()
+            wait_for_rows(db, produced[0], supervisor, timeout=90)
 
-            produce_phase()  # the driver dies; the supervisor starts it again, the workers stay
+            produce_half()  # the driver dies; the supervisor starts it again, the workers stay
             driver_pid = int(pidfile.read_text().split()[-1])
             starts = len(pidfile.read_text().split())
             os.kill(driver_pid, signal.SIGKILL)
+            produce_half()
             wait_for_rows(db, produced[0], supervisor, timeout=90)
-            assert len(pidfile.read_text().split()) > starts
+            assert len(pidfile.read_text().split()) == starts + 1
             time.sleep(1.5)  # a few more batches: nothing is written twice late
         finally:
             supervisor.send_signal(signal.SIGTERM)
