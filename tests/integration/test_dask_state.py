@@ -52,7 +52,7 @@ def running_max(key: str, value: int | None, state) -> tuple | None:
 
 
 def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_retries: int = 0,
-            before_stop=None) -> tuple[list, StreamingContext]:
+            before_stop=None, fail_once_at: int | None = None) -> tuple[list, StreamingContext]:
     """update_state_by_key, map_with_state with a timeout and its state
     snapshots; each batch's three outputs as sorted lists."""
     ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False,
@@ -70,6 +70,14 @@ def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_r
     mapped = pairs.map_with_state(running_max, timeout=2.0, num_partitions=PARTITIONS, name="maxima")
     mapped.foreach_batch(keep("mapped"))
     mapped.state_snapshots().foreach_batch(keep("snapshots"))
+    failed = []
+
+    def fail_once(b) -> None:  # the last output: the batch's state is pending on the workers when it fails
+        if b.time == fail_once_at and not failed:
+            failed.append(b.time)
+            raise RuntimeError("the sink is away")
+
+    pairs.foreach_batch(fail_once)
     ssc.start()
     try:
         ssc.step(len(batches) + 3, timeout=120)  # the last batches are empty: keys time out
@@ -95,6 +103,14 @@ def test_state_on_workers_gives_the_local_executors_output_batch_by_batch(client
         assert op._resident is True
         assert op.resident_reloads == 0
         assert op._committed is None  # the driver kept no copy: the checkpoint and the workers hold it
+
+
+def test_a_retried_batch_starts_again_from_the_committed_state_on_the_workers(client, tmp_path) -> None:
+    batches = batches_of(5)
+    local, _ = run_job("inline", batches, tmp_path / "local")
+    on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster", max_batch_retries=1,
+                              fail_once_at=3000)
+    assert on_cluster == local  # the failed attempt's changes were never applied
 
 
 def test_the_workers_hold_the_partitions_until_the_context_stops(client, tmp_path) -> None:
