@@ -196,13 +196,16 @@ def _state_job(client: Any, checkpoint: str, keys: int, batches: int, touched: i
     return ssc, timed
 
 
-def state_cost(keys: int, batches: int, touched: int = 2_000) -> dict[bool, float]:
-    """ms per batch (median of the timed batches), state on workers vs shipped."""
+def state_cost(keys: int, batches: int, touched: int = 2_000) -> tuple[dict[bool, float], int]:
+    """ms per batch (median of the timed batches), state on workers vs
+    shipped; and the bytes of state the shipped mode sends to the tasks per
+    batch (what stays on the workers otherwise)."""
     import statistics
 
+    import cloudpickle
     import distributed
 
-    result = {}
+    result, shipped = {}, 0
     with cluster(3) as local, distributed.Client(local) as client:
         for keep in (True, False):
             with tempfile.TemporaryDirectory() as tmp:
@@ -210,11 +213,13 @@ def state_cost(keys: int, batches: int, touched: int = 2_000) -> dict[bool, floa
                 ssc.start()
                 try:
                     ssc.step(batches + 2, timeout=600)  # the first two (all keys created, then seeds sent) untimed
+                    if not keep:
+                        shipped = len(cloudpickle.dumps(ssc._graph.stateful[0]._committed))
                 finally:
                     ssc.stop(graceful=False)
                 times = [(i.processing_end_time - i.processing_start_time) * 1000 for i in timed.infos[2:]]
                 result[keep] = statistics.median(times)
-    return result
+    return result, shipped
 
 
 def _kill_once(marker: str, key: str):
@@ -256,10 +261,12 @@ def state_recovery(keys: int, batches: int = 6, touched: int = 2_000) -> tuple[f
 
 
 def state_figures(keys: int, batches: int) -> None:
-    cost = state_cost(keys, batches)
+    print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    cost, shipped = state_cost(keys, batches)
     print(f"state: map_with_state over {keys:,} keys, 2,000 touched per batch, 3 workers: "
           f"{cost[True]:.0f} ms per batch with the state on the workers, {cost[False]:.0f} ms with it shipped "
-          f"to the tasks and back ({cost[False] / cost[True]:.1f}x)", flush=True)
+          f"to the tasks and back ({cost[False] / cost[True]:.1f}x; {shipped / 1e6:.1f} MB of state sent to "
+          "the tasks per batch when shipped, none when on the workers)", flush=True)
     seconds, normal, reloads = state_recovery(keys)
     print(f"state recovery: a state task's worker killed -> the next batch completed {seconds:.2f} s later "
           f"(a batch takes {normal:.2f} s without a death; {reloads} partition(s) sent again from the last "
