@@ -66,7 +66,8 @@ def run_job(executor, batches, checkpoint: Path, *, update_fn=total, max_batch_r
             out.setdefault(b.time, {})[name] = sorted(map(repr, b.collect()))
         return store
 
-    pairs.update_state_by_key(update_fn, num_partitions=PARTITIONS, name="totals").foreach_batch(keep("totals"))
+    pairs.update_state_by_key(update_fn, num_partitions=PARTITIONS, name="totals",
+                              initial_state={"k1": 5, "initial": 7}).foreach_batch(keep("totals"))
     mapped = pairs.map_with_state(running_max, timeout=2.0, num_partitions=PARTITIONS, name="maxima")
     mapped.foreach_batch(keep("mapped"))
     mapped.state_snapshots().foreach_batch(keep("snapshots"))
