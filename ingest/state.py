@@ -17,6 +17,11 @@ updated as one task on the context's executor. State is snapshotted with the
 operator's serde (JSON by default). `map_with_state` writes deltas (only the
 keys a batch touched) between full snapshots; `update_state_by_key` calls its
 function for every key on every batch, so its snapshots are always full.
+
+On an executor whose workers keep state (`DaskExecutor`) and with a durable
+checkpoint, keyed partitions stay in the workers between batches
+(`ingest.state_store`): the driver keeps only the batch's changes (for the
+delta) and, while the checkpoint does not hold the base yet, a copy of it.
 """
 
 from __future__ import annotations
@@ -207,6 +212,9 @@ class KeyedStateDStream(StatefulDStream[T]):
             seeds = self._reload_base(missing)
             again = self.ssc.executor.map(run, tasks(missing), affinity=[affinity[i] for i in missing])
             for i, r in zip(missing, again):
+                if _is_missing(r):  # a task with its seed always has its base: a bug, not a fault
+                    raise StateError(f"state partition {i} of {self.describe()} was sent with its base and its "
+                                     "worker still reported it missing")
                 results[i] = r
         self._pending = [r[0] for r in results]
         self._outputs = [r[1] for r in results]
