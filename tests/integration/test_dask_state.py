@@ -5,6 +5,7 @@ stateful task loses nothing (its partitions come back from the last commit)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -112,6 +113,40 @@ def test_a_retried_batch_starts_again_from_the_committed_state_on_the_workers(cl
     on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster", max_batch_retries=1,
                               fail_once_at=3000)
     assert on_cluster == local  # the failed attempt's changes were never applied
+
+
+def raise_once(marker: Path):
+    """update_state_by_key's function that raises on its worker the first time
+    it sees the marker value -1 (once across processes and attempts)."""
+    def update(values: list[int], old: int | None) -> int | None:
+        if -1 in values:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                from distributed import get_worker
+
+                marker.write_text(get_worker().address)
+                raise RuntimeError("state store unavailable on this worker")
+        return without_markers(values, old)
+    return update
+
+
+def test_a_state_task_that_raises_on_one_worker_is_retried_and_the_log_names_the_worker(client, tmp_path,
+                                                                                         caplog) -> None:
+    batches = batches_of(9)
+    batches[2] = [("k5", -1)] + batches[2]
+    local, _ = run_job("inline", batches, tmp_path / "local", update_fn=without_markers)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        on_cluster, _ = run_job(DaskExecutor(client), batches, tmp_path / "cluster", max_batch_retries=1,
+                                update_fn=raise_once(tmp_path / "raised"))
+    assert on_cluster == local
+    address = (tmp_path / "raised").read_text()
+    retried = [r.getMessage() for r in caplog.records if "attempt 1/2 failed" in r.getMessage()]
+    assert len(retried) == 1
+    assert "update_state_by_key 'totals'" in retried[0]
+    assert f"failed on Dask worker {address}: RuntimeError: state store unavailable on this worker" in retried[0]
 
 
 def test_the_workers_hold_the_partitions_until_the_context_stops(client, tmp_path) -> None:
