@@ -13,10 +13,20 @@
   the end of that batch (Dask runs the lost tasks again on the live workers;
   the nanny restarts the dead one meanwhile).
 
-Kafka: ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``.
+- ``state``: keyed state kept on the workers (``ingest.state_store``) against
+  state shipped to the tasks and back every batch (the same job with the
+  executor's ``keeps_state`` off): ms per batch of a ``map_with_state`` over
+  ``--state-keys`` keys (100,000) when each batch touches 2,000 of them, on 3
+  workers, with a checkpoint (full snapshots every 10 commits, deltas
+  between). Then the same stateful job with a worker killed with SIGKILL by its
+  own state task: the time from the kill to the next completed batch (the
+  dead worker's partitions are sent again from the last commit).
+  No Kafka needed (a queue stream).
 
-Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R]``
-(``--quick``: 8,000 records instead of 40,000).
+Kafka: ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS`` (not for ``--parts state``).
+
+Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R] [--parts scale,recovery,state]``
+(``--quick``: 8,000 records instead of 40,000, 6 timed state batches instead of 20).
 """
 
 from __future__ import annotations
@@ -151,6 +161,118 @@ def recovery(bootstrap: str, topic: str, records: int, batch_records: int, round
         return after - killed, counted[0]
 
 
+# -- keyed state on the workers ----------------------------------------------------------
+
+
+class _Timed(StreamingListener):
+    def __init__(self) -> None:
+        self.infos: list[Any] = []
+
+    def on_batch_completed(self, event: Any) -> None:
+        self.infos.append(event.info)
+
+
+def _touch_count(key: Any, value: Any, state: Any) -> None:
+    state.update(state.get_option(0) + value)
+
+
+def _state_job(client: Any, checkpoint: str, keys: int, batches: int, touched: int, *, keep_on_workers: bool,
+               fn: Any = _touch_count, marked_batch: int | None = None) -> tuple[StreamingContext, _Timed]:
+    """map_with_state over `keys` keys (the first batch creates them all), then
+    `batches` batches of `touched` records each on distinct keys; batch
+    `marked_batch` starts with the record ("key-0", 2)."""
+    executor = DaskExecutor(client)
+    executor.keeps_state = keep_on_workers  # off: the local path, the state shipped to and from the tasks
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False)
+    ssc.checkpoint(checkpoint)
+    data = [[(f"key-{k}", 1) for k in range(keys)]] + [
+        [(f"key-{(b * touched + i) * 7919 % keys}", 1) for i in range(touched)] for b in range(batches)]
+    if marked_batch is not None:
+        data[marked_batch].insert(0, ("key-0", 2))
+    ssc.queue_stream(data, num_partitions=6).map_with_state(fn, num_partitions=6, name="counts").foreach_batch(
+        lambda b: None)
+    timed = _Timed()
+    ssc.add_listener(timed)
+    return ssc, timed
+
+
+def state_cost(keys: int, batches: int, touched: int = 2_000) -> tuple[dict[bool, float], int]:
+    """ms per batch (median of the timed batches), state on workers vs
+    shipped; and the bytes of state the shipped mode sends to the tasks per
+    batch (what stays on the workers otherwise)."""
+    import statistics
+
+    import cloudpickle
+    import distributed
+
+    result, shipped = {}, 0
+    with cluster(3) as local, distributed.Client(local) as client:
+        for keep in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                ssc, timed = _state_job(client, tmp, keys, batches + 1, touched, keep_on_workers=keep)
+                ssc.start()
+                try:
+                    ssc.step(batches + 2, timeout=600)  # the first two (all keys created, then seeds sent) untimed
+                    if not keep:
+                        shipped = len(cloudpickle.dumps(ssc._graph.stateful[0]._committed))
+                finally:
+                    ssc.stop(graceful=False)
+                times = [(i.processing_end_time - i.processing_start_time) * 1000 for i in timed.infos[2:]]
+                result[keep] = statistics.median(times)
+    return result, shipped
+
+
+def _kill_once(marker: str, key: str):
+    def fn(k: Any, value: Any, state: Any) -> None:
+        if k == key and value == 2:  # the marked record of the chosen batch
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                fd = None
+            if fd is not None:
+                os.write(fd, repr(time.time()).encode())
+                os.close(fd)
+                os.kill(os.getpid(), signal.SIGKILL)
+        state.update(state.get_option(0) + 1)
+    return fn
+
+
+def state_recovery(keys: int, batches: int = 6, touched: int = 2_000) -> tuple[float, float, int]:
+    """Seconds from a state task's worker SIGKILL to the next completed batch;
+    the median batch time without a death, for comparison; partitions reloaded."""
+    import statistics
+
+    import distributed
+
+    with tempfile.TemporaryDirectory() as tmp, cluster(3) as local, distributed.Client(local) as client:
+        marker = os.path.join(tmp, "killed")
+        ssc, timed = _state_job(client, os.path.join(tmp, "ckpt"), keys, batches, touched, keep_on_workers=True,
+                                fn=_kill_once(marker, "key-0"), marked_batch=4)
+        ssc.start()
+        try:
+            ssc.step(batches + 1, timeout=600)
+        finally:
+            ssc.stop(graceful=False)
+        killed = float(Path(marker).read_text())
+        after = min(i.processing_end_time for i in timed.infos if i.processing_end_time >= killed)
+        normal = statistics.median((i.processing_end_time - i.processing_start_time) for i in timed.infos[2:4])
+        reloads = ssc._graph.stateful[0].resident_reloads
+        return after - killed, normal, reloads
+
+
+def state_figures(keys: int, batches: int) -> None:
+    print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    cost, shipped = state_cost(keys, batches)
+    print(f"state: map_with_state over {keys:,} keys, 2,000 touched per batch, 3 workers: "
+          f"{cost[True]:.0f} ms per batch with the state on the workers, {cost[False]:.0f} ms with it shipped "
+          f"to the tasks and back ({cost[False] / cost[True]:.1f}x; {shipped / 1e6:.1f} MB of state sent to "
+          "the tasks per batch when shipped, none when on the workers)", flush=True)
+    seconds, normal, reloads = state_recovery(keys)
+    print(f"state recovery: a state task's worker killed -> the next batch completed {seconds:.2f} s later "
+          f"(a batch takes {normal:.2f} s without a death; {reloads} partition(s) sent again from the last "
+          "commit)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
@@ -159,7 +281,15 @@ def main() -> int:
                         help="records per batch at most (default: a tenth of --records)")
     parser.add_argument("--rounds", type=int, default=200, help="SHA-256 rounds per record: the CPU-heavy map")
     parser.add_argument("--quick", action="store_true", help="8,000 records")
+    parser.add_argument("--parts", default="scale,recovery,state",
+                        help="comma-separated: scale, recovery (direct stream), state (keyed state on workers)")
+    parser.add_argument("--state-keys", type=int, default=100_000, help="keys of the state part's job")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if "state" in parts:
+        state_figures(args.state_keys, 6 if args.quick else 20)
+    if not parts & {"scale", "recovery"}:
+        return 0
     if not args.bootstrap:
         parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
     records = 8_000 if args.quick else args.records

@@ -72,6 +72,11 @@ class BatchLog:
         operators whose pending state must be stored with the commit;
         `next_positions` where the inputs that read something resume after it."""
 
+    def committed_state(self, state_id: str) -> tuple[bytes | None, list[bytes]] | None:
+        """The state files of operator `state_id` that the last commit lists
+        (full snapshot, deltas), or None: the in-memory log stores no state."""
+        return None
+
     def retain_from_ms(self, committed_ms: int) -> int:
         """The retention point after batch `committed_ms` committed: nothing is
         replayed without a checkpoint, so only newer batches keep their data."""

@@ -482,6 +482,10 @@ class CheckpointLog(BatchLog):
         """The next commit writes full snapshots (state changed outside the delta chain)."""
         self._deltas_since_full.clear()
 
+    def committed_state(self, state_id: str) -> tuple[bytes | None, list[bytes]] | None:
+        files = self._last_state_files.get(state_id)
+        return None if not files else self.load_state(files)
+
     def load_state(self, files: list[str]) -> tuple[bytes | None, list[bytes]]:
         full = None
         deltas = []

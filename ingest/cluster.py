@@ -18,11 +18,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, IngestError
 from ingest.install_hint import install_hint
 from ingest.executor import DaskExecutor, TaskExecutor
 
 log = logging.getLogger(__name__)
+
+
+class ClusterUnreachableError(IngestError):
+    """The scheduler did not answer. Not a configuration error (exit status 1,
+    not 2): a scheduler that is restarting answers again soon, so `ingest run
+    --supervise` starts the job again rather than giving up."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class ClusterSession:
     context manager; leaving it closes the client and the cluster it started."""
 
     def __init__(self, *, address: str | None = None, workers: int | None = None,
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, connect_timeout: float = 30.0) -> None:
         if (address is None) == (workers is None):
             raise ConfigError("give exactly one of --cluster ADDRESS and --workers N")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -59,6 +65,7 @@ class ClusterSession:
         self.address = address
         self.workers = workers
         self.memory_limit = memory_limit
+        self.connect_timeout = connect_timeout
         self._cluster: Any = None
         self._client: Any = None
 
@@ -76,10 +83,15 @@ class ClusterSession:
             description = f"--workers {self.workers} (a local cluster at {self._cluster.scheduler_address})"
         else:
             try:
-                self._client = distributed.Client(self.address, timeout=30)
+                # The timeout is also how long the client keeps reconnecting
+                # when the scheduler restarts (in-flight tasks then fail their
+                # batch attempt; max_batch_retries runs it again).
+                self._client = distributed.Client(self.address, timeout=self.connect_timeout)
             except OSError as exc:
-                raise ConfigError(f"--cluster {self.address}: cannot reach the Dask scheduler ({exc}); "
-                                  "start it with `dask scheduler` or fix the address") from exc
+                raise ClusterUnreachableError(
+                    f"--cluster {self.address}: cannot reach the Dask scheduler within {self.connect_timeout:g} s ({exc}); start it "
+                    "with `dask scheduler` or fix the address (under --supervise the job is started again, "
+                    "with backoff)") from exc
             description = f"--cluster {self.address}"
         executor = DaskExecutor(self._client)
         log.info("partition tasks run on %s: %d worker(s), %d thread(s)", description,

@@ -695,6 +695,11 @@ class StreamingContext:
                     inp.close()
                 except Exception:  # noqa: BLE001
                     log.exception("closing input %s failed", inp.name)
+            for s in self._graph.stateful:
+                try:
+                    s.release()
+                except Exception:  # noqa: BLE001 - a worker gone meanwhile keeps nothing anyway
+                    log.exception("releasing the state of %s on the workers failed", s.describe())
             self._log.close()
             if self._owns_executor:
                 self.executor.shutdown()

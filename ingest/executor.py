@@ -40,6 +40,10 @@ class TaskExecutor:
 
     name = "executor"
     parallelism = 1
+    keeps_state = False
+    """Whether keyed state partitions may stay in workers between batches
+    (ingest.state_store): only where workers are long-lived processes that
+    `affinity` can address."""
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -53,6 +57,10 @@ class TaskExecutor:
         batch), then forgets them. Empty for executors whose tasks run in this
         process: there is no worker to name."""
         return {}
+
+    def run_on_every_worker(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` once in every live worker process (to free what
+        tasks left there). Nothing for executors without long-lived workers."""
 
 
 class InlineExecutor(TaskExecutor):
@@ -157,6 +165,7 @@ class DaskExecutor(TaskExecutor):
     (`take_placements`)."""
 
     name = "dask"
+    keeps_state = True
 
     def __init__(self, client: Any) -> None:
         try:
@@ -212,6 +221,11 @@ class DaskExecutor(TaskExecutor):
         """The workers the scheduler knows alive now (asked once per map: a dead
         worker's keys move to the live ones from the next batch on)."""
         return sorted(self._client.nthreads())  # every worker (scheduler_info lists only the first few)
+
+    def run_on_every_worker(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._client.status != "running":
+            return  # not connected (the scheduler is away): waiting here would hold up a stop
+        self._client.run(fn, *args, on_error="ignore")  # a worker dying meanwhile keeps nothing anyway
 
     def take_placements(self) -> dict[str, int]:
         with self._lock:

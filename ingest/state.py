@@ -17,13 +17,22 @@ updated as one task on the context's executor. State is snapshotted with the
 operator's serde (JSON by default). `map_with_state` writes deltas (only the
 keys a batch touched) between full snapshots; `update_state_by_key` calls its
 function for every key on every batch, so its snapshots are always full.
+
+On an executor whose workers keep state (`DaskExecutor`) and with a durable
+checkpoint, keyed partitions stay in the workers between batches
+(`ingest.state_store`): the driver keeps only the batch's changes (for the
+delta) and, while the checkpoint does not hold the base yet, a copy of it.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import functools
+import hashlib
 import itertools
+import logging
+import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
 
@@ -31,12 +40,15 @@ from ingest.dataset import Dataset, portable_hash
 from ingest.dstream import DStream
 from ingest.errors import ConfigError, StateError
 from ingest.serde import JsonSerde
+from ingest.state_store import MISSING, ReadTask, ResidentTask, forget, read_resident, run_resident
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
 
 T = TypeVar("T")
 S = TypeVar("S")
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
 
@@ -77,6 +89,9 @@ class StatefulDStream(DStream[T]):
     def state_size(self) -> int:
         return 0
 
+    def release(self) -> None:
+        """The context stopped: free what the operator keeps outside the driver."""
+
     def _parent_dataset(self, time_ms: int) -> Dataset[Any]:
         parent = self.parents[0]
         if parent.is_time_valid(time_ms):
@@ -115,6 +130,20 @@ class KeyedStateDStream(StatefulDStream[T]):
         self._pending: list[_Changes] | None = None
         self._pending_time: int | None = None
         self._outputs: list[list[Any]] = []
+        # On a cluster that keeps state (see ingest.state_store), decided at the
+        # first batch: the partitions live on workers and `_committed` is only
+        # the driver's copy of a base the workers may lack (initial or restored
+        # state, or one reloaded from the checkpoint after a worker died), None
+        # once a commit's snapshot holds it.
+        self._resident: bool | None = None
+        self._token = ""  # set with _resident: "<state id>@<checkpoint>#<nonce of this run>"
+        self._base_version: str | None = None
+        self._pending_version: str | None = None
+        self._snapshot_taken = False  # the checkpoint stored the pending state (so the copy may go)
+        self._sizes = [0] * n
+        self._pending_sizes: list[int] | None = None
+        self.resident_reloads = 0
+        """State partitions reloaded from the checkpoint because their worker was gone."""
         if initial_state is not None:
             items = initial_state.items() if isinstance(initial_state, dict) else initial_state
             for k, v in items:
@@ -140,6 +169,13 @@ class KeyedStateDStream(StatefulDStream[T]):
         shuffled = self._parent_dataset(time_ms).partition_by(self.num_partitions).glom()
         if not shuffled:
             shuffled = [[] for _ in range(self.num_partitions)]
+        if self._resident is None:
+            self._resident = bool(getattr(self.ssc.executor, "keeps_state", False) and self.ssc._log.durable)
+            where = hashlib.blake2b(str(self.ssc.checkpoint_dir).encode(), digest_size=6).hexdigest()
+            self._token = f"{self.state_id}@{where}#{uuid.uuid4().hex[:12]}"
+        if self._resident:
+            self._update_resident(time_ms, shuffled)
+            return
         task = self._task()
         results = self.ssc.executor.map(
             task, [(i, self._committed[i], shuffled[i], time_ms) for i in range(self.num_partitions)])
@@ -147,12 +183,89 @@ class KeyedStateDStream(StatefulDStream[T]):
         self._outputs = [out for _, out in results]
         self._pending_time = time_ms
 
+    # -- state partitions kept on cluster workers ------------------------------------------
+
+    def _affinity(self) -> list[str | None]:
+        # By state id, not by token: the same partitions go to the same workers
+        # after a driver restart too (their old entries are not reused, but the
+        # spread stays even).
+        return [f"state:{self.state_id}/{i}" for i in range(self.num_partitions)]
+
+    def _update_resident(self, time_ms: int, shuffled: list[list[Any]]) -> None:
+        """One task per partition on the worker that keeps it; a worker
+        without the base state answers MISSING, and its partition runs again
+        with the base sent along (from the driver's copy, or reloaded from the
+        checkpoint's last commit, which a commit wrote from exactly this base)."""
+        run = functools.partial(run_resident, functools.partial(_run_sized, self._task()), _apply_changes)
+        new = f"{time_ms}-{uuid.uuid4().hex[:8]}"
+        seeds = self._committed
+
+        def tasks(which: list[int]) -> list[ResidentTask]:
+            return [ResidentTask(self._token, i, self._base_version, None if seeds is None else seeds[i],
+                                 shuffled[i], time_ms, new) for i in which]
+
+        which = list(range(self.num_partitions))
+        affinity = self._affinity()
+        results: list[Any] = self.ssc.executor.map(run, tasks(which), affinity=affinity)
+        missing = [i for i, r in zip(which, results) if _is_missing(r)]
+        if missing:
+            seeds = self._reload_base(missing)
+            again = self.ssc.executor.map(run, tasks(missing), affinity=[affinity[i] for i in missing])
+            for i, r in zip(missing, again):
+                if _is_missing(r):  # a task with its seed always has its base: a bug, not a fault
+                    raise StateError(f"state partition {i} of {self.describe()} was sent with its base and its "
+                                     "worker still reported it missing")
+                results[i] = r
+        self._pending = [r[0] for r in results]
+        self._outputs = [r[1] for r in results]
+        self._pending_sizes = [r[2] for r in results]
+        self._pending_time, self._pending_version, self._snapshot_taken = time_ms, new, False
+
+    def _reload_base(self, missing: list[int]) -> list[dict[Any, Any]]:
+        """The base state for partitions whose worker lost them."""
+        if self._committed is None:
+            stored = self.ssc._log.committed_state(self.state_id)
+            if stored is None:
+                raise StateError(f"state partitions {missing} of {self.describe()} were lost with their worker "
+                                 "and the checkpoint holds no commit of them; restart the job")
+            self._committed = self._parts_from(*stored)
+        self.resident_reloads += len(missing)
+        log.warning("state partition(s) %s of %s were not on their worker (it died or is new): sent again from "
+                    "the last commit", missing, self.describe())
+        return self._committed
+
+    def _read_resident(self, pending: bool) -> list[list[tuple[Any, Any]]]:
+        """Every partition's items as of the committed state (plus the pending
+        batch when `pending`), read from the workers; a partition whose worker
+        is gone is rebuilt here from the checkpoint and the batch's changes."""
+        new = self._pending_version if pending and self._pending is not None else None
+        read = functools.partial(read_resident, _apply_changes, _overlay)
+        parts: list[Any] = self.ssc.executor.map(
+            read, [ReadTask(self._token, i, self._base_version, new) for i in range(self.num_partitions)],
+            affinity=self._affinity())
+        for i, items in enumerate(parts):
+            if _is_missing(items):
+                base = (self._committed if self._committed is not None else self._reload_base([i]))[i]
+                parts[i] = list(base.items()) if new is None else list(_overlay(base, self._pending[i]))
+        return parts
+
     def compute(self, time_ms: int) -> Dataset[T]:
         self.update(time_ms)
         return Dataset.from_partitions(self._outputs, self.ssc.executor)
 
     def _pending_items(self) -> Iterable[tuple[Any, Any]]:
         """Every key's state as of the pending batch (the committed one if none)."""
+        if self._resident:
+            if self._pending is not None and self._changes_are_whole_state:
+                return (kv for changes in self._pending for kv in changes.sets.items())
+            return (kv for part in self._read_resident(pending=True) for kv in part)
+        return self._driver_pending_items()
+
+    _changes_are_whole_state = False
+    """Whether a batch's changes set every key that stays (so they are the whole pending state)."""
+
+    def _driver_pending_items(self) -> Iterable[tuple[Any, Any]]:
+        assert self._committed is not None
         for i, part in enumerate(self._committed):
             changes = self._pending[i] if self._pending is not None else None
             if changes is None:
@@ -176,13 +289,17 @@ class KeyedStateDStream(StatefulDStream[T]):
         return list(zip(obj[prefix + "keys"], obj[prefix + "values"]))
 
     def pending_snapshot(self) -> bytes:
+        self._snapshot_taken = True
         return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "full", **self._columns(self._pending_items())})
 
     def commit_batch(self, time_ms: int) -> None:
+        if self._resident:
+            self._commit_resident()
         if self._pending is None:
             return
-        for part, changes in zip(self._committed, self._pending):
-            _apply(part, changes.sets, changes.removes)
+        if self._committed is not None:
+            for part, changes in zip(self._committed, self._pending):
+                _apply(part, changes.sets, changes.removes)
         self._pending = None
         self._pending_time = None
         self._outputs = []
@@ -191,8 +308,33 @@ class KeyedStateDStream(StatefulDStream[T]):
         self._pending = None
         self._pending_time = None
         self._outputs = []
+        self._pending_version, self._pending_sizes, self._snapshot_taken = None, None, False
+
+    def release(self) -> None:
+        if self._resident:
+            self.ssc.executor.run_on_every_worker(forget, self._token)
+
+    def _commit_resident(self) -> None:
+        """The workers make the attempt committed when the next batch names it
+        as its base; the driver's copy of the base goes once the checkpoint
+        holds the new state (not after a replay during recovery, which writes
+        no snapshot: the copy is then kept up to date instead)."""
+        if self._pending is not None:
+            self._base_version = self._pending_version
+            assert self._pending_sizes is not None
+            self._sizes = self._pending_sizes
+        if self._snapshot_taken:
+            self._committed = None
+        self._pending_version, self._pending_sizes, self._snapshot_taken = None, None, False
 
     def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
+        self._committed = self._parts_from(full, deltas)
+        self._base_version = None  # the workers' partitions (if any) are of another run or another time
+        self._sizes = [len(p) for p in self._committed]
+        self.abort_batch(0)
+
+    def _parts_from(self, full: bytes | None, deltas: list[bytes]) -> list[dict[Any, Any]]:
+        """The partitions of a full snapshot and the deltas after it."""
         parts: list[dict[Any, Any]] = [{} for _ in range(self.num_partitions)]
         n = self.num_partitions
         if full is not None:
@@ -206,18 +348,21 @@ class KeyedStateDStream(StatefulDStream[T]):
             removes = set(delta["del"])
             for i, part in enumerate(parts):
                 _apply(part, sets.get(i, {}), removes)
-        self._committed = [self._in_update_order(part) for part in parts]
-        self.abort_batch(0)
+        return [self._in_update_order(part) for part in parts]
 
     def _in_update_order(self, part: dict[Any, Any]) -> dict[Any, Any]:
         """A restored partition in the order its operator needs."""
         return part
 
     def state_size(self) -> int:
-        return sum(len(p) for p in self._committed)
+        if self._resident and self._base_version is not None:
+            return sum(self._sizes)
+        return sum(len(p) for p in self._committed or ())
 
     def state_items(self) -> list[tuple[Any, Any]]:
         """The committed state (for tests and inspection)."""
+        if self._resident:
+            return [kv for part in self._read_resident(pending=False) for kv in part]
         return [kv for part in self._committed for kv in part.items()]
 
 
@@ -264,6 +409,33 @@ def private_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _is_missing(result: Any) -> bool:
+    return isinstance(result, str) and result == MISSING
+
+
+def _apply_changes(part: dict[Any, Any], changes: _Changes) -> None:
+    _apply(part, changes.sets, changes.removes)
+
+
+def _overlay(part: dict[Any, Any], changes: _Changes) -> Iterable[tuple[Any, Any]]:
+    """A partition's items with a batch's changes on top, without changing it."""
+    for k, v in part.items():
+        if k not in changes.sets and k not in changes.removes:
+            yield k, v
+    yield from changes.sets.items()
+
+
+def _run_sized(inner: Callable[[Any], tuple[_Changes, list[Any]]], task: tuple[int, dict[Any, Any], list[Any], int]
+               ) -> tuple[_Changes, list[Any], int]:
+    """A partition's batch with the partition's size after it (so the driver
+    can report the state's size without holding it). Removals are always of
+    keys the state had."""
+    changes, out = inner(task)
+    state = task[1]
+    added = sum(1 for k in changes.sets if k not in state)
+    return changes, out, len(state) + added - len(changes.removes)
+
+
 def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any]) -> None:
     for k in removes:
         part.pop(k, None)
@@ -278,6 +450,8 @@ def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any]) -
 class UpdateStateByKeyDStream(KeyedStateDStream[tuple[Any, S]]):
     """`fn(new_values, old_state_or_None) -> new_state_or_None` for every key,
     every batch (None removes the key). Emits `(key, state)` for every key."""
+
+    _changes_are_whole_state = True  # the function runs for every key, every batch
 
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], fn: Callable[[list[Any], Any], Any], **kw: Any):
         super().__init__(ssc, parent, "update_state_by_key", **kw)
@@ -462,6 +636,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
     def pending_delta(self) -> bytes | None:
         if self._pending is None:
             return None
+        self._snapshot_taken = True
         columns = self._columns(kv for c in self._pending for kv in c.sets.items())
         removes = [k for c in self._pending for k in c.removes]
         return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "delta", "del": removes,

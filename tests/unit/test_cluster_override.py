@@ -65,3 +65,22 @@ def test_without_the_option_the_apps_executor_is_used() -> None:
 def test_a_session_needs_exactly_one_of_an_address_and_a_positive_worker_count(kwargs) -> None:
     with pytest.raises(ConfigError):
         ClusterSession(**kwargs)
+
+
+def test_a_scheduler_that_does_not_answer_is_not_a_configuration_error() -> None:
+    """`ingest run --supervise` gives up on configuration errors (exit 2) but
+    restarts after others (exit 1): a scheduler that is restarting answers
+    again soon."""
+    pytest.importorskip("distributed")
+    import socket
+
+    from ingest.cluster import ClusterUnreachableError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    with pytest.raises(ClusterUnreachableError) as unreachable:
+        with ClusterSession(address=f"tcp://127.0.0.1:{port}", connect_timeout=1.0):
+            pass
+    assert not isinstance(unreachable.value, ConfigError)
+    assert f"--cluster tcp://127.0.0.1:{port}: cannot reach the Dask scheduler within 1 s" in str(unreachable.value)
