@@ -12,6 +12,16 @@ exactly the same files and ranges. The resume point stored with each commit is
 the planner's state (`FileWatermark`): across restarts every file is taken
 exactly once.
 
+Every batch lists the whole directory. A listing cannot start where the
+previous one ended: S3 lists keys in name order and HDFS names in any order,
+not by time, so starting after the newest name taken (S3's StartAfter) would
+miss files whose names sort earlier (part-9 after part-10, or another
+writer's names), and files moved in with an older modification time within
+the remember window must still be found. Listing costs the same as the plain
+client's own listing (10,000 S3 objects: ten pages, 4-13 s against moto on a
+loaded 2-core machine, most of it the XML of the pages on both sides); the
+planning on top is a few microseconds a file.
+
 Reading (partition tasks): `direct.files.readers`.
 
 Where files live: a local directory, or any `scheme://` URL a storage backend
