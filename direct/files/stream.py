@@ -49,7 +49,7 @@ from direct.files.readers import (
     STATS,
 )
 from direct.files.selection import FileSelection
-from direct.files.splits import pack, slices_of
+from direct.files.splits import pack, slices_for
 from ingest.dataset import Dataset, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError, SourceError, StorageError
@@ -176,7 +176,7 @@ class FileInputDStream(InputDStream[Any]):
         except StorageError as exc:
             when = "cannot start" if at_start else "cannot plan a batch"
             raise SourceError(f"{self.describe()} {when}: {exc}") from exc
-        entries = [e for e in listed if self.selection.accepts(e.path)]
+        entries = self.selection.filter(listed)
         self._last_listing = {"listed": len(listed), "eligible": len(entries),
                               "listing_ms": round((time.monotonic() - started) * 1000, 1)}
         return entries
@@ -187,7 +187,7 @@ class FileInputDStream(InputDStream[Any]):
         entries = self._list()
         new = self.planner.new_files(entries, self.max_files_per_batch)
         align = {"text": 1, "binary": self.record_length, "reader": None}[self.records_kind]
-        slices = tuple(s for e in new for s in slices_of(e, self.min_partition_bytes, align))
+        slices = slices_for(new, self.min_partition_bytes, align)
         self.planner.take((e.path, e.mtime_ms) for e in new)
         since, self._since = self._since, None
         self._planned["files"] += len(new)
