@@ -20,6 +20,7 @@ their workers, as the Kafka stream's decode errors do).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
@@ -65,17 +66,21 @@ class SliceSource:
     def read(self) -> list[Any]:
         out: list[Any] = []
         stats = stats_of(self.stream)
-        for s in self.slices:
-            try:
-                n = self.read_slice(s, out)
-            except FileNotFoundError:
-                stats.add("files_deleted")
-                log.warning("file stream %s: %s was deleted after it was listed; skipped (counted as "
-                            "files_deleted)", self.stream, self.storage.describe(s.path))
-                continue
-            stats.add("bytes_read", n)
-            if s.start == 0:
-                stats.add("files_read")
+        files = size = 0  # added to the shared counts once per partition, not per file
+        try:
+            for s in self.slices:
+                try:
+                    size += self.read_slice(s, out)
+                except FileNotFoundError:
+                    stats.add("files_deleted")
+                    log.warning("file stream %s: %s was deleted after it was listed; skipped (counted as "
+                                "files_deleted)", self.stream, self.storage.describe(s.path))
+                    continue
+                if s.start == 0:
+                    files += 1
+        finally:
+            stats.add("bytes_read", size)
+            stats.add("files_read", files)
         return out
 
     def read_slice(self, s: FileSlice, out: list[Any]) -> int:
@@ -130,7 +135,12 @@ class SliceSource:
 
 def read_up_to(f: BinaryIO, n: int) -> bytes:
     """`n` bytes, fewer only at the end of the file: a backend's stream (an
-    HTTP response body) may return less per call than asked."""
+    HTTP response body) may return less per call than asked. A buffered
+    reader (what every backend's `open_read` returns) already reads on to `n`
+    bytes or the end, so it gets one call: asking again would cost a read per
+    file that can only return nothing."""
+    if isinstance(f, io.BufferedReader):
+        return f.read(n)
     first = f.read(n)
     if len(first) >= n or not first:
         return first

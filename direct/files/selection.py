@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
 
 IN_PROGRESS_SUFFIXES = ("._COPYING_", ".tmp")
 
@@ -35,3 +38,14 @@ class FileSelection:
         if is_hidden_or_in_progress(path):
             return False
         return self.glob is None or fnmatch.fnmatchcase(path, self.glob)
+
+    def filter(self, entries: Iterable[T]) -> list[T]:
+        """The entries (anything with a `path`) that `accepts`, in order: one
+        pass, and the glob only when there is one (this runs over every file
+        of every listing)."""
+        hidden = is_hidden_or_in_progress
+        kept = [e for e in entries if not hidden(e.path)]  # type: ignore[attr-defined]
+        if self.glob is None:
+            return kept
+        pattern = self.glob
+        return [e for e in kept if fnmatch.fnmatchcase(e.path, pattern)]  # type: ignore[attr-defined]
