@@ -212,3 +212,19 @@ def test_an_intent_of_a_release_that_planned_blocks_is_still_re_run(job, tmp_pat
     assert ref.block_id == block_id
     data = run.stream.materialize(1000, ReceivedBlocks((ref,)))
     assert data.collect() == ["e0", "e1"]
+
+
+def test_checkpoint_show_names_each_batchs_sequence_numbers_and_the_resume_point(job, tmp_path: Path,
+                                                                                 capsys: Any) -> None:
+    from ingest.checkpoint_cli import run_checkpoint_command
+
+    run = job()
+    run.ssc.start()
+    run.receiver.polled(A, "a-1", ["e0", "e1"])
+    run.receiver.polled(B, "b-1", ["e2"])
+    run.ssc.step()
+    run.ssc.stop()
+    assert run_checkpoint_command("show", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f"      {STREAM}: 3 records, {A} #a-1; {B} #b-1\n" in out
+    assert f"      {STREAM} resume point: {A} #a-1; {B} #b-1\n" in out
