@@ -16,6 +16,16 @@ agent's start and Flume's fixed back-off before its first delivery are left
 out), and its ratio to the anchor.
 
 Usage: ``.venv/bin/python bench/flume.py [--events N] [--quick]``.
+
+Measured on 2026-11-27 at the full size (20,000 events; 27 s in all), 2 cores
+shared with other jobs, load 2.2 (1-minute average) when it started::
+
+    flume-to-flume (anchor)        27123 events/s
+    push, WAL off                  40869 events/s   1.51x the anchor
+    push, WAL on                   24617 events/s   0.91x the anchor
+    pull, WAL on                   27998 events/s   1.03x the anchor
+
+Each figure covers under a second of delivery: expect tens of percent between runs.
 """
 
 from __future__ import annotations

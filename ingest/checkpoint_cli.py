@@ -1,7 +1,8 @@
 """`ingest checkpoint ls|show|fsck DIRECTORY`: read a checkpoint without running the job.
 
 ls    one line per batch: time, intent, commit, records
-show  the metadata, every batch's plans (summarized) and the state files with sizes
+show  the metadata, every batch's plans and its inputs' resume points (summarized) and
+      the state files with sizes
 fsck  check the metadata and every record with the rules a restart uses (framing,
       checksum, the record's batch time, operator and kind against its file
       name, the fields), then recover the directory as a restart would without
@@ -72,7 +73,8 @@ def _intent_entry(record: IntentRecord) -> dict[str, Any]:
 def _commit_entry(record: CommitRecord) -> dict[str, Any]:
     return {"time_ms": record.time_ms, "summary": dict(record.summary),
             "state": {sid: list(files) for sid, files in record.state_files.items()},
-            "next": {name: position_to_data(p) for name, p in record.next_positions.items()}}
+            "next": {name: position_to_data(p) for name, p in record.next_positions.items()},
+            "resume": {name: p.describe() for name, p in record.next_positions.items()}}
 
 
 # What a job writes into its checkpoint directory when it starts and runs: a directory
@@ -239,6 +241,9 @@ def run_checkpoint_command(action: str, directory: str, as_json: bool = False) -
             if action == "show" and intent and "summary" in intent:
                 for name, text in intent["summary"].items():
                     out.write(f"      {name}: {text}\n")
+            if action == "show" and commit and "resume" in commit:
+                for name, text in commit["resume"].items():
+                    out.write(f"      {name} resume point: {text}\n")
         if action == "show":
             out.write("\n  state:\n")
             for sid, files in sorted(info["state"].items()):

@@ -15,7 +15,8 @@ Kinds:
 - `KafkaRanges`: one `OffsetRange` per topic-partition (the direct stream);
 - `KafkaOffsets`: the next offset per topic-partition (a resume point);
 - `ReceivedBlocks`: references to received blocks (receiver streams);
-- `SequenceNumbers`: per-agent batch sequence numbers (Flume polling);
+- `SequenceNumbers`: Flume agents' batches by sequence number, with the blocks
+  holding their events (the Flume pull stream);
 - `FileList`: files, or byte ranges of files (file-directory streams);
 - `FileWatermark`: where a file stream resumes: the newest modification time
   taken and the files already taken within its remember window;
@@ -160,6 +161,12 @@ class BlockRef:
     wal_handle: Mapping[str, Any] | None = None
     """Where the block's records are in the write-ahead log, if it is on."""
 
+    def describe(self) -> str:
+        """One line: the block, its size, and its place in the log (the UI shows
+        a block named inside another entry, such as a Flume batch, this way)."""
+        where = ", ".join(f"{k} {v}" for k, v in sorted(self.wal_handle.items())) if self.wal_handle else ""
+        return f"{self.block_id}: {self.num_records} record(s)" + (f", log {where}" if where else ", in memory")
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.block_id, "stream": self.stream, "records": self.num_records}
         if self.metadata is not None:
@@ -202,34 +209,80 @@ class ReceivedBlocks(Position):
 
 @dataclass(frozen=True)
 class SequenceRef:
-    """One batch taken from one Flume agent: who sent it and its sequence number."""
+    """One batch taken from one Flume agent: the agent's address, the sequence
+    number the agent's pull sink gave the batch, its number of events, and the
+    received block that holds those events."""
 
     source: str
+    """The agent's pull sink, "host:port" as the stream polls it."""
     sequence: str
+    """The sink's sequence number (batch id) of the batch, as the sink wrote it."""
     events: int
+    block: BlockRef | None = None
+    """Where the events are stored (the block, and its place in the write-ahead
+    log when it is on); None in a resume point, which names batches only."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "sequence": self.sequence, "events": self.events}
+        if self.block is not None:
+            out["block"] = self.block.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "SequenceRef":
+        block = d.get("block")
+        return cls(str(d["source"]), str(d["sequence"]), int(d["events"]),
+                   None if block is None else BlockRef.from_json(block))
 
 
 @register_position
 @dataclass(frozen=True)
 class SequenceNumbers(Position):
-    """Batches polled from Flume agents, by sequence number."""
+    """Batches polled from Flume agents, by the sequence numbers their pull
+    sinks gave them, in the order they were stored.
+
+    As a batch's plan, every entry names its stored block, so that a re-run
+    reads exactly those events again; as a resume point, the newest batch
+    committed from each agent, without blocks."""
 
     kind: ClassVar[str] = "flume"
+    version: ClassVar[int] = 2  # 2: entries are objects and may name their block
     batches: tuple[SequenceRef, ...] = ()
 
     @property
     def records(self) -> int:
         return sum(b.events for b in self.batches)
 
+    @property
+    def blocks(self) -> tuple[BlockRef, ...]:
+        """The stored blocks the entries name, in order."""
+        return tuple(b.block for b in self.batches if b.block is not None)
+
+    def by_source(self) -> dict[str, tuple[SequenceRef, ...]]:
+        """The entries per agent address, addresses sorted, entries in order."""
+        out: dict[str, list[SequenceRef]] = {}
+        for b in self.batches:
+            out.setdefault(b.source, []).append(b)
+        return {source: tuple(out[source]) for source in sorted(out)}
+
     def describe(self) -> str:
-        return ", ".join(f"{b.source}#{b.sequence}" for b in self.batches[:8])
+        if not self.batches:
+            return "no Flume batch"
+        parts = []
+        for source, refs in self.by_source().items():
+            shown = ", ".join(f"#{r.sequence}" for r in refs[:6])
+            more = f" (+{len(refs) - 6} more)" if len(refs) > 6 else ""
+            parts.append(f"{source} {shown}{more}")
+        return "; ".join(parts)
 
     def body(self) -> dict[str, Any]:
-        return {"batches": [[b.source, b.sequence, b.events] for b in self.batches]}
+        return {"batches": [b.to_json() for b in self.batches]}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], version: int) -> "SequenceNumbers":
-        return cls(tuple(SequenceRef(str(s), str(q), int(n)) for s, q, n in body["batches"]))
+        if version == 1:  # [source, sequence, events] triples
+            return cls(tuple(SequenceRef(str(s), str(q), int(n)) for s, q, n in body["batches"]))
+        return cls(tuple(SequenceRef.from_json(b) for b in body["batches"]))
 
 
 @dataclass(frozen=True, slots=True)  # slots: a batch may list 10,000s of files

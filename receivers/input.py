@@ -1,7 +1,8 @@
 """`ReceiverInputDStream`: the input stream of a receiver.
 
 Planning batch `t` reserves every block received so far for it; its position
-is `ReceivedBlocks` (the block references, plain data for the intent log).
+is `ReceivedBlocks` (the block references, plain data for the intent log), or
+another kind that names the blocks (`position_of` / `blocks_of`).
 With the write-ahead log, the allocation is journalled once the intent is
 durable (`on_intent_written`), never before (see `receivers.block_log`). Materializing reads the
 blocks' records from the block store. After the batch commits, the tracker
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence, TypeVar
 
 from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
 from ingest.input_stats import WalStats
-from offsets import Position, ReceivedBlocks
+from offsets import BlockRef, Position, ReceivedBlocks
 from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
 from receivers.supervisor import ReceiverSupervisor
@@ -149,21 +150,32 @@ class ReceiverInputDStream(InputDStream[T]):
 
     # batch lifecycle -----------------------------------------------------------
 
-    def plan(self, time_ms: int) -> ReceivedBlocks:
-        return ReceivedBlocks(tuple(self.tracker.reserve(time_ms)))
+    def position_of(self, blocks: Sequence[BlockRef]) -> Position:
+        """The position of a batch of `blocks`: `ReceivedBlocks`. A receiver
+        stream whose blocks are source batches with their own identity (the
+        Flume pull stream's sequence numbers) returns its own kind, and reads
+        it back with `blocks_of`."""
+        return ReceivedBlocks(tuple(blocks))
+
+    def blocks_of(self, position: Position) -> tuple[BlockRef, ...]:
+        """The blocks a planned position names (also one read back from the
+        intent log after a restart)."""
+        return position.blocks if isinstance(position, ReceivedBlocks) else ()
+
+    def plan(self, time_ms: int) -> Position:
+        return self.position_of(self.tracker.reserve(time_ms))
 
     def on_intent_written(self, time_ms: int, position: Position) -> None:
         """Journal the allocation of the batch's blocks, now that its intent is
         durable. For a batch re-run after a crash between its intent and this
         call, the blocks the intent names are taken out of the unallocated ones."""
-        if self.block_log is not None and isinstance(position, ReceivedBlocks):
-            self.block_log.confirm(time_ms, position.blocks)
+        if self.block_log is not None:
+            self.block_log.confirm(time_ms, self.blocks_of(position))
 
     def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         parts = []
         lost = []
-        blocks = position.blocks if isinstance(position, ReceivedBlocks) else ()
-        for info in blocks:
+        for info in self.blocks_of(position):
             records = self.store.get(info)
             if records is None:
                 lost.append(info)
@@ -181,7 +193,7 @@ class ReceiverInputDStream(InputDStream[T]):
         backpressure count goes down. Its blocks stay until `clean_up`."""
         self.tracker.mark_processed(time_ms)
         self._last_committed_ms = time_ms
-        done = position.records if isinstance(position, ReceivedBlocks) else 0
+        done = sum(b.num_records for b in self.blocks_of(position))
         with self._progress:
             self._unprocessed = max(0, self._unprocessed - done)
             self._progress.notify_all()

@@ -37,6 +37,8 @@ def position_view(position: Position) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if dataclasses.is_dataclass(value) and callable(getattr(value, "describe", None)):
+        return str(value.describe())  # an entry that says itself readably (a block of a Flume batch)
     if isinstance(value, dict) or dataclasses.is_dataclass(value) or isinstance(value, (list, tuple)):
         text = json.dumps(value if not dataclasses.is_dataclass(value) else dataclasses.asdict(value),
                           default=str, sort_keys=True)

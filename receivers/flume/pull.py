@@ -13,9 +13,11 @@
 For every address, `parallelism` threads each keep a connection and loop:
 `getEventBatch(max_batch_size)` opens a channel transaction in the agent and
 returns up to that many events with a sequence number; the batch is stored as
-one block (durable on return with the write-ahead log on) with its
-`SequenceRef` fields as metadata (source, sequence, events); only then is it
-acked (the agent commits: the events leave its channel). If storing fails the
+one block (durable on return with the write-ahead log on) with the agent's
+address and the sequence number as metadata; only then is it acked (the agent
+commits: the events leave its channel). The stream's batches plan as
+`SequenceNumbers` naming those sequence numbers and their blocks
+(`receivers.flume.polling_input`). If storing fails the
 batch is nacked (the agent rolls back and delivers the events again) and the
 receiver restarts; if we die between the two, the sink rolls back after its
 `timeout` and the events come again. Delivery is at least once: a crash after
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ingest.errors import ConfigError, StateError
 from receivers.flume.client import AvroIpcClient
+from receivers.flume.polling_input import FlumePollingInputDStream
 from receivers.flume.protocols import PULL_PROTOCOL
 from receivers.flume.push import events_stream
 from receivers.receiver import Receiver
@@ -141,4 +144,5 @@ def flume_polling_stream(ssc: "StreamingContext", addresses: Iterable[tuple[str,
     receiver = FlumePollingReceiver(addresses, max_batch_size=max_batch_size, parallelism=parallelism,
                                     poll_interval=poll_interval, call_timeout=call_timeout)
     return events_stream(ssc, receiver, value_deserializer=value_deserializer, body_only=body_only,
-                         kind="flume-polling", max_rate=max_rate, name=name, options=stream_options)
+                         kind="flume-polling", max_rate=max_rate, name=name, options=stream_options,
+                         input_class=FlumePollingInputDStream)

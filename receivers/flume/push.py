@@ -28,6 +28,7 @@ from receivers.flume.event import FlumeEvent
 from receivers.flume.framing import FrameLimits
 from receivers.flume.protocols import SOURCE_PROTOCOL
 from receivers.flume.server import AvroIpcServer
+from receivers.input import ReceiverInputDStream
 from receivers.receiver import Receiver
 
 if TYPE_CHECKING:
@@ -116,11 +117,13 @@ class ToEvents:
 
 
 def events_stream(ssc: "StreamingContext", receiver: Receiver[Any], *, value_deserializer: Any, body_only: bool,
-                  kind: str, max_rate: float | None, name: str | None, options: dict[str, Any]) -> "DStream[Any]":
+                  kind: str, max_rate: float | None, name: str | None, options: dict[str, Any],
+                  input_class: "type[ReceiverInputDStream[Any]]" = ReceiverInputDStream) -> "DStream[Any]":
     """The receiver's stream of FlumeEvents (or bodies), decoded after storage so
-    that the log keeps the bytes as the agent sent them."""
+    that the log keeps the bytes as the agent sent them. `input_class` is the
+    receiver's input stream (the pull stream's plans sequence numbers)."""
     to_events = ToEvents(deserializer_for(value_deserializer, "value_deserializer"), body_only)
-    stream = ssc.receiver_stream(receiver, max_rate=max_rate, name=name, kind=kind, **options)
+    stream = input_class(ssc, receiver, max_rate=max_rate, name=name, kind=kind, **options)
     return stream.map(to_events)
 
 

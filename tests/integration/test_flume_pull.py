@@ -5,19 +5,25 @@ ended empty."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from ingest.checkpoint import CheckpointLog
 from ingest.testing.flume import agent_config, memory_channel, pull_sink, seq_source
 from ingest.testing.jvm import free_port
+from offsets import SequenceNumbers, position_to_data
 from receivers import FlumeEvent, flume_polling_stream
 
 pytestmark = pytest.mark.flume
 
 DELIVERY_WAIT = 60.0
+JOB = Path(__file__).parent / "jobs" / "flume_pull_job.py"
 
 TAKE_ONE_BATCH_AND_WAIT = """
 import sys, time
@@ -121,3 +127,52 @@ def test_a_batch_taken_by_a_job_that_died_before_acking_comes_again(make_context
     wait_until(lambda: receiver.events_received == 200, what="the last ack")
     ssc.stop(graceful=True)
     assert channel_size_at_stop(agent) == 0
+
+
+def batch_files(out: Path, pid: int) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"batch-*-{pid}.json"))]
+
+
+def test_a_batch_killed_before_its_commit_is_re_run_with_the_sequence_numbers_and_events_it_planned(
+        tmp_path, flume_agent, flume_sink_jar):
+    port = free_port()
+    # A batch the killed job took and did not ack comes again after the sink's 2 s timeout.
+    pull_agent(flume_agent, flume_sink_jar, port, 300, timeout_s=2)
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    out.mkdir()
+    job = [sys.executable, str(JOB), str(ckpt), str(out), str(port)]
+    # The first run kills itself after its first batch's output, before the commit.
+    first = subprocess.Popen(job + ["--die-after-first-output"], stderr=subprocess.PIPE, text=True)
+    _, stderr = first.communicate(timeout=DELIVERY_WAIT)
+    assert first.returncode == -signal.SIGKILL, stderr
+    (original,) = batch_files(out, first.pid)
+    wire = dict(json.loads(line) for line in (out / "wire.log").read_text().splitlines())
+
+    # Its intent names, for the agent's address, the sink's sequence numbers of the
+    # batches it holds (as the sink sent them) and the blocks holding their events.
+    planned = CheckpointLog(str(ckpt)).read_intent(original["time_ms"]).positions["pull"]
+    assert isinstance(planned, SequenceNumbers) and position_to_data(planned) == original["position"]
+    assert list(planned.by_source()) == [f"127.0.0.1:{port}"]
+    assert planned.batches and {r.sequence: r.events for r in planned.batches}.items() <= wire.items()
+    assert all(r.block is not None and r.block.wal_handle for r in planned.batches)
+    assert 0 < planned.records == len(original["bodies"]) < 300  # the job is rate-limited: more comes later
+
+    second = subprocess.Popen(job, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + DELIVERY_WAIT
+        while {b for f in batch_files(out, second.pid) for b in f["bodies"]} != {str(i) for i in range(300)}:
+            assert second.poll() is None, second.communicate()[1]
+            assert time.monotonic() < deadline, "timed out waiting for the 300 events after the restart"
+            time.sleep(0.1)
+    finally:
+        second.send_signal(signal.SIGKILL)
+        second.communicate(timeout=30)
+    rerun = batch_files(out, second.pid)[0]
+    # The re-run batch is the original: same time, same plan, same events in the same order.
+    assert rerun["recovered"] and rerun["time_ms"] == original["time_ms"]
+    assert rerun["position"] == original["position"] and rerun["bodies"] == original["bodies"]
+    # Every batch of both runs is named by its own sequence numbers, each as the sink sent it.
+    wire = dict(json.loads(line) for line in (out / "wire.log").read_text().splitlines())
+    named = [(r.sequence, r.events) for f in [original, *batch_files(out, second.pid)[1:]]
+             for r in SequenceNumbers.from_body(f["position"], f["position"]["v"]).batches]
+    assert len(named) == len(dict(named)) and set(named) <= set(wire.items())
