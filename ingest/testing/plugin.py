@@ -61,12 +61,22 @@ Missing Java/Maven/packages skip the tests with what to install, or fail them on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 KAFKA_BACKENDS = ("env", "testcontainers", "jvm")
+# INGEST_<SERVICE>_BACKEND's choices per service, and the default order when it is unset.
+# HDFS and S3 use a container only when asked to: their local launchers start in seconds.
+BACKENDS = {
+    "kafka": (KAFKA_BACKENDS, "env, testcontainers, jvm"),
+    "hdfs": (("env", "testcontainers", "jvm"), "env, jvm"),
+    "s3": (("env", "testcontainers", "local"), "env, local"),
+}
+SERVICE_TITLES = {"kafka": "Kafka", "hdfs": "HDFS", "s3": "S3"}
+ARTICLED_TITLES = {"kafka": "a Kafka", "hdfs": "an HDFS", "s3": "an S3"}
 
 
 @dataclass(frozen=True)
@@ -125,17 +135,31 @@ def docker_engine_answers() -> bool:
     return engine_answers()
 
 
-def kafka_backend() -> str | None:
-    """The backend INGEST_KAFKA_BACKEND forces, or None for the default order."""
+def forced_backend(service: str) -> str | None:
+    """The backend INGEST_<SERVICE>_BACKEND forces (see BACKENDS), or None for the
+    default order; ConfigError for a value that is not one of the service's backends."""
     from ingest.errors import ConfigError
 
-    value = os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower()
+    variable = f"INGEST_{service.upper()}_BACKEND"
+    value = os.environ.get(variable, "").strip().lower()
     if not value:
         return None
-    if value not in KAFKA_BACKENDS:
-        raise ConfigError(f"INGEST_KAFKA_BACKEND={value!r} is not a Kafka backend: use one of "
-                          f"{', '.join(KAFKA_BACKENDS)}, or unset it for the default order (env, testcontainers, jvm)")
+    choices, order = BACKENDS[service]
+    if value not in choices:
+        raise ConfigError(f"{variable}={value!r} is not {ARTICLED_TITLES[service]} backend: use one of "
+                          f"{', '.join(choices)}, or unset it for the default order ({order})")
     return value
+
+
+def kafka_backend() -> str | None:
+    """The backend INGEST_KAFKA_BACKEND forces, or None for the default order."""
+    return forced_backend("kafka")
+
+
+def container_forced() -> bool:
+    """Whether some service's backend is forced to testcontainers (an engine is then a must)."""
+    return any(os.environ.get(f"INGEST_{service.upper()}_BACKEND", "").strip().lower() == "testcontainers"
+               for service in BACKENDS)
 
 
 def kafka_image() -> str:
@@ -166,28 +190,37 @@ def _container_unavailable() -> str | None:
     return None
 
 
-def _kafka_in_container() -> Iterator[KafkaService]:
-    """A broker in a container for the session, after removing the containers of dead
-    sessions; removed at the end of the session (and by the next session when this one
-    is killed)."""
+def in_container(service: str, make: Callable[[], Any]) -> Iterator[Any]:
+    """A started `ServiceContainer` of `service` for the session, after removing the
+    containers of dead sessions; removed at the end of the session (and by the next
+    session when this one is killed). Fails the tests that need it, saying why."""
     from ingest.errors import IngestError
-    from ingest.testing.containers import KafkaBrokerContainer
     from ingest.testing.docker_engine import engine_client
 
+    other = {"kafka": "jvm", "hdfs": "jvm", "s3": "local"}[service]
     container = None
     try:
-        engine_client().close()  # no engine: say so in our words, before testcontainers tries
-        container = KafkaBrokerContainer(kafka_image())
+        # No engine: say so in our words, before testcontainers tries.
+        engine_client(otherwise=f"use another {SERVICE_TITLES[service]} backend "
+                                f"(INGEST_{service.upper()}_BACKEND={other})").close()
+        container = make()
         container.start()
     except IngestError as exc:
         if container is not None:
             container.stop()
-        pytest.fail(f"Kafka in a container could not be had: {exc}", pytrace=False)
+        pytest.fail(f"{SERVICE_TITLES[service]} in a container could not be had: {exc}", pytrace=False)
     try:
-        yield KafkaService(container.bootstrap, "testcontainers", container=container.get_wrapped_container().name,
-                           image=container.image)
+        yield container
     finally:
         container.stop()
+
+
+def _kafka_in_container() -> Iterator[KafkaService]:
+    from ingest.testing.containers import KafkaBrokerContainer
+
+    for container in in_container("kafka", lambda: KafkaBrokerContainer(kafka_image())):
+        yield KafkaService(container.bootstrap, "testcontainers", container=container.get_wrapped_container().name,
+                           image=container.image)
 
 
 def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "",
@@ -273,8 +306,8 @@ def docker_client():
     try:
         client = engine_client()
     except ServiceError as exc:
-        if os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower() == "testcontainers":
-            pytest.fail(f"INGEST_KAFKA_BACKEND=testcontainers, but {exc}", pytrace=False)
+        if container_forced():
+            pytest.fail(f"a service's backend is forced to testcontainers, but {exc}", pytrace=False)
         pytest.skip(str(exc))
     try:
         yield client
@@ -334,18 +367,51 @@ def postgres_dsn() -> Iterator[str]:
 # -- HDFS and S3 ----------------------------------------------------------------------------
 
 
+def _external(service: str, variable: str) -> str | None:
+    """The external server's address when the session uses it (INGEST_<SERVICE>_BACKEND
+    is env, or unset and `variable` is set), else None."""
+    from ingest.errors import IngestError
+
+    try:
+        backend = forced_backend(service)
+    except IngestError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    external = os.environ.get(variable, "").strip().rstrip("/")
+    if backend == "env" and not external:
+        pytest.fail(f"INGEST_{service.upper()}_BACKEND=env, but {variable} is not set: set it, or choose another "
+                    f"backend", pytrace=False)
+    return external if backend == "env" or (backend is None and external) else None
+
+
+def storage_image(service: str) -> str:
+    """The image of the HDFS or S3 container: INGEST_<SERVICE>_IMAGE, else the project's."""
+    from ingest.testing import images
+
+    default = images.hdfs_image() if service == "hdfs" else images.s3_image()
+    return os.environ.get(f"INGEST_{service.upper()}_IMAGE", "").strip() or default
+
+
 @pytest.fixture(scope="session")
 def hdfs_service():
-    """A MiniDFSCluster for the session (see the module docstring)."""
-    if os.environ.get("INGEST_HDFS_URL", "").strip():
+    """The session's HDFS: a MiniDFSCluster from Maven Central jars, or the same in a
+    container with INGEST_HDFS_BACKEND=testcontainers (see the module docstring)."""
+    if _external("hdfs", "INGEST_HDFS_URL") is not None:
         pytest.skip("INGEST_HDFS_URL names an external cluster; this test needs one it can pause")
+    if forced_backend("hdfs") == "testcontainers":
+        from ingest.testing.storage_containers import HdfsContainer
+
+        yield from in_container("hdfs", lambda: HdfsContainer(storage_image("hdfs")))
+        return
     from ingest.errors import IngestError
     from ingest.testing import hdfs
 
     missing = hdfs.missing_requirements()
     if missing:
-        skip_or_fail("no HDFS for these tests: install " + " and ".join(missing)
-                     + " so that a MiniDFSCluster starts from Maven Central jars, or set INGEST_HDFS_URL")
+        reason = ("no HDFS for these tests: install " + " and ".join(missing)
+                  + " so that a MiniDFSCluster starts from Maven Central jars, or set INGEST_HDFS_URL")
+        if forced_backend("hdfs") == "jvm":
+            pytest.fail(f"INGEST_HDFS_BACKEND=jvm, but {reason}", pytrace=False)
+        skip_or_fail(reason)
     cluster = hdfs.HdfsCluster()
     try:
         cluster.start()
@@ -360,10 +426,7 @@ def hdfs_service():
 @pytest.fixture(scope="session")
 def hdfs_url(request: pytest.FixtureRequest) -> str:
     """``hdfs://host:port`` (the NameNode's WebHDFS address) of the session's HDFS."""
-    external = os.environ.get("INGEST_HDFS_URL", "").strip()
-    if external:
-        return external.rstrip("/")
-    return request.getfixturevalue("hdfs_service").url
+    return _external("hdfs", "INGEST_HDFS_URL") or request.getfixturevalue("hdfs_service").url
 
 
 @pytest.fixture
@@ -376,16 +439,24 @@ def hdfs_dir(hdfs_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def s3_service():
-    """moto's S3 server for the session (see the module docstring)."""
-    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
+    """The session's S3 server: moto's in a child process, or in a container with
+    INGEST_S3_BACKEND=testcontainers (see the module docstring)."""
+    if _external("s3", "INGEST_S3_ENDPOINT") is not None:
         pytest.skip("INGEST_S3_ENDPOINT names an external server; this test needs one it can pause")
+    if forced_backend("s3") == "testcontainers":
+        from ingest.testing.storage_containers import S3Container
+
+        yield from in_container("s3", lambda: S3Container(storage_image("s3")))
+        return
     from ingest.errors import IngestError
     from ingest.testing import s3
 
     missing = s3.missing_requirements()
     if missing:
-        skip_or_fail("no S3 server for these tests: install " + " and ".join(missing)
-                     + ", or set INGEST_S3_ENDPOINT")
+        reason = "no S3 server for these tests: install " + " and ".join(missing) + ", or set INGEST_S3_ENDPOINT"
+        if forced_backend("s3") == "local":
+            pytest.fail(f"INGEST_S3_BACKEND=local, but {reason}", pytrace=False)
+        skip_or_fail(reason)
     server = s3.S3Server()
     try:
         server.start()
@@ -400,17 +471,14 @@ def s3_service():
 @pytest.fixture(scope="session")
 def s3_endpoint(request: pytest.FixtureRequest) -> str:
     """The URL of the session's S3-compatible server."""
-    external = os.environ.get("INGEST_S3_ENDPOINT", "").strip()
-    if external:
-        return external.rstrip("/")
-    return request.getfixturevalue("s3_service").endpoint
+    return _external("s3", "INGEST_S3_ENDPOINT") or request.getfixturevalue("s3_service").endpoint
 
 
 @pytest.fixture(scope="session")
 def s3_storage_options(s3_endpoint: str) -> dict:
     """Storage options for `s3://` locations on the session's server (endpoint and,
     for the local emulator, its dummy credentials)."""
-    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
+    if _external("s3", "INGEST_S3_ENDPOINT") is not None:
         return {"endpoint_url": s3_endpoint}
     from ingest.testing.s3 import TEST_CREDENTIALS
 
