@@ -25,6 +25,7 @@ from ingest.testing.plugin import forced_backend, skip_or_fail
 from ingest.testing.storage_containers import HdfsContainer, S3Container
 
 OFFLINE = {"version": "1.41"}  # a client that never contacts an engine
+REPO = Path(__file__).resolve().parents[2]
 
 
 def engine_request(settings: dict) -> dict:
@@ -128,6 +129,38 @@ def test_env_forced_without_the_servers_address_fails(tmp_path: Path) -> None:
     assert "INGEST_HDFS_BACKEND=env, but INGEST_HDFS_URL is not set" in run.stdout
 
 
+def test_the_compose_file_names_the_local_hdfs_and_s3_images_with_upstream_ones_as_the_alternative(
+        tmp_path: Path) -> None:
+    import shutil
+
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        skip_or_fail("checking docker/compose.yaml needs docker-compose (Debian: apt-get install docker-compose)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+
+    def images(**extra: str) -> dict[str, str]:
+        run = subprocess.run([compose, "-f", str(REPO / "docker" / "compose.yaml"), "config"],
+                             env={**env, **extra}, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        # `config` prints each service at two spaces under `services:`, its keys at four.
+        found, service, in_services = {}, None, False
+        for line in run.stdout.splitlines():
+            if not line.startswith(" "):
+                in_services = line == "services:"
+            elif in_services and line.startswith("  ") and not line.startswith("   "):
+                service = line.strip().rstrip(":")
+            elif in_services and line.startswith("    image: "):
+                found[service] = line.split(": ", 1)[1].strip()
+        return found
+
+    default = images()
+    assert default["hdfs"] == hdfs_image() and default["s3"] == s3_image()
+    assert default["namenode"].startswith("apache/hadoop:") and default["datanode"] == default["namenode"]
+    assert images(INGEST_S3_IMAGE="motoserver/moto:5.2.5")["s3"] == "motoserver/moto:5.2.5"
+    text = (REPO / "docker" / "compose.yaml").read_text()
+    assert "ingest services image hdfs" in text and "ingest services image s3" in text
+
+
 # --------------------------------------------------------------------------- on an engine
 
 
@@ -229,6 +262,6 @@ def test_a_second_image_build_comes_from_the_cache(docker_client, storage_images
     assert not built.base_built
     assert built.image_id == docker_client.images.get(built.tag).id
     # ARG and FROM steps are not all reported as cached; every other step is.
-    args = sum(1 for line in (Path(__file__).resolve().parents[2] / "docker" / service / "Dockerfile")
-               .read_text().splitlines() if line.startswith(("ARG ", "FROM ")))
+    args = sum(1 for line in (REPO / "docker" / service / "Dockerfile").read_text().splitlines()
+               if line.startswith(("ARG ", "FROM ")))
     assert built.cached_steps >= built.steps - args
