@@ -55,6 +55,14 @@ HDFS and S3 (session scope, started on first use):
   ``INGEST_S3_ENDPOINT`` names an existing S3-compatible server instead (with the
   usual AWS_* credentials).
 
+``INGEST_HDFS_BACKEND=env|testcontainers|jvm`` and ``INGEST_S3_BACKEND=env|testcontainers|local``
+force a path as ``INGEST_KAFKA_BACKEND`` does; the default order stays env, then the
+local launcher. With ``testcontainers`` the session's HDFS and S3 are the same servers
+in containers (``ingest.testing.storage_containers``: ``HdfsContainer`` on the image
+``INGEST_HDFS_IMAGE``, default ``ingest/hdfs:<hadoop version>``; ``S3Container`` on
+``INGEST_S3_IMAGE``, default ``ingest/s3:<moto version>``; built by
+``ingest services image hdfs|s3``), which pause and resume like the local ones.
+
 Missing Java/Maven/packages skip the tests with what to install, or fail them on CI.
 """
 
