@@ -2,7 +2,8 @@
 
 `ingest services image kafka` builds ``ingest/kafka:<kafka version>``, the image the
 pytest plugin runs by default; ``ingest services image hdfs`` builds
-``ingest/hdfs:<hadoop version>`` (docker/hdfs: the MiniDFSCluster of the local launcher)
+``ingest/hdfs:<hadoop version>`` (docker/hdfs: the MiniDFSCluster of the local launcher,
+on fixed ports a bridge can publish)
 and ``ingest services image s3`` ``ingest/s3:<moto version>`` (docker/s3: moto's
 server), which the plugin runs with INGEST_HDFS_BACKEND / INGEST_S3_BACKEND=testcontainers;
 ``ingest services image flume`` builds ``ingest/flume:1.11.0`` (docker/flume: the Flume
@@ -151,11 +152,17 @@ def _kafka_context(directory: Path, kafka_version: str) -> None:
 
 def _hdfs_context(directory: Path) -> None:
     """Dockerfile, entry point and logging from docker/hdfs; libs/ the jars of
-    docker/hdfs/pom.xml (hadoop-client-minicluster), as the local launcher runs them."""
+    docker/hdfs/pom.xml (hadoop-client-minicluster), as the local launcher runs them, and
+    the image's launcher (docker/hdfs-launcher), built with Maven."""
     from ingest.testing.hdfs import hdfs_classpath
+    from ingest.testing.jvm import build_jar
+    from ingest.testing.kafka import java_dir
 
     _copy_files(directory, "hdfs", ("Dockerfile", "hdfs-start", "log4j.properties"))
     _copy_jars(hdfs_classpath(), directory / "libs")
+    launcher = build_jar(java_dir() / "hdfs-launcher", "ingest-hdfs-launcher-1.0", "the HDFS image's launcher")
+    (directory / "launcher").mkdir()
+    shutil.copyfile(launcher, directory / "launcher" / "ingest-hdfs-launcher.jar")
 
 
 def pip_ca_bundle() -> Path | None:

@@ -6,11 +6,11 @@ the same errors (a missing image names `ingest services image hdfs|s3`; a contai
 exits or never gets ready shows the end of its log) as the Kafka container.
 
 * `HdfsContainer` runs the project's ``ingest/hdfs:<hadoop version>`` image: the
-  MiniDFSCluster of `ingest.testing.hdfs`, WebHDFS on. Always on the host's network,
-  bound to 127.0.0.1: WebHDFS redirects each read and write to the DataNode's HTTP
-  port, which MiniDFSCluster picks at random on 127.0.0.1 inside the container, so it
-  cannot be published through a bridge (every Linux engine offers host networking,
-  bridge or not; Docker Desktop users have docker/compose.yaml's NameNode and DataNode).
+  MiniDFSCluster of `ingest.testing.hdfs`, WebHDFS on, with every HTTP port fixed by
+  the image's launcher. On the host's network it listens on free ports of 127.0.0.1; on
+  a bridge, WebHDFS (the NameNode's HTTP port) and the DataNode's HTTP port, where WebHDFS
+  redirects each read and write, are published under the same numbers, since the
+  DataNode advertises its own port (and the Docker host's address).
 * `S3Container` runs ``ingest/s3:<moto version>`` (moto's server) or the upstream
   motoserver/moto image, which share entry point and port: on the host's network bound
   to 127.0.0.1, or on a bridge with its port 5000 published on loopback.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from ingest.errors import ServiceError
-from ingest.testing.containers import Owner, ServiceContainer, choose_network_mode
+from ingest.testing.containers import Owner, ServiceContainer
 from ingest.testing.s3 import S3Endpoint
 
 HDFS_STARTED_LINE = re.compile(r"Started MiniDFSCluster")
@@ -34,60 +34,60 @@ S3_CONTAINER_PORT = 5000  # moto's port in its container (bridge networking), as
 class HdfsContainer(ServiceContainer):
     """A MiniDFSCluster (NameNode and one DataNode, WebHDFS on) in a container.
 
-    `port` is the NameNode's HTTP port, which serves WebHDFS; `namenode_port` its RPC
-    port; both on 127.0.0.1, free ones by default. `url` is the ``hdfs://`` URL that
-    `ingest.storage_hdfs` takes.
+    `port` is the NameNode's HTTP port, which serves WebHDFS; `datanode_port` the
+    DataNode's HTTP port, where WebHDFS redirects reads and writes; `namenode_port` the
+    NameNode's RPC port. All are ports of the Docker host, free ones by default. `url`
+    is the ``hdfs://`` URL that `ingest.storage_hdfs` takes.
     """
 
     service = "hdfs"
     title = "HDFS"
 
     def __init__(self, image: str, *, network_mode: str | None = None, port: int | None = None,
-                 namenode_port: int | None = None, start_timeout: float = 120.0, attempts: int = 3,
-                 owner: Owner | None = None, **kwargs):
+                 datanode_port: int | None = None, namenode_port: int | None = None, start_timeout: float = 120.0,
+                 attempts: int = 3, owner: Owner | None = None, **kwargs):
         super().__init__(image, network_mode=network_mode, start_timeout=start_timeout, attempts=attempts,
                          owner=owner, **kwargs)
-        self._requested_port = port
-        self._requested_namenode_port = namenode_port
+        self._requested = (port, datanode_port, namenode_port)
         self.port: int | None = None
+        self.datanode_port: int | None = None
         self.namenode_port: int | None = None
 
-    def choose_network_mode(self, client) -> str:
-        mode = self._requested_network or "host"
-        if mode != "host":
-            raise ServiceError(
-                f"HDFS in a container needs host networking (network mode {mode!r} was asked for): WebHDFS "
-                f"redirects every read and write to the DataNode's HTTP port, which MiniDFSCluster picks at "
-                f"random on 127.0.0.1 in the container, so no published port can reach it. Use host networking "
-                f"(any Linux engine has it), docker/compose.yaml's namenode and datanode, or the local launcher "
-                f"(unset INGEST_HDFS_BACKEND)")
-        return choose_network_mode(client, "host")
+    def configure(self, network_mode: str, port: int, datanode_port: int, namenode_port: int,
+                  host_ip: str = "127.0.0.1") -> HdfsContainer:
+        """Set the environment, ports, network and labels of one start attempt (no engine call).
 
-    def configure(self, port: int, namenode_port: int) -> HdfsContainer:
-        """Set the environment, network and labels of one start attempt (no engine call)."""
-        self.port, self.namenode_port = port, namenode_port
-        self.env.update(HDFS_HTTP_PORT=str(port), HDFS_NAMENODE_PORT=str(namenode_port),
-                        HDFS_BIND_HOST="127.0.0.1")
-        self.set_network("host")
+        The DataNode advertises `host_ip` and its own port number, so on a bridge the
+        HTTP ports are published under the same numbers; the RPC port stays inside."""
+        self.port, self.datanode_port, self.namenode_port, self.host_ip = port, datanode_port, namenode_port, host_ip
+        self.env.update(HDFS_HTTP_PORT=str(port), HDFS_DATANODE_HTTP_PORT=str(datanode_port),
+                        HDFS_NAMENODE_PORT=str(namenode_port), HDFS_ADVERTISED_HOST=host_ip,
+                        HDFS_BIND_HOST="127.0.0.1" if network_mode == "host" else "0.0.0.0")
+        if network_mode == "host":
+            self.set_network("host")
+        else:
+            self.set_network("bridge", {**self.publish(port, port), **self.publish(datanode_port, datanode_port)})
         return self
 
     def requested_ports(self) -> tuple[int | None, ...]:
-        return (self._requested_port, self._requested_namenode_port)
+        return self._requested
 
     def configure_attempt(self, network_mode: str, host_ip: str) -> None:
         from ingest.testing.jvm import free_port
 
-        port = self._requested_port or free_port()
-        namenode_port = self._requested_namenode_port or free_port()
-        while namenode_port == port:
-            namenode_port = free_port()
-        self.configure(port, namenode_port)
+        ports: list[int] = []
+        for requested in self._requested:
+            port = requested or free_port()
+            while port in ports:
+                port = free_port()
+            ports.append(port)
+        self.configure(network_mode, *ports, host_ip=host_ip)
 
     @property
     def address(self) -> str:
         if self.port is None or self._container is None:
             raise ServiceError("the HDFS container is not running; start() it first")
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host_ip}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -102,7 +102,8 @@ class HdfsContainer(ServiceContainer):
         return f"log 'Started MiniDFSCluster' and answer WebHDFS at {self.address}"
 
     def ports_text(self) -> str:
-        return f"port {self.port} (WebHDFS) / {self.namenode_port} (NameNode RPC)"
+        return (f"port {self.port} (WebHDFS) / {self.datanode_port} (DataNode HTTP) / {self.namenode_port} "
+                f"(NameNode RPC)")
 
     def bound_port(self) -> int | None:
         return self.port

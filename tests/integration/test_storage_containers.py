@@ -38,26 +38,41 @@ def engine_request(settings: dict) -> dict:
 # --------------------------------------------------------------------------- configuration
 
 
-def test_hdfs_runs_on_the_host_network_with_webhdfs_and_the_namenode_on_the_chosen_loopback_ports() -> None:
-    container = HdfsContainer(hdfs_image(), docker_client_kw=OFFLINE).configure(45201, 45202)
+def test_hdfs_on_the_host_network_listens_on_the_chosen_loopback_ports_and_publishes_nothing() -> None:
+    container = HdfsContainer(hdfs_image(), docker_client_kw=OFFLINE).configure("host", 45201, 45202, 45203)
 
     request = engine_request(container.create_settings())
 
     assert request["host_config"]["NetworkMode"] == "host"
     assert "PortBindings" not in request["host_config"]
-    assert request["environment"] == {"HDFS_HTTP_PORT": "45201", "HDFS_NAMENODE_PORT": "45202",
-                                      "HDFS_BIND_HOST": "127.0.0.1"}
+    assert request["environment"] == {"HDFS_HTTP_PORT": "45201", "HDFS_DATANODE_HTTP_PORT": "45202",
+                                      "HDFS_NAMENODE_PORT": "45203", "HDFS_BIND_HOST": "127.0.0.1",
+                                      "HDFS_ADVERTISED_HOST": "127.0.0.1"}
     assert request["labels"][LABEL_SERVICE] == "hdfs"
 
 
-def test_hdfs_on_a_bridge_is_refused_saying_why_and_what_to_use_instead() -> None:
-    container = HdfsContainer(hdfs_image(), network_mode="bridge", docker_client_kw=OFFLINE)
+def test_hdfs_on_a_bridge_publishes_webhdfs_and_the_datanode_under_their_own_numbers_on_loopback() -> None:
+    container = HdfsContainer(hdfs_image(), docker_client_kw=OFFLINE).configure("bridge", 45201, 45202, 45203)
 
-    with pytest.raises(ServiceError) as error:
-        container.choose_network_mode(client=None)
+    request = engine_request(container.create_settings())
 
-    assert "HDFS in a container needs host networking" in str(error.value)
-    assert "DataNode's HTTP port" in str(error.value) and "unset INGEST_HDFS_BACKEND" in str(error.value)
+    # WebHDFS redirects to the DataNode's own port number: the host must have the same one.
+    assert request["host_config"]["PortBindings"] == {
+        "45201/tcp": [{"HostIp": "127.0.0.1", "HostPort": "45201"}],
+        "45202/tcp": [{"HostIp": "127.0.0.1", "HostPort": "45202"}]}
+    env = request["environment"]
+    assert env["HDFS_BIND_HOST"] == "0.0.0.0" and env["HDFS_ADVERTISED_HOST"] == "127.0.0.1"
+
+
+def test_hdfs_on_a_remote_bridge_engine_advertises_the_engines_address() -> None:
+    container = HdfsContainer(hdfs_image(), docker_client_kw=OFFLINE).configure(
+        "bridge", 45201, 45202, 45203, host_ip="10.1.2.3")
+
+    request = engine_request(container.create_settings())
+
+    assert request["host_config"]["PortBindings"]["45202/tcp"] == [{"HostIp": "", "HostPort": "45202"}]
+    assert request["environment"]["HDFS_ADVERTISED_HOST"] == "10.1.2.3"
+    assert container.host_ip == "10.1.2.3"
 
 
 def test_s3_on_a_bridge_publishes_motos_port_on_the_chosen_loopback_port() -> None:
