@@ -164,10 +164,10 @@ def kafka_backend() -> str | None:
     return forced_backend("kafka")
 
 
-def container_forced() -> bool:
-    """Whether some service's backend is forced to testcontainers (an engine is then a must)."""
-    return any(os.environ.get(f"INGEST_{service.upper()}_BACKEND", "").strip().lower() == "testcontainers"
-               for service in BACKENDS)
+def container_forced() -> list[str]:
+    """The INGEST_<SERVICE>_BACKEND variables that force testcontainers (an engine is then a must)."""
+    variables = [f"INGEST_{service.upper()}_BACKEND" for service in BACKENDS]
+    return [v for v in variables if os.environ.get(v, "").strip().lower() == "testcontainers"]
 
 
 def kafka_image() -> str:
@@ -314,8 +314,9 @@ def docker_client():
     try:
         client = engine_client()
     except ServiceError as exc:
-        if container_forced():
-            pytest.fail(f"a service's backend is forced to testcontainers, but {exc}", pytrace=False)
+        forced = container_forced()
+        if forced:
+            pytest.fail(f"{' and '.join(forced)}=testcontainers, but {exc}", pytrace=False)
         pytest.skip(str(exc))
     try:
         yield client
