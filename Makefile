@@ -69,6 +69,9 @@ container-deps:
 		echo "Missing for the container tests:$$missing (Debian/Ubuntu: sudo apt-get install$$packages)"; \
 	fi
 
-# The images the pytest plugin runs when a Docker engine answers (see the README).
+# The images the pytest plugin runs in containers (see the README): Kafka when a Docker
+# engine answers, HDFS and S3 with INGEST_HDFS_BACKEND / INGEST_S3_BACKEND=testcontainers.
 images: $(STAMP)
 	$(VENV)/bin/ingest services image kafka
+	$(VENV)/bin/ingest services image hdfs
+	$(VENV)/bin/ingest services image s3

@@ -14,8 +14,9 @@
     ingest services s3              a local S3-compatible server (moto) for development
     ingest services flume --config FILE [--agent a1] [--plugin-jar JAR]
                                     a local Flume 1.11 agent running FILE (Ctrl-C stops it)
-    ingest services image kafka|flume
-                                    build the ingest/kafka or ingest/flume image on the local Docker engine
+    ingest services image kafka|hdfs|s3|flume
+                                    build that service's image (ingest/kafka, ingest/hdfs, ingest/s3,
+                                    ingest/flume) on the local Docker engine, without a registry
     ingest checkpoint ls|show|fsck DIR
                                     inspect a checkpoint directory
     ingest --version
@@ -208,10 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("service", choices=["kafka", "flume", "hdfs", "s3", "image"],
                           help="kafka: start a broker; flume: start a Flume agent (--config); hdfs: a "
                                "MiniDFSCluster; s3: moto's S3 server; image: build a service's image (then name "
-                               "it: kafka, flume)")
+                               "it: kafka, hdfs, s3, flume)")
     services.add_argument("image_of", nargs="?", default=None, metavar="SERVICE",
                           help="with `image`: the service whose image to build on the Docker engine of "
-                               "DOCKER_HOST, without a registry (kafka, flume)")
+                               "DOCKER_HOST, without a registry (kafka, hdfs, s3, flume)")
     services.add_argument("--config", default=None, metavar="FILE",
                           help="flume: the agent's configuration (Flume properties)")
     services.add_argument("--agent", default="a1", help="flume: the agent name the configuration uses (default a1)")

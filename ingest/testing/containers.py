@@ -1,4 +1,9 @@
-"""A Kafka broker in a Docker container, for the pytest plugin's testcontainers path.
+"""Test services in Docker containers, for the pytest plugin's testcontainers path.
+
+`ServiceContainer` holds what every service's container shares (image checks, network
+choice, free ports retried when lost, labels and clean-up, readiness with the end of the
+log on failure); `KafkaBrokerContainer` is the Kafka broker, and
+`ingest.testing.storage_containers` has HDFS and S3.
 
 `KafkaBrokerContainer` is built on testcontainers' generic `DockerContainer`, not on
 its `KafkaContainer` (which needs a bridge, fixed ports 9092-9094 on the host network,
@@ -178,110 +183,112 @@ def prepare_session(client) -> tuple[bool, list[str]]:
     return use_ryuk, removed
 
 
-class KafkaBrokerContainer(DockerContainer):
-    """A single-node Kafka broker in a container (see the module docstring).
+class ServiceContainer(DockerContainer):
+    """A test service in a container, on either kind of engine (see the module
+    docstring): what the Kafka, HDFS and S3 containers share. A subclass names its
+    `service` (its label, and the `ingest services image` argument), `title` (for
+    messages) and `image_hint` (how to get an upstream image instead), and implements
+    `requested_ports()`, `configure_attempt()` (free ports, environment and command of one
+    start attempt), `is_ready(logs)`, `ready_description()` and `ports_text()`.
 
-    `network_mode` is "bridge" or "host" (default: chosen from the engine). `port` is
-    the broker's port on the host; `controller_port` its controller's (host
-    networking only); both default to free ones. `start()` returns once the broker is
-    ready or raises: ServiceError when the image is missing, PortInUseError when a port
-    given is taken, ServiceStartError (with the end of the container's log) when the
-    container exits or is not ready within `start_timeout`.
+    `start()` returns once the service is ready or raises: ServiceError when the image
+    is missing, PortInUseError when a port given is taken, ServiceStartError (with the
+    end of the container's log) when the container exits or is not ready within
+    `start_timeout`.
     """
 
-    def __init__(self, image: str, *, network_mode: str | None = None, port: int | None = None,
-                 controller_port: int | None = None, start_timeout: float = 120.0, attempts: int = 3,
-                 owner: Owner | None = None, **kwargs):
+    service = "service"
+    title = "the service"
+    image_hint = ""
+
+    def __init__(self, image: str, *, network_mode: str | None = None, start_timeout: float = 120.0,
+                 attempts: int = 3, owner: Owner | None = None, **kwargs):
         super().__init__(image, **kwargs)
         self._requested_network = network_mode
-        self._requested_port = port
-        self._requested_controller_port = controller_port
         self.start_timeout = start_timeout
         self.attempts = max(1, attempts)
         self.attempts_used = 0
         self.owner = owner or this_owner()
         self.network_mode: str | None = None
-        self.port: int | None = None
-        self.controller_port: int | None = None
         self.host_ip = "127.0.0.1"
-        self.cluster_id = _cluster_id()
         self.ryuk_used = False
         self.orphans_removed: list[str] = []
 
-    # -- configuration (no engine call: the bridge path is tested through it)
+    # -- what a subclass defines
 
-    def configure(self, network_mode: str, port: int, controller_port: int | None = None,
-                  host_ip: str = "127.0.0.1") -> KafkaBrokerContainer:
-        """Set the environment, ports, network and labels of one start attempt."""
+    def requested_ports(self) -> tuple[int | None, ...]:
+        """The host ports the caller asked for (None: a free one)."""
+        raise NotImplementedError
+
+    def ports_chosen(self, network_mode: str) -> bool:
+        """Whether some port of an attempt is picked here, so that a lost one is retried."""
+        return None in self.requested_ports()
+
+    def configure_attempt(self, network_mode: str, host_ip: str) -> None:
+        raise NotImplementedError
+
+    def is_ready(self, logs: str) -> bool:
+        raise NotImplementedError
+
+    def ready_description(self) -> str:
+        raise NotImplementedError
+
+    def ports_text(self) -> str:
+        raise NotImplementedError
+
+    def choose_network_mode(self, client) -> str:
+        return choose_network_mode(client, self._requested_network)
+
+    # -- shared configuration
+
+    def set_network(self, network_mode: str, ports: Mapping[str, object] | None = None) -> None:
+        """Host networking (nothing published: docker-py refuses published ports with it),
+        or a bridge with `ports` published; and the labels of the owning session."""
         if network_mode not in NETWORK_MODES:
             raise ServiceError(f"network mode {network_mode!r} is not one of {', '.join(NETWORK_MODES)}")
-        self.network_mode, self.port, self.host_ip = network_mode, port, host_ip
-        self.env = {k: v for k, v in self.env.items() if not k.startswith("KAFKA_") and k != "CLUSTER_ID"}
-        self.env.update(SINGLE_NODE_ENV)
-        self.env["CLUSTER_ID"] = self.cluster_id
-        self.ports = {}
+        self.network_mode = network_mode
         kwargs = {k: v for k, v in self._kwargs.items() if k not in ("network_mode", "labels")}
         if network_mode == "host":
-            if controller_port is None:
-                raise ServiceError("host networking needs a controller port of the host")
-            self.controller_port = controller_port
-            listen = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
-            voters = f"1@127.0.0.1:{controller_port}"
-            # docker-py refuses published ports with host networking: publish none.
             kwargs["network_mode"] = "host"
+            self.ports = {}
         else:
-            self.controller_port = None  # inside the container's own network namespace
-            listen = f"PLAINTEXT://0.0.0.0:{CONTAINER_PORT},CONTROLLER://127.0.0.1:{CONTAINER_CONTROLLER_PORT}"
-            voters = f"1@127.0.0.1:{CONTAINER_CONTROLLER_PORT}"
-            # Published on loopback when the engine is local: a test broker has no authentication.
-            self.ports = {f"{CONTAINER_PORT}/tcp": (host_ip, port) if host_ip == "127.0.0.1" else port}
-        self.env.update(KAFKA_LISTENERS=listen, KAFKA_CONTROLLER_QUORUM_VOTERS=voters,
-                        KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://{host_ip}:{port}")
-        kwargs["labels"] = owner_labels(self.owner, "kafka")
+            self.ports = dict(ports or {})
+        kwargs["labels"] = owner_labels(self.owner, self.service)
         self._kwargs = kwargs
-        return self
+
+    def publish(self, container_port: int, port: int) -> dict[str, object]:
+        """A bridge container's port published on `port` of the Docker host: on loopback
+        when the engine is local (a test service has no authentication)."""
+        host_ip = self.host_ip
+        return {f"{container_port}/tcp": (host_ip, port) if host_ip == "127.0.0.1" else port}
 
     def create_settings(self) -> dict:
         """The arguments the container is created with (docker-py's containers.create),
         as configured for the next start attempt."""
         return {"image": self.image, "environment": dict(self.env), "ports": dict(self.ports), **self._kwargs}
 
-    @property
-    def bootstrap(self) -> str:
-        if self.port is None or self._container is None:
-            raise ServiceError("the Kafka container is not running; start() it first")
-        return f"{self.host_ip}:{self.port}"
-
-    def get_bootstrap_server(self) -> str:  # KafkaContainer's name for it
-        return self.bootstrap
-
     # -- lifecycle
 
-    def start(self) -> KafkaBrokerContainer:
+    def start(self):
         from ingest.testing.images import image_present
-        from ingest.testing.jvm import free_port, port_is_free
+        from ingest.testing.jvm import port_is_free
 
         client = self.get_docker_client().client
         if not image_present(client, self.image):
             self._pull(client)
-        mode = choose_network_mode(client, self._requested_network)
+        mode = self.choose_network_mode(client)
         self.ryuk_used, self.orphans_removed = prepare_session(client)
         local = mode == "host" or self._docker_host_ip() in ("127.0.0.1", "localhost")
-        for port in (self._requested_port, self._requested_controller_port):
+        for port in self.requested_ports():
             if port is not None and local and not port_is_free(port):
                 raise PortInUseError(f"port {port} on 127.0.0.1 is already in use by another process; pick "
                                      f"another port, or leave it out to let the container use a free one", port=port)
-        chosen = self._requested_port is None or (mode == "host" and self._requested_controller_port is None)
+        chosen = self.ports_chosen(mode)
         for attempt in range(1, self.attempts + 1):
             self.attempts_used = attempt
-            port = self._requested_port or free_port()
-            cport = None
-            if mode == "host":
-                cport = self._requested_controller_port or free_port()
-                while cport == port:
-                    cport = free_port()
             host_ip = "127.0.0.1" if mode == "host" else self._docker_host_ip()
-            self.configure(mode, port, cport, "127.0.0.1" if host_ip == "localhost" else host_ip)
+            self.host_ip = "127.0.0.1" if host_ip == "localhost" else host_ip
+            self.configure_attempt(mode, self.host_ip)
             try:
                 self._start_once()
                 return self
@@ -294,8 +301,8 @@ class KafkaBrokerContainer(DockerContainer):
     def _pull(self, client) -> None:
         """Pull an upstream image; the project's own images come from no registry."""
         where = os.environ.get("DOCKER_HOST") or "the default socket"
-        how = (f"build it with `ingest services image kafka`, or set INGEST_KAFKA_IMAGE to an image your "
-               f"registry has (e.g. apache/kafka:4.1.1)")
+        how = f"build it with `ingest services image {self.service}`" + (f", or {self.image_hint}"
+                                                                          if self.image_hint else "")
         if self.image.startswith("ingest/"):
             raise ServiceError(f"image {self.image} is not on this Docker engine ({where}): {how}")
         try:
@@ -315,8 +322,8 @@ class KafkaBrokerContainer(DockerContainer):
         except docker.errors.APIError as exc:
             self._remove()
             if BIND_FAILED.search(str(exc)):
-                raise PortInUseError(f"the engine could not publish port {self.port}: {exc.explanation}",
-                                     port=self.port) from None
+                raise PortInUseError(f"the engine could not publish {self.ports_text()}: {exc.explanation}",
+                                     port=self.bound_port()) from None
             raise ServiceError(f"the engine refused to start a container of {self.image}: {exc.explanation}") from None
         try:
             self._wait_ready()
@@ -325,31 +332,39 @@ class KafkaBrokerContainer(DockerContainer):
             raise
 
     def _wait_ready(self) -> None:
-        from ingest.testing.kafka import broker_answers
-
         container = self.get_wrapped_container()
         deadline = time.monotonic() + self.start_timeout
         while True:
             logs = container.logs().decode(errors="replace")
-            if STARTED_LINE.search(logs) and broker_answers(self.bootstrap, timeout=1.0):
+            if self.is_ready(logs):
                 return
             container.reload()
             if container.status in ("exited", "dead"):
                 code = container.attrs.get("State", {}).get("ExitCode")
                 if BIND_FAILED.search(logs):
                     raise PortInUseError(
-                        f"Kafka in container {container.name} could not listen on port {self.port}"
-                        + (f" / controller {self.controller_port}" if self.controller_port else "")
-                        + f": the address is already in use. The end of its log:\n{_log_tail(logs)}", port=self.port)
+                        f"{self.title} in container {container.name} could not listen on {self.ports_text()}: "
+                        f"the address is already in use. The end of its log:\n{_log_tail(logs)}",
+                        port=self.bound_port())
                 raise ServiceStartError(
-                    f"container {container.name} ({self.image}) exited with code {code} before Kafka was ready; "
-                    f"the end of its log:\n{_log_tail(logs)}", log_tail=_log_tail(logs), exit_code=code)
+                    f"container {container.name} ({self.image}) exited with code {code} before {self.title} was "
+                    f"ready; the end of its log:\n{_log_tail(logs)}", log_tail=_log_tail(logs), exit_code=code)
             if time.monotonic() > deadline:
                 raise ServiceStartError(
-                    f"container {container.name} ({self.image}) did not log 'Kafka Server started' and answer "
-                    f"at {self.bootstrap} within {self.start_timeout:.0f} s; the end of its log:\n{_log_tail(logs)}",
-                    log_tail=_log_tail(logs))
+                    f"container {container.name} ({self.image}) did not {self.ready_description()} within "
+                    f"{self.start_timeout:.0f} s; the end of its log:\n{_log_tail(logs)}", log_tail=_log_tail(logs))
             time.sleep(0.2)
+
+    def bound_port(self) -> int | None:
+        """The main port of the current attempt (for PortInUseError)."""
+        return None
+
+    def pause(self) -> None:
+        """Freeze the container's processes (a hung server, for fault tests)."""
+        self.get_wrapped_container().pause()
+
+    def resume(self) -> None:
+        self.get_wrapped_container().unpause()
 
     def _remove(self) -> None:
         import docker
@@ -364,6 +379,97 @@ class KafkaBrokerContainer(DockerContainer):
     def stop(self, force: bool = True, delete_volume: bool = True) -> None:
         self._remove()
         self.get_docker_client().client.close()
+
+
+class KafkaBrokerContainer(ServiceContainer):
+    """A single-node Kafka broker in a container (see the module docstring).
+
+    `network_mode` is "bridge" or "host" (default: chosen from the engine). `port` is
+    the broker's port on the host; `controller_port` its controller's (host
+    networking only); both default to free ones. `start()` as `ServiceContainer`'s.
+    """
+
+    service = "kafka"
+    title = "Kafka"
+    image_hint = "set INGEST_KAFKA_IMAGE to an image your registry has (e.g. apache/kafka:4.1.1)"
+
+    def __init__(self, image: str, *, network_mode: str | None = None, port: int | None = None,
+                 controller_port: int | None = None, start_timeout: float = 120.0, attempts: int = 3,
+                 owner: Owner | None = None, **kwargs):
+        super().__init__(image, network_mode=network_mode, start_timeout=start_timeout, attempts=attempts,
+                         owner=owner, **kwargs)
+        self._requested_port = port
+        self._requested_controller_port = controller_port
+        self.port: int | None = None
+        self.controller_port: int | None = None
+        self.cluster_id = _cluster_id()
+
+    # -- configuration (no engine call: the bridge path is tested through it)
+
+    def configure(self, network_mode: str, port: int, controller_port: int | None = None,
+                  host_ip: str = "127.0.0.1") -> KafkaBrokerContainer:
+        """Set the environment, ports, network and labels of one start attempt."""
+        if network_mode not in NETWORK_MODES:
+            raise ServiceError(f"network mode {network_mode!r} is not one of {', '.join(NETWORK_MODES)}")
+        self.port, self.host_ip = port, host_ip
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("KAFKA_") and k != "CLUSTER_ID"}
+        self.env.update(SINGLE_NODE_ENV)
+        self.env["CLUSTER_ID"] = self.cluster_id
+        if network_mode == "host":
+            if controller_port is None:
+                raise ServiceError("host networking needs a controller port of the host")
+            self.controller_port = controller_port
+            listen = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+            voters = f"1@127.0.0.1:{controller_port}"
+            self.set_network("host")
+        else:
+            self.controller_port = None  # inside the container's own network namespace
+            listen = f"PLAINTEXT://0.0.0.0:{CONTAINER_PORT},CONTROLLER://127.0.0.1:{CONTAINER_CONTROLLER_PORT}"
+            voters = f"1@127.0.0.1:{CONTAINER_CONTROLLER_PORT}"
+            self.set_network("bridge", self.publish(CONTAINER_PORT, port))
+        self.env.update(KAFKA_LISTENERS=listen, KAFKA_CONTROLLER_QUORUM_VOTERS=voters,
+                        KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://{host_ip}:{port}")
+        return self
+
+    def requested_ports(self) -> tuple[int | None, ...]:
+        return (self._requested_port, self._requested_controller_port)
+
+    def ports_chosen(self, network_mode: str) -> bool:
+        return self._requested_port is None or (network_mode == "host" and self._requested_controller_port is None)
+
+    def configure_attempt(self, network_mode: str, host_ip: str) -> None:
+        from ingest.testing.jvm import free_port
+
+        port = self._requested_port or free_port()
+        cport = None
+        if network_mode == "host":
+            cport = self._requested_controller_port or free_port()
+            while cport == port:
+                cport = free_port()
+        self.configure(network_mode, port, cport, host_ip)
+
+    def is_ready(self, logs: str) -> bool:
+        from ingest.testing.kafka import broker_answers
+
+        return bool(STARTED_LINE.search(logs)) and broker_answers(self.bootstrap, timeout=1.0)
+
+    def ready_description(self) -> str:
+        return f"log 'Kafka Server started' and answer at {self.bootstrap}"
+
+    def ports_text(self) -> str:
+        return f"port {self.port}" + (f" / controller {self.controller_port}" if self.controller_port else "")
+
+    def bound_port(self) -> int | None:
+        return self.port
+
+    @property
+    def bootstrap(self) -> str:
+        if self.port is None or self._container is None:
+            raise ServiceError("the Kafka container is not running; start() it first")
+        return f"{self.host_ip}:{self.port}"
+
+    def get_bootstrap_server(self) -> str:  # KafkaContainer's name for it
+        return self.bootstrap
 
 
 def _cluster_id() -> str:

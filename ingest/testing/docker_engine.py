@@ -39,9 +39,10 @@ DOCKERD_FLAGS = (
 )
 
 
-def engine_client(timeout: float = 10.0):
+def engine_client(timeout: float = 10.0, otherwise: str = "use another Kafka backend (INGEST_KAFKA_BACKEND=jvm)"):
     """A docker-py client of the engine at DOCKER_HOST (default socket when unset) that
-    answered a ping; ServiceError saying where it looked and what to do otherwise."""
+    answered a ping; ServiceError saying where it looked and what to do otherwise
+    (`otherwise`: the alternative to a container the message offers)."""
     try:
         import docker
     except ImportError:
@@ -54,7 +55,7 @@ def engine_client(timeout: float = 10.0):
         raise ServiceError(
             f"no Docker engine answers at {where}: {_first_line(exc)}. Start one (for a private engine "
             f"without a bridge: `sudo python -m ingest.testing.docker_engine start DIR` and export the "
-            f"DOCKER_HOST it prints), or use another Kafka backend (INGEST_KAFKA_BACKEND=jvm)"
+            f"DOCKER_HOST it prints), or {otherwise}"
         ) from None
     return client
 

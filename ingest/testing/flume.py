@@ -28,24 +28,19 @@ Run ``ingest services flume --config FILE`` to start an agent in the foreground.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ingest.errors import ConfigError, MavenError, ServiceError
+from ingest.errors import ConfigError, ServiceError
 from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import (
     JavaService,
-    _locked,
-    _tail_lines,
-    classpath_cache_dir,
-    maven_executable,
+    build_jar,
     missing_tools,
     require_tools,
     resolve_classpath,
@@ -91,31 +86,7 @@ def build_pull_sink_jar(timeout: float = 600.0) -> Path:
     Maven once per version of its sources, and cached next to the resolved
     classpaths (~/.m2/ingest-classpaths) under a lock, so parallel sessions build it
     once. The jar is what a user drops into an agent's plugins.d."""
-    project = pull_sink_project()
-    digest = hashlib.sha256()
-    for path in sorted(p for p in project.rglob("*") if p.is_file() and "target" not in p.parts):
-        digest.update(str(path.relative_to(project)).encode() + b"\0" + path.read_bytes())
-    root = classpath_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    build_dir = root / f"flume-sink-{digest.hexdigest()[:16]}"
-    jar = build_dir / "ingest-flume-sink-1.0.jar"
-    with _locked(root / "flume-sink.lock"):
-        if jar.is_file():
-            return jar
-        mvn = maven_executable()
-        if mvn is None:
-            raise MavenError("cannot build the Flume pull sink: install Apache Maven 3.6 or newer")
-        shutil.rmtree(build_dir, ignore_errors=True)
-        proc = subprocess.run(
-            [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(project / "pom.xml"),
-             f"-Dingest.buildDir={build_dir}", "package"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace", timeout=timeout,
-        )
-        if proc.returncode != 0 or not jar.is_file():
-            raise MavenError(f"Maven failed (exit code {proc.returncode}) to build the Flume pull sink in "
-                             f"{project}. Last lines of mvn:\n{_tail_lines(proc.stdout)}")
-        return jar
+    return build_jar(pull_sink_project(), "ingest-flume-sink-1.0", "the Flume pull sink", timeout)
 
 
 def pull_sink(port: int, *, channel: str = "c1", host: str = "127.0.0.1", timeout_s: int = 60,

@@ -1,16 +1,22 @@
 """Images of the test services, built on the local Docker engine without a registry.
 
 `ingest services image kafka` builds ``ingest/kafka:<kafka version>``, the image the
-pytest plugin runs by default, and ``ingest services image flume`` builds
-``ingest/flume:1.11.0`` (docker/flume: the Flume jars and our pull sink; for
-docker/compose.yaml), in two steps:
+pytest plugin runs by default; ``ingest services image hdfs`` builds
+``ingest/hdfs:<hadoop version>`` (docker/hdfs: the MiniDFSCluster of the local launcher,
+on fixed ports a bridge can publish)
+and ``ingest services image s3`` ``ingest/s3:<moto version>`` (docker/s3: moto's
+server), which the plugin runs with INGEST_HDFS_BACKEND / INGEST_S3_BACKEND=testcontainers;
+``ingest services image flume`` builds ``ingest/flume:1.11.0`` (docker/flume: the Flume
+jars and our pull sink; for docker/compose.yaml). Each in two steps:
 
 1. the base ``ingest/debian:bookworm``, once per engine: ``debootstrap --variant=minbase``
    writes a Debian root file system (about a minute, 200 MB) that is imported as an
    image. Needs root and Debian's debootstrap package.
-2. ``docker/kafka/Dockerfile`` on that base, built with host networking (it works on an
-   engine without a bridge): the JRE from Debian's packages, and the Kafka jars that
-   Maven resolves from docker/kafka/pom.xml, the same ones the JVM launcher runs.
+2. ``docker/<service>/Dockerfile`` on that base, built with host networking (it works on
+   an engine without a bridge): for Kafka, the JRE from Debian's packages and the jars
+   that Maven resolves from docker/kafka/pom.xml, the same ones the JVM launcher runs
+   (HDFS and Flume alike); for S3, Python from Debian's packages and moto[server] at
+   `ingest.testing.s3.MOTO_VERSION`, installed from PyPI.
 
 A second build is answered from the engine's layer cache in seconds. Users with a
 registry can skip all this and point ``INGEST_KAFKA_IMAGE`` at an upstream image.
@@ -32,7 +38,7 @@ from ingest.errors import ServiceError, ServiceToolMissingError
 
 DEBIAN_SUITE = "bookworm"
 BASE_IMAGE = f"ingest/debian:{DEBIAN_SUITE}"
-IMAGE_SERVICES = ("kafka", "flume")
+IMAGE_SERVICES = ("kafka", "hdfs", "s3", "flume")
 
 
 def kafka_image(kafka_version: str | None = None) -> str:
@@ -40,6 +46,20 @@ def kafka_image(kafka_version: str | None = None) -> str:
     from ingest.testing.kafka import DEFAULT_KAFKA_VERSION
 
     return f"ingest/kafka:{kafka_version or DEFAULT_KAFKA_VERSION}"
+
+
+def hdfs_image() -> str:
+    """The tag of the project's HDFS image (the local launcher's Hadoop version)."""
+    from ingest.testing.hdfs import HADOOP_VERSION
+
+    return f"ingest/hdfs:{HADOOP_VERSION}"
+
+
+def s3_image() -> str:
+    """The tag of the project's S3 image (the moto version it installs)."""
+    from ingest.testing.s3 import MOTO_VERSION
+
+    return f"ingest/s3:{MOTO_VERSION}"
 
 
 def flume_image() -> str:
@@ -107,63 +127,129 @@ def build_base_image(client, log: Callable[[str], None] = print) -> bool:
     return True
 
 
-def _kafka_context(directory: Path, kafka_version: str) -> None:
-    from ingest.testing.kafka import java_dir, kafka_classpath
+def _copy_files(directory: Path, service: str, names: tuple[str, ...]) -> None:
+    from ingest.testing.kafka import java_dir
 
-    source = java_dir() / "kafka"
-    for name in ("Dockerfile", "kafka-start", "log4j2.properties"):
-        shutil.copy2(source / name, directory / name)
-    libs = directory / "libs"
-    libs.mkdir()
-    for jar in kafka_classpath(kafka_version).split(os.pathsep):
+    for name in names:
+        shutil.copy2(java_dir() / service / name, directory / name)
+
+
+def _copy_jars(classpath: str, libs: Path) -> None:
+    """The jars of a Maven-resolved classpath into the build context; same names and
+    contents on every build, so the COPY layer is cached."""
+    libs.mkdir(parents=True)
+    for jar in classpath.split(os.pathsep):
         if jar:
-            # Same names and contents on every build, so the COPY layer is cached.
             shutil.copyfile(jar, libs / Path(jar).name)
+
+
+def _kafka_context(directory: Path, kafka_version: str) -> None:
+    from ingest.testing.kafka import kafka_classpath
+
+    _copy_files(directory, "kafka", ("Dockerfile", "kafka-start", "log4j2.properties"))
+    _copy_jars(kafka_classpath(kafka_version), directory / "libs")
+
+
+def _hdfs_context(directory: Path) -> None:
+    """Dockerfile, entry point and logging from docker/hdfs; libs/ the jars of
+    docker/hdfs/pom.xml (hadoop-client-minicluster), as the local launcher runs them, and
+    the image's launcher (docker/hdfs-launcher), built with Maven."""
+    from ingest.testing.hdfs import hdfs_classpath
+    from ingest.testing.jvm import build_jar
+    from ingest.testing.kafka import java_dir
+
+    _copy_files(directory, "hdfs", ("Dockerfile", "hdfs-start", "log4j.properties"))
+    _copy_jars(hdfs_classpath(), directory / "libs")
+    launcher = build_jar(java_dir() / "hdfs-launcher", "ingest-hdfs-launcher-1.0", "the HDFS image's launcher")
+    (directory / "launcher").mkdir()
+    shutil.copyfile(launcher, directory / "launcher" / "ingest-hdfs-launcher.jar")
+
+
+def pip_ca_bundle() -> Path | None:
+    """The CA bundle the host's pip is configured to trust (PIP_CERT, else the `cert` of
+    a pip.conf), or None when it uses its defaults. The S3 image's pip trusts the same,
+    so a build behind a TLS-inspecting proxy works as pip does on the host."""
+    import configparser
+
+    configured = os.environ.get("PIP_CERT", "").strip()
+    if not configured:
+        for conf in (Path("/etc/pip.conf"), Path.home() / ".config" / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf"):
+            parser = configparser.ConfigParser()
+            try:
+                parser.read(conf)
+            except configparser.Error:
+                continue
+            configured = parser.get("global", "cert", fallback="").strip() or configured
+    return Path(configured) if configured and Path(configured).is_file() else None
+
+
+def _s3_context(directory: Path) -> None:
+    """Dockerfile from docker/s3, and pip-ca.pem (see `pip_ca_bundle`; empty for none)."""
+    _copy_files(directory, "s3", ("Dockerfile",))
+    bundle = pip_ca_bundle()
+    (directory / "pip-ca.pem").write_bytes(bundle.read_bytes() if bundle else b"")
 
 
 def _flume_context(directory: Path) -> None:
     """Dockerfile, entry point, logging and default agent from docker/flume; lib/ the
     jars of docker/flume/pom.xml; plugins.d/ingest/lib/ our pull sink, built with Maven."""
     from ingest.testing.flume import build_pull_sink_jar, flume_classpath
-    from ingest.testing.kafka import java_dir
 
-    source = java_dir() / "flume"
-    for name in ("Dockerfile", "flume-start", "log4j2.xml", "agent.properties"):
-        shutil.copy2(source / name, directory / name)
-    libs = directory / "libs"
-    libs.mkdir()
-    for jar in flume_classpath().split(os.pathsep):
-        if jar:
-            shutil.copyfile(jar, libs / Path(jar).name)
+    _copy_files(directory, "flume", ("Dockerfile", "flume-start", "log4j2.xml", "agent.properties"))
+    _copy_jars(flume_classpath(), directory / "libs")
     plugin = directory / "plugins.d" / "ingest" / "lib"
     plugin.mkdir(parents=True)
     shutil.copyfile(build_pull_sink_jar(), plugin / "ingest-flume-sink.jar")
 
 
-def build_image(service: str = "kafka", kafka_version: str | None = None, *, client=None,
-                log: Callable[[str], None] = print) -> BuiltImage:
-    """Build the image of `service` on the engine of DOCKER_HOST (see the module docstring)."""
-    if service not in IMAGE_SERVICES:
-        raise ServiceError(f"no image recipe for service {service!r}; choose one of {', '.join(IMAGE_SERVICES)}")
-    from ingest.testing.docker_engine import engine_client
-    from ingest.testing.kafka import DEFAULT_KAFKA_VERSION, log4j_version_for
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one service's image: its tag, what it holds (for the log), the
+    Dockerfile's build arguments and what fills the build context."""
 
+    tag: str
+    description: str
+    buildargs: dict[str, str]
+    fill_context: Callable[[Path], None]
+
+
+def recipe(service: str, kafka_version: str | None = None) -> Recipe:
+    """The recipe of `service`'s image; ServiceError for a service without one."""
+    if service == "kafka":
+        from ingest.testing.kafka import DEFAULT_KAFKA_VERSION, log4j_version_for
+
+        version = kafka_version or DEFAULT_KAFKA_VERSION
+        log4j_version_for(version)  # refuses an unsupported release before anything is built
+        return Recipe(kafka_image(version), f"JRE from Debian's packages, Kafka {version} jars from Maven Central",
+                      {"BASE": BASE_IMAGE, "KAFKA_VERSION": version},
+                      lambda directory: _kafka_context(directory, version))
+    if service == "hdfs":
+        from ingest.testing.hdfs import HADOOP_VERSION
+
+        return Recipe(hdfs_image(), f"JRE from Debian's packages, Hadoop {HADOOP_VERSION} minicluster jars from "
+                                    f"Maven Central", {"BASE": BASE_IMAGE, "HADOOP_VERSION": HADOOP_VERSION},
+                      _hdfs_context)
+    if service == "s3":
+        from ingest.testing.s3 import MOTO_VERSION
+
+        return Recipe(s3_image(), f"Python from Debian's packages, moto[server]=={MOTO_VERSION} from PyPI",
+                      {"BASE": BASE_IMAGE, "MOTO_VERSION": MOTO_VERSION}, _s3_context)
     if service == "flume":
         from ingest.testing.flume import FLUME_VERSION
 
-        tag = flume_image()
-        description = f"JRE from Debian's packages, Flume {FLUME_VERSION} jars from Maven Central, our pull sink"
-        buildargs = {"BASE": BASE_IMAGE, "FLUME_VERSION": FLUME_VERSION}
-        fill_context: Callable[[Path], None] = _flume_context
-    else:
-        version = kafka_version or DEFAULT_KAFKA_VERSION
-        log4j_version_for(version)  # refuses an unsupported release before anything is built
-        tag = kafka_image(version)
-        description = f"JRE from Debian's packages, Kafka {version} jars from Maven Central"
-        buildargs = {"BASE": BASE_IMAGE, "KAFKA_VERSION": version}
+        return Recipe(flume_image(), f"JRE from Debian's packages, Flume {FLUME_VERSION} jars from Maven Central, "
+                                     f"our pull sink", {"BASE": BASE_IMAGE, "FLUME_VERSION": FLUME_VERSION},
+                      _flume_context)
+    raise ServiceError(f"no image recipe for service {service!r}; choose one of {', '.join(IMAGE_SERVICES)}")
 
-        def fill_context(directory: Path) -> None:
-            _kafka_context(directory, version)
+
+def build_image(service: str = "kafka", kafka_version: str | None = None, *, client=None,
+                log: Callable[[str], None] = print) -> BuiltImage:
+    """Build the image of `service` on the engine of DOCKER_HOST (see the module docstring)."""
+    from ingest.testing.docker_engine import engine_client
+
+    plan = recipe(service, kafka_version)
+    tag, description, buildargs, fill_context = plan.tag, plan.description, plan.buildargs, plan.fill_context
     own_client = client is None
     client = client or engine_client(timeout=600)
     started = time.monotonic()

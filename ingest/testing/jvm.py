@@ -197,6 +197,38 @@ def _tail_lines(text: str, lines: int = 25) -> str:
     return "\n".join(_ANSI.sub("", text).rstrip().splitlines()[-lines:])
 
 
+def build_jar(project: Path, artifact: str, what: str, timeout: float = 600.0) -> Path:
+    """The jar `mvn package` makes of the Maven `project` (target/<artifact>.jar), built
+    with this machine's JDK and Maven once per version of its sources, and cached next to
+    the resolved classpaths (`classpath_cache_dir()`) under a lock, so parallel sessions
+    build it once. `what` names it in errors ("the Flume pull sink")."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in project.rglob("*") if p.is_file() and "target" not in p.parts):
+        digest.update(str(path.relative_to(project)).encode() + b"\0" + path.read_bytes())
+    root = classpath_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    name = artifact.rsplit("-", 1)[0]
+    build_dir = root / f"{name}-{digest.hexdigest()[:16]}"
+    jar = build_dir / f"{artifact}.jar"
+    with _locked(root / f"{name}.lock"):
+        if jar.is_file():
+            return jar
+        mvn = maven_executable()
+        if mvn is None:
+            raise MavenError(f"cannot build {what}: install Apache Maven 3.6 or newer")
+        shutil.rmtree(build_dir, ignore_errors=True)
+        proc = subprocess.run(
+            [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(project / "pom.xml"),
+             f"-Dingest.buildDir={build_dir}", "package"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace", timeout=timeout,
+        )
+        if proc.returncode != 0 or not jar.is_file():
+            raise MavenError(f"Maven failed (exit code {proc.returncode}) to build {what} in "
+                             f"{project}. Last lines of mvn:\n{_tail_lines(proc.stdout)}")
+        return jar
+
+
 def resolve_classpath(
     pom: str | os.PathLike[str],
     *,

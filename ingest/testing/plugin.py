@@ -55,6 +55,14 @@ HDFS and S3 (session scope, started on first use):
   ``INGEST_S3_ENDPOINT`` names an existing S3-compatible server instead (with the
   usual AWS_* credentials).
 
+``INGEST_HDFS_BACKEND=env|testcontainers|jvm`` and ``INGEST_S3_BACKEND=env|testcontainers|local``
+force a path as ``INGEST_KAFKA_BACKEND`` does; the default order stays env, then the
+local launcher. With ``testcontainers`` the session's HDFS and S3 are the same servers
+in containers (``ingest.testing.storage_containers``: ``HdfsContainer`` on the image
+``INGEST_HDFS_IMAGE``, default ``ingest/hdfs:<hadoop version>``; ``S3Container`` on
+``INGEST_S3_IMAGE``, default ``ingest/s3:<moto version>``; built by
+``ingest services image hdfs|s3``), which pause and resume like the local ones.
+
 Missing Java/Maven/packages skip the tests with what to install, or fail them on CI.
 """
 
@@ -68,6 +76,15 @@ from typing import Any
 import pytest
 
 KAFKA_BACKENDS = ("env", "testcontainers", "jvm")
+# INGEST_<SERVICE>_BACKEND's choices per service, and the default order when it is unset.
+# HDFS and S3 use a container only when asked to: their local launchers start in seconds.
+BACKENDS = {
+    "kafka": (KAFKA_BACKENDS, "env, testcontainers, jvm"),
+    "hdfs": (("env", "testcontainers", "jvm"), "env, jvm"),
+    "s3": (("env", "testcontainers", "local"), "env, local"),
+}
+SERVICE_TITLES = {"kafka": "Kafka", "hdfs": "HDFS", "s3": "S3"}
+ARTICLED_TITLES = {"kafka": "a Kafka", "hdfs": "an HDFS", "s3": "an S3"}
 
 
 @dataclass(frozen=True)
@@ -126,17 +143,31 @@ def docker_engine_answers() -> bool:
     return engine_answers()
 
 
-def kafka_backend() -> str | None:
-    """The backend INGEST_KAFKA_BACKEND forces, or None for the default order."""
+def forced_backend(service: str) -> str | None:
+    """The backend INGEST_<SERVICE>_BACKEND forces (see BACKENDS), or None for the
+    default order; ConfigError for a value that is not one of the service's backends."""
     from ingest.errors import ConfigError
 
-    value = os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower()
+    variable = f"INGEST_{service.upper()}_BACKEND"
+    value = os.environ.get(variable, "").strip().lower()
     if not value:
         return None
-    if value not in KAFKA_BACKENDS:
-        raise ConfigError(f"INGEST_KAFKA_BACKEND={value!r} is not a Kafka backend: use one of "
-                          f"{', '.join(KAFKA_BACKENDS)}, or unset it for the default order (env, testcontainers, jvm)")
+    choices, order = BACKENDS[service]
+    if value not in choices:
+        raise ConfigError(f"{variable}={value!r} is not {ARTICLED_TITLES[service]} backend: use one of "
+                          f"{', '.join(choices)}, or unset it for the default order ({order})")
     return value
+
+
+def kafka_backend() -> str | None:
+    """The backend INGEST_KAFKA_BACKEND forces, or None for the default order."""
+    return forced_backend("kafka")
+
+
+def container_forced() -> list[str]:
+    """The INGEST_<SERVICE>_BACKEND variables that force testcontainers (an engine is then a must)."""
+    variables = [f"INGEST_{service.upper()}_BACKEND" for service in BACKENDS]
+    return [v for v in variables if os.environ.get(v, "").strip().lower() == "testcontainers"]
 
 
 def kafka_image() -> str:
@@ -167,28 +198,37 @@ def _container_unavailable() -> str | None:
     return None
 
 
-def _kafka_in_container() -> Iterator[KafkaService]:
-    """A broker in a container for the session, after removing the containers of dead
-    sessions; removed at the end of the session (and by the next session when this one
-    is killed)."""
+def in_container(service: str, make: Callable[[], Any]) -> Iterator[Any]:
+    """A started `ServiceContainer` of `service` for the session, after removing the
+    containers of dead sessions; removed at the end of the session (and by the next
+    session when this one is killed). Fails the tests that need it, saying why."""
     from ingest.errors import IngestError
-    from ingest.testing.containers import KafkaBrokerContainer
     from ingest.testing.docker_engine import engine_client
 
+    other = {"kafka": "jvm", "hdfs": "jvm", "s3": "local"}[service]
     container = None
     try:
-        engine_client().close()  # no engine: say so in our words, before testcontainers tries
-        container = KafkaBrokerContainer(kafka_image())
+        # No engine: say so in our words, before testcontainers tries.
+        engine_client(otherwise=f"use another {SERVICE_TITLES[service]} backend "
+                                f"(INGEST_{service.upper()}_BACKEND={other})").close()
+        container = make()
         container.start()
     except IngestError as exc:
         if container is not None:
             container.stop()
-        pytest.fail(f"Kafka in a container could not be had: {exc}", pytrace=False)
+        pytest.fail(f"{SERVICE_TITLES[service]} in a container could not be had: {exc}", pytrace=False)
     try:
-        yield KafkaService(container.bootstrap, "testcontainers", container=container.get_wrapped_container().name,
-                           image=container.image)
+        yield container
     finally:
         container.stop()
+
+
+def _kafka_in_container() -> Iterator[KafkaService]:
+    from ingest.testing.containers import KafkaBrokerContainer
+
+    for container in in_container("kafka", lambda: KafkaBrokerContainer(kafka_image())):
+        yield KafkaService(container.bootstrap, "testcontainers", container=container.get_wrapped_container().name,
+                           image=container.image)
 
 
 def _kafka_from_maven_central(forced: bool = False, why_not_container: str = "",
@@ -274,8 +314,9 @@ def docker_client():
     try:
         client = engine_client()
     except ServiceError as exc:
-        if os.environ.get("INGEST_KAFKA_BACKEND", "").strip().lower() == "testcontainers":
-            pytest.fail(f"INGEST_KAFKA_BACKEND=testcontainers, but {exc}", pytrace=False)
+        forced = container_forced()
+        if forced:
+            pytest.fail(f"{' and '.join(forced)}=testcontainers, but {exc}", pytrace=False)
         pytest.skip(str(exc))
     try:
         yield client
@@ -335,19 +376,51 @@ def postgres_dsn() -> Iterator[str]:
 # -- HDFS and S3 ----------------------------------------------------------------------------
 
 
-def _server_for_session(make: Callable[[], Any], missing_requirements: Callable[[], list[str]], *, what: str,
+def _external(service: str, variable: str) -> str | None:
+    """The external server's address when the session uses it (INGEST_<SERVICE>_BACKEND
+    is env, or unset and `variable` is set), else None."""
+    from ingest.errors import IngestError
+
+    try:
+        backend = forced_backend(service)
+    except IngestError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    external = os.environ.get(variable, "").strip().rstrip("/")
+    if backend == "env" and not external:
+        pytest.fail(f"INGEST_{service.upper()}_BACKEND=env, but {variable} is not set: set it, or choose another "
+                    f"backend", pytrace=False)
+    return external if backend == "env" or (backend is None and external) else None
+
+
+def storage_image(service: str) -> str:
+    """The image of the HDFS or S3 container: INGEST_<SERVICE>_IMAGE, else the project's."""
+    from ingest.testing import images
+
+    default = images.hdfs_image() if service == "hdfs" else images.s3_image()
+    return os.environ.get(f"INGEST_{service.upper()}_IMAGE", "").strip() or default
+
+
+def _server_for_session(service: str, make: Callable[[], Any], make_container: Callable[[], Any],
+                        missing_requirements: Callable[[], list[str]], *, local_backend: str, what: str,
                         external_var: str, external: str, starts_how: str, name: str) -> Iterator[Any]:
-    """A local server (`make()`) for the session, stopped at its end. Skipped when
+    """The session's server for `service`, stopped at its end: a container when
+    INGEST_<SERVICE>_BACKEND=testcontainers, else a local one (`make()`). Skipped when
     `external_var` names an external one (a test asking for the server itself wants one it
     can pause), or, with what to install, when this machine lacks what it needs."""
-    if os.environ.get(external_var, "").strip():
+    if _external(service, external_var) is not None:
         pytest.skip(f"{external_var} names an external {external}; this test needs one it can pause")
+    if forced_backend(service) == "testcontainers":
+        yield from in_container(service, make_container)
+        return
     from ingest.errors import IngestError
 
     missing = missing_requirements()
     if missing:
-        skip_or_fail(f"no {what} for these tests: install " + " and ".join(missing)
-                     + f"{starts_how}, or set {external_var}")
+        reason = (f"no {what} for these tests: install " + " and ".join(missing)
+                  + f"{starts_how}, or set {external_var}")
+        if forced_backend(service) == local_backend:
+            pytest.fail(f"INGEST_{service.upper()}_BACKEND={local_backend}, but {reason}", pytrace=False)
+        skip_or_fail(reason)
     server = make()
     try:
         server.start()
@@ -361,11 +434,18 @@ def _server_for_session(make: Callable[[], Any], missing_requirements: Callable[
 
 @pytest.fixture(scope="session")
 def hdfs_service():
-    """A MiniDFSCluster for the session (see the module docstring)."""
+    """The session's HDFS: a MiniDFSCluster from Maven Central jars, or the same in a
+    container with INGEST_HDFS_BACKEND=testcontainers (see the module docstring)."""
     from ingest.testing import hdfs
 
-    yield from _server_for_session(hdfs.HdfsCluster, hdfs.missing_requirements, what="HDFS",
-                                   external_var="INGEST_HDFS_URL", external="cluster",
+    def container() -> Any:
+        from ingest.testing.storage_containers import HdfsContainer
+
+        return HdfsContainer(storage_image("hdfs"))
+
+    yield from _server_for_session("hdfs", hdfs.HdfsCluster, container, hdfs.missing_requirements,
+                                   local_backend="jvm", what="HDFS", external_var="INGEST_HDFS_URL",
+                                   external="cluster",
                                    starts_how=" so that a MiniDFSCluster starts from Maven Central jars",
                                    name="the HDFS minicluster")
 
@@ -373,10 +453,7 @@ def hdfs_service():
 @pytest.fixture(scope="session")
 def hdfs_url(request: pytest.FixtureRequest) -> str:
     """``hdfs://host:port`` (the NameNode's WebHDFS address) of the session's HDFS."""
-    external = os.environ.get("INGEST_HDFS_URL", "").strip()
-    if external:
-        return external.rstrip("/")
-    return request.getfixturevalue("hdfs_service").url
+    return _external("hdfs", "INGEST_HDFS_URL") or request.getfixturevalue("hdfs_service").url
 
 
 @pytest.fixture
@@ -389,28 +466,31 @@ def hdfs_dir(hdfs_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def s3_service():
-    """moto's S3 server for the session (see the module docstring)."""
+    """The session's S3 server: moto's in a child process, or in a container with
+    INGEST_S3_BACKEND=testcontainers (see the module docstring)."""
     from ingest.testing import s3
 
-    yield from _server_for_session(s3.S3Server, s3.missing_requirements, what="S3 server",
-                                   external_var="INGEST_S3_ENDPOINT", external="server", starts_how="",
-                                   name="moto's S3 server")
+    def container() -> Any:
+        from ingest.testing.storage_containers import S3Container
+
+        return S3Container(storage_image("s3"))
+
+    yield from _server_for_session("s3", s3.S3Server, container, s3.missing_requirements,
+                                   local_backend="local", what="S3 server", external_var="INGEST_S3_ENDPOINT",
+                                   external="server", starts_how="", name="moto's S3 server")
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint(request: pytest.FixtureRequest) -> str:
     """The URL of the session's S3-compatible server."""
-    external = os.environ.get("INGEST_S3_ENDPOINT", "").strip()
-    if external:
-        return external.rstrip("/")
-    return request.getfixturevalue("s3_service").endpoint
+    return _external("s3", "INGEST_S3_ENDPOINT") or request.getfixturevalue("s3_service").endpoint
 
 
 @pytest.fixture(scope="session")
 def s3_storage_options(s3_endpoint: str) -> dict:
     """Storage options for `s3://` locations on the session's server (endpoint and,
     for the local emulator, its dummy credentials)."""
-    if os.environ.get("INGEST_S3_ENDPOINT", "").strip():
+    if _external("s3", "INGEST_S3_ENDPOINT") is not None:
         return {"endpoint_url": s3_endpoint}
     from ingest.testing.s3 import TEST_CREDENTIALS
 

@@ -33,6 +33,9 @@ from ingest.testing.foreground import serve_in_foreground
 from ingest.testing.jvm import free_port, services_root
 
 START_TIMEOUT = 30.0
+# The moto release the S3 image installs (`ingest services image s3`, tag ingest/s3:<this>):
+# the one the local launcher's tests run with (pyproject's test extra, moto[server]>=5.1).
+MOTO_VERSION = "5.2.5"
 # Dummy credentials for the emulator: botocore refuses to sign without some.
 TEST_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret",
                     "region": "us-east-1"}
@@ -57,7 +60,31 @@ def server_answers(endpoint: str, timeout: float = 1.0) -> bool:
         return False
 
 
-class S3Server:
+class S3Endpoint:
+    """What a test does with a moto server at `self.endpoint`, wherever it runs (a child
+    process here, a container in `ingest.testing.storage_containers`)."""
+
+    endpoint: str
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """A new empty bucket; returns its name."""
+        name = name or f"test-{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=TEST_CREDENTIALS["aws_access_key_id"],
+                            aws_secret_access_key=TEST_CREDENTIALS["aws_secret_access_key"],
+                            region_name=TEST_CREDENTIALS["region"])
+
+    def storage_options(self) -> dict[str, str]:
+        """The options that point an `s3://` storage at this server."""
+        return {"endpoint_url": self.endpoint, **TEST_CREDENTIALS}
+
+
+class S3Server(S3Endpoint):
     """moto's S3 server in a child process (a context manager)."""
 
     def __init__(self, *, start_timeout: float = START_TIMEOUT, env: dict[str, str] | None = None) -> None:
@@ -70,7 +97,7 @@ class S3Server:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def endpoint(self) -> str:
+    def endpoint(self) -> str:  # type: ignore[override]
         if self.port is None:
             raise ServiceError("the S3 server is not running")
         return f"http://127.0.0.1:{self.port}"
@@ -122,23 +149,6 @@ class S3Server:
                     f" within {self.start_timeout:.0f} s; the end of its log:\n{tail}", log_tail=tail)
         self.stop()
         raise ServiceStartError("moto's S3 server found no free port in 3 attempts")
-
-    def create_bucket(self, name: str | None = None) -> str:
-        """A new empty bucket; returns its name."""
-        name = name or f"test-{uuid.uuid4().hex[:16]}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def client(self):  # type: ignore[no-untyped-def]
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=TEST_CREDENTIALS["aws_access_key_id"],
-                            aws_secret_access_key=TEST_CREDENTIALS["aws_secret_access_key"],
-                            region_name=TEST_CREDENTIALS["region"])
-
-    def storage_options(self) -> dict[str, str]:
-        """The options that point an `s3://` storage at this server."""
-        return {"endpoint_url": self.endpoint, **TEST_CREDENTIALS}
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
