@@ -470,6 +470,11 @@ def test_an_open_transaction_holds_the_stream_at_the_last_stable_offset(
     assert [r.value for r in seen[0].records] == [b"before"]
     assert [(r.from_offset, r.until_offset) for r in seen[0].ranges] == [(0, 1)]
     producer.commit_transaction(30)
+    # The coordinator writes the commit marker after answering, so the last stable
+    # offset moves a moment later: plan the next batch once it has.
+    deadline = time.monotonic() + 30
+    while end_offsets(kafka_bootstrap, topic)[(topic, 0)] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     ssc.step()
     assert [r.value for r in seen[1].records] == [b"pending"]
     assert_tiles(seen, end_offsets(kafka_bootstrap, topic))
