@@ -40,6 +40,9 @@ class TaskExecutor:
 
     name = "executor"
     parallelism = 1
+    in_process = False
+    """True when tasks run in this process (and see its caches, such as the
+    Kafka consumers a batch's reads may warm up before they start)."""
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -57,6 +60,7 @@ class TaskExecutor:
 
 class InlineExecutor(TaskExecutor):
     name = "inline"
+    in_process = True
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -65,6 +69,7 @@ class InlineExecutor(TaskExecutor):
 
 class ThreadExecutor(TaskExecutor):
     name = "threads"
+    in_process = True
 
     def __init__(self, parallelism: int) -> None:
         self.parallelism = parallelism
