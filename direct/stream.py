@@ -117,6 +117,10 @@ class KafkaRangeSource:
         # profile of a decode-and-filter job had a raw record, then a decoded
         # copy through NamedTuple._replace, as its largest cost.
         decode = self.reader.converter(r.topic, r.partition, self.key_de, self.value_de)
+        try:  # every record decodes: one C-level loop, no per-record try and append
+            return list(map(decode, raw))
+        except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
+            pass
         out: list[KafkaRecord] = []
         append = out.append
         failed: list[tuple[Any, BaseException]] = []
