@@ -117,6 +117,10 @@ class KafkaRangeSource:
         # profile of a decode-and-filter job had a raw record, then a decoded
         # copy through NamedTuple._replace, as its largest cost.
         decode = self.reader.converter(r.topic, r.partition, self.key_de, self.value_de)
+        try:  # every record decodes: one C-level loop, no per-record try and append
+            return list(map(decode, raw))
+        except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
+            pass
         out: list[KafkaRecord] = []
         append = out.append
         failed: list[tuple[Any, BaseException]] = []
@@ -537,10 +541,15 @@ class DirectKafkaInputDStream(InputDStream[KafkaRecord]):
 
     def materialize(self, time_ms: int, position: Position) -> Dataset[KafkaRecord]:
         parts = []
-        for r in position.ranges if isinstance(position, KafkaRanges) else ():
-            if r.count > 0:
-                parts.append(Partition(KafkaRangeSource(r, self.reader, self.poll_timeout, self._key_de,
-                                                        self._value_de, self._policy, self.name, self._connection)))
+        ranges = [r for r in (position.ranges if isinstance(position, KafkaRanges) else ()) if r.count > 0]
+        for r in ranges:
+            parts.append(Partition(KafkaRangeSource(r, self.reader, self.poll_timeout, self._key_de,
+                                                    self._value_de, self._policy, self.name, self._connection)))
+        if len(ranges) > 1 and self.ssc.executor.in_process:
+            # Every partition fetches while the first is read (see ConfluentReader.prefetch):
+            # the first batch of a 4-partition catch-up read waited for four
+            # connections and first fetches one after another.
+            self.reader.prefetch(ranges)
         return Dataset(parts, self.ssc.executor)
 
     def on_batch_committed(self, time_ms: int, position: Position) -> None:

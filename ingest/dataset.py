@@ -414,7 +414,7 @@ class Dataset(Generic[T]):
         buckets_per_task = self._run(map_side)
         inputs = []
         for b in range(num_partitions):
-            merged = [rec for task_buckets in buckets_per_task for rec in task_buckets[b]]
+            merged = list(itertools.chain.from_iterable(task_buckets[b] for task_buckets in buckets_per_task))
             inputs.append(Partition(ListSource(merged), (reduce_side,)))
         if reduce_side is _pass:
             return Dataset([Partition(p.source) for p in inputs], self._executor)
@@ -475,6 +475,12 @@ class Dataset(Generic[T]):
         n = self._default_partitions(num_partitions)
 
         def map_side(_i: int, records: list[Any]) -> list[list[Any]]:
+            if n == 1:
+                # Every key lands in the one partition: hashing each record (the
+                # top of a stateful job's profile on one partition) decides nothing.
+                # Keys are still hashed, and so checked, where a partition must be
+                # chosen: restoring state into several partitions, or n > 1.
+                return [records if isinstance(records, list) else list(records)]
             buckets: list[list[Any]] = [[] for _ in range(n)]
             for rec in records:
                 buckets[portable_hash(rec[0]) % n].append(rec)

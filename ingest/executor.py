@@ -44,6 +44,9 @@ class TaskExecutor:
     """Whether keyed state partitions may stay in workers between batches
     (ingest.state_store): only where workers are long-lived processes that
     `affinity` can address."""
+    in_process = False
+    """True when tasks run in this process (and see its caches, such as the
+    Kafka consumers a batch's reads may warm up before they start)."""
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -65,6 +68,7 @@ class TaskExecutor:
 
 class InlineExecutor(TaskExecutor):
     name = "inline"
+    in_process = True
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
             affinity: Sequence[str | None] | None = None) -> list[R]:
@@ -73,6 +77,7 @@ class InlineExecutor(TaskExecutor):
 
 class ThreadExecutor(TaskExecutor):
     name = "threads"
+    in_process = True
 
     def __init__(self, parallelism: int) -> None:
         self.parallelism = parallelism

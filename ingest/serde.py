@@ -32,7 +32,7 @@ def encode(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return {_TUPLE: [encode(x) for x in obj]}
     if isinstance(obj, list):
-        if all(type(x) in _SCALARS for x in obj):  # the common large case: nothing to mark
+        if _SCALARS.issuperset(map(type, obj)):  # the common large case: nothing to mark (checked in C)
             return obj
         return [encode(x) for x in obj]
     if isinstance(obj, dict):

@@ -573,27 +573,31 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             _i, state, records, t = task
             changes = _Changes()
             out = []
+            # Bound once: this loop runs once per record (the top of a stateful job's profile).
+            sets, removes, append, get = changes.sets, changes.removes, out.append, state.get
             for k, v in records:
-                if k in changes.sets:
-                    value = changes.sets[k][0]
+                pending = sets.get(k)
+                if pending is not None:
+                    value = pending[0]
                     # Still the committed object when no earlier call read or replaced it.
                     cur = State(True, value, key=k, shared=isolate and k in state and value is state[k][0])
-                elif k in changes.removes:
+                elif k in removes:
                     cur = State(False, key=k)
-                elif k in state:
-                    cur = State(True, state[k][0], key=k, shared=isolate)
                 else:
-                    cur = State(False, key=k)
+                    committed = get(k)
+                    cur = State(False, key=k) if committed is None else State(True, committed[0], key=k,
+                                                                              shared=isolate)
                 result = fn(k, v, cur)
                 if result is not None:
-                    out.append(result)
+                    append(result)
                 if cur._exists:
-                    changes.sets[k] = (cur._value, t)
-                    changes.removes.discard(k)
+                    sets[k] = (cur._value, t)
+                    if removes:
+                        removes.discard(k)
                 else:
-                    changes.sets.pop(k, None)
+                    sets.pop(k, None)
                     if k in state:
-                        changes.removes.add(k)
+                        removes.add(k)
             if timeout_ms is not None:
                 for k, (value, seen) in state.items():  # oldest update first
                     if seen is None:  # from initial_state: its idle clock starts with the first batch

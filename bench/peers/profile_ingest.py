@@ -3,7 +3,8 @@ threads: the batches run on executor threads, which a main-thread profiler does
 not see. cProfile is started in every thread the job creates; the statistics of
 all threads are merged and the top entries printed (by own time, then cumulative).
 
-Usage: python bench/peers/profile_ingest.py JOB BOOTSTRAP TOPIC RECORDS [TOP]
+Usage: python bench/peers/profile_ingest.py JOB BOOTSTRAP TOPIC RECORDS [TOP] [OUT_TOPIC]
+(OUT_TOPIC, created with `produce.py create`, for the json and eos jobs)
 (the topic as run.py produces it: `python bench/peers/produce.py fill BOOTSTRAP TOPIC RECORDS`)"""
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ def start_in_thread(*_args: object) -> None:
 def main() -> None:
     job, bootstrap, topic, records = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     top = int(sys.argv[5]) if len(sys.argv) > 5 else 25
+    out_topic = sys.argv[6] if len(sys.argv) > 6 else ""
     threading.setprofile(start_in_thread)
     main_profile = cProfile.Profile()
     profiles.append(main_profile)
     with tempfile.TemporaryDirectory() as workdir:
         main_profile.enable()
-        jobs_ingest.main(job, bootstrap, topic, records, "", Path(workdir))
+        jobs_ingest.main(job, bootstrap, topic, records, out_topic, Path(workdir))
         main_profile.disable()
     threading.setprofile(None)
     with guard:

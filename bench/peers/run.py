@@ -9,7 +9,8 @@ Python streaming peers (Quix Streams, Bytewax, Faust, PySpark Structured Streami
 - Each peer runs in its own venv built from requirements-<peer>.txt here (venvs.py),
   never in the project's environment; each job and round is a fresh subprocess.
 - Rounds are interleaved (round r runs every job of every peer), round 0 is a warm-up
-  and is not reported. Faust reads only the first 200k records (it does ~4k/s here).
+  and is not reported. Faust reads only the first --faust-records records (200k by default;
+  it does ~2-4k/s here).
 - Reported per job and peer: records/s (min/median/max over rounds, from the job
   process's start after imports until its output was complete), the peak RSS of the
   job's process tree, ratios of medians to ingest's, the load average at the end.
@@ -23,6 +24,7 @@ Writes results/latest.md and results/latest.png (matplotlib, in the bench venv).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -253,6 +255,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated peers (default: all)")
     parser.add_argument("--jobs", default="", help="comma-separated jobs (default: all)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per job run")
+    parser.add_argument("--faust-records", type=int, default=FAUST_RECORDS,
+                        help=f"records Faust reads (default {FAUST_RECORDS:,}): at ~2-4k records/s it takes "
+                             "most of a run's time")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     if args.rounds < 1:
@@ -260,6 +265,7 @@ def main() -> None:
     only = {p.strip() for p in args.only.split(",") if p.strip()}
     jobs = [j for j in spec.JOBS if not args.jobs or j in args.jobs.split(",")]
     peers = [p for p in PEERS if not only or p.name in only or p.name.split()[0] in only]
+    peers = [dataclasses.replace(p, max_records=args.faust_records) if p.name == "faust" else p for p in peers]
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -276,7 +282,7 @@ def main() -> None:
     load = os.getloadavg()
     header = (f"Machine: {machine()}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.\n"
               f"{args.records:,} records of {spec.RECORD_BYTES} B on {spec.PARTITIONS} partitions "
-              f"(Faust: the first {min(args.records, FAUST_RECORDS):,}), {args.rounds} measured rounds after a "
+              f"(Faust: the first {min(args.records, args.faust_records):,}), {args.rounds} measured rounds after a "
               f"warm-up round, interleaved; records/s from each job process's start until its output was "
               f"complete; peak RSS of the job's process tree.\n")
     text = header + "\n" + table(results, skipped)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import json.scanner
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -32,8 +33,25 @@ def _utf8(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8")
 
 
+# json.loads(bytes) goes through four Python-level calls per value (encoding
+# detection, decode, raw_decode, ...): the top of a JSON job's profile. Most
+# values are UTF-8 JSON without surrounding whitespace, which the C scanner
+# reads in one call; anything else (a BOM, UTF-16, whitespace, bad JSON) goes
+# to json.loads, so results and errors are json.loads's.
+_scan = json.scanner.make_scanner(json.JSONDecoder())
+
+
 def _json(data: bytes | None) -> Any:
-    return None if data is None else json.loads(data)
+    if data is None:
+        return None
+    try:
+        text = data.decode("utf-8")
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (AttributeError, UnicodeDecodeError, StopIteration, ValueError):
+        pass
+    return json.loads(data)
 
 
 class avro:  # noqa: N801 - reads as a deserializer name: avro(schema)

@@ -114,6 +114,7 @@ class KafkaTransactionalSink:
         self._lock = threading.Lock()
         self.batches_written = 0
         self.batches_skipped = 0
+        self.records_written = 0  # records of the committed transactions, so a job need not count them again
 
     @property
     def sink_id(self) -> str:
@@ -203,6 +204,7 @@ class KafkaTransactionalSink:
                     consumer.consumer_group_metadata(), self._timeout)
                 producer.commit_transaction(self._timeout)
                 self.batches_written += 1
+                self.records_written += len(records)
             except BaseException as exc:
                 self._abort(exc)
                 raise

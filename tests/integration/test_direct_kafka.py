@@ -237,6 +237,27 @@ def test_ranges_cover_every_offset_once_and_records_equal_what_was_produced(
     assert {r.key for r in all_records(seen)} >= {None, b"key-1"} and b"" in {r.value for r in all_records(seen)}
 
 
+def test_every_partition_of_a_batch_is_assigned_before_the_first_is_read_and_each_record_read_once(
+        kafka_bootstrap: str, make_context: Any) -> None:
+    from ingest.kafka.clients import CONSUMERS
+
+    topic = new_topic(kafka_bootstrap, "prefetch", partitions=4)
+    for p in range(4):
+        produce(kafka_bootstrap, topic, [f"{p}-{i}" for i in range(30)], partition=p)
+    ssc = make_context()  # the inline executor: tasks run in this process, one after another
+    stream = kafka_direct_stream(ssc, [topic], kafka_params=params(kafka_bootstrap), max_records_per_batch=60)
+    assigned: list[list[TP]] = []
+    seen = watch(stream, before=lambda _batch: assigned.append(
+        sorted(tp for tp in CONSUMERS.partitions() if tp[0] == topic)))
+    ssc.start()
+    ssc.step(3)
+
+    assert assigned[0] == [(topic, p) for p in range(4)]  # before any partition of the first batch was read
+    assert [len(s.records) for s in seen] == [60, 60, 0]
+    assert_tiles(seen, {(topic, p): 30 for p in range(4)})
+    assert contents(all_records(seen)) == in_kafka(kafka_bootstrap, topic)
+
+
 def test_max_rate_per_partition_caps_each_partition_by_the_batch_interval(
         kafka_bootstrap: str, client: str, make_context: Any) -> None:
     topic = new_topic(kafka_bootstrap, "rate", partitions=3)

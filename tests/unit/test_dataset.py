@@ -187,3 +187,9 @@ def test_portable_hash_agrees_for_numbers_that_compare_equal():
     assert portable_hash(3) == portable_hash(3.0)
     assert portable_hash(True) == portable_hash(1)
     assert portable_hash(0) == portable_hash(False) == portable_hash(0.0)
+
+
+@given(pairs)
+def test_partition_by_one_partition_keeps_every_pair_in_order(items):
+    parts = Dataset.from_records(items, 3).partition_by(1).glom()
+    assert parts == [items]

@@ -173,3 +173,13 @@ def test_an_explicit_name_is_the_identity_in_the_metadata(kafka: FakeKafka,
 
     assert sink.sink_id == "orders-out"
     assert json.loads(kafka.offsets[("t", 0)][1])["ingest_sink"] == "orders-out"
+
+
+def test_records_written_counts_the_records_of_committed_transactions_only(
+        sink: KafkaTransactionalSink, kafka: FakeKafka) -> None:
+    sink(kafka_batch(1000, ["a", "b", "c"], ("t", 0, 0, 3)))
+    sink(kafka_batch(1000, ["a", "b", "c"], ("t", 0, 0, 3)))  # the same batch again: already applied, skipped
+    sink(kafka_batch(2000, ["d"], ("t", 0, 3, 4)))
+
+    assert sink.records_written == 4 == len(kafka.records)
+    assert (sink.batches_written, sink.batches_skipped) == (2, 1)

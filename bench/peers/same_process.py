@@ -1,0 +1,72 @@
+"""Same-process ratio: ingest's job against the bare confluent-kafka loop doing
+the same work, both run in this one process, alternately, on one topic. Process
+start, imports and the machine's load between runs weigh on neither side, so
+the ratio shows what the framework costs per record and per batch.
+
+    python bench/peers/same_process.py BOOTSTRAP [--records 1000000] [--rounds 3] [--jobs count,filter,json]
+
+Fills a fresh topic of --records records (spec.py; 4 partitions) unless --topic
+names one already filled. Prints, per job, the seconds of each run and the
+ratio of medians (ingest records/s / bare loop records/s); the target is 0.85x.
+Jobs that produce (json) write to a fresh output topic per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+import uuid
+from pathlib import Path
+
+import jobs_bare
+import jobs_ingest
+import produce
+import spec
+
+
+def timed(run) -> float:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run()
+    line = [x for x in out.getvalue().splitlines() if x.startswith('{"seconds"')][-1]
+    return json.loads(line)["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bootstrap")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", default="count,filter,json")
+    parser.add_argument("--topic", default="")
+    args = parser.parse_args()
+    topic = args.topic or f"same-{uuid.uuid4().hex[:8]}"
+    if not args.topic:
+        produce.fill(args.bootstrap, topic, args.records)
+    for job in args.jobs.split(","):
+        bare: list[float] = []
+        ours: list[float] = []
+        for _round in range(args.rounds):
+            for runs, side in ((bare, "bare"), (ours, "ingest")):
+                out_topic = ""
+                if job in ("json", "eos"):
+                    out_topic = f"same-out-{uuid.uuid4().hex[:10]}"
+                    produce.create(args.bootstrap, out_topic, spec.PARTITIONS)
+                with tempfile.TemporaryDirectory() as workdir:
+                    if side == "bare":
+                        runs.append(timed(lambda: jobs_bare.main(job, args.bootstrap, topic, args.records,
+                                                                 out_topic)))
+                    else:
+                        runs.append(timed(lambda: jobs_ingest.main(job, args.bootstrap, topic, args.records,
+                                                                   out_topic, Path(workdir))))
+        ratio = statistics.median(bare) / statistics.median(ours)
+        print(f"{job:8} bare {' '.join(f'{s:.2f}' for s in bare)} s | ingest {' '.join(f'{s:.2f}' for s in ours)}"
+              f" s | ingest/bare {ratio:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
