@@ -147,6 +147,12 @@ class BlockLog:
     def has_unallocated(self) -> bool:
         return self.tracker.has_unallocated()
 
+    def pending(self) -> list[BlockInfo]:
+        return self.tracker.pending()
+
+    def tracked(self) -> list[BlockInfo]:
+        return self.tracker.tracked()
+
     def reserve(self, time_ms: int) -> list[BlockInfo]:
         """Give every unallocated block to batch `time_ms`, in memory only: the
         allocation is journalled by `confirm`, once the batch's intent is durable."""
