@@ -13,9 +13,18 @@
   the end of that batch (Dask runs the lost tasks again on the live workers;
   the nanny restarts the dead one meanwhile).
 
-Kafka: ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``.
+- ``receivers`` (``--part receivers``; no Kafka needed): records/s of the
+  same CPU-heavy map over receivers running on the workers (one receiver per
+  worker, each storing blocks of ``--block-records`` records as fast as it can)
+  with 1, 2 and 4 worker processes; the time ``store_batch`` takes per block
+  with replication 1 and 2 (measured on the receiver's worker); and, with 3
+  workers, the time from SIGKILL of the receiver's worker to the next
+  completed batch (batches stepped back to back; the blocks received on the
+  dead worker are read from their replicas).
 
-Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R]``
+Kafka (direct-stream parts only): ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``.
+
+Usage: ``.venv/bin/python bench/cluster.py [--quick] [--part all|direct|receivers] [--records N] [--rounds R]``
 (``--quick``: 8,000 records instead of 40,000).
 """
 
@@ -38,6 +47,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
 
 from direct import kafka_direct_stream  # noqa: E402
 from ingest import DaskExecutor, ManualClock, StreamingContext, StreamingListener  # noqa: E402
+from receivers import Receiver  # noqa: E402
 
 PARTITIONS = 8
 
@@ -151,6 +161,137 @@ def recovery(bootstrap: str, topic: str, records: int, batch_records: int, round
         return after - killed, counted[0]
 
 
+# -- receivers on workers ---------------------------------------------------------------
+
+class SequenceReceiver(Receiver[bytes]):
+    """Stores `total` records in blocks of `block_records` as fast as it can;
+    each block's metadata carries how long the previous `store_batch` took."""
+
+    def __init__(self, name: str, total: int, block_records: int) -> None:
+        super().__init__(name)
+        self.total, self.block_records = total, block_records
+
+    def on_start(self) -> None:
+        self.start_thread(self._loop, name=f"sequence-{self.name}")
+
+    def on_stop(self) -> None:
+        pass
+
+    def _loop(self) -> None:
+        previous_ms = None
+        i = 0
+        while i < self.total and not self.stop_event.is_set():
+            block = [f"{self.name}-{j}".encode() for j in range(i, min(i + self.block_records, self.total))]
+            started = time.perf_counter()
+            self.store_batch(block, {"previous_store_ms": previous_ms})
+            previous_ms = (time.perf_counter() - started) * 1000
+            i += len(block)
+
+
+def bytes_heavy(rounds: int):
+    def digest(value: bytes) -> bytes:
+        for _ in range(rounds):
+            value = hashlib.sha256(value).digest()
+        return value
+    return digest
+
+
+def receiver_job(client: Any, receivers: int, total: int, block_records: int, rounds: int,
+                 replication: int = 2) -> tuple[StreamingContext, list[Any], list[int]]:
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
+                           log_batches=False)
+    streams = [ssc.receiver_stream(SequenceReceiver(f"seq{r}", total // receivers, block_records),
+                                   name=f"seq{r}", replication=replication) for r in range(receivers)]
+    counted = [0]
+    ssc.union(*streams).map(bytes_heavy(rounds)).count().foreach_batch(
+        lambda b: counted.__setitem__(0, counted[0] + sum(b.collect())))
+    return ssc, streams, counted
+
+
+def receiver_scale(workers: int, records: int, block_records: int, rounds: int) -> float:
+    """Records/s from the receivers' start until every record was mapped."""
+    import distributed
+
+    with cluster(workers) as local, distributed.Client(local) as client:
+        ssc, _, counted = receiver_job(client, workers, records, block_records, rounds)
+        started = time.perf_counter()
+        ssc.start()
+        try:
+            while counted[0] < records:
+                ssc.step(timeout=180)
+            elapsed = time.perf_counter() - started
+        finally:
+            ssc.stop(graceful=False)
+    return records / elapsed
+
+
+def store_cost(replication: int, records: int, block_records: int) -> tuple[float, float]:
+    """(median, p90) ms of one store_batch on the receiver's worker, 3 workers."""
+    import statistics
+
+    import distributed
+
+    with cluster(3) as local, distributed.Client(local) as client:
+        ssc, streams, _ = receiver_job(client, 1, records, block_records, 1, replication)
+        ssc.start()
+        try:
+            while streams[0].records_received < records:
+                time.sleep(0.05)
+            ms = [b.metadata["previous_store_ms"] for b in streams[0].tracker.tracked()
+                  if b.metadata and b.metadata.get("previous_store_ms") is not None]
+        finally:
+            ssc.stop(graceful=False)
+    ms.sort()
+    return statistics.median(ms), ms[int(len(ms) * 0.9)]
+
+
+def receiver_recovery(records: int, block_records: int, rounds: int) -> tuple[float, int, int]:
+    """Seconds from SIGKILL of the receiver's worker to the next completed batch,
+    records lost (0 with replication 2), records mapped by then."""
+    import distributed
+
+    with cluster(3) as local, distributed.Client(local) as client:
+        ssc, streams, counted = receiver_job(client, 1, records, block_records, rounds)
+        ends = Ends()
+        ssc.add_listener(ends)
+        ssc.start()
+        try:
+            while streams[0].records_received < records // 2:
+                ssc.step(timeout=180)
+            worker = streams[0].supervisor.worker
+            pid = client.run(os.getpid, workers=[worker])[worker]
+            killed = time.time()
+            os.kill(pid, signal.SIGKILL)
+            before = len(ends.ends)
+            while len(ends.ends) == before:
+                ssc.step(timeout=180)
+            after = ends.ends[before]
+            lost = streams[0].records_lost
+        finally:
+            ssc.stop(graceful=False)
+    return after - killed, lost, counted[0]
+
+
+def receivers_part(records: int, block_records: int, rounds: int) -> None:
+    print(f"receivers: {records:,} records in blocks of {block_records:,}, {rounds} SHA-256 rounds per record, "
+          "one receiver per worker, replication 2", flush=True)
+    base = None
+    for workers in (1, 2, 4):
+        rate = receiver_scale(workers, records, block_records, rounds)
+        base = base or rate
+        print(f"receivers: {workers} worker process(es): {rate:,.0f} records/s ({rate / base:.2f}x of 1 worker)",
+              flush=True)
+    costs = {r: store_cost(r, records, block_records) for r in (1, 2)}
+    for r, (median, p90) in costs.items():
+        print(f"receivers: store_batch per block of {block_records:,} with replication {r}: median "
+              f"{median:.2f} ms, p90 {p90:.2f} ms", flush=True)
+    print(f"receivers: replication 2 costs {costs[2][0] - costs[1][0]:+.2f} ms per block (median) over 1",
+          flush=True)
+    seconds, lost, mapped = receiver_recovery(records, block_records, rounds)
+    print(f"receivers: receiver's worker killed -> next batch completed {seconds:.2f} s later "
+          f"({lost} records lost; {mapped:,} mapped by then)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
@@ -159,15 +300,21 @@ def main() -> int:
                         help="records per batch at most (default: a tenth of --records)")
     parser.add_argument("--rounds", type=int, default=200, help="SHA-256 rounds per record: the CPU-heavy map")
     parser.add_argument("--quick", action="store_true", help="8,000 records")
+    parser.add_argument("--part", choices=("all", "direct", "receivers"), default="all")
+    parser.add_argument("--block-records", type=int, default=200, help="records per received block")
     args = parser.parse_args()
-    if not args.bootstrap:
-        parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
     records = 8_000 if args.quick else args.records
-    batch_records = args.batch_records or max(1, records // 10)
-    counts = (1, 2, 4)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {os.cpu_count()} cores ({usable} usable by this process); load average "
           f"{os.getloadavg()[0]:.1f}")
+    if args.part in ("all", "receivers"):
+        receivers_part(records, args.block_records, args.rounds)
+    if args.part == "receivers":
+        return 0
+    if not args.bootstrap:
+        parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
+    batch_records = args.batch_records or max(1, records // 10)
+    counts = (1, 2, 4)
     topic = fill_topic(args.bootstrap, records)
     print(f"topic {topic}: {records:,} records on {PARTITIONS} partitions, batches of <= {batch_records:,}, "
           f"{args.rounds} SHA-256 rounds per record")

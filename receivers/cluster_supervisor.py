@@ -28,13 +28,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+import cloudpickle
+
 from ingest.errors import ReceiverError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
 from receivers.block import BlockInfo
 from receivers.placement import place_receiver
 from receivers.shipping import pack_receiver
-from receivers.worker_receiver import ReceiverRun, request_stop, run_receiver
+from receivers.worker_receiver import ReceiverRun, acknowledge, request_stop, run_receiver
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -51,9 +53,9 @@ _EVENTS = {"started": ReceiverStarted, "error": ReceiverErrorEvent, "stopped": R
 
 class ClusterReceiverSupervisor:
     def __init__(self, ssc: "StreamingContext", stream: str, receiver: "Receiver[Any]", executor: "DaskExecutor", *,
-                 replication: int, on_block: Callable[[BlockInfo], None],
+                 replication: int, on_block: Callable[[BlockInfo, list[Any] | None], None],
                  on_workers_left: Callable[[str, set[str]], None], hosting: Callable[[], list[str]],
-                 recovered: Callable[[], list[Any]], options: Mapping[str, Any]) -> None:
+                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False) -> None:
         self._ssc = ssc
         self.stream = stream
         self.receiver = receiver
@@ -64,6 +66,7 @@ class ClusterReceiverSupervisor:
         self._hosting = hosting
         self._recovered = recovered
         self._options = dict(options)
+        self._wal = wal
         self._lock = threading.Lock()
         self._stopped = threading.Event()  # the job's stop of this receiver began
         self._done = threading.Event()  # the watch thread should end
@@ -120,8 +123,8 @@ class ClusterReceiverSupervisor:
                                 "run it on; start workers (dask worker SCHEDULER) or check the cluster")
         self._runs += 1
         run_id = f"{self.stream}-{self._tag}-{self._runs}"
-        run = ReceiverRun(self.stream, self._packed, run_id, self._queue.name,
-                          self._ssc.block_interval_ms, self.replication, tuple(self._recovered()), self._options)
+        run = ReceiverRun(self.stream, self._packed, run_id, self._queue.name, self._ssc.block_interval_ms,
+                          self.replication, self._wal, tuple(self._recovered()), self._options)
         future = self.client.submit(run_receiver, run, workers=[worker], allow_other_workers=False, pure=False,
                                     key=f"ingest-receiver-{run_id}")
         with self._lock:
@@ -208,12 +211,16 @@ class ClusterReceiverSupervisor:
         if self._queue is None:
             return
         items = self._queue.get(batch=True)
+        durable: list[str] = []
         for item in items:
             kind = item[0]
             if kind == "block":
-                _, block_id, count, metadata, locations = item
-                self._on_block(BlockInfo(block_id, self.stream, int(count), metadata,
-                                         locations=tuple(locations)))
+                _, block_id, count, metadata, locations, *records = item
+                self._on_block(BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations)),
+                               # our own worker's pickle of the block's records (see worker_receiver)
+                               cloudpickle.loads(records[0]) if records else None)
+                if records:
+                    durable.append(block_id)
             elif kind == "event":
                 _, event, _name, active, message, error, at, restarts = item
                 self.receiver_running = bool(active)
@@ -226,3 +233,11 @@ class ClusterReceiverSupervisor:
                 self._ssc._on_fatal(ReceiverError(
                     f"receiver {self.receiver.name} of stream {self.stream} on Dask worker {self.worker}: "
                     f"{item[1]}"))
+        if durable:  # in the write-ahead log now: the receiver's store_batch calls may return
+            with self._lock:
+                run_id, worker = self._run_id, self.worker
+            try:
+                self.client.run(acknowledge, run_id, durable, workers=[worker])
+            except Exception as exc:  # noqa: BLE001 - that worker died: its receiver restarts elsewhere
+                log.warning("stream %s: confirming %d logged block(s) to %s failed: %s", self.stream,
+                            len(durable), worker, exc)

@@ -25,6 +25,7 @@ from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
 from receivers.cluster_blocks import ClusterBlockStore
 from receivers.cluster_supervisor import ClusterReceiverSupervisor
+from receivers.shared_checkpoint import check_shared_checkpoint
 from receivers.supervisor import ReceiverSupervisor
 from receivers.worker_blocks import WorkerBlockSource
 from receivers.tracker import ReceivedBlockTracker
@@ -82,7 +83,7 @@ class ReceiverInputDStream(InputDStream[T]):
             self.supervisor = ClusterReceiverSupervisor(
                 ssc, self.name, receiver, executor, replication=self.replication, on_block=self._track_remote,
                 on_workers_left=self._count_lost, hosting=self._other_receivers_workers,
-                recovered=self.recovered_metadata, options=options)
+                recovered=self.recovered_metadata, options=options, wal=bool(ssc.write_ahead_log))
         else:
             self.supervisor = ReceiverSupervisor(ssc, self.name, receiver, self._store_block, owner=self,
                                                  **options)
@@ -114,9 +115,15 @@ class ReceiverInputDStream(InputDStream[T]):
 
     # on a Dask cluster -------------------------------------------------------
 
-    def _track_remote(self, info: BlockInfo) -> None:
-        """A block stored on workers: track its reference (the records stay there)."""
-        self.tracker.add_block(info)
+    def _track_remote(self, info: BlockInfo, records: list[Any] | None) -> None:
+        """A block stored on workers: track its reference (the records stay
+        there). With the write-ahead log on, its records came too, to be
+        logged here, its one writer, before the receiver's store_batch returns."""
+        if records is not None and self.block_log is not None:
+            info = self.block_log.store_block(self.name, Block(info.block_id, records, info.metadata),
+                                              info.locations)
+        else:
+            self.tracker.add_block(info)
         with self._progress:
             self._unprocessed += info.num_records
         self.records_received += info.num_records
@@ -133,7 +140,8 @@ class ReceiverInputDStream(InputDStream[T]):
             self._lost(lost, f"Dask worker {dead} left the cluster")
 
     def _newly_lost(self, info: BlockInfo, live: set[str]) -> bool:
-        return bool(info.locations) and not live.intersection(info.locations) and info.block_id not in self._lost_ids
+        return (bool(info.locations) and info.wal_handle is None and not live.intersection(info.locations)
+                and info.block_id not in self._lost_ids)
 
     def _lost(self, blocks: list[BlockInfo], why: str) -> None:
         records = sum(b.num_records for b in blocks)
@@ -176,6 +184,8 @@ class ReceiverInputDStream(InputDStream[T]):
             self._recovered = True
 
     def start(self) -> None:
+        if self.on_cluster and self.ssc.write_ahead_log:
+            check_shared_checkpoint(self.name, self.ssc.checkpoint_dir, self.supervisor.live_workers())
         block_log = self._open_block_log()
         if block_log is not None and not self._recovered:
             block_log.recover(None, [])

@@ -31,8 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import cloudpickle
+
 from ingest.affinity import preferred_worker
 from ingest.clock import SystemClock
+from ingest.errors import StorageError
 from ingest.listener import ReceiverError, ReceiverStarted, ReceiverStopped
 from receivers import worker_blocks
 from receivers.block import Block, BlockInfo
@@ -41,6 +44,7 @@ from receivers.shipping import unpack_receiver
 log = logging.getLogger("receivers.worker_receiver")
 
 POLL_S = 0.25
+WAL_ACK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class ReceiverRun:
     queue: str
     block_interval_ms: int
     replication: int
+    write_ahead_log: bool = False
+    """The driver writes each block to the write-ahead log: the records go to it
+    with the reference, and store_batch waits for its acknowledgement."""
     recovered_metadata: tuple[Any, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     """ReceiverSupervisor's keyword options (max_rate, restart delays...)."""
@@ -101,6 +108,7 @@ class WorkerReceiverHost:
         self._queue = Queue(run.queue, client=client)
         self._send_lock = threading.Lock()  # keeps blocks and events in the order they happened
         self.fatal = threading.Event()
+        self._durable: dict[str, threading.Event] = {}  # blocks waiting for the driver's WAL write
         self.stop_requested = threading.Event()
         self.stop_order: tuple[bool, float | None] = (False, 10.0)  # (graceful, timeout) once asked
         self._warned_replicas = False
@@ -119,7 +127,24 @@ class WorkerReceiverHost:
         worker_blocks.put(self.address, block.block_id, block.records)
         locations = [self.address, *self._replicate(block)]
         metadata = dict(block.metadata) if block.metadata else None
-        self.send(["block", block.block_id, len(block.records), metadata, locations])
+        if not self.run.write_ahead_log:
+            self.send(["block", block.block_id, len(block.records), metadata, locations])
+        else:
+            # The log has one writer, the driver: the records go to it, and the block
+            # is durable only once it says so (`acknowledge`).
+            durable = threading.Event()
+            with self._send_lock:
+                self._durable[block.block_id] = durable
+            # Pickled by us (as partition tasks' results are): the queue's own encoding
+            # would turn lists inside records into tuples.
+            self.send(["block", block.block_id, len(block.records), metadata, locations,
+                       cloudpickle.dumps(block.records)])
+            if not durable.wait(WAL_ACK_TIMEOUT_S):
+                with self._send_lock:
+                    self._durable.pop(block.block_id, None)
+                raise StorageError(f"stream {self.run.stream}: the driver did not confirm within "
+                                   f"{WAL_ACK_TIMEOUT_S:.0f} s that block {block.block_id} is in the write-ahead "
+                                   "log; the receiver must not acknowledge its source")
         return BlockInfo(block.block_id, self.run.stream, len(block.records), block.metadata,
                          locations=tuple(locations))
 
@@ -168,6 +193,21 @@ def request_stop(run_id: str, graceful: bool, timeout: float | None) -> bool:
     host.stop_order = (graceful, timeout)
     host.stop_requested.set()
     return True
+
+
+def acknowledge(run_id: str, block_ids: list[str]) -> int:
+    """Sent by the driver once blocks are in the write-ahead log: their
+    store_batch calls return. Returns how many were waiting here."""
+    with _runs_lock:
+        host = _runs.get(run_id)
+    if host is None:
+        return 0
+    with host._send_lock:
+        waiting = [host._durable.pop(b, None) for b in block_ids]
+    for event in waiting:
+        if event is not None:
+            event.set()
+    return sum(e is not None for e in waiting)
 
 
 def run_receiver(run: ReceiverRun) -> dict[str, Any]:

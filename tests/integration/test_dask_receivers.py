@@ -60,8 +60,11 @@ def kill_worker(client, address: str) -> int:
     return pid
 
 
-def receiver_job(client, receiver, **options):
-    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False)
+def receiver_job(client, receiver, checkpoint: Path | None = None, **options):
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
+                           write_ahead_log=checkpoint is not None)
+    if checkpoint is not None:
+        ssc.checkpoint(str(checkpoint))
     stream = ssc.receiver_stream(receiver, **options)
     out: list[int] = []
     stream.foreach_batch(lambda b: out.extend(b.collect()))
@@ -203,3 +206,26 @@ def test_a_worker_killed_mid_batch_the_batch_completes_from_the_replicas_with_th
     pid, _address = marker.read_text().split()
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)  # the worker really died, in the middle of the batch
+
+
+def test_with_the_wal_and_replication_1_a_killed_workers_blocks_are_read_from_the_log(cluster, tmp_path):
+    server = ChunkServer(CHUNKS, hold_at=8)
+    ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port), tmp_path / "ckpt", replication=1)
+    try:
+        ssc.start()
+        server.wait_acked(8)  # acknowledged only once in the log
+        first = worker_of(ssc, stream)
+        kill_worker(cluster, first)
+        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
+        server.release()
+        server.wait_acked(len(CHUNKS))
+        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+        ssc.step(1, timeout=60)
+        status = ssc.status()
+        logged = stream.block_log.wal.records_written
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
+    assert sorted(out) == ALL  # the dead worker's 8 blocks came from the write-ahead log
+    assert status["inputs"][stream.name]["records_lost"] == 0
+    assert logged >= len(CHUNKS)
