@@ -107,6 +107,8 @@ class BlockLog:
         """Append the block (fsynced) and track it, as one step. Returns its
         reference once both are done. `locations`: the Dask workers holding the
         block (then no copy is kept in this process's memory)."""
+        if not locations:
+            return self.tracker.add(lambda: self.put(stream, block))
         return self.tracker.add(lambda: self.put(stream, block, locations))
 
     def put(self, stream: str, block: Block, locations: tuple[str, ...] = ()) -> BlockInfo:
