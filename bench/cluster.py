@@ -22,10 +22,18 @@
   own state task: the time from the kill to the next completed batch (the
   dead worker's partitions are sent again from the last commit).
   No Kafka needed (a queue stream).
+- ``receivers`` (no Kafka needed): records/s of the
+  same CPU-heavy map over receivers running on the workers (one receiver per
+  worker, each storing blocks of ``--block-records`` records as fast as it can)
+  with 1, 2 and 4 worker processes; the time ``store_batch`` takes per block
+  with replication 1 and 2 (measured on the receiver's worker); and, with 3
+  workers, the time from SIGKILL of the receiver's worker to the next
+  completed batch (batches stepped back to back; the blocks received on the
+  dead worker are read from their replicas).
 
-Kafka: ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS`` (not for ``--parts state``).
+Kafka (``scale`` and ``recovery``, the direct stream's parts): ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``.
 
-Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R] [--parts scale,recovery,state]``
+Usage: ``.venv/bin/python bench/cluster.py [--quick] [--records N] [--rounds R] [--parts scale,recovery,state,receivers]``
 (``--quick``: 8,000 records instead of 40,000, 6 timed state batches instead of 20).
 """
 
@@ -48,6 +56,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
 
 from direct import kafka_direct_stream  # noqa: E402
 from ingest import DaskExecutor, ManualClock, StreamingContext, StreamingListener  # noqa: E402
+from receivers import Receiver  # noqa: E402
 
 PARTITIONS = 8
 
@@ -261,7 +270,6 @@ def state_recovery(keys: int, batches: int = 6, touched: int = 2_000) -> tuple[f
 
 
 def state_figures(keys: int, batches: int) -> None:
-    print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     cost, shipped = state_cost(keys, batches)
     print(f"state: map_with_state over {keys:,} keys, 2,000 touched per batch, 3 workers: "
           f"{cost[True]:.0f} ms per batch with the state on the workers, {cost[False]:.0f} ms with it shipped "
@@ -271,6 +279,135 @@ def state_figures(keys: int, batches: int) -> None:
     print(f"state recovery: a state task's worker killed -> the next batch completed {seconds:.2f} s later "
           f"(a batch takes {normal:.2f} s without a death; {reloads} partition(s) sent again from the last "
           "commit)", flush=True)
+# -- receivers on workers ---------------------------------------------------------------
+
+class SequenceReceiver(Receiver[bytes]):
+    """Stores `total` records in blocks of `block_records` as fast as it can;
+    each block's metadata carries how long the previous `store_batch` took."""
+
+    def __init__(self, name: str, total: int, block_records: int) -> None:
+        super().__init__(name)
+        self.total, self.block_records = total, block_records
+
+    def on_start(self) -> None:
+        self.start_thread(self._loop, name=f"sequence-{self.name}")
+
+    def on_stop(self) -> None:
+        pass
+
+    def _loop(self) -> None:
+        previous_ms = None
+        i = 0
+        while i < self.total and not self.stop_event.is_set():
+            block = [f"{self.name}-{j}".encode() for j in range(i, min(i + self.block_records, self.total))]
+            started = time.perf_counter()
+            self.store_batch(block, {"previous_store_ms": previous_ms})
+            previous_ms = (time.perf_counter() - started) * 1000
+            i += len(block)
+
+
+def bytes_heavy(rounds: int):
+    def digest(value: bytes) -> bytes:
+        for _ in range(rounds):
+            value = hashlib.sha256(value).digest()
+        return value
+    return digest
+
+
+def receiver_job(client: Any, receivers: int, total: int, block_records: int, rounds: int,
+                 replication: int = 2) -> tuple[StreamingContext, list[Any], list[int]]:
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
+                           log_batches=False)
+    streams = [ssc.receiver_stream(SequenceReceiver(f"seq{r}", total // receivers, block_records),
+                                   name=f"seq{r}", replication=replication) for r in range(receivers)]
+    counted = [0]
+    ssc.union(*streams).map(bytes_heavy(rounds)).count().foreach_batch(
+        lambda b: counted.__setitem__(0, counted[0] + sum(b.collect())))
+    return ssc, streams, counted
+
+
+def receiver_scale(workers: int, records: int, block_records: int, rounds: int) -> float:
+    """Records/s from the receivers' start until every record was mapped."""
+    import distributed
+
+    with cluster(workers) as local, distributed.Client(local) as client:
+        ssc, _, counted = receiver_job(client, workers, records, block_records, rounds)
+        started = time.perf_counter()
+        ssc.start()
+        try:
+            while counted[0] < records:
+                ssc.step(timeout=180)
+            elapsed = time.perf_counter() - started
+        finally:
+            ssc.stop(graceful=False)
+    return records / elapsed
+
+
+def store_cost(replication: int, records: int, block_records: int) -> tuple[float, float]:
+    """(median, p90) ms of one store_batch on the receiver's worker, 3 workers."""
+    import statistics
+
+    import distributed
+
+    with cluster(3) as local, distributed.Client(local) as client:
+        ssc, streams, _ = receiver_job(client, 1, records, block_records, 1, replication)
+        ssc.start()
+        try:
+            while streams[0].records_received < records:
+                time.sleep(0.05)
+            ms = [b.metadata["previous_store_ms"] for b in streams[0].tracker.tracked()
+                  if b.metadata and b.metadata.get("previous_store_ms") is not None]
+        finally:
+            ssc.stop(graceful=False)
+    ms.sort()
+    return statistics.median(ms), ms[int(len(ms) * 0.9)]
+
+
+def receiver_recovery(records: int, block_records: int, rounds: int) -> tuple[float, int, int]:
+    """Seconds from SIGKILL of the receiver's worker to the next completed batch,
+    records lost (0 with replication 2), records mapped by then."""
+    import distributed
+
+    with cluster(3) as local, distributed.Client(local) as client:
+        ssc, streams, counted = receiver_job(client, 1, records, block_records, rounds)
+        ends = Ends()
+        ssc.add_listener(ends)
+        ssc.start()
+        try:
+            while streams[0].records_received < records // 2:
+                ssc.step(timeout=180)
+            worker = streams[0].supervisor.worker
+            pid = client.run(os.getpid, workers=[worker])[worker]
+            killed = time.time()
+            os.kill(pid, signal.SIGKILL)
+            before = len(ends.ends)
+            while len(ends.ends) == before:
+                ssc.step(timeout=180)
+            after = ends.ends[before]
+            lost = streams[0].records_lost
+        finally:
+            ssc.stop(graceful=False)
+    return after - killed, lost, counted[0]
+
+
+def receivers_part(records: int, block_records: int, rounds: int) -> None:
+    print(f"receivers: {records:,} records in blocks of {block_records:,}, {rounds} SHA-256 rounds per record, "
+          "one receiver per worker, replication 2", flush=True)
+    base = None
+    for workers in (1, 2, 4):
+        rate = receiver_scale(workers, records, block_records, rounds)
+        base = base or rate
+        print(f"receivers: {workers} worker process(es): {rate:,.0f} records/s ({rate / base:.2f}x of 1 worker)",
+              flush=True)
+    costs = {r: store_cost(r, records, block_records) for r in (1, 2)}
+    for r, (median, p90) in costs.items():
+        print(f"receivers: store_batch per block of {block_records:,} with replication {r}: median "
+              f"{median:.2f} ms, p90 {p90:.2f} ms", flush=True)
+    print(f"receivers: replication 2 costs {costs[2][0] - costs[1][0]:+.2f} ms per block (median) over 1",
+          flush=True)
+    seconds, lost, mapped = receiver_recovery(records, block_records, rounds)
+    print(f"receivers: receiver's worker killed -> next batch completed {seconds:.2f} s later "
+          f"({lost} records lost; {mapped:,} mapped by then)", flush=True)
 
 
 def main() -> int:
@@ -281,35 +418,43 @@ def main() -> int:
                         help="records per batch at most (default: a tenth of --records)")
     parser.add_argument("--rounds", type=int, default=200, help="SHA-256 rounds per record: the CPU-heavy map")
     parser.add_argument("--quick", action="store_true", help="8,000 records")
-    parser.add_argument("--parts", default="scale,recovery,state",
-                        help="comma-separated: scale, recovery (direct stream), state (keyed state on workers)")
+    parser.add_argument("--parts", default="scale,recovery,state,receivers",
+                        help="comma-separated: scale, recovery (direct stream), state (keyed state on workers), "
+                             "receivers (receivers on workers)")
     parser.add_argument("--state-keys", type=int, default=100_000, help="keys of the state part's job")
+    parser.add_argument("--block-records", type=int, default=200, help="records per received block")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if "state" in parts:
-        state_figures(args.state_keys, 6 if args.quick else 20)
-    if not parts & {"scale", "recovery"}:
-        return 0
-    if not args.bootstrap:
-        parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
+    unknown = parts - {"scale", "recovery", "state", "receivers"}
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}: choose among scale, recovery, state, receivers")
+    if parts & {"scale", "recovery"} and not args.bootstrap:
+        parser.error("give --bootstrap or set KAFKA_BOOTSTRAP_SERVERS (or leave out the parts scale and recovery)")
     records = 8_000 if args.quick else args.records
-    batch_records = args.batch_records or max(1, records // 10)
-    counts = (1, 2, 4)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {os.cpu_count()} cores ({usable} usable by this process); load average "
           f"{os.getloadavg()[0]:.1f}")
+    if "state" in parts:
+        state_figures(args.state_keys, 6 if args.quick else 20)
+    if "receivers" in parts:
+        receivers_part(records, args.block_records, args.rounds)
+    if not parts & {"scale", "recovery"}:
+        return 0
+    batch_records = args.batch_records or max(1, records // 10)
     topic = fill_topic(args.bootstrap, records)
     print(f"topic {topic}: {records:,} records on {PARTITIONS} partitions, batches of <= {batch_records:,}, "
           f"{args.rounds} SHA-256 rounds per record")
-    base = None
-    for workers in counts:
-        rate = scale(args.bootstrap, topic, records, batch_records, args.rounds, workers)
-        base = base or rate
-        print(f"scale: {workers} worker process(es): {rate:,.0f} records/s ({rate / base:.2f}x of 1 worker)",
-              flush=True)
-    seconds, seen = recovery(args.bootstrap, topic, records, batch_records, args.rounds)
-    print(f"recovery: worker killed mid-batch -> that batch completed {seconds:.2f} s later "
-          f"({seen:,} of {records:,} records mapped: {'all' if seen == records else 'MISMATCH'})")
+    if "scale" in parts:
+        base = None
+        for workers in (1, 2, 4):
+            rate = scale(args.bootstrap, topic, records, batch_records, args.rounds, workers)
+            base = base or rate
+            print(f"scale: {workers} worker process(es): {rate:,.0f} records/s ({rate / base:.2f}x of 1 worker)",
+                  flush=True)
+    if "recovery" in parts:
+        seconds, seen = recovery(args.bootstrap, topic, records, batch_records, args.rounds)
+        print(f"recovery: worker killed mid-batch -> that batch completed {seconds:.2f} s later "
+              f"({seen:,} of {records:,} records mapped: {'all' if seen == records else 'MISMATCH'})")
     return 0
 
 

@@ -319,7 +319,9 @@ class StreamingContext:
         `max_restart_delay` (30 s) and `max_consecutive_failures` (5: restarts
         tried after the receiver failed, i.e. on_start or a thread started
         with `Receiver.start_thread` raised, before the job stops with a
-        `ReceiverError`; a run of 30 s or more starts the count again).
+        `ReceiverError`; a run of 30 s or more starts the count again),
+        `replication` (on a Dask executor, the workers that hold each received
+        block before `store_batch` returns: 2 by default there, 1 in one process).
 
         Provided by the `receivers` package (registered in `ingest.sources`,
         loaded on first use)."""

@@ -190,7 +190,7 @@ class DaskExecutor(TaskExecutor):
         return self._client
 
     def map(self, fn: Callable[[T], R], items: Sequence[T],
-            affinity: Sequence[str | None] | None = None) -> list[R]:
+            affinity: Sequence[str | tuple[str, ...] | None] | None = None) -> list[R]:
         keys = list(affinity) if affinity is not None else [None] * len(items)
         live = self._live_workers() if any(k is not None for k in keys) else []
         futures = [self._client.submit(_run_on_worker, fn, item, pure=False, **self._placement(key, live))
@@ -215,10 +215,15 @@ class DaskExecutor(TaskExecutor):
         return [result for _, result in placed]
 
     @staticmethod
-    def _placement(key: str | None, live: Sequence[str]) -> dict[str, Any]:
+    def _placement(key: str | tuple[str, ...] | None, live: Sequence[str]) -> dict[str, Any]:
         """Dask's placement for a task with affinity `key`: its preferred live
         worker, loosely (a busy worker, or one that died since, does not block
-        the task: Dask runs it elsewhere)."""
+        the task: Dask runs it elsewhere). A tuple of worker addresses names the
+        workers holding the task's data (a received block and its replica):
+        any live one of them."""
+        if isinstance(key, tuple):
+            workers = [w for w in key if w in live]
+            return {"workers": workers, "allow_other_workers": True} if workers else {}
         worker = None if key is None else preferred_worker(key, live)
         return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
 

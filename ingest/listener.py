@@ -123,6 +123,8 @@ class ReceiverInfo:
     last_error: str | None = None
     last_error_time: float | None = None
     restarts: int = 0
+    worker: str | None = None
+    """The Dask worker running the receiver; None when it runs in the driver."""
 
 
 # -- events ------------------------------------------------------------------
@@ -253,7 +255,8 @@ class LoggingListener(StreamingListener):
         )
 
     def on_receiver_started(self, event: ReceiverStarted) -> None:
-        log.info("receiver %s of stream %s started", event.info.receiver, event.info.stream)
+        log.info("receiver %s of stream %s started%s", event.info.receiver, event.info.stream,
+                 "" if event.info.worker is None else f" on Dask worker {event.info.worker}")
 
     def on_receiver_error(self, event: ReceiverError) -> None:
         log.warning("receiver %s of stream %s: %s", event.info.receiver, event.info.stream,
@@ -312,7 +315,8 @@ class ProgressTracker(StreamingListener):
                     "workers": dict(last.workers),
                 },
                 "receivers": {
-                    name: {"active": r.active, "restarts": r.restarts, "last_error": r.last_error_message}
+                    name: {"active": r.active, "restarts": r.restarts, "last_error": r.last_error_message,
+                           "worker": r.worker}
                     for name, r in self.receivers.items()
                 },
             }

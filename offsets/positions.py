@@ -160,6 +160,9 @@ class BlockRef:
     """Source positions covered by the block (e.g. Kafka offsets, a Flume sequence number), plain data."""
     wal_handle: Mapping[str, Any] | None = None
     """Where the block's records are in the write-ahead log, if it is on."""
+    locations: tuple[str, ...] = ()
+    """On a Dask cluster, the workers whose memory holds the block (the receiving
+    worker first, then its replicas); empty for a block kept in the driver."""
 
     def describe(self) -> str:
         """One line: the block, its size, and its place in the log (the UI shows
@@ -173,11 +176,14 @@ class BlockRef:
             out["metadata"] = dict(self.metadata)
         if self.wal_handle is not None:
             out["wal"] = dict(self.wal_handle)
+        if self.locations:
+            out["locations"] = list(self.locations)
         return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "BlockRef":
-        return cls(str(d["id"]), str(d["stream"]), int(d["records"]), d.get("metadata"), d.get("wal"))
+        return cls(str(d["id"]), str(d["stream"]), int(d["records"]), d.get("metadata"), d.get("wal"),
+                   tuple(str(w) for w in d.get("locations", ())))
 
 
 @register_position

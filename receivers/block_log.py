@@ -103,20 +103,24 @@ class BlockLog:
 
     # -- the store ----------------------------------------------------------------------
 
-    def store_block(self, stream: str, block: Block) -> BlockInfo:
+    def store_block(self, stream: str, block: Block, locations: tuple[str, ...] = ()) -> BlockInfo:
         """Append the block (fsynced) and track it, as one step. Returns its
-        reference once both are done."""
-        return self.tracker.add(lambda: self.put(stream, block))
+        reference once both are done. `locations`: the Dask workers holding the
+        block (then no copy is kept in this process's memory)."""
+        if not locations:
+            return self.tracker.add(lambda: self.put(stream, block))
+        return self.tracker.add(lambda: self.put(stream, block, locations))
 
-    def put(self, stream: str, block: Block) -> BlockInfo:
+    def put(self, stream: str, block: Block, locations: tuple[str, ...] = ()) -> BlockInfo:
         """Append the block without tracking it: use `store_block`, unless the
         caller tracks it under the tracker's lock itself."""
         payload = encode_block([block.block_id, dict(block.metadata) if block.metadata else None,
                                 records_payload(block.records)])
         handle = self.wal.append(payload, BLOCK)  # durable (fsync) before we go on
-        info = BlockInfo(block.block_id, stream, len(block.records), block.metadata, handle.to_dict())
-        with self._memory_lock:
-            self._memory[block.block_id] = block.records
+        info = BlockInfo(block.block_id, stream, len(block.records), block.metadata, handle.to_dict(), locations)
+        if not locations:
+            with self._memory_lock:
+                self._memory[block.block_id] = block.records
         return info
 
     def get(self, info: BlockInfo) -> list[Any] | None:
@@ -146,6 +150,12 @@ class BlockLog:
 
     def has_unallocated(self) -> bool:
         return self.tracker.has_unallocated()
+
+    def pending(self) -> list[BlockInfo]:
+        return self.tracker.pending()
+
+    def tracked(self) -> list[BlockInfo]:
+        return self.tracker.tracked()
 
     def reserve(self, time_ms: int) -> list[BlockInfo]:
         """Give every unallocated block to batch `time_ms`, in memory only: the

@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, Any, Sequence, TypeVar
 from ingest.dataset import Dataset, ListSource, Partition
 from ingest.dstream import InputDStream
 from ingest.errors import ConfigError
+from ingest.executor import DaskExecutor
 from ingest.input_stats import WalStats
 from offsets import BlockRef, Position, ReceivedBlocks
 from receivers.block import Block, BlockInfo, MemoryBlockStore
 from receivers.block_log import BlockLog
+from receivers.cluster_blocks import ClusterBlockStore
+from receivers.cluster_supervisor import ClusterReceiverSupervisor
+from receivers.shared_checkpoint import check_shared_checkpoint
 from receivers.supervisor import ReceiverSupervisor
+from receivers.worker_blocks import WorkerBlockSource
 from receivers.tracker import ReceivedBlockTracker
 
 if TYPE_CHECKING:
@@ -39,7 +44,8 @@ class ReceiverInputDStream(InputDStream[T]):
     def __init__(self, ssc: "StreamingContext", receiver: "Receiver[T]", *, max_rate: float | None = None,
                  name: str | None = None, kind: str = "receiver", max_buffered_records: int = 10_000,
                  max_queued_blocks: int = 10, max_unprocessed_records: int = 200_000, restart_delay: float = 2.0,
-                 max_restart_delay: float = 30.0, max_consecutive_failures: int = 5) -> None:
+                 max_restart_delay: float = 30.0, max_consecutive_failures: int = 5,
+                 replication: int | None = None) -> None:
         from receivers.receiver import Receiver
 
         if not isinstance(receiver, Receiver):
@@ -50,17 +56,38 @@ class ReceiverInputDStream(InputDStream[T]):
                              ("max_unprocessed_records", max_unprocessed_records)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+        if replication is not None and (isinstance(replication, bool) or not isinstance(replication, int)
+                                        or replication < 1):
+            raise ConfigError(f"replication must be a positive number of workers that keep each block (or None: "
+                              f"2 on a Dask cluster, 1 in one process), got {replication!r}")
         self.kind = kind
         super().__init__(ssc, name)
         self.receiver = receiver
         self.store: Any = MemoryBlockStore()
         self.tracker: Any = ReceivedBlockTracker()
         self.block_log: BlockLog | None = None
-        self.supervisor = ReceiverSupervisor(
-            ssc, self.name, receiver, self._store_block, max_rate=max_rate,
-            max_buffered_records=max_buffered_records, max_queued_blocks=max_queued_blocks,
-            restart_delay=restart_delay, max_restart_delay=max_restart_delay,
-            max_consecutive_failures=max_consecutive_failures, owner=self)
+        options = dict(max_rate=max_rate, max_buffered_records=max_buffered_records,
+                       max_queued_blocks=max_queued_blocks, restart_delay=restart_delay,
+                       max_restart_delay=max_restart_delay, max_consecutive_failures=max_consecutive_failures)
+        self.on_cluster = isinstance(ssc.executor, DaskExecutor)
+        self.replication = (replication or 2) if self.on_cluster else 1
+        self.blocks_lost = 0
+        self.records_lost = 0
+        self._lost_ids: set[str] = set()
+        self.supervisor: Any
+        self.worker_blocks: ClusterBlockStore | None = None
+        if self.on_cluster:
+            # The receiver runs on a Dask worker and its blocks stay in workers' memory;
+            # only their references come here (receivers.cluster_supervisor).
+            executor = ssc.executor
+            self.worker_blocks = ClusterBlockStore(lambda: executor.client)
+            self.supervisor = ClusterReceiverSupervisor(
+                ssc, self.name, receiver, executor, replication=self.replication, on_block=self._track_remote,
+                on_workers_left=self._count_lost, hosting=self._other_receivers_workers,
+                recovered=self.recovered_metadata, options=options, wal=bool(ssc.write_ahead_log))
+        else:
+            self.supervisor = ReceiverSupervisor(ssc, self.name, receiver, self._store_block, owner=self,
+                                                 **options)
         self.records_received = 0
         self.max_unprocessed_records = max_unprocessed_records
         self._unprocessed = 0  # records stored and not yet in a committed batch
@@ -87,6 +114,52 @@ class ReceiverInputDStream(InputDStream[T]):
         self.records_received += info.num_records
         return info
 
+    # on a Dask cluster -------------------------------------------------------
+
+    def _track_remote(self, info: BlockInfo, records: list[Any] | None) -> None:
+        """A block stored on workers: track its reference (the records stay
+        there). With the write-ahead log on, its records came too, to be
+        logged here, its one writer, before the receiver's store_batch returns."""
+        if records is not None and self.block_log is not None:
+            info = self.block_log.store_block(self.name, Block(info.block_id, records, info.metadata),
+                                              info.locations)
+        else:
+            self.tracker.add_block(info)
+        with self._progress:
+            self._unprocessed += info.num_records
+        self.records_received += info.num_records
+
+    def _other_receivers_workers(self) -> list[str]:
+        return [w for inp in self.ssc._graph.inputs if inp is not self
+                for w in [getattr(getattr(inp, "supervisor", None), "worker", None)] if isinstance(w, str)]
+
+    def _count_lost(self, dead: str, live: set[str]) -> None:
+        """Worker `dead` left: count the blocks not yet processed that no live
+        worker holds any more (replication 1, or every copy's worker died)."""
+        lost = [b for b in self.tracker.pending() if self._newly_lost(b, live)]
+        if lost:
+            self._lost(lost, f"Dask worker {dead} left the cluster")
+
+    def _newly_lost(self, info: BlockInfo, live: set[str]) -> bool:
+        return (bool(info.locations) and info.wal_handle is None and not live.intersection(info.locations)
+                and info.block_id not in self._lost_ids)
+
+    def _lost(self, blocks: list[BlockInfo], why: str) -> None:
+        records = sum(b.num_records for b in blocks)
+        with self._progress:
+            self._lost_ids.update(b.block_id for b in blocks)
+            self.blocks_lost += len(blocks)
+            self.records_lost += records
+        log.warning("stream %s: %s with %d received block(s) (%d records) that no live worker holds: they are "
+                    "lost (replication=%d, write-ahead log %s). replication=2 keeps a copy on a second worker; "
+                    "write_ahead_log=True keeps every block", self.name, why, len(blocks), records,
+                    self.replication, "on" if self.reliable else "off")
+
+    def health(self) -> dict[str, Any]:
+        """Where the receiver runs and what a worker's death cost (plain data for the status)."""
+        return {"worker": getattr(self.supervisor, "worker", None), "replication": self.replication,
+                "blocks_lost": self.blocks_lost, "records_lost": self.records_lost}
+
     # lifecycle ---------------------------------------------------------------
 
     @property
@@ -112,6 +185,8 @@ class ReceiverInputDStream(InputDStream[T]):
             self._recovered = True
 
     def start(self) -> None:
+        if self.on_cluster and self.ssc.write_ahead_log:
+            check_shared_checkpoint(self.name, self.ssc.checkpoint_dir, self.supervisor.live_workers())
         block_log = self._open_block_log()
         if block_log is not None and not self._recovered:
             block_log.recover(None, [])
@@ -133,6 +208,8 @@ class ReceiverInputDStream(InputDStream[T]):
         return self.tracker.has_unallocated()
 
     def close(self) -> None:
+        if self.worker_blocks is not None:  # the job is over: free the workers' copies
+            self.worker_blocks.remove(self.tracker.tracked())
         self.store.close()
 
     def wal_stats(self) -> WalStats | None:
@@ -175,12 +252,24 @@ class ReceiverInputDStream(InputDStream[T]):
     def materialize(self, time_ms: int, position: Position) -> Dataset[T]:
         parts = []
         lost = []
-        for info in self.blocks_of(position):
+        blocks = self.blocks_of(position)
+        live = self.supervisor.live_workers() if self.on_cluster and any(b.locations for b in blocks) else set()
+        gone = [b for b in blocks if self._newly_lost(b, live)]
+        if gone:
+            self._lost(gone, f"batch {time_ms} found {len(gone)} block(s) on no live worker")
+        for info in blocks:
+            if info.locations:
+                # Read where the block is: the task goes to a live location, or fetches from one.
+                holders = tuple(w for w in info.locations if w in live)
+                if holders:
+                    parts.append(Partition(WorkerBlockSource(self.name, info.block_id, holders)))
+                    continue
             records = self.store.get(info)
             if records is None:
                 lost.append(info)
                 continue
             parts.append(Partition(ListSource(records)))
+        lost = [b for b in lost if not b.locations]  # those on dead workers were counted above
         if lost:
             log.warning("stream %s, batch %d: %d block(s) with %d records are gone (received before a restart "
                         "without write-ahead log: StreamingContext(write_ahead_log=True) keeps them); the batch "
@@ -206,4 +295,7 @@ class ReceiverInputDStream(InputDStream[T]):
             # can be replayed after a restart: keeping blocks of committed
             # batches in memory for a checkpoint's state fallback would only cost memory.
             retain_from_ms = max(retain_from_ms, self._last_committed_ms + 1)
-        self.store.remove(self.tracker.clean_up(retain_from_ms))
+        forgotten = self.tracker.clean_up(retain_from_ms)
+        self.store.remove(forgotten)
+        if self.worker_blocks is not None:
+            self.worker_blocks.remove(forgotten)

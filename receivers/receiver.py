@@ -46,6 +46,16 @@ class Receiver(Generic[T]):
         self.name = name or type(self).__name__
         self._supervisor: "ReceiverSupervisor | None" = None
 
+    # -- on a Dask cluster ----------------------------------------------------------
+
+    @property
+    def preferred_location(self) -> str | None:
+        """The Dask worker (its address, or a host name or IP that workers run
+        on) this receiver should run on, e.g. the host its source pushes to;
+        None lets the driver spread receivers evenly. Another worker runs it
+        when none matches or the preferred one died."""
+        return None
+
     # -- to implement ------------------------------------------------------------
 
     def on_start(self) -> None:

@@ -177,6 +177,13 @@ class ReceivedBlockTracker:
         Kept for callers that acknowledge and forget in one step."""
         return self.clean_up(up_to_ms + 1)
 
+    def pending(self) -> list[BlockInfo]:
+        """Blocks whose batch has not committed: unallocated, then allocated to
+        a batch not yet marked processed (what losing a block would cost)."""
+        with self._lock:
+            return list(self._unallocated) + [b for t, blocks in sorted(self._allocated.items())
+                                              if t not in self._processed for b in blocks]
+
     def tracked(self) -> list[BlockInfo]:
         """Every block not cleaned up yet: unallocated, then allocated."""
         with self._lock:

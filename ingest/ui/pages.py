@@ -182,7 +182,8 @@ def inputs_page(inputs: Sequence[dict[str, Any]]) -> str:
         r = i.get("receiver")
         if r is not None:
             part += "<h3>Receiver</h3>" + _kv([
-                ("Receiver", _v(r["name"])), ("State", _v(r["state"])), ("Restarts", _v(r["restarts"])),
+                ("Receiver", _v(r["name"])), ("State", _v(r["state"])),
+                ("Dask worker", _v(r.get("worker") or "the driver")), ("Restarts", _v(r["restarts"])),
                 ("Last error", _v(r["last_error"])), ("Last error at", _when(r["last_error_time"])),
                 ("Write-ahead log", "off" if r["wal_bytes"] is None
                  else f'{r["wal_segments"]:,} segment(s), {r["wal_bytes"]:,} bytes')])

@@ -193,6 +193,7 @@ class Views:
             "name": None if info is None else info.receiver,
             "state": "not started" if info is None else ("active" if info.active else "inactive"),
             "restarts": 0 if info is None else info.restarts,
+            "worker": None if info is None else info.worker,
             "last_error": None if info is None else info.last_error_message,
             "last_error_time": None if info is None else info.last_error_time,
             "wal_segments": None if wal is None else wal.segments,

@@ -1,0 +1,243 @@
+"""The driver's side of a receiver that runs on a Dask worker.
+
+`ClusterReceiverSupervisor` stands where `ReceiverSupervisor` stands in a
+local job (the input stream starts and stops it the same way) but runs the
+receiver as a long-running task on a worker (`receivers.worker_receiver`):
+
+- placement: `receivers.placement` picks the worker (the receiver's
+  `preferred_location`, else the least loaded live worker);
+- supervision: a thread of this object (started in `start`, joined in
+  `stop`) drains the run's queue (block references to track, receiver
+  events to post to the context's listeners, a fatal error to stop the job)
+  and watches the worker: when it leaves the cluster, the receiver is started
+  again on another live worker, and the input stream is told which workers are
+  left so it can count the blocks that died with it;
+- the worker-side supervisor does the rest as in a local job (restarts with
+  backoff after the receiver's own failures, `max_consecutive_failures`).
+
+A receiver is pickled once, before it starts, to go to its worker
+(`receivers.shipping`); every run, the first and each restart, starts from
+that same unstarted copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import cloudpickle
+
+from ingest.errors import ReceiverError
+from ingest.listener import ReceiverError as ReceiverErrorEvent
+from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
+from receivers.block import BlockInfo
+from receivers.placement import place_receiver
+from receivers.shipping import pack_receiver
+from receivers.worker_receiver import ReceiverRun, acknowledge, request_stop, run_receiver
+
+if TYPE_CHECKING:
+    from ingest.context import StreamingContext
+    from ingest.executor import DaskExecutor
+    from receivers.receiver import Receiver
+
+log = logging.getLogger("receivers.cluster_supervisor")
+
+WATCH_S = 0.05
+LIVENESS_S = 0.25
+
+_EVENTS = {"started": ReceiverStarted, "error": ReceiverErrorEvent, "stopped": ReceiverStopped}
+
+
+class ClusterReceiverSupervisor:
+    def __init__(self, ssc: "StreamingContext", stream: str, receiver: "Receiver[Any]", executor: "DaskExecutor", *,
+                 replication: int, on_block: Callable[[BlockInfo, list[Any] | None], None],
+                 on_workers_left: Callable[[str, set[str]], None], hosting: Callable[[], list[str]],
+                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False) -> None:
+        self._ssc = ssc
+        self.stream = stream
+        self.receiver = receiver
+        self._executor = executor
+        self.replication = replication
+        self._on_block = on_block
+        self._on_workers_left = on_workers_left
+        self._hosting = hosting
+        self._recovered = recovered
+        self._options = dict(options)
+        self._wal = wal
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()  # the job's stop of this receiver began
+        self._done = threading.Event()  # the watch thread should end
+        self._thread: threading.Thread | None = None
+        self._future: Any = None
+        self._run_id: str | None = None
+        self._queue: Any = None
+        self._tag = uuid.uuid4().hex[:12]
+        self._packed = b""
+        self._runs = 0
+        self.worker: str | None = None
+        """The worker running the receiver now (None before start)."""
+        self.restarts = 0
+        """Restarts on another worker after a worker died (the worker-side
+        supervisor counts the receiver's own restarts)."""
+        self.records_dropped = 0
+        self.receiver_running = False
+        self._last_error: tuple[str, str | None, float] | None = None
+
+    # -- what the input stream reads --------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
+    def block_interval(self) -> float:
+        return self._ssc.block_interval_ms / 1000.0
+
+    @property
+    def client(self) -> Any:
+        return self._executor.client
+
+    def live_workers(self) -> set[str]:
+        return set(self.client.nthreads())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        from distributed import Queue
+
+        self._packed = pack_receiver(self.receiver, self.stream)
+        self._queue = Queue(f"ingest-receiver-{self.stream}-{self._tag}", client=self.client)
+        self._launch(first=True)
+        self._thread = threading.Thread(target=self._watch, name=f"receiver-cluster-{self.stream}")
+        self._thread.start()
+
+    def _launch(self, *, first: bool) -> None:
+        live = sorted(self.client.nthreads())
+        worker = place_receiver(self.stream, live, self._hosting(),
+                                getattr(self.receiver, "preferred_location", None))
+        if worker is None:
+            raise ReceiverError(f"receiver {self.receiver.name} of stream {self.stream}: no live Dask worker to "
+                                "run it on; start workers (dask worker SCHEDULER) or check the cluster")
+        self._runs += 1
+        run_id = f"{self.stream}-{self._tag}-{self._runs}"
+        run = ReceiverRun(self.stream, self._packed, run_id, self._queue.name, self._ssc.block_interval_ms,
+                          self.replication, self._wal, tuple(self._recovered()), self._options)
+        future = self.client.submit(run_receiver, run, workers=[worker], allow_other_workers=False, pure=False,
+                                    key=f"ingest-receiver-{run_id}")
+        with self._lock:
+            self._future, self._run_id, self.worker = future, run_id, worker
+        log.info("stream %s: receiver %s %s on Dask worker %s", self.stream, self.receiver.name,
+                 "placed" if first else "restarted", worker)
+
+    def stop(self, graceful: bool, timeout: float | None = 10.0) -> None:
+        """Stop the receiver on its worker (graceful: everything it buffered is
+        stored first) and track every block it stored before that."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            future, worker, run_id = self._future, self.worker, self._run_id
+        if future is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self.client.run(request_stop, run_id, graceful, timeout, workers=[worker])
+            result = future.result(timeout=None if deadline is None else max(1.0, deadline - time.monotonic()) + 5)
+            self.records_dropped += int(result.get("records_dropped", 0))
+        except Exception as exc:  # noqa: BLE001 - the worker died or the stop timed out: said, not raised
+            log.warning("stream %s: receiver %s on Dask worker %s did not stop cleanly: %s: %s", self.stream,
+                        self.receiver.name, self.worker, type(exc).__name__, exc)
+            future.cancel()
+        finally:
+            self._drain()
+            self.receiver_running = False
+            future.release()
+
+    # -- the watch thread ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        next_check = 0.0
+        while not self._done.is_set():
+            try:
+                self._drain()
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + LIVENESS_S
+                    self._check()
+            except Exception as exc:  # noqa: BLE001 - the supervision must not die unnoticed
+                if self._done.is_set():
+                    return
+                self._ssc._on_fatal(ReceiverError(
+                    f"receiver {self.receiver.name} of stream {self.stream}: supervising it on Dask worker "
+                    f"{self.worker} failed: {type(exc).__name__}: {exc}"))
+                return
+            self._done.wait(WATCH_S)
+
+    def _check(self) -> None:
+        with self._lock:
+            future, worker = self._future, self.worker
+        live = self.live_workers()
+        if worker in live and future.status == "error":
+            exc = future.exception()
+            self._ssc._on_fatal(ReceiverError(
+                f"receiver {self.receiver.name} of stream {self.stream} failed on Dask worker {worker}: "
+                f"{type(exc).__name__}: {exc}"))
+            self._done.set()
+            return
+        if worker in live:
+            return
+        # The worker left the cluster (killed, out of memory, scaled down): start the receiver elsewhere.
+        self.restarts += 1
+        self.receiver_running = False
+        message = f"Dask worker {worker} running the receiver left the cluster; restarting it on another worker"
+        self._last_error = (message, None, time.time())
+        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
+        future.cancel()
+        self._on_workers_left(worker, live)
+        self._launch(first=False)
+
+    def _info(self, active: bool | None = None) -> ReceiverInfo:
+        msg, err, at = self._last_error or (None, None, None)
+        return ReceiverInfo(self.stream, self.receiver.name, self.receiver_running if active is None else active,
+                            msg, err, at, self.restarts, worker=self.worker)
+
+    def _drain(self) -> None:
+        if self._queue is None:
+            return
+        items = self._queue.get(batch=True)
+        durable: list[str] = []
+        for item in items:
+            kind = item[0]
+            if kind == "block":
+                _, block_id, count, metadata, locations, *records = item
+                self._on_block(BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations)),
+                               # our own worker's pickle of the block's records (see worker_receiver)
+                               cloudpickle.loads(records[0]) if records else None)
+                if records:
+                    durable.append(block_id)
+            elif kind == "event":
+                _, event, _name, active, message, error, at, restarts = item
+                self.receiver_running = bool(active)
+                if message is not None:
+                    self._last_error = (message, error, at)
+                info = ReceiverInfo(self.stream, self.receiver.name, bool(active), message, error, at,
+                                    self.restarts + int(restarts), worker=self.worker)
+                self._ssc._bus.post(_EVENTS[event](info))
+            elif kind == "fatal":
+                self._ssc._on_fatal(ReceiverError(
+                    f"receiver {self.receiver.name} of stream {self.stream} on Dask worker {self.worker}: "
+                    f"{item[1]}"))
+        if durable:  # in the write-ahead log now: the receiver's store_batch calls may return
+            with self._lock:
+                run_id, worker = self._run_id, self.worker
+            try:
+                self.client.run(acknowledge, run_id, durable, workers=[worker])
+            except Exception as exc:  # noqa: BLE001 - that worker died: its receiver restarts elsewhere
+                log.warning("stream %s: confirming %d logged block(s) to %s failed: %s", self.stream,
+                            len(durable), worker, exc)

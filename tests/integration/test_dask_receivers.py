@@ -1,0 +1,231 @@
+"""Receivers on a real Dask cluster of 3 worker processes: each runs on a
+worker, its blocks stay in workers' memory (on two of them by default), and a
+worker killed with SIGKILL costs nothing received with replication 2, and a
+counted, logged loss with replication 1 and no write-ahead log.
+
+The source is deterministic and acknowledging (`chunk_source`): 20 chunks of
+10 integers; the server holds the stream after a chosen number of
+acknowledged chunks, so each kill happens at a known point."""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from chunk_source import ChunkReceiver, ChunkServer, PreferringReceiver  # noqa: E402
+from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CHUNKS = [list(range(c * 10, c * 10 + 10)) for c in range(20)]
+ALL = [n for chunk in CHUNKS for n in chunk]
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, memory_limit="300MiB",
+                                       dashboard_address=None, host="127.0.0.1")
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture
+def cluster(client):
+    """The shared cluster, with its 3 workers back (the nanny restarts a killed one)."""
+    client.wait_for_workers(3, timeout=60)
+    yield client
+    client.wait_for_workers(3, timeout=60)
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.02)
+
+
+def kill_worker(client, address: str) -> int:
+    pid = client.run(os.getpid, workers=[address])[address]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def receiver_job(client, receiver, checkpoint: Path | None = None, **options):
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
+                           write_ahead_log=checkpoint is not None)
+    if checkpoint is not None:
+        ssc.checkpoint(str(checkpoint))
+    stream = ssc.receiver_stream(receiver, **options)
+    out: list[int] = []
+    stream.foreach_batch(lambda b: out.extend(b.collect()))
+    return ssc, stream, out
+
+
+def worker_of(ssc, stream) -> str | None:
+    return ssc.status()["receivers"].get(stream.name, {}).get("worker")
+
+
+def test_receivers_are_spread_over_the_workers_and_a_preferred_worker_is_used(cluster, caplog):
+    workers = sorted(cluster.nthreads())
+    servers = [ChunkServer(CHUNKS) for _ in range(3)]
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(cluster), stop_on_signal=False)
+    wanted = workers[1]
+    streams = [ssc.receiver_stream(PreferringReceiver(servers[0].port, "pinned", wanted), name="pinned"),
+               ssc.receiver_stream(ChunkReceiver(servers[1].port, "a"), name="a"),
+               ssc.receiver_stream(ChunkReceiver(servers[2].port, "b"), name="b")]
+    out: list[int] = []
+    ssc.union(*streams).foreach_batch(lambda b: out.extend(b.collect()))
+    try:
+        with caplog.at_level(logging.INFO, logger="ingest.listener"):
+            ssc.start()
+            for server in servers:
+                server.wait_acked(len(CHUNKS))
+            wait_until(lambda: all(s.records_received == len(ALL) for s in streams), what="all blocks tracked")
+            placed = {s.name: worker_of(ssc, s) for s in streams}
+            ssc.step(1, timeout=60)
+    finally:
+        ssc.stop(graceful=False)
+        for server in servers:
+            server.close()
+    assert placed["pinned"] == wanted
+    assert sorted(placed.values()) == workers  # one receiver per worker
+    assert {s.name: ssc.status()["inputs"][s.name]["worker"] for s in streams} == placed
+    assert sorted(out) == sorted(ALL * 3)
+    started = [r.getMessage() for r in caplog.records if "started on Dask worker" in r.getMessage()]
+    assert sorted(started) == sorted(f"receiver {s.receiver.name} of stream {s.name} started on Dask worker "
+                                     f"{placed[s.name]}" for s in streams)
+
+
+def test_a_killed_receivers_worker_restarts_it_on_another_and_with_replication_2_nothing_is_lost(cluster):
+    server = ChunkServer(CHUNKS, hold_at=8)
+    ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port))
+    assert stream.replication == 2  # the default on a cluster
+    try:
+        ssc.start()
+        server.wait_acked(8)
+        wait_until(lambda: stream.records_received == 80, what="8 blocks tracked")
+        first = worker_of(ssc, stream)
+        kill_worker(cluster, first)
+        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
+        second = worker_of(ssc, stream)
+        server.release()
+        server.wait_acked(len(CHUNKS))
+        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+        ssc.step(1, timeout=60)
+        status = ssc.status()
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
+    assert second in cluster.nthreads() and second != first
+    assert server.connections == 2  # the first worker's connection, then the restarted receiver's
+    assert sorted(out) == ALL  # the 8 blocks received on the dead worker were read from their replicas
+    assert status["receivers"][stream.name]["restarts"] == 1
+    assert status["inputs"][stream.name] == {"worker": second, "replication": 2, "blocks_lost": 0,
+                                             "records_lost": 0}
+
+
+def test_with_replication_1_and_no_wal_the_blocks_of_a_killed_worker_are_counted_lost_and_logged(cluster, caplog):
+    server = ChunkServer(CHUNKS, hold_at=8)
+    ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port), replication=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="receivers"):
+            ssc.start()
+            server.wait_acked(8)
+            wait_until(lambda: stream.records_received == 80, what="8 blocks tracked")
+            first = worker_of(ssc, stream)
+            kill_worker(cluster, first)
+            wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
+            server.release()
+            server.wait_acked(len(CHUNKS))
+            wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+            ssc.step(1, timeout=60)
+            status = ssc.status()
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
+    assert sorted(out) == ALL[80:]  # what the dead worker held is gone; the rest came through
+    assert status["inputs"][stream.name]["blocks_lost"] == 8
+    assert status["inputs"][stream.name]["records_lost"] == 80
+    lost = [r.getMessage() for r in caplog.records if "that no live worker holds" in r.getMessage()]
+    assert len(lost) == 1
+    assert f"Dask worker {first} left the cluster with 8 received block(s) (80 records)" in lost[0]
+    assert "replication=1, write-ahead log off" in lost[0]
+
+
+def kill_once(marker: Path, record: int):
+    """A map that SIGKILLs the worker it runs on the first time any worker reaches `record`."""
+    def task(x: int) -> int:
+        if x == record:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return x
+            from distributed import get_worker
+
+            os.write(fd, f"{os.getpid()} {get_worker().address}".encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+    return task
+
+
+def keyed_sums(client, task) -> list[tuple[int, int]]:
+    server = ChunkServer(CHUNKS)
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False)
+    stream = ssc.receiver_stream(ChunkReceiver(server.port))
+    out: list[tuple[int, int]] = []
+    stream.map(task).map(lambda x: (x % 7, x)).reduce_by_key(operator.add, num_partitions=3).foreach_batch(
+        lambda b: out.extend(b.collect()))
+    try:
+        ssc.start()
+        server.wait_acked(len(CHUNKS))
+        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+        ssc.step(1, timeout=120)
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
+    return sorted(out)
+
+
+def test_a_worker_killed_mid_batch_the_batch_completes_from_the_replicas_with_the_same_output(cluster, tmp_path):
+    expected = keyed_sums(cluster, lambda x: x)
+    cluster.wait_for_workers(3, timeout=60)
+    marker = tmp_path / "killed"
+    out = keyed_sums(cluster, kill_once(marker, 115))
+    assert out == expected
+    pid, _address = marker.read_text().split()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)  # the worker really died, in the middle of the batch
+
+
+def test_with_the_wal_and_replication_1_a_killed_workers_blocks_are_read_from_the_log(cluster, tmp_path):
+    server = ChunkServer(CHUNKS, hold_at=8)
+    ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port), tmp_path / "ckpt", replication=1)
+    try:
+        ssc.start()
+        server.wait_acked(8)  # acknowledged only once in the log
+        first = worker_of(ssc, stream)
+        kill_worker(cluster, first)
+        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
+        server.release()
+        server.wait_acked(len(CHUNKS))
+        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+        ssc.step(1, timeout=60)
+        status = ssc.status()
+        logged = stream.block_log.wal.records_written
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
+    assert sorted(out) == ALL  # the dead worker's 8 blocks came from the write-ahead log
+    assert status["inputs"][stream.name]["records_lost"] == 0
+    assert logged >= len(CHUNKS)
