@@ -96,6 +96,12 @@ class ChunkServer:
 
     def close(self) -> None:
         self._closing = True
+        # close() alone does not wake a thread blocked in accept() on Linux
+        # (the test process then never exits): shut the listener down first.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._sock.close()
         with self._lock:
             for conn in self._conns:
@@ -105,6 +111,7 @@ class ChunkServer:
                     pass
         for t in self._threads:
             t.join(10)
+            assert not t.is_alive(), f"{t.name} did not stop"
 
 
 class ChunkReceiver(Receiver[int]):
