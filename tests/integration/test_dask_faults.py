@@ -13,6 +13,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from dask_local import three_worker_client  # noqa: E402
+
 from ingest import BatchFailedError, DaskExecutor, InlineExecutor, ManualClock, StreamingContext, StreamingListener  # noqa: E402
 
 BATCHES = [list(range(b * 100, b * 100 + 60)) for b in range(4)]
@@ -21,11 +23,7 @@ PARTITIONS = 6
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, memory_limit="300MiB",
-                                       dashboard_address=None, host="127.0.0.1")
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
+    yield from three_worker_client()
 
 
 class Completed(StreamingListener):

@@ -20,6 +20,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from dask_local import three_worker_client  # noqa: E402
+
 from chunk_source import ChunkReceiver, ChunkServer, PreferringReceiver  # noqa: E402
 from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
 
@@ -31,11 +33,7 @@ ALL = [n for chunk in CHUNKS for n in chunk]
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, memory_limit="300MiB",
-                                       dashboard_address=None, host="127.0.0.1")
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
+    yield from three_worker_client()
 
 
 @pytest.fixture

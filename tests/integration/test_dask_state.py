@@ -15,6 +15,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from dask_local import three_worker_client  # noqa: E402
+
 from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
 from ingest.state_store import held_partitions  # noqa: E402
 
@@ -23,11 +25,7 @@ PARTITIONS = 6
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, memory_limit="300MiB",
-                                       dashboard_address=None, host="127.0.0.1")
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
+    yield from three_worker_client()
 
 
 def batches_of(seed: int, n_batches: int = 6, keys: int = 25, per_batch: int = 40) -> list[list[tuple[str, int]]]:
