@@ -178,6 +178,7 @@ class ClusterReceiverSupervisor:
 
     def _watch(self) -> None:
         next_check = 0.0
+        failing_since: float | None = None  # calls through the scheduler fail since then
         while not self._done.is_set():
             try:
                 self._drain()
@@ -185,10 +186,17 @@ class ClusterReceiverSupervisor:
                 if now >= next_check:
                     next_check = now + LIVENESS_S
                     self._check()
+                failing_since = None
             except Exception as exc:  # noqa: BLE001 - the supervision must not die unnoticed
                 if self._done.is_set():
                     return
-                if self._outlived_scheduler(exc):
+                failing_since = time.monotonic() if failing_since is None else failing_since
+                try:
+                    going_on = self._outlived_scheduler(exc)
+                except Exception as again:  # noqa: BLE001 - restarting it failed: said below
+                    going_on, exc = False, again
+                if going_on and time.monotonic() - failing_since < SCHEDULER_RETURN_S:
+                    self._done.wait(LIVENESS_S)
                     continue
                 self._ssc._on_fatal(ReceiverError(
                     f"receiver {self.receiver.name} of stream {self.stream}: supervising it on Dask worker "
@@ -226,6 +234,12 @@ class ClusterReceiverSupervisor:
         except Exception:  # noqa: BLE001 - unreachable, whatever the cause
             return None
 
+    def _any_live_worker(self) -> bool:
+        try:
+            return bool(self.live_workers())
+        except Exception:  # noqa: BLE001 - the client is still reconnecting
+            return False
+
     def _outlived_scheduler(self, exc: Exception) -> bool:
         """After `exc` from a call through the scheduler: True when the
         supervision can go on. A scheduler that is unreachable is waited for;
@@ -240,7 +254,7 @@ class ClusterReceiverSupervisor:
             now = self._scheduler()
             if now is not None and now == self._scheduler_id:
                 return isinstance(exc, (OSError, TimeoutError))  # a lost call; a KeyError is a bug here
-            if now is not None and self.live_workers():
+            if now is not None and self._any_live_worker():
                 self._restart_on_new_scheduler(now)
                 return True
             if time.monotonic() > deadline:
