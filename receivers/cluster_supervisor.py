@@ -12,6 +12,12 @@ receiver as a long-running task on a worker (`receivers.worker_receiver`):
   and watches the worker: when it leaves the cluster, the receiver is started
   again on another live worker, and the input stream is told which workers are
   left so it can count the blocks that died with it;
+- the scheduler's restart: its workers close with it (`distributed` does not
+  reconnect them) and the run's queue, which lived in it, is gone. The watch
+  thread waits for the driver's client to reconnect and for a worker to join
+  (`SCHEDULER_RETURN_S`), makes the queue again and starts the receiver on a
+  new worker; with the write-ahead log on, the blocks that died with the old
+  workers are read from it, and the source resends what was not acknowledged;
 - the worker-side supervisor does the rest as in a local job (restarts with
   backoff after the receiver's own failures, `max_consecutive_failures`).
 
@@ -47,6 +53,9 @@ log = logging.getLogger("receivers.cluster_supervisor")
 
 WATCH_S = 0.05
 LIVENESS_S = 0.25
+SCHEDULER_RETURN_S = 60.0
+"""How long the supervision waits for a lost scheduler (or one restarted with
+no workers yet) before it stops the job."""
 
 _EVENTS = {"started": ReceiverStarted, "error": ReceiverErrorEvent, "stopped": ReceiverStopped}
 
@@ -75,6 +84,7 @@ class ClusterReceiverSupervisor:
         self._run_id: str | None = None
         self._queue: Any = None
         self._tag = uuid.uuid4().hex[:12]
+        self._scheduler_id: str | None = None
         self._packed = b""
         self._runs = 0
         self.worker: str | None = None
@@ -109,6 +119,7 @@ class ClusterReceiverSupervisor:
         from distributed import Queue
 
         self._packed = pack_receiver(self.receiver, self.stream)
+        self._scheduler_id = self._scheduler()
         self._queue = Queue(f"ingest-receiver-{self.stream}-{self._tag}", client=self.client)
         self._launch(first=True)
         self._thread = threading.Thread(target=self._watch, name=f"receiver-cluster-{self.stream}")
@@ -147,6 +158,10 @@ class ClusterReceiverSupervisor:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            if worker not in self.live_workers():
+                # Gone with its worker (or the scheduler): asking it would only
+                # wait for the connection to time out.
+                raise ReceiverError(f"Dask worker {worker} is no longer in the cluster")
             self.client.run(request_stop, run_id, graceful, timeout, workers=[worker])
             result = future.result(timeout=None if deadline is None else max(1.0, deadline - time.monotonic()) + 5)
             self.records_dropped += int(result.get("records_dropped", 0))
@@ -163,6 +178,7 @@ class ClusterReceiverSupervisor:
 
     def _watch(self) -> None:
         next_check = 0.0
+        failing_since: float | None = None  # calls through the scheduler fail since then
         while not self._done.is_set():
             try:
                 self._drain()
@@ -170,9 +186,18 @@ class ClusterReceiverSupervisor:
                 if now >= next_check:
                     next_check = now + LIVENESS_S
                     self._check()
+                failing_since = None
             except Exception as exc:  # noqa: BLE001 - the supervision must not die unnoticed
                 if self._done.is_set():
                     return
+                failing_since = time.monotonic() if failing_since is None else failing_since
+                try:
+                    going_on = self._outlived_scheduler(exc)
+                except Exception as again:  # noqa: BLE001 - restarting it failed: said below
+                    going_on, exc = False, again
+                if going_on and time.monotonic() - failing_since < SCHEDULER_RETURN_S:
+                    self._done.wait(LIVENESS_S)
+                    continue
                 self._ssc._on_fatal(ReceiverError(
                     f"receiver {self.receiver.name} of stream {self.stream}: supervising it on Dask worker "
                     f"{self.worker} failed: {type(exc).__name__}: {exc}"))
@@ -200,6 +225,62 @@ class ClusterReceiverSupervisor:
         self._ssc._bus.post(ReceiverErrorEvent(self._info()))
         future.cancel()
         self._on_workers_left(worker, live)
+        self._launch(first=False)
+
+    def _scheduler(self) -> str | None:
+        """The scheduler's id (a restarted one has a new id), None while unreachable."""
+        try:
+            return str(self.client.scheduler_info()["id"])
+        except Exception:  # noqa: BLE001 - unreachable, whatever the cause
+            return None
+
+    def _any_live_worker(self) -> bool:
+        try:
+            return bool(self.live_workers())
+        except Exception:  # noqa: BLE001 - the client is still reconnecting
+            return False
+
+    def _outlived_scheduler(self, exc: Exception) -> bool:
+        """After `exc` from a call through the scheduler: True when the
+        supervision can go on. A scheduler that is unreachable is waited for;
+        a new scheduler (restarted: the run's queue and worker are gone) gets a
+        new queue and the receiver on one of its workers once one joined.
+        False when `exc` is not about the scheduler or it stays away longer
+        than `SCHEDULER_RETURN_S`."""
+        if not isinstance(exc, (KeyError, OSError, TimeoutError)):
+            return False
+        deadline = time.monotonic() + SCHEDULER_RETURN_S
+        while not self._done.is_set():
+            now = self._scheduler()
+            if now is not None and now == self._scheduler_id:
+                return isinstance(exc, (OSError, TimeoutError))  # a lost call; a KeyError is a bug here
+            if now is not None and self._any_live_worker():
+                self._restart_on_new_scheduler(now)
+                return True
+            if time.monotonic() > deadline:
+                return False
+            self._done.wait(LIVENESS_S)
+        return True
+
+    def _restart_on_new_scheduler(self, scheduler_id: str) -> None:
+        from distributed import Queue
+
+        with self._lock:
+            future, worker = self._future, self.worker
+        log.warning("stream %s: the Dask scheduler was restarted, and receiver %s with it; starting it again "
+                    "on a worker of the new scheduler", self.stream, self.receiver.name)
+        self._scheduler_id = scheduler_id
+        self._queue = Queue(self._queue.name, client=self.client)  # the old one died with the scheduler
+        self.restarts += 1
+        self.receiver_running = False
+        self._last_error = (f"the Dask scheduler was restarted while the receiver ran on {worker}; restarting "
+                            "it on another worker", None, time.time())
+        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
+        try:
+            future.cancel()
+        except Exception as exc:  # noqa: BLE001 - the old scheduler's task is gone anyway
+            log.debug("stream %s: cancelling the old run failed: %s", self.stream, exc)
+        self._on_workers_left(str(worker), self.live_workers())
         self._launch(first=False)
 
     def _info(self, active: bool | None = None) -> ReceiverInfo:

@@ -221,9 +221,17 @@ class ReceiverInputDStream(InputDStream[T]):
                         disk_bytes, segments)
 
     def recovered_metadata(self) -> list[Any]:
-        """Metadata of the blocks found in the write-ahead log at start (source
-        positions a reliable receiver can resume after)."""
-        return list(self.block_log.recovered_metadata) if self.block_log else []
+        """Source positions already durable, for a reliable receiver to resume
+        after: the metadata of the blocks found in the write-ahead log at start,
+        and of those logged since and still tracked. The latter matter to a
+        receiver started again during the job (after its Dask worker died, or
+        after its own failure): a block it stored may be in the log while its
+        source never got the acknowledgement, and is sent again."""
+        if self.block_log is None:
+            return []
+        known = list(self.block_log.recovered_metadata)
+        found = {b.block_id for b in self.block_log.recovered}
+        return known + [b.metadata for b in self.block_log.tracked() if b.metadata and b.block_id not in found]
 
     # batch lifecycle -----------------------------------------------------------
 

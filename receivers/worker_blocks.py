@@ -6,7 +6,10 @@ worker that received them and of one more worker (the replica), and only the
 block's reference (`BlockRef` with `locations`) goes to the driver. A
 partition task reading a block is placed on one of its locations; if Dask ran
 it elsewhere (both busy, or the first died mid-batch), it fetches the records
-from a live location.
+from a live location. A location no longer in the cluster is not asked: a
+connection to it only times out (30 s each), and when no live location is
+left the task fails at once, so the batch's retry reads the block from the
+write-ahead log, or counts it lost without one.
 
 The store is keyed by worker address as well as block id, so workers that
 share a process (a `LocalCluster(processes=False)`) still keep separate
@@ -106,8 +109,9 @@ class WorkerBlockSource:
             if records is not None:
                 return records
         client = get_client()
+        live = set(client.nthreads())
         for location in self.locations:
-            if location == here:
+            if location == here or location not in live:
                 continue
             try:
                 found = client.run(read_replica, self.block_id, workers=[location], on_error="return")

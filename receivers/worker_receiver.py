@@ -109,6 +109,10 @@ class WorkerReceiverHost:
         self._send_lock = threading.Lock()  # keeps blocks and events in the order they happened
         self.fatal = threading.Event()
         self._durable: dict[str, threading.Event] = {}  # blocks waiting for the driver's WAL write
+        # Its own lock, never the send lock: `acknowledge` runs on the worker's event
+        # loop, and a send holds the send lock until that loop delivers the queue's
+        # reply; sharing the lock froze the worker when an acknowledgement came first.
+        self._durable_lock = threading.Lock()
         self.stop_requested = threading.Event()
         self.stop_order: tuple[bool, float | None] = (False, 10.0)  # (graceful, timeout) once asked
         self._warned_replicas = False
@@ -133,14 +137,14 @@ class WorkerReceiverHost:
             # The log has one writer, the driver: the records go to it, and the block
             # is durable only once it says so (`acknowledge`).
             durable = threading.Event()
-            with self._send_lock:
+            with self._durable_lock:
                 self._durable[block.block_id] = durable
             # Pickled by us (as partition tasks' results are): the queue's own encoding
             # would turn lists inside records into tuples.
             self.send(["block", block.block_id, len(block.records), metadata, locations,
                        cloudpickle.dumps(block.records)])
             if not durable.wait(WAL_ACK_TIMEOUT_S):
-                with self._send_lock:
+                with self._durable_lock:
                     self._durable.pop(block.block_id, None)
                 raise StorageError(f"stream {self.run.stream}: the driver did not confirm within "
                                    f"{WAL_ACK_TIMEOUT_S:.0f} s that block {block.block_id} is in the write-ahead "
@@ -202,7 +206,7 @@ def acknowledge(run_id: str, block_ids: list[str]) -> int:
         host = _runs.get(run_id)
     if host is None:
         return 0
-    with host._send_lock:
+    with host._durable_lock:
         waiting = [host._durable.pop(b, None) for b in block_ids]
     for event in waiting:
         if event is not None:

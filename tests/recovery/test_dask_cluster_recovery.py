@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,89 +35,15 @@ import pytest
 
 from ingest.testing.kafka import create_topic, produce
 
+from .dask_processes import DaskProcesses, dask_processes, stop_supervisor  # noqa: F401 - a fixture
+
 pytest.importorskip("distributed")
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
-REPO = Path(__file__).resolve().parents[2]
 JOB = Path(__file__).parent / "jobs" / "dask_cluster_job.py"
-BIN = Path(sys.executable).parent
 KEYS = 13
 PER_HALF = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class DaskProcesses:
-    """A scheduler and workers as an operator runs them, each `dask` process
-    in a session of its own (a worker's nanny and worker process die together,
-    as when a machine is lost). Owner of every process it starts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.log = open(directory / "dask.log", "ab")  # noqa: SIM115 - closed in stop_all
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                               os.environ.get("PYTHONPATH")]))}
-        self.cwd = directory
-        self.scheduler: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def _start(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([str(BIN / "dask"), *args], stdout=self.log, stderr=subprocess.STDOUT,
-                                env=self.env, cwd=self.cwd, start_new_session=True)
-
-    def start_scheduler(self) -> None:
-        self.scheduler = self._start("scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                     "--no-dashboard")
-
-    def start_worker(self) -> None:
-        self.workers.append(self._start("worker", self.address, "--nthreads", "1", "--memory-limit", "400MiB",
-                                        "--no-dashboard", "--host", "127.0.0.1"))
-
-    def wait_for_workers(self, n: int, timeout: float = 60) -> None:
-        from distributed import Client
-
-        with Client(self.address, timeout=timeout) as client:
-            client.wait_for_workers(n, timeout=timeout)
-            deadline = time.monotonic() + timeout  # and no dead one still listed
-            while len(client.nthreads()) != n and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert len(client.nthreads()) == n, client.nthreads()
-
-    @staticmethod
-    def kill(proc: subprocess.Popen[bytes]) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def kill_worker(self, index: int) -> None:
-        self.kill(self.workers[index])
-
-    def kill_scheduler(self) -> None:
-        assert self.scheduler is not None
-        self.kill(self.scheduler)
-
-    def stop_all(self) -> None:
-        for proc in [*self.workers, *([self.scheduler] if self.scheduler else [])]:
-            if proc.poll() is None:
-                self.kill(proc)
-        self.log.close()
-
-
-@pytest.fixture
-def dask_processes(tmp_path):
-    procs = DaskProcesses(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 def rows(db: Path) -> list[tuple]:
@@ -202,12 +127,7 @@ def test_every_record_once_through_worker_deaths_a_scheduler_restart_and_a_drive
             assert len(pidfile.read_text().split()) == starts + 1
             time.sleep(1.5)  # a few more batches: nothing is written twice late
         finally:
-            supervisor.send_signal(signal.SIGTERM)
-            try:
-                supervisor.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                supervisor.kill()
-                supervisor.wait()
+            stop_supervisor(supervisor)
     log = (tmp_path / "driver.log").read_text(errors="replace")
     assert supervisor.returncode == 0, log[-4000:]
 

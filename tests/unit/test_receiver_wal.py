@@ -240,6 +240,21 @@ def test_blocks_stored_before_a_stop_without_draining_are_processed_after_get_or
     assert third.batches == [[]], "a committed batch is never processed again"
 
 
+def test_a_receiver_started_again_during_the_job_resumes_after_the_blocks_logged_since_start_too(
+        contexts, tmp_path: Path) -> None:
+    # A receiver restarted mid-job (its Dask worker died, or it failed) may
+    # have stored a block whose acknowledgement never reached its source: the
+    # source sends it again, and only the durable positions say to skip it.
+    stored_before_stop(contexts, tmp_path, [["a", "b"]])
+    job = build_job(contexts, tmp_path)
+    job.ssc.start()
+    assert job.receiver.recovered_metadata() == [{"count": 2}]
+    job.receiver.store_batch(["c", "d", "e"])
+    job.ssc.step()  # processed, not yet forgotten: still durable and tracked
+    job.receiver.store_batch(["f"])
+    assert sorted(m["count"] for m in job.receiver.recovered_metadata()) == [1, 2, 3]
+
+
 def test_a_batch_whose_output_failed_is_re_run_after_restart_with_the_same_blocks(
         contexts, tmp_path: Path) -> None:
     def fail(_batch: Any) -> None:

@@ -10,6 +10,12 @@ on from the first chunk not acknowledged. The server can hold the stream at
 a chosen count of acknowledged chunks, so a test kills a worker at a known
 point.
 
+A chunk can be delivered twice: when the receiver died after storing it and
+before acknowledging it. With the write-ahead log on, the receiver skips a
+chunk whose block is already durable (`recovered_metadata`, as the Kafka
+receiver resumes after its durable offsets) and acknowledges it again, so
+each chunk is stored once.
+
     receiver -> NEXT            server -> <id> <n1,n2,...> | WAIT
     receiver -> ACK <id>
 """
@@ -44,6 +50,12 @@ class ChunkServer:
     def release(self) -> None:
         with self._lock:
             self.hold_at = None
+            self._lock.notify_all()
+
+    def hold(self, at: int) -> None:
+        """Hand out chunks until `at` are acknowledged, then wait."""
+        with self._lock:
+            self.hold_at = at
             self._lock.notify_all()
 
     def wait_acked(self, count: int, timeout: float = 60.0) -> None:
@@ -115,14 +127,17 @@ class ChunkServer:
 
 
 class ChunkReceiver(Receiver[int]):
-    """Stores each chunk as one block, then acknowledges it."""
+    """Stores each chunk as one block, then acknowledges it; a chunk already
+    durable in the write-ahead log is only acknowledged."""
 
     def __init__(self, port: int, name: str = "chunks") -> None:
         super().__init__(name)
         self.port = port
         self._sock: socket.socket | None = None
+        self._durable: set[int] = set()
 
     def on_start(self) -> None:
+        self._durable = {int(m["chunk"]) for m in self.recovered_metadata() if m and "chunk" in m}
         self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         self.start_thread(self._loop, name=f"chunk-receiver-{self.port}")
 
@@ -146,7 +161,8 @@ class ChunkReceiver(Receiver[int]):
                     self.stop_event.wait(0.02)
                     continue
                 chunk, numbers = line.split(" ", 1)
-                self.store_batch([int(n) for n in numbers.split(",")], {"chunk": int(chunk)})
+                if int(chunk) not in self._durable:  # else stored before a restart: acknowledge only
+                    self.store_batch([int(n) for n in numbers.split(",")], {"chunk": int(chunk)})
                 f.write(f"ACK {chunk}\n".encode())
                 f.flush()
 
