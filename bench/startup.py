@@ -15,8 +15,10 @@ this checkout first on sys.path) and prints one figure; the median of
   `start()`;
 - `ingest --version`: the CLI's entry point, from process start to exit.
 
-"from process start" is wall time measured by this script around the child
-process, so it includes the interpreter's own start-up (see the first line).
+"from process start" is measured by this script around the child process, so
+it includes the interpreter's own start-up (see the first line). Wall and CPU
+time (user + system) are both shown: on a loaded machine the CPU figures move
+far less from run to run.
 
 Usage: ``.venv/bin/python bench/startup.py [--runs N] [--importtime]``
 (`--importtime` prints the 15 slowest modules of `python -X importtime -c 'import ingest'`).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,17 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 IMPORT = """
 import time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import ingest
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 CONTEXT = """
 import time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 from ingest import StreamingContext
 StreamingContext(batch_interval=1.0, stop_on_signal=False, log_batches=False)
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 FIRST_BATCH = """
@@ -75,28 +78,35 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def timed_in_process(code: str) -> float:
-    """The seconds the child printed (its own timing of the code)."""
-    out = subprocess.run([sys.executable, "-c", code], env=child_env(), check=True, capture_output=True,
+def timed_in_process(code: str) -> tuple[float, float]:
+    """(wall, CPU) seconds the child printed: its own timing of the code."""
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout
-    return float(out.strip().splitlines()[-1])
+    wall, cpu = out.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
-def timed_from_start(argv: list[str]) -> float:
-    """Wall seconds from spawning the child to its exit."""
+def timed_from_start(argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds from spawning the child to its exit; CPU is the
+    child's user + system time (what other jobs' load disturbs far less)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(argv, env=child_env(), check=True, capture_output=True)
-    return time.perf_counter() - t0
+    out = subprocess.run(argv, env=child_env(), cwd=ROOT, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode:
+        raise RuntimeError(f"{argv[:3]} failed: {out.stderr.decode(errors='replace')[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def summary(samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
-    return f"{statistics.median(ms):7.1f} ms  ({ms[0]:.1f}-{ms[-1]:.1f})"
+    return f"{statistics.median(ms):7.1f} ms ({ms[0]:.0f}-{ms[-1]:.0f})"
 
 
 def importtime_top(n: int = 15) -> list[str]:
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ingest"], env=child_env(),
-                         check=True, capture_output=True, text=True).stderr
+                         cwd=ROOT, check=True, capture_output=True, text=True).stderr
     rows = []
     for line in err.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
@@ -123,14 +133,17 @@ def main() -> None:
             ("ingest --version", lambda: timed_from_start(
                 [sys.executable, "-c", "import sys; from ingest.cli import main; sys.exit(main(['--version']))"])),
         ]
-        samples: dict[str, list[float]] = {name: [] for name, _ in cases}
+        walls: dict[str, list[float]] = {name: [] for name, _ in cases}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in cases}
         for _ in range(args.runs):  # interleaved, so that load on the machine hits every case alike
             for name, run in cases:
-                samples[name].append(run())
-    print(f"median of {args.runs} runs (min-max); from process start where noted")
+                wall, cpu = run()
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    print(f"median of {args.runs} runs (min-max), wall and CPU (user + system); * = from process start")
     for name, _ in cases:
-        where = "" if name in ("import ingest", "StreamingContext") else "  [from process start]"
-        print(f"  {name:22s} {summary(samples[name])}{where}")
+        where = "" if name in ("import ingest", "StreamingContext") else " *"
+        print(f"  {name + where:24s} wall {summary(walls[name])}   CPU {summary(cpus[name])}")
     if args.importtime:
         print("slowest modules of `import ingest` (python -X importtime):")
         for row in importtime_top():
