@@ -44,16 +44,20 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, NamedTuple, TypeVar
 
 from ingest.errors import ConfigError, StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)  # slots: listings of 10,000s of files
-class FileEntry:
-    """A file as `Storage.list_entries` saw it."""
+class FileEntry(NamedTuple):
+    """A file as `Storage.list_entries` saw it.
+
+    Immutable, like the frozen dataclasses elsewhere, but a named tuple: a
+    listing makes one per file (10,000s per batch on a large directory), and a
+    tuple is built several times faster than a frozen dataclass; listings sort
+    it by path with the tuple's own comparison."""
 
     path: str
     """Relative to the storage's root, '/'-separated."""
@@ -384,20 +388,25 @@ class LocalStorage(Storage):
         prefix = directory.strip("/")
         out: list[FileEntry] = []
         pending = [(top, prefix)]
+        # Per file: the stat the listing needs, one tuple, nothing else (a file
+        # stream lists the whole directory every batch). tuple.__new__ skips the
+        # named tuple's Python-level constructor.
+        new_entry, is_regular, is_directory = tuple.__new__, stat.S_ISREG, stat.S_ISDIR
         while pending:
             where, rel = pending.pop()
+            base = f"{rel}/" if rel else ""
             try:
                 with os.scandir(where) as it:
                     for entry in it:
-                        path = f"{rel}/{entry.name}" if rel else entry.name
                         try:
                             st = entry.stat()
                         except FileNotFoundError:
                             continue  # deleted while listing: it is not there
-                        if stat.S_ISREG(st.st_mode):
-                            out.append(FileEntry(path, st.st_size, st.st_mtime_ns // 1_000_000))
-                        elif recursive and stat.S_ISDIR(st.st_mode):
-                            pending.append((entry.path, path))
+                        if is_regular(st.st_mode):
+                            out.append(new_entry(FileEntry, (base + entry.name, st.st_size,
+                                                             st.st_mtime_ns // 1_000_000)))
+                        elif recursive and is_directory(st.st_mode):
+                            pending.append((entry.path, base + entry.name))
             except FileNotFoundError:
                 if where == top:
                     raise StorageError(f"directory {top} does not exist; create it (or fix the path)") from None
@@ -407,7 +416,7 @@ class LocalStorage(Storage):
             except OSError as exc:  # no permission, ...
                 raise StorageError(f"cannot list {where}: {exc.strerror or exc}; the job's user must be able to "
                                    "read and enter it") from None
-        out.sort(key=lambda e: e.path)
+        out.sort()  # by path: paths are unique, so the tuples' order is theirs
         return out
 
     def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:

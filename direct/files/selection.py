@@ -42,9 +42,12 @@ class FileSelection:
     def filter(self, entries: Iterable[T]) -> list[T]:
         """The entries (anything with a `path`) that `accepts`, in order: one
         pass, and the glob only when there is one (this runs over every file
-        of every listing)."""
-        hidden = is_hidden_or_in_progress
-        kept = [e for e in entries if not hidden(e.path)]  # type: ignore[attr-defined]
+        of every listing). The hidden test is `is_hidden_or_in_progress`
+        written inline: a function call per file costs as much as the test."""
+        suffixes = IN_PROGRESS_SUFFIXES
+        kept = [e for e in entries
+                if not (e.path.startswith((".", "_")) or "/." in e.path or "/_" in e.path  # type: ignore[attr-defined]
+                        or e.path.endswith(suffixes))]  # type: ignore[attr-defined]
         if self.glob is None:
             return kept
         pattern = self.glob
