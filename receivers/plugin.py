@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ingest.checkpoint_cli import register_fsck_check
+from ingest.fsck_checks import register_fsck_check
 from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
 from receivers.flume_extra import flume_polling_stream, flume_stream  # fastavro only when used

@@ -113,6 +113,7 @@ def test_a_file_job_loads_neither_kafka_nor_the_receivers_machinery(tmp_path):
         "assert seen == ['one', 'two'], seen")
     assert loaded(modules, HEAVY) == []
     assert loaded(modules, ("direct.stream", "receivers.input", "receivers.wal", "receivers.kafka")) == []
+    assert loaded(modules, ("ingest.checkpoint", "ingest.checkpoint_cli", "offsets.records")) == []  # none kept
 
 
 def test_loading_the_source_plugins_loads_no_stream_implementation():
@@ -120,7 +121,7 @@ def test_loading_the_source_plugins_loads_no_stream_implementation():
                             "load_source_packages(BUILTIN_SOURCE_MODULES)")
     assert loaded(modules, HEAVY) == []
     assert loaded(modules, ("direct.stream", "direct.files", "receivers.input", "receivers.wal",
-                            "receivers.kafka", "receivers.socket")) == []
+                            "receivers.kafka", "receivers.socket", "ingest.checkpoint")) == []
 
 
 def test_the_cli_version_loads_no_heavy_module_but_its_parser():
