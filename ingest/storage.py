@@ -37,6 +37,7 @@ import errno
 import functools
 import importlib
 import io
+import operator
 import os
 import stat
 import threading
@@ -56,8 +57,7 @@ class FileEntry(NamedTuple):
 
     Immutable, like the frozen dataclasses elsewhere, but a named tuple: a
     listing makes one per file (10,000s per batch on a large directory), and a
-    tuple is built several times faster than a frozen dataclass; listings sort
-    it by path with the tuple's own comparison."""
+    tuple is built several times faster than a frozen dataclass."""
 
     path: str
     """Relative to the storage's root, '/'-separated."""
@@ -65,6 +65,9 @@ class FileEntry(NamedTuple):
     """Bytes."""
     mtime_ms: int
     """Last modification, milliseconds since the epoch (the storage's own clock)."""
+
+
+_PATH = operator.attrgetter("path")
 
 
 class Storage:
@@ -425,7 +428,7 @@ class LocalStorage(Storage):
             except OSError as exc:  # no permission, ...
                 raise StorageError(f"cannot list {where}: {exc.strerror or exc}; the job's user must be able to "
                                    "read and enter it") from None
-        out.sort()  # by path: paths are unique, so the tuples' order is theirs
+        out.sort(key=_PATH)  # str keys: the sort's fast path for strings
         return out
 
     def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:

@@ -147,3 +147,16 @@ def test_a_file_entry_is_immutable_and_reads_by_name():
     assert (entry.path, entry.size, entry.mtime_ms) == ("a", 3, 4)
     with pytest.raises(AttributeError):
         entry.size = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", [".a", "_a", "d/.a", "d/_a", "a.tmp", "a._COPYING_", "d/e/.f/g", "x\0.y/.z"])
+def test_one_hidden_path_among_many_is_dropped_and_the_others_kept(path):
+    entries = [FileEntry(f"part-{i}", 1, 1) for i in range(50)]
+    entries.insert(25, FileEntry(path, 1, 1))
+    assert FileSelection().filter(entries) == [e for e in entries if e.path != path]
+
+
+@pytest.mark.parametrize("path", ["a.b", "a_b", "d/a.tmpx", "a.tmp/b", "x\0.y", "x\0_y"])
+def test_a_path_that_only_looks_hidden_is_kept(path):
+    entries = [FileEntry("a", 1, 1), FileEntry(path, 1, 1)]
+    assert FileSelection().filter(entries) == entries
