@@ -102,8 +102,13 @@ class FilePlanner:
         # A path already taken keeps its first modification time: the new files
         # first (a path twice among them: its first one), then the old ones over them.
         incoming = dict(zip(map(path_of, reversed(files)), map(mtime_of, reversed(files))))
-        incoming.update(self._taken)
-        self._taken = incoming
+        taken = self._taken
+        if len(incoming) >= len(taken):  # the old ones over the new, in C
+            incoming.update(taken)
+            self._taken = incoming
+        else:  # a few files among many remembered: add the new ones in place
+            for path, mtime in incoming.items():
+                taken.setdefault(path, mtime)
         newest = self.watermark_ms
         top = max(map(mtime_of, files))
         if newest is None or top > newest:
