@@ -3,14 +3,41 @@
     from direct import kafka_direct_stream
     stream = kafka_direct_stream(ssc, topics=["events"],
                                  kafka_params={"bootstrap.servers": "...", "group.id": "etl"})
+
+The names below load their module on first use, so that importing a part of
+the package (`direct.files`, `direct.plugin`) does not load the Kafka client.
 """
 
-from direct.stream import DirectKafkaInputDStream, OffsetStore, kafka_direct_stream
-from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, avro
-from ingest.kafka.errors import DataLossError
-from ingest.kafka.records import KafkaRecord
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "DirectKafkaInputDStream": "direct.stream", "OffsetStore": "direct.stream", "kafka_direct_stream": "direct.stream",
+    "DeadLetterTopic": "ingest.kafka.deserializers", "DeserializationError": "ingest.kafka.deserializers",
+    "avro": "ingest.kafka.deserializers",
+    "DataLossError": "ingest.kafka.errors",
+    "KafkaRecord": "ingest.kafka.records",
+}
 
 __all__ = [
     "DataLossError", "DeadLetterTopic", "DeserializationError", "DirectKafkaInputDStream", "KafkaRecord",
     "OffsetStore", "avro", "kafka_direct_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'direct' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from direct.stream import DirectKafkaInputDStream, OffsetStore, kafka_direct_stream
+    from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, avro
+    from ingest.kafka.errors import DataLossError
+    from ingest.kafka.records import KafkaRecord

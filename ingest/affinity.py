@@ -15,12 +15,15 @@ keys it held move, and a worker that joins takes over only about its share.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable
 
 
 def _score(key: str, worker: str) -> bytes:
-    return hashlib.blake2b(f"{key}\x00{worker}".encode(), digest_size=8).digest()
+    # Imported here: hashlib loads OpenSSL (~3 ms), which only jobs placing
+    # tasks or receivers on cluster workers need, not every context's start.
+    from hashlib import blake2b
+
+    return blake2b(f"{key}\x00{worker}".encode(), digest_size=8).digest()
 
 
 def preferred_worker(key: str, workers: Iterable[str]) -> str | None:

@@ -10,8 +10,9 @@ fsck  check the metadata and every record with the rules a restart uses (framing
       anything is wrong, in particular whenever a restart would fail
 
 Source packages add their own checks of what they keep under the checkpoint
-directory (the receivers' write-ahead logs) with `register_fsck_check`; their
-plugin modules are loaded through `ingest.sources` before a check runs.
+directory (the receivers' write-ahead logs) with `register_fsck_check`
+(`ingest.fsck_checks`, re-exported here); their plugin modules are loaded
+through `ingest.sources` before a check runs.
 """
 
 from __future__ import annotations
@@ -20,41 +21,16 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ingest.checkpoint import CheckpointLog, _parse_time, _tname
 from ingest.checkpoint_lock import LOCK
 from ingest.errors import CheckpointError, ConfigError, CorruptRecordError, IngestError
+# FsckCheck and register_fsck_check: re-exported, where source packages and their tests found them.
+from ingest.fsck_checks import FsckCheck as FsckCheck, register_fsck_check as register_fsck_check, run_fsck_checks
 from ingest.listener import format_batch_time
-from ingest.sources import load_source_packages
 from offsets import Position, position_to_data
 from offsets.records import CommitRecord, IntentRecord
-
-FsckCheck = Callable[[str], Iterable[str]]
-"""A check of a local checkpoint directory: returns one message per problem,
-each naming the file (and offset) it is about."""
-
-_fsck_checks: list[FsckCheck] = []
-
-
-def register_fsck_check(check: FsckCheck) -> FsckCheck:
-    """Run `check(directory)` in every `fsck`/`inspect`, after the core's own
-    checks. Registering the same function twice runs it once. Usable as a decorator."""
-    if check not in _fsck_checks:
-        _fsck_checks.append(check)
-    return check
-
-
-def _run_fsck_checks(directory: str) -> list[str]:
-    load_source_packages()
-    problems: list[str] = []
-    for check in list(_fsck_checks):
-        try:
-            problems.extend(str(p) for p in check(directory))
-        except Exception as exc:  # noqa: BLE001 - a failing check is a finding, not a crash of fsck
-            problems.append(f"check {getattr(check, '__name__', check)} failed: {type(exc).__name__}: {exc}")
-    return problems
-
 
 def _summarize(position: Position) -> str:
     """One line about a stored position, from the position itself."""
@@ -143,7 +119,7 @@ def inspect(directory: str) -> dict[str, Any]:
     pending = [t for t in times if last_commit is None or t > last_commit]
     problems.extend(_lock_problems(ckpt))
     if "://" not in directory:
-        problems.extend(_run_fsck_checks(directory))
+        problems.extend(run_fsck_checks(directory))
     restart = _dry_restart(directory)
     if not restart["ok"]:
         problems.append(f"a restart would fail: {restart['error']}")

@@ -39,8 +39,8 @@ from typing import Sequence
 from ingest import __version__
 from ingest.cli_traceback import print_user_traceback
 from ingest.errors import ConfigError, IngestError
-from ingest.ui import resolve as resolve_ui
-from ingest.ui import set_process_default
+from ingest.ui.options import resolve as resolve_ui
+from ingest.ui.options import set_process_default
 
 EXIT_BROKEN_PIPE = 128 + 13  # the shell's code for a command ended by SIGPIPE
 

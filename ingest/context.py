@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 from ingest.batch_log import BatchLog
 from ingest.batch_stats import BatchStats
@@ -41,8 +41,11 @@ from ingest.listener import (
 from ingest.queue_stream import QueueInputDStream
 from ingest.scheduler import BatchScheduler
 from ingest.sources import ReceiverLike, stream_factory
-from ingest.ui import UIHistory, UIServer, Views
-from ingest.ui import resolve as resolve_ui
+from ingest.ui.options import resolve as resolve_ui
+
+if TYPE_CHECKING:
+    from ingest.ui.history import UIHistory
+    from ingest.ui.server import UIServer
 
 log = logging.getLogger("ingest.context")
 
@@ -164,6 +167,9 @@ class StreamingContext:
         self._ui: UIServer | None = None
         self._ui_history: UIHistory | None = None
         if self._ui_options is not None:
+            # The UI's modules (an HTTP server, its pages) load only for a context that serves one.
+            from ingest.ui.history import UIHistory
+
             self._ui_history = UIHistory()
             self._bus.add(self._ui_history)
 
@@ -393,6 +399,9 @@ class StreamingContext:
         if options is None or self._ui is not None:
             return
         assert self._ui_history is not None
+        from ingest.ui.server import UIServer
+        from ingest.ui.views import Views
+
         self._ui = UIServer(Views(self, self._ui_history), options.host, options.port, options.token)
         self._ui.start()
         if options.announce:

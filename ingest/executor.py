@@ -20,8 +20,6 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Sequence, TypeVar
 
-import cloudpickle
-
 from ingest.affinity import preferred_worker
 from ingest.errors import ConfigError, IngestError
 from ingest.install_hint import install_hint
@@ -98,6 +96,8 @@ def _run_pickled(blob: bytes) -> bytes:
     may be an instance of a class that came with the task by value (one defined
     in the job file or inside its main function), which plain pickle cannot
     find by name in the worker."""
+    import cloudpickle  # here and in ProcessExecutor.map: only process pools pay for loading it
+
     fn, item = cloudpickle.loads(blob)
     return cloudpickle.dumps(fn(item))
 
@@ -113,6 +113,8 @@ class ProcessExecutor(TaskExecutor):
             affinity: Sequence[str | None] | None = None) -> list[R]:
         if len(items) <= 1:
             return [fn(item) for item in items]
+        import cloudpickle
+
         blobs = [cloudpickle.dumps((fn, item)) for item in items]
         # Results made by our own worker from our own task; never data read
         # from a checkpoint, WAL or socket.

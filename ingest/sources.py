@@ -10,7 +10,11 @@ Which modules it imports: those of the Python entry points in group
 `ingest.sources` (declared in pyproject.toml; other distributions can add
 sources the same way), plus `BUILTIN_SOURCE_MODULES`, which ship in this
 distribution and are loaded even when its installed metadata predates the
-entry points (an editable install made before they were declared).
+entry points (an editable install made before they were declared). A look-up
+loads the built-in modules first and reads the entry points only for a name
+they do not provide, so a job using built-in sources never scans the installed
+distributions. The plugin modules are light: they register factories that
+import their stream's implementation when first called.
 
 A factory is called as `factory(ssc, *args, **kwargs)` and returns a DStream.
 """
@@ -20,7 +24,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from ingest.errors import ConfigError
@@ -84,8 +87,12 @@ def stream_factory(name: str) -> StreamFactory:
     it is not registered yet. Raises `ConfigError` when no package provides it."""
     with _lock:
         factory = _factories.get(name)
-    if factory is None:
-        load_source_packages()
+    # The built-in sources first: they cost no scan of the installed distributions'
+    # entry points, which only a name none of them provides needs.
+    for modules in (BUILTIN_SOURCE_MODULES, None):
+        if factory is not None:
+            break
+        load_source_packages(modules)
         with _lock:
             factory = _factories.get(name)
     if factory is None:
@@ -107,6 +114,10 @@ def registered_stream_factories() -> dict[str, StreamFactory]:
 def source_modules() -> tuple[str, ...]:
     """The modules to import: the entry points' (in name order), then the built-in
     ones not among them."""
+    # Imported here: importlib.metadata costs ~25 ms to import and scanning every
+    # installed distribution more, which a job using only built-in sources skips.
+    from importlib import metadata
+
     try:
         points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     except Exception as exc:  # noqa: BLE001 - broken metadata of some distribution must not hide the built-ins

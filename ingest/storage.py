@@ -37,6 +37,7 @@ import errno
 import functools
 import importlib
 import io
+import operator
 import os
 import stat
 import threading
@@ -44,16 +45,19 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, NamedTuple, TypeVar
 
 from ingest.errors import ConfigError, StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)  # slots: listings of 10,000s of files
-class FileEntry:
-    """A file as `Storage.list_entries` saw it."""
+class FileEntry(NamedTuple):
+    """A file as `Storage.list_entries` saw it.
+
+    Immutable, like the frozen dataclasses elsewhere, but a named tuple: a
+    listing makes one per file (10,000s per batch on a large directory), and a
+    tuple is built several times faster than a frozen dataclass."""
 
     path: str
     """Relative to the storage's root, '/'-separated."""
@@ -61,6 +65,9 @@ class FileEntry:
     """Bytes."""
     mtime_ms: int
     """Last modification, milliseconds since the epoch (the storage's own clock)."""
+
+
+_PATH = operator.attrgetter("path")
 
 
 class Storage:
@@ -384,20 +391,34 @@ class LocalStorage(Storage):
         prefix = directory.strip("/")
         out: list[FileEntry] = []
         pending = [(top, prefix)]
+        # Per file: the stat the listing needs, one tuple, nothing else (a file
+        # stream lists the whole directory every batch). tuple.__new__ skips the
+        # named tuple's Python-level constructor. The directory is scanned through
+        # an open descriptor where the platform allows, so that each stat is
+        # fstatat(dir, name): the kernel resolves the name alone, not the whole
+        # path again (~20% of a local listing).
+        new_entry, is_regular, is_directory = tuple.__new__, stat.S_ISREG, stat.S_ISDIR
+        by_descriptor = os.scandir in os.supports_fd
         while pending:
             where, rel = pending.pop()
+            base = f"{rel}/" if rel else ""
             try:
-                with os.scandir(where) as it:
-                    for entry in it:
-                        path = f"{rel}/{entry.name}" if rel else entry.name
-                        try:
-                            st = entry.stat()
-                        except FileNotFoundError:
-                            continue  # deleted while listing: it is not there
-                        if stat.S_ISREG(st.st_mode):
-                            out.append(FileEntry(path, st.st_size, st.st_mtime_ns // 1_000_000))
-                        elif recursive and stat.S_ISDIR(st.st_mode):
-                            pending.append((entry.path, path))
+                fd = os.open(where, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if by_descriptor else None
+                try:
+                    with os.scandir(where if fd is None else fd) as it:
+                        for entry in it:
+                            try:
+                                st = entry.stat()
+                            except FileNotFoundError:
+                                continue  # deleted while listing: it is not there
+                            if is_regular(st.st_mode):
+                                out.append(new_entry(FileEntry, (base + entry.name, st.st_size,
+                                                                 st.st_mtime_ns // 1_000_000)))
+                            elif recursive and is_directory(st.st_mode):
+                                pending.append((os.path.join(where, entry.name), base + entry.name))
+                finally:
+                    if fd is not None:
+                        os.close(fd)
             except FileNotFoundError:
                 if where == top:
                     raise StorageError(f"directory {top} does not exist; create it (or fix the path)") from None
@@ -407,7 +428,7 @@ class LocalStorage(Storage):
             except OSError as exc:  # no permission, ...
                 raise StorageError(f"cannot list {where}: {exc.strerror or exc}; the job's user must be able to "
                                    "read and enter it") from None
-        out.sort(key=lambda e: e.path)
+        out.sort(key=_PATH)  # str keys: the sort's fast path for strings
         return out
 
     def open_read(self, path: str, start: int = 0, end: int | None = None) -> BinaryIO:

@@ -9,6 +9,10 @@ needs no other import. It registers:
   `flume_stream` and `flume_polling_stream`;
 - an `ingest checkpoint fsck` check of every receiver's write-ahead log
   (`<checkpoint>/receivers/<stream>/`).
+
+Registering is cheap: each factory and the check import what they need when
+first called, so a job that uses another source (a file or direct Kafka
+stream) does not load the receivers' machinery, Kafka client or WAL.
 """
 
 from __future__ import annotations
@@ -16,16 +20,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ingest.checkpoint import CheckpointLog
-from ingest.checkpoint_cli import register_fsck_check
+from ingest.fsck_checks import register_fsck_check
 from ingest.errors import IngestError
 from ingest.sources import register_stream_factory
-from ingest.storage import storage_for
-from receivers import block_log
 from receivers.flume_extra import flume_polling_stream, flume_stream  # fastavro only when used
-from receivers.input import ReceiverInputDStream
-from receivers.kafka import kafka_stream
-from receivers.socket import SocketTextReceiver
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -39,6 +37,8 @@ WAL_ROOT = "receivers"
 def receiver_stream(ssc: "StreamingContext", receiver: "Receiver[Any]", *, max_rate: float | None = None,
                     name: str | None = None, kind: str = "receiver", **options: Any) -> "DStream[Any]":
     """`StreamingContext.receiver_stream`: see its documentation."""
+    from receivers.input import ReceiverInputDStream
+
     return ReceiverInputDStream(ssc, receiver, max_rate=max_rate, name=name, kind=kind, **options)
 
 
@@ -47,9 +47,18 @@ def socket_text_stream(ssc: "StreamingContext", host: str, port: int, *, encodin
                        connect_timeout: float = 10.0, read_timeout: float | None = 60.0,
                        max_line_bytes: int = 1 << 20, **stream_options: Any) -> "DStream[str]":
     """`StreamingContext.socket_text_stream`: see its documentation."""
+    from receivers.socket import SocketTextReceiver
+
     receiver = SocketTextReceiver(host, port, encoding=encoding, errors=errors, connect_timeout=connect_timeout,
                                   read_timeout=read_timeout, max_line_bytes=max_line_bytes)
     return ssc.receiver_stream(receiver, max_rate=max_rate, name=name, kind="socket", **stream_options)
+
+
+def kafka_stream(ssc: "StreamingContext", *args: Any, **options: Any) -> "DStream[Any]":
+    """`receivers.kafka_stream`: see its documentation."""
+    from receivers.kafka import kafka_stream as make_stream
+
+    return make_stream(ssc, *args, **options)
 
 
 def wal_directories(checkpoint_dir: str) -> list[str]:
@@ -67,6 +76,9 @@ def check_write_ahead_logs(checkpoint_dir: str) -> Iterator[str]:
     tails and remove leftovers, which fsck must not do. On HDFS and S3 (one
     object per record) through the storage, configured as its client's usual
     configuration says (environment, ~/.aws, HADOOP_USER_NAME)."""
+    from ingest.storage import storage_for
+    from receivers import block_log
+
     if "://" in checkpoint_dir and not checkpoint_dir.startswith("file://"):
         yield from block_log.verify_storage(storage_for(checkpoint_dir))
         return
@@ -82,6 +94,8 @@ def _checkpoint_batches(checkpoint_dir: str) -> tuple[int | None, list[int]] | N
     """(last committed batch, batches to re-run) as a restart's recovery of the
     checkpoint finds them (reading only), for the logs' cross-check with the
     intents; None when that recovery fails (the core's checks report why)."""
+    from ingest.checkpoint import CheckpointLog
+
     try:
         ckpt = CheckpointLog(checkpoint_dir)
         meta = ckpt.read_metadata()

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
 IN_PROGRESS_SUFFIXES = ("._COPYING_", ".tmp")
+
+_PATH = attrgetter("path")
 
 
 def is_hidden_or_in_progress(path: str) -> bool:
@@ -43,9 +46,25 @@ class FileSelection:
         """The entries (anything with a `path`) that `accepts`, in order: one
         pass, and the glob only when there is one (this runs over every file
         of every listing)."""
-        hidden = is_hidden_or_in_progress
-        kept = [e for e in entries if not hidden(e.path)]  # type: ignore[attr-defined]
+        entries = list(entries)
+        if _may_hide_some("\0".join(map(_PATH, entries))):
+            hidden = is_hidden_or_in_progress
+            kept = [e for e in entries if not hidden(e.path)]  # type: ignore[attr-defined]
+        else:
+            kept = entries
         if self.glob is None:
             return kept
         pattern = self.glob
         return [e for e in kept if fnmatch.fnmatchcase(e.path, pattern)]  # type: ignore[attr-defined]
+
+
+def _may_hide_some(joined: str) -> bool:
+    """False only when no path of `joined` (paths separated by NUL) is hidden
+    or in progress: each rule of `is_hidden_or_in_progress` leaves a mark in
+    the joined text ('.' or '_' after a separator or a '/', a suffix before a
+    separator), whatever the paths hold. A few searches over one string
+    instead of four string tests per file; True (a mark, perhaps a false one)
+    sends the listing through the per-file test, which decides."""
+    joined = "\0" + joined + "\0"
+    return ("\0." in joined or "\0_" in joined or "/." in joined or "/_" in joined
+            or any(suffix + "\0" in joined for suffix in IN_PROGRESS_SUFFIXES))

@@ -18,12 +18,16 @@ small files read at 0.6x the speed of a plain loop, tasks of 1 MiB at 0.9x.
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Sequence
 
 from ingest.storage import FileEntry
 from offsets import FileSlice
+from offsets.positions import whole_file_slices
 
 TASK_BYTES = 1 << 20
+
+_SIZE = attrgetter("size")
 
 
 def slices_of(entry: FileEntry, min_partition_bytes: int, align: int | None) -> list[FileSlice]:
@@ -39,15 +43,13 @@ def slices_of(entry: FileEntry, min_partition_bytes: int, align: int | None) -> 
 def slices_for(entries: Sequence[FileEntry], min_partition_bytes: int, align: int | None) -> tuple[FileSlice, ...]:
     """`slices_of` every entry, in order. Most files are not cut: they take
     the short way (planning 10,000s of files is dominated by per-file work)."""
-    if align is None:
-        return tuple(FileSlice(e.path, e.size, e.mtime_ms) for e in entries)
     cut_from = 2 * min_partition_bytes
+    if align is None or max(map(_SIZE, entries), default=0) < cut_from:
+        return whole_file_slices(entries)
     out: list[FileSlice] = []
     for e in entries:
-        if e.size < cut_from:
-            out.append(FileSlice(e.path, e.size, e.mtime_ms))
-        else:
-            out.extend(slices_of(e, min_partition_bytes, align))
+        out.extend(slices_of(e, min_partition_bytes, align) if e.size >= cut_from
+                   else whole_file_slices((e,)))
     return tuple(out)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping
 
 from direct.files.planner import FilePlanner
@@ -65,6 +66,8 @@ DEFAULT_MIN_PARTITION_BYTES = 64 << 20
 DEFAULT_REMEMBER_S = 60.0
 
 Reader = Callable[[BinaryIO], Iterable[Any]]
+
+_SIZE = attrgetter("size")  # read in C: planning touches every new file
 
 
 class FileInputDStream(InputDStream[Any]):
@@ -163,10 +166,9 @@ class FileInputDStream(InputDStream[Any]):
         if self._restored:
             return
         if self.new_files_only:
-            present = [(e.path, e.mtime_ms) for e in entries]
-            self.planner.take(present)
+            self.planner.take_files(entries)
             log.info("%s: %d file(s) already in the directory are skipped (new_files_only=True)",
-                     self.describe(), len(present))
+                     self.describe(), len(entries))
         self._since = self.planner.state() if self.planner.watermark_ms is not None else None
 
     def _list(self, at_start: bool = False) -> list[FileEntry]:
@@ -188,10 +190,10 @@ class FileInputDStream(InputDStream[Any]):
         new = self.planner.new_files(entries, self.max_files_per_batch)
         align = {"text": 1, "binary": self.record_length, "reader": None}[self.records_kind]
         slices = slices_for(new, self.min_partition_bytes, align)
-        self.planner.take((e.path, e.mtime_ms) for e in new)
+        self.planner.take_files(new)
         since, self._since = self._since, None
         self._planned["files"] += len(new)
-        self._planned["bytes"] += sum(e.size for e in new)
+        self._planned["bytes"] += sum(map(_SIZE, new))
         if self.planner.too_old:
             log.debug("%s: %d file(s) older than the remember window are ignored", self.describe(),
                       self.planner.too_old)

@@ -15,7 +15,8 @@ import crc32c
 import pytest
 
 from ingest import BatchFailedError, IngestError, ManualClock, StreamingContext
-from ingest.checkpoint_cli import _fsck_checks, inspect, register_fsck_check, run_checkpoint_command
+from ingest.checkpoint_cli import inspect, run_checkpoint_command
+from ingest.fsck_checks import _checks as _fsck_checks, register_fsck_check
 from offsets.records import RecordId, frame
 
 BATCHES = [["a", "b"], ["a"], [], ["c", "b", "a"], ["d"], ["e"]]
@@ -264,7 +265,7 @@ def test_fsck_says_a_restart_fails_exactly_when_a_restart_fails(checkpoint_dir, 
 
 
 def test_fsck_runs_the_registered_checks_and_reports_their_findings(checkpoint_dir, capsys, monkeypatch):
-    monkeypatch.setattr("ingest.checkpoint_cli._fsck_checks", list(_fsck_checks))
+    monkeypatch.setattr("ingest.fsck_checks._checks", list(_fsck_checks))
 
     @register_fsck_check
     def wal_check(directory: str) -> list[str]:

@@ -12,7 +12,8 @@ from importlib import metadata
 import pytest
 
 from ingest import sources
-from ingest.checkpoint_cli import _fsck_checks, register_fsck_check, run_checkpoint_command
+from ingest.checkpoint_cli import run_checkpoint_command
+from ingest.fsck_checks import _checks as _fsck_checks, register_fsck_check
 from ingest.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -94,7 +95,7 @@ def test_stream_calls_the_named_factory_with_the_context_first(monkeypatch):
 
 
 def test_fsck_runs_registered_checks_and_fails_on_their_problems(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("ingest.checkpoint_cli._fsck_checks", list(_fsck_checks))
+    monkeypatch.setattr("ingest.fsck_checks._checks", list(_fsck_checks))
 
     def check(directory):
         return [f"{directory}/receivers/x/blocks.bounds: bad checksum"]
