@@ -36,6 +36,7 @@ from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
 from receivers.block import BlockInfo
 from receivers.placement import place_receiver
 from receivers.shipping import pack_receiver
+from receivers.worker_backpressure import Backpressure, UnprocessedCount
 from receivers.worker_receiver import ReceiverRun, acknowledge, request_stop, run_receiver
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class ClusterReceiverSupervisor:
     def __init__(self, ssc: "StreamingContext", stream: str, receiver: "Receiver[Any]", executor: "DaskExecutor", *,
                  replication: int, on_block: Callable[[BlockInfo, list[Any] | None], None],
                  on_workers_left: Callable[[str, set[str]], None], hosting: Callable[[], list[str]],
-                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False) -> None:
+                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False,
+                 max_unprocessed_records: int, counts: Callable[[], tuple[int, int]]) -> None:
         self._ssc = ssc
         self.stream = stream
         self.receiver = receiver
@@ -67,6 +69,9 @@ class ClusterReceiverSupervisor:
         self._recovered = recovered
         self._options = dict(options)
         self._wal = wal
+        self._max_unprocessed = max_unprocessed_records
+        self._counts = counts  # the stream's (stored, processed) records, for the run's backpressure
+        self._processed: UnprocessedCount | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()  # the job's stop of this receiver began
         self._done = threading.Event()  # the watch thread should end
@@ -110,6 +115,7 @@ class ClusterReceiverSupervisor:
 
         self._packed = pack_receiver(self.receiver, self.stream)
         self._queue = Queue(f"ingest-receiver-{self.stream}-{self._tag}", client=self.client)
+        self._processed = UnprocessedCount(f"ingest-receiver-{self.stream}-{self._tag}-processed", self.client)
         self._launch(first=True)
         self._thread = threading.Thread(target=self._watch, name=f"receiver-cluster-{self.stream}")
         self._thread.start()
@@ -123,8 +129,12 @@ class ClusterReceiverSupervisor:
                                 "run it on; start workers (dask worker SCHEDULER) or check the cluster")
         self._runs += 1
         run_id = f"{self.stream}-{self._tag}-{self._runs}"
+        stored, processed = self._counts()
+        assert self._processed is not None
+        self._processed.publish(processed)  # before the run can read it
         run = ReceiverRun(self.stream, self._packed, run_id, self._queue.name, self._ssc.block_interval_ms,
-                          self.replication, self._wal, tuple(self._recovered()), self._options)
+                          self.replication, self._wal, tuple(self._recovered()), self._options,
+                          Backpressure(self._max_unprocessed, stored, processed, self._processed.name))
         future = self.client.submit(run_receiver, run, workers=[worker], allow_other_workers=False, pure=False,
                                     key=f"ingest-receiver-{run_id}")
         with self._lock:
@@ -158,6 +168,8 @@ class ClusterReceiverSupervisor:
             self._drain()
             self.receiver_running = False
             future.release()
+            if self._processed is not None:
+                self._processed.delete()
 
     # -- the watch thread ---------------------------------------------------------------
 
@@ -166,6 +178,8 @@ class ClusterReceiverSupervisor:
         while not self._done.is_set():
             try:
                 self._drain()
+                if self._processed is not None:  # batches committed since: the run may store more
+                    self._processed.publish(self._counts()[1])
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + LIVENESS_S

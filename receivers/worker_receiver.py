@@ -40,6 +40,7 @@ from ingest.listener import ReceiverError, ReceiverStarted, ReceiverStopped
 from receivers import worker_blocks
 from receivers.block import Block, BlockInfo
 from receivers.shipping import unpack_receiver
+from receivers.worker_backpressure import Backpressure, UnprocessedGate
 
 log = logging.getLogger("receivers.worker_receiver")
 
@@ -64,6 +65,8 @@ class ReceiverRun:
     recovered_metadata: tuple[Any, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     """ReceiverSupervisor's keyword options (max_rate, restart delays...)."""
+    backpressure: Backpressure | None = None
+    """None: the run stores without waiting for batches."""
 
 
 class _Bus:
@@ -112,6 +115,8 @@ class WorkerReceiverHost:
         self.stop_requested = threading.Event()
         self.stop_order: tuple[bool, float | None] = (False, 10.0)  # (graceful, timeout) once asked
         self._warned_replicas = False
+        self._gate = None if run.backpressure is None else UnprocessedGate(
+            run.stream, run.backpressure, client, self.stop_requested)
 
     def send(self, item: list[Any]) -> None:
         with self._send_lock:
@@ -124,6 +129,9 @@ class WorkerReceiverHost:
     # -- the store -----------------------------------------------------------------------
 
     def store_block(self, block: Block) -> BlockInfo:
+        if self._gate is not None:
+            # Backpressure: wait while the driver holds max_unprocessed_records unprocessed records.
+            self._gate.admit(len(block.records))
         worker_blocks.put(self.address, block.block_id, block.records)
         locations = [self.address, *self._replicate(block)]
         metadata = dict(block.metadata) if block.metadata else None
