@@ -28,8 +28,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import cloudpickle
-
 from ingest.errors import ReceiverError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
@@ -37,7 +35,8 @@ from receivers.block import BlockInfo
 from receivers.placement import place_receiver
 from receivers.shipping import pack_receiver
 from receivers.worker_backpressure import Backpressure, UnprocessedCount
-from receivers.worker_receiver import ReceiverRun, acknowledge, request_stop, run_receiver
+from receivers import block_comms
+from receivers.worker_receiver import ReceiverRun, request_stop, run_receiver
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -114,6 +113,7 @@ class ClusterReceiverSupervisor:
         from distributed import Queue
 
         self._packed = pack_receiver(self.receiver, self.stream)
+        block_comms.register(self.client)  # replicas and the log's reads go worker to worker
         self._queue = Queue(f"ingest-receiver-{self.stream}-{self._tag}", client=self.client)
         self._processed = UnprocessedCount(f"ingest-receiver-{self.stream}-{self._tag}-processed", self.client)
         self._launch(first=True)
@@ -229,11 +229,14 @@ class ClusterReceiverSupervisor:
         for item in items:
             kind = item[0]
             if kind == "block":
-                _, block_id, count, metadata, locations, *records = item
-                self._on_block(BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations)),
-                               # our own worker's pickle of the block's records (see worker_receiver)
-                               cloudpickle.loads(records[0]) if records else None)
-                if records:
+                _, block_id, count, metadata, locations, *logged = item
+                info = BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations))
+                if not logged:
+                    self._on_block(info, None)
+                    continue
+                records = self._fetch_for_log(info)
+                if records is not None:
+                    self._on_block(info, records)
                     durable.append(block_id)
             elif kind == "event":
                 _, event, _name, active, message, error, at, restarts = item
@@ -251,7 +254,26 @@ class ClusterReceiverSupervisor:
             with self._lock:
                 run_id, worker = self._run_id, self.worker
             try:
-                self.client.run(acknowledge, run_id, durable, workers=[worker])
+                block_comms.confirm_logged(self.client, worker, run_id, durable)
             except Exception as exc:  # noqa: BLE001 - that worker died: its receiver restarts elsewhere
                 log.warning("stream %s: confirming %d logged block(s) to %s failed: %s", self.stream,
                             len(durable), worker, exc)
+
+    def _fetch_for_log(self, info: BlockInfo) -> list[Any] | None:
+        """The records of a block to write to the log, fetched from a worker
+        holding it (directly, not through the scheduler). None when every
+        holder died first: its store_batch never returned, so the source
+        delivers it again to the restarted receiver."""
+        for worker in info.locations:
+            try:
+                records = block_comms.fetch(self.client, worker, info.block_id)
+            except Exception as exc:  # noqa: BLE001 - that worker died: the next location
+                log.debug("stream %s: fetching block %s from %s failed: %s", self.stream, info.block_id, worker,
+                          exc)
+                continue
+            if records is not None:
+                return records
+        log.warning("stream %s: block %s died with its worker(s) %s before it was in the write-ahead log; its "
+                    "store_batch did not return, so the source delivers it again", self.stream, info.block_id,
+                    ", ".join(info.locations))
+        return None

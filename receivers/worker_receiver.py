@@ -12,10 +12,13 @@ plugins run on every worker, with nothing to say which one hosts what).
 
 What is stored goes into this worker's block store (`receivers.worker_blocks`)
 and, before `store_batch` returns, into `replication - 1` other workers'
-stores; then the block's reference (id, records, metadata, locations) is put
+stores, sent to them directly (`receivers.block_comms`); then the block's
+reference (id, record count, metadata, locations: never the records) is put
 on the run's `distributed.Queue`, which lives in the scheduler, so it reaches
 the driver even if this worker dies the next instant. Events (started, error,
 stopped) and a fatal error take the same queue, in order with the blocks.
+With the write-ahead log on, the driver fetches the records from a location
+to log them, and tells this worker (directly too) when they are logged.
 
 The driver stops a run with `request_stop`, sent to the worker with
 `Client.run` (no polling of the scheduler). The run also stops when the
@@ -31,13 +34,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import cloudpickle
-
 from ingest.affinity import preferred_worker
 from ingest.clock import SystemClock
 from ingest.errors import StorageError
 from ingest.listener import ReceiverError, ReceiverStarted, ReceiverStopped
-from receivers import worker_blocks
+from receivers import block_comms, worker_blocks
 from receivers.block import Block, BlockInfo
 from receivers.shipping import unpack_receiver
 from receivers.worker_backpressure import Backpressure, UnprocessedGate
@@ -138,15 +139,13 @@ class WorkerReceiverHost:
         if not self.run.write_ahead_log:
             self.send(["block", block.block_id, len(block.records), metadata, locations])
         else:
-            # The log has one writer, the driver: the records go to it, and the block
-            # is durable only once it says so (`acknowledge`).
+            # The log has one writer, the driver: it fetches the records from here
+            # (`receivers.block_comms`, not through the scheduler), and the block is
+            # durable only once it says so (`acknowledge`).
             durable = threading.Event()
             with self._send_lock:
                 self._durable[block.block_id] = durable
-            # Pickled by us (as partition tasks' results are): the queue's own encoding
-            # would turn lists inside records into tuples.
-            self.send(["block", block.block_id, len(block.records), metadata, locations,
-                       cloudpickle.dumps(block.records)])
+            self.send(["block", block.block_id, len(block.records), metadata, locations, "logged"])
             if not durable.wait(WAL_ACK_TIMEOUT_S):
                 with self._send_lock:
                     self._durable.pop(block.block_id, None)
@@ -170,13 +169,13 @@ class WorkerReceiverHost:
             assert target is not None
             candidates.remove(target)
             try:
-                done = self.client.run(worker_blocks.put_replica, block.block_id, block.records,
-                                       workers=[target], on_error="return")
+                # Straight to the target worker, not through the scheduler.
+                copied = block_comms.put_copy(self.client, target, block.block_id, block.records)
             except Exception as exc:  # noqa: BLE001 - that worker is gone: the next candidate
                 log.warning("stream %s: copying block %s to %s failed (%s); trying another worker",
                             self.run.stream, block.block_id, target, exc)
                 continue
-            if done.get(target) == target:
+            if copied:
                 placed.append(target)
         if len(placed) < wanted and not self._warned_replicas:
             self._warned_replicas = True
