@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ingest.errors import ReceiverError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
+from receivers import block_comms
 from receivers.block import BlockInfo
 from receivers.placement import place_receiver
 from receivers.shipping import pack_receiver
+from receivers.supervision import ReceiverSupervision
 from receivers.worker_backpressure import Backpressure, UnprocessedCount
-from receivers import block_comms
 from receivers.worker_receiver import ReceiverRun, request_stop, run_receiver
 
 if TYPE_CHECKING:
@@ -51,15 +52,13 @@ LIVENESS_S = 0.25
 _EVENTS = {"started": ReceiverStarted, "error": ReceiverErrorEvent, "stopped": ReceiverStopped}
 
 
-class ClusterReceiverSupervisor:
+class ClusterReceiverSupervisor(ReceiverSupervision):
     def __init__(self, ssc: "StreamingContext", stream: str, receiver: "Receiver[Any]", executor: "DaskExecutor", *,
                  replication: int, on_block: Callable[[BlockInfo, list[Any] | None], None],
                  on_workers_left: Callable[[str, set[str]], None], hosting: Callable[[], list[str]],
                  recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False,
                  max_unprocessed_records: int, counts: Callable[[], tuple[int, int]]) -> None:
-        self._ssc = ssc
-        self.stream = stream
-        self.receiver = receiver
+        super().__init__(ssc, stream, receiver)
         self._executor = executor
         self.replication = replication
         self._on_block = on_block
@@ -72,7 +71,6 @@ class ClusterReceiverSupervisor:
         self._counts = counts  # the stream's (stored, processed) records, for the run's backpressure
         self._processed: UnprocessedCount | None = None
         self._lock = threading.Lock()
-        self._stopped = threading.Event()  # the job's stop of this receiver began
         self._done = threading.Event()  # the watch thread should end
         self._thread: threading.Thread | None = None
         self._future: Any = None
@@ -83,22 +81,11 @@ class ClusterReceiverSupervisor:
         self._runs = 0
         self.worker: str | None = None
         """The worker running the receiver now (None before start)."""
-        self.restarts = 0
-        """Restarts on another worker after a worker died (the worker-side
-        supervisor counts the receiver's own restarts)."""
+        # self.restarts: restarts on another worker after a worker died (the
+        # worker-side supervisor counts the receiver's own restarts).
         self.records_dropped = 0
-        self.receiver_running = False
-        self._last_error: tuple[str, str | None, float] | None = None
 
     # -- what the input stream reads --------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopped.is_set()
-
-    @property
-    def block_interval(self) -> float:
-        return self._ssc.block_interval_ms / 1000.0
 
     @property
     def client(self) -> Any:
@@ -209,17 +196,11 @@ class ClusterReceiverSupervisor:
         # The worker left the cluster (killed, out of memory, scaled down): start the receiver elsewhere.
         self.restarts += 1
         self.receiver_running = False
-        message = f"Dask worker {worker} running the receiver left the cluster; restarting it on another worker"
-        self._last_error = (message, None, time.time())
-        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
+        self.report_error(f"Dask worker {worker} running the receiver left the cluster; restarting it on another "
+                          "worker")
         future.cancel()
         self._on_workers_left(worker, live)
         self._launch(first=False)
-
-    def _info(self, active: bool | None = None) -> ReceiverInfo:
-        msg, err, at = self._last_error or (None, None, None)
-        return ReceiverInfo(self.stream, self.receiver.name, self.receiver_running if active is None else active,
-                            msg, err, at, self.restarts, worker=self.worker)
 
     def _drain(self) -> None:
         if self._queue is None:
