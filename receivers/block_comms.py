@@ -25,15 +25,19 @@ socket of a source.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from receivers import worker_blocks
 
 PUT = "ingest_put_block"
 GET = "ingest_get_block"
 LOGGED = "ingest_blocks_logged"
+CONNECT_S = 5.0
 TIMEOUT_S = 30.0
+
+log = logging.getLogger("receivers.block_comms")
 
 
 @dataclass(frozen=True)
@@ -84,29 +88,56 @@ def register(client: Any) -> None:
     client.register_plugin(_Plugin(), name=BlockHandlers.name)
 
 
-def _call(client: Any, address: str, op: str, **kwargs: Any) -> Any:
-    """One request to the worker at `address` on a direct connection, from any
-    thread but the client's event loop."""
-    async def call() -> Any:
-        return await asyncio.wait_for(getattr(client.rpc(address), op)(**kwargs), TIMEOUT_S)
+async def _request(client: Any, address: str, op: str, connect_timeout: float, **kwargs: Any) -> Any:
+    """One request on a pooled direct connection to `address`. The connect
+    timeout is ours, not Dask's (30 s, retrying a refused connection all
+    along): a worker killed a moment ago refuses at once, and its copies
+    should cost the caller no more than `connect_timeout`."""
+    from distributed.core import send_recv
 
-    return client.sync(call)
+    comm = await client.rpc.connect(address, timeout=connect_timeout)
+    try:
+        reply = await asyncio.wait_for(send_recv(comm, op=op, **kwargs), TIMEOUT_S)
+    except BaseException:
+        comm.abort()  # half a conversation: never back into the pool
+        raise
+    client.rpc.reuse(address, comm)
+    return reply
 
 
 def put_copy(client: Any, address: str, block_id: str, records: list[Any]) -> bool:
     """Keep a copy of the block on the worker at `address`; True once it has."""
     from distributed.protocol import to_serialize
 
-    return _call(client, address, PUT, block_id=block_id, payload=to_serialize(Payload(records))) == address
+    reply = client.sync(_request, client, address, PUT, CONNECT_S, block_id=block_id,
+                        payload=to_serialize(Payload(records)))
+    return reply == address
 
 
-def fetch(client: Any, address: str, block_id: str) -> list[Any] | None:
-    """The block's records from the worker at `address` (None: not there)."""
-    reply = _call(client, address, GET, block_id=block_id)
-    return reply["payload"].records if reply.get("found") else None
+def fetch(client: Any, locations: Sequence[str], block_id: str) -> list[Any] | None:
+    """The block's records from whichever of the workers at `locations`
+    answers first with them (asked all at once: a dead one among them costs
+    nothing while another holds a copy); None when none has it."""
+    async def first() -> list[Any] | None:
+        asks = [asyncio.ensure_future(_request(client, a, GET, CONNECT_S, block_id=block_id)) for a in locations]
+        try:
+            for ask in asyncio.as_completed(asks):
+                try:
+                    reply = await ask
+                except Exception as exc:  # noqa: BLE001 - that worker died or is unreachable: the others
+                    log.debug("block %s: a location did not answer: %s: %s", block_id, type(exc).__name__, exc)
+                    continue
+                if reply.get("found"):
+                    return reply["payload"].records
+            return None
+        finally:
+            for ask in asks:
+                ask.cancel()
+
+    return client.sync(first) if locations else None
 
 
 def confirm_logged(client: Any, address: str, run_id: str, block_ids: list[str]) -> int:
     """Tell the receiver's worker that blocks are in the write-ahead log (their
     store_batch calls return); how many were waiting there."""
-    return int(_call(client, address, LOGGED, run_id=run_id, block_ids=block_ids))
+    return int(client.sync(_request, client, address, LOGGED, CONNECT_S, run_id=run_id, block_ids=block_ids))

@@ -245,15 +245,13 @@ class ClusterReceiverSupervisor(ReceiverSupervision):
         holding it (directly, not through the scheduler). None when every
         holder died first: its store_batch never returned, so the source
         delivers it again to the restarted receiver."""
-        for worker in info.locations:
-            try:
-                records = block_comms.fetch(self.client, worker, info.block_id)
-            except Exception as exc:  # noqa: BLE001 - that worker died: the next location
-                log.debug("stream %s: fetching block %s from %s failed: %s", self.stream, info.block_id, worker,
-                          exc)
-                continue
-            if records is not None:
-                return records
+        try:
+            records = block_comms.fetch(self.client, info.locations, info.block_id)
+        except Exception as exc:  # noqa: BLE001 - the cluster went away: the block is not logged
+            log.debug("stream %s: fetching block %s failed: %s", self.stream, info.block_id, exc)
+            records = None
+        if records is not None:
+            return records
         log.warning("stream %s: block %s died with its worker(s) %s before it was in the write-ahead log; its "
                     "store_batch did not return, so the source delivers it again", self.stream, info.block_id,
                     ", ".join(info.locations))

@@ -98,16 +98,10 @@ class WorkerBlockSource:
             records = get(here, self.block_id)
             if records is not None:
                 return records
-        client = get_client()
-        for location in self.locations:
-            if location == here:
-                continue
-            try:
-                records = block_comms.fetch(client, location, self.block_id)  # from that worker directly
-            except Exception:  # noqa: BLE001 - the worker left the cluster: try the next copy
-                continue
-            if records is not None:
-                return records
+        elsewhere = [location for location in self.locations if location != here]
+        records = block_comms.fetch(get_client(), elsewhere, self.block_id)  # from those workers directly
+        if records is not None:
+            return records
         raise BlockUnavailableError(
             f"stream {self.stream}: block {self.block_id} is on no live worker (it was kept on "
             f"{', '.join(self.locations)}); with replication=2 a block survives one worker's death, "
