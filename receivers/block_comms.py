@@ -50,8 +50,9 @@ class Payload:
 
 
 class BlockHandlers:
-    """A Dask worker plugin (duck-typed: `setup` and `idempotent` are what
-    `Client.register_plugin` reads) that adds the block handlers to a worker."""
+    """The worker plugin that adds the block handlers to a worker; `register`
+    makes it a `distributed` WorkerPlugin (imported there, so that importing
+    this module does not need `distributed`)."""
 
     idempotent = True  # registered by every receiver's start: once per worker is enough
     name = "ingest-block-handlers"
