@@ -34,15 +34,16 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import cloudpickle
-
 from ingest.errors import ReceiverError
 from ingest.listener import ReceiverError as ReceiverErrorEvent
 from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
+from receivers import block_comms
 from receivers.block import BlockInfo
 from receivers.placement import place_receiver
 from receivers.shipping import pack_receiver
-from receivers.worker_receiver import ReceiverRun, acknowledge, request_stop, run_receiver
+from receivers.supervision import ReceiverSupervision
+from receivers.worker_backpressure import Backpressure, UnprocessedCount
+from receivers.worker_receiver import ReceiverRun, request_stop, run_receiver
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -60,14 +61,13 @@ no workers yet) before it stops the job."""
 _EVENTS = {"started": ReceiverStarted, "error": ReceiverErrorEvent, "stopped": ReceiverStopped}
 
 
-class ClusterReceiverSupervisor:
+class ClusterReceiverSupervisor(ReceiverSupervision):
     def __init__(self, ssc: "StreamingContext", stream: str, receiver: "Receiver[Any]", executor: "DaskExecutor", *,
                  replication: int, on_block: Callable[[BlockInfo, list[Any] | None], None],
                  on_workers_left: Callable[[str, set[str]], None], hosting: Callable[[], list[str]],
-                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False) -> None:
-        self._ssc = ssc
-        self.stream = stream
-        self.receiver = receiver
+                 recovered: Callable[[], list[Any]], options: Mapping[str, Any], wal: bool = False,
+                 max_unprocessed_records: int, counts: Callable[[], tuple[int, int]]) -> None:
+        super().__init__(ssc, stream, receiver)
         self._executor = executor
         self.replication = replication
         self._on_block = on_block
@@ -76,8 +76,10 @@ class ClusterReceiverSupervisor:
         self._recovered = recovered
         self._options = dict(options)
         self._wal = wal
+        self._max_unprocessed = max_unprocessed_records
+        self._counts = counts  # the stream's (stored, processed) records, for the run's backpressure
+        self._processed: UnprocessedCount | None = None
         self._lock = threading.Lock()
-        self._stopped = threading.Event()  # the job's stop of this receiver began
         self._done = threading.Event()  # the watch thread should end
         self._thread: threading.Thread | None = None
         self._future: Any = None
@@ -89,22 +91,11 @@ class ClusterReceiverSupervisor:
         self._runs = 0
         self.worker: str | None = None
         """The worker running the receiver now (None before start)."""
-        self.restarts = 0
-        """Restarts on another worker after a worker died (the worker-side
-        supervisor counts the receiver's own restarts)."""
+        # self.restarts: restarts on another worker after a worker died (the
+        # worker-side supervisor counts the receiver's own restarts).
         self.records_dropped = 0
-        self.receiver_running = False
-        self._last_error: tuple[str, str | None, float] | None = None
 
     # -- what the input stream reads --------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopped.is_set()
-
-    @property
-    def block_interval(self) -> float:
-        return self._ssc.block_interval_ms / 1000.0
 
     @property
     def client(self) -> Any:
@@ -120,7 +111,9 @@ class ClusterReceiverSupervisor:
 
         self._packed = pack_receiver(self.receiver, self.stream)
         self._scheduler_id = self._scheduler()
+        block_comms.register(self.client)  # replicas and the log's reads go worker to worker
         self._queue = Queue(f"ingest-receiver-{self.stream}-{self._tag}", client=self.client)
+        self._processed = UnprocessedCount(f"ingest-receiver-{self.stream}-{self._tag}-processed", self.client)
         self._launch(first=True)
         self._thread = threading.Thread(target=self._watch, name=f"receiver-cluster-{self.stream}")
         self._thread.start()
@@ -134,8 +127,12 @@ class ClusterReceiverSupervisor:
                                 "run it on; start workers (dask worker SCHEDULER) or check the cluster")
         self._runs += 1
         run_id = f"{self.stream}-{self._tag}-{self._runs}"
+        stored, processed = self._counts()
+        assert self._processed is not None
+        self._processed.publish(processed)  # before the run can read it
         run = ReceiverRun(self.stream, self._packed, run_id, self._queue.name, self._ssc.block_interval_ms,
-                          self.replication, self._wal, tuple(self._recovered()), self._options)
+                          self.replication, self._wal, tuple(self._recovered()), self._options,
+                          Backpressure(self._max_unprocessed, stored, processed, self._processed.name))
         future = self.client.submit(run_receiver, run, workers=[worker], allow_other_workers=False, pure=False,
                                     key=f"ingest-receiver-{run_id}")
         with self._lock:
@@ -173,6 +170,8 @@ class ClusterReceiverSupervisor:
             self._drain()
             self.receiver_running = False
             future.release()
+            if self._processed is not None:
+                self._processed.delete()
 
     # -- the watch thread ---------------------------------------------------------------
 
@@ -182,6 +181,8 @@ class ClusterReceiverSupervisor:
         while not self._done.is_set():
             try:
                 self._drain()
+                if self._processed is not None:  # batches committed since: the run may store more
+                    self._processed.publish(self._counts()[1])
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + LIVENESS_S
@@ -220,9 +221,8 @@ class ClusterReceiverSupervisor:
         # The worker left the cluster (killed, out of memory, scaled down): start the receiver elsewhere.
         self.restarts += 1
         self.receiver_running = False
-        message = f"Dask worker {worker} running the receiver left the cluster; restarting it on another worker"
-        self._last_error = (message, None, time.time())
-        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
+        self.report_error(f"Dask worker {worker} running the receiver left the cluster; restarting it on another "
+                          "worker")
         future.cancel()
         self._on_workers_left(worker, live)
         self._launch(first=False)
@@ -270,23 +270,22 @@ class ClusterReceiverSupervisor:
         log.warning("stream %s: the Dask scheduler was restarted, and receiver %s with it; starting it again "
                     "on a worker of the new scheduler", self.stream, self.receiver.name)
         self._scheduler_id = scheduler_id
-        self._queue = Queue(self._queue.name, client=self.client)  # the old one died with the scheduler
+        # The queue, the processed-count variable and the workers' block handlers
+        # (a worker plugin) lived in the old scheduler: make them again.
+        self._queue = Queue(self._queue.name, client=self.client)
+        block_comms.register(self.client)
+        if self._processed is not None:
+            self._processed = UnprocessedCount(self._processed.name, self.client)
         self.restarts += 1
         self.receiver_running = False
-        self._last_error = (f"the Dask scheduler was restarted while the receiver ran on {worker}; restarting "
-                            "it on another worker", None, time.time())
-        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
+        self.report_error(f"the Dask scheduler was restarted while the receiver ran on {worker}; restarting "
+                          "it on another worker")
         try:
             future.cancel()
         except Exception as exc:  # noqa: BLE001 - the old scheduler's task is gone anyway
             log.debug("stream %s: cancelling the old run failed: %s", self.stream, exc)
         self._on_workers_left(str(worker), self.live_workers())
         self._launch(first=False)
-
-    def _info(self, active: bool | None = None) -> ReceiverInfo:
-        msg, err, at = self._last_error or (None, None, None)
-        return ReceiverInfo(self.stream, self.receiver.name, self.receiver_running if active is None else active,
-                            msg, err, at, self.restarts, worker=self.worker)
 
     def _drain(self) -> None:
         if self._queue is None:
@@ -296,11 +295,14 @@ class ClusterReceiverSupervisor:
         for item in items:
             kind = item[0]
             if kind == "block":
-                _, block_id, count, metadata, locations, *records = item
-                self._on_block(BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations)),
-                               # our own worker's pickle of the block's records (see worker_receiver)
-                               cloudpickle.loads(records[0]) if records else None)
-                if records:
+                _, block_id, count, metadata, locations, *logged = item
+                info = BlockInfo(block_id, self.stream, int(count), metadata, locations=tuple(locations))
+                if not logged:
+                    self._on_block(info, None)
+                    continue
+                records = self._fetch_for_log(info)
+                if records is not None:
+                    self._on_block(info, records)
                     durable.append(block_id)
             elif kind == "event":
                 _, event, _name, active, message, error, at, restarts = item
@@ -318,7 +320,24 @@ class ClusterReceiverSupervisor:
             with self._lock:
                 run_id, worker = self._run_id, self.worker
             try:
-                self.client.run(acknowledge, run_id, durable, workers=[worker])
+                block_comms.confirm_logged(self.client, worker, run_id, durable)
             except Exception as exc:  # noqa: BLE001 - that worker died: its receiver restarts elsewhere
                 log.warning("stream %s: confirming %d logged block(s) to %s failed: %s", self.stream,
                             len(durable), worker, exc)
+
+    def _fetch_for_log(self, info: BlockInfo) -> list[Any] | None:
+        """The records of a block to write to the log, fetched from a worker
+        holding it (directly, not through the scheduler). None when every
+        holder died first: its store_batch never returned, so the source
+        delivers it again to the restarted receiver."""
+        try:
+            records = block_comms.fetch(self.client, info.locations, info.block_id)
+        except Exception as exc:  # noqa: BLE001 - the cluster went away: the block is not logged
+            log.debug("stream %s: fetching block %s failed: %s", self.stream, info.block_id, exc)
+            records = None
+        if records is not None:
+            return records
+        log.warning("stream %s: block %s died with its worker(s) %s before it was in the write-ahead log; its "
+                    "store_batch did not return, so the source delivers it again", self.stream, info.block_id,
+                    ", ".join(info.locations))
+        return None

@@ -84,13 +84,15 @@ class ReceiverInputDStream(InputDStream[T]):
             self.supervisor = ClusterReceiverSupervisor(
                 ssc, self.name, receiver, executor, replication=self.replication, on_block=self._track_remote,
                 on_workers_left=self._count_lost, hosting=self._other_receivers_workers,
-                recovered=self.recovered_metadata, options=options, wal=bool(ssc.write_ahead_log))
+                recovered=self.recovered_metadata, options=options, wal=bool(ssc.write_ahead_log),
+                max_unprocessed_records=max_unprocessed_records, counts=self.backpressure_counts)
         else:
             self.supervisor = ReceiverSupervisor(ssc, self.name, receiver, self._store_block, owner=self,
                                                  **options)
         self.records_received = 0
         self.max_unprocessed_records = max_unprocessed_records
         self._unprocessed = 0  # records stored and not yet in a committed batch
+        self._peak_unprocessed = 0
         self._last_committed_ms: int | None = None
         self._progress = threading.Condition()
 
@@ -109,10 +111,35 @@ class ReceiverInputDStream(InputDStream[T]):
         else:
             info = self.store.put(self.name, block)
             self.tracker.add_block(info)
-        with self._progress:
-            self._unprocessed += info.num_records
-        self.records_received += info.num_records
+        self._count_stored(info.num_records)
         return info
+
+    def _count_stored(self, records: int) -> None:
+        with self._progress:
+            self._unprocessed += records
+            self.records_received += records
+            self._peak_unprocessed = max(self._peak_unprocessed, self._unprocessed)
+
+    @property
+    def unprocessed_records(self) -> int:
+        """Records stored and not yet in a committed batch (what
+        `max_unprocessed_records` bounds)."""
+        with self._progress:
+            return self._unprocessed
+
+    @property
+    def peak_unprocessed_records(self) -> int:
+        """The most `unprocessed_records` has been since the stream started:
+        with backpressure working, at most `max_unprocessed_records` plus one block."""
+        with self._progress:
+            return self._peak_unprocessed
+
+    def backpressure_counts(self) -> tuple[int, int]:
+        """(records stored, records no longer unprocessed): both only grow, and
+        their difference is `unprocessed_records`. A receiver on a Dask worker
+        throttles itself on them (`receivers.worker_backpressure`)."""
+        with self._progress:
+            return self.records_received, self.records_received - self._unprocessed
 
     # on a Dask cluster -------------------------------------------------------
 
@@ -125,9 +152,7 @@ class ReceiverInputDStream(InputDStream[T]):
                                               info.locations)
         else:
             self.tracker.add_block(info)
-        with self._progress:
-            self._unprocessed += info.num_records
-        self.records_received += info.num_records
+        self._count_stored(info.num_records)
 
     def _other_receivers_workers(self) -> list[str]:
         return [w for inp in self.ssc._graph.inputs if inp is not self

@@ -28,11 +28,11 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ingest.errors import ConfigError, ReceiverError, StateError, StorageError
-from ingest.listener import ReceiverError as ReceiverErrorEvent
-from ingest.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
+from ingest.listener import ReceiverStarted, ReceiverStopped
 from receivers.block import Block, BlockInfo
 from receivers.block_generator import BlockGenerator
 from receivers.rate_limiter import RateLimiter
+from receivers.supervision import ReceiverSupervision
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("receivers.supervisor")
 
 
-class ReceiverSupervisor:
+class ReceiverSupervisor(ReceiverSupervision):
     def __init__(
         self,
         ssc: "StreamingContext",
@@ -63,10 +63,8 @@ class ReceiverSupervisor:
                 or max_consecutive_failures < 0:
             raise ConfigError(f"max_consecutive_failures must be an integer >= 0 (restarts tried before the job "
                               f"stops), got {max_consecutive_failures!r}")
-        self._ssc = ssc
+        super().__init__(ssc, stream, receiver)
         self._owner = owner
-        self.stream = stream
-        self.receiver = receiver
         self._store_block = store_block
         self.rate_limiter = RateLimiter(max_rate)
         self.generator = BlockGenerator(
@@ -81,9 +79,7 @@ class ReceiverSupervisor:
         self._join_timeout = thread_join_timeout
         self._lock = threading.RLock()
         self._state = "initialized"
-        self.receiver_running = False
         self.receiver_stop_event = threading.Event()
-        self._stopped = threading.Event()  # the job's stop of this receiver began
         self._graceful = True  # of that stop
         # Set once the receiver stopped for good (on_stop returned, its threads
         # ended): from then on store() and store_batch() are refused.
@@ -94,18 +90,7 @@ class ReceiverSupervisor:
         self._restart_pending = False
         self._threads: list[threading.Thread] = []  # restart and stop threads, joined in stop()
         self._started_at = 0.0
-        self.restarts = 0
         self.consecutive_failures = 0
-        self._last_error: tuple[str, str | None, float] | None = None
-
-    @property
-    def block_interval(self) -> float:
-        """Seconds between blocks (the context's block interval)."""
-        return self._ssc.block_interval_ms / 1000.0
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopped.is_set()
 
     @property
     def reliable(self) -> bool:
@@ -114,12 +99,6 @@ class ReceiverSupervisor:
 
     def recovered_metadata(self) -> list[Any]:
         return self._owner.recovered_metadata() if self._owner is not None else []
-
-    # -- events --------------------------------------------------------------------
-
-    def _info(self) -> ReceiverInfo:
-        msg, err, at = self._last_error or (None, None, None)
-        return ReceiverInfo(self.stream, self.receiver.name, self.receiver_running, msg, err, at, self.restarts)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -270,11 +249,6 @@ class ReceiverSupervisor:
 
     def _push_generated(self, block: Block) -> None:
         self._store_block(block)
-
-    def report_error(self, message: str, error: BaseException | None = None) -> None:
-        err = None if error is None else f"{type(error).__name__}: {error}"
-        self._last_error = (message, err, time.time())
-        self._ssc._bus.post(ReceiverErrorEvent(self._info()))
 
     def restart(self, message: str, error: BaseException | None = None, delay: float | None = None, *,
                 failure: bool = False) -> None:

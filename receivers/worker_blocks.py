@@ -15,9 +15,9 @@ The store is keyed by worker address as well as block id, so workers that
 share a process (a `LocalCluster(processes=False)`) still keep separate
 copies: killing one of them must not keep its blocks alive in another.
 
-Records cross between workers through Dask's own messages (cloudpickle, as
-partition tasks and their results do): data of this job's processes, never
-read from a checkpoint, a log or a socket.
+Records cross between workers on direct connections (`receivers.block_comms`,
+Dask's own serialization, as partition tasks' results): data of this job's
+processes, never read from a checkpoint, a log or a socket.
 """
 
 from __future__ import annotations
@@ -61,15 +61,6 @@ def held(worker: str) -> int:
 
 # -- functions sent with `Client.run` (Dask passes the worker as `dask_worker`) ------------
 
-def put_replica(block_id: str, records: list[Any], dask_worker: Any = None) -> str:
-    put(dask_worker.address, block_id, records)
-    return dask_worker.address
-
-
-def read_replica(block_id: str, dask_worker: Any = None) -> list[Any] | None:
-    return get(dask_worker.address, block_id)
-
-
 async def drop_blocks(block_ids: list[str], dask_worker: Any = None) -> int:
     """A coroutine, so that the driver can send it without waiting for it
     (`Client.run(..., wait=False)` takes only coroutines); a dict pop is quick
@@ -99,6 +90,8 @@ class WorkerBlockSource:
     def read(self) -> Sequence[Any]:
         from distributed import get_client, get_worker
 
+        from receivers import block_comms
+
         here: str | None
         try:
             here = get_worker().address
@@ -109,17 +102,11 @@ class WorkerBlockSource:
             if records is not None:
                 return records
         client = get_client()
-        live = set(client.nthreads())
-        for location in self.locations:
-            if location == here or location not in live:
-                continue
-            try:
-                found = client.run(read_replica, self.block_id, workers=[location], on_error="return")
-            except Exception:  # noqa: BLE001 - the worker left the cluster: try the next copy
-                continue
-            records = found.get(location)
-            if isinstance(records, list):
-                return records
+        live = set(client.nthreads())  # after a scheduler restart, copies on gone workers would each time out
+        elsewhere = [location for location in self.locations if location != here and location in live]
+        records = block_comms.fetch(client, elsewhere, self.block_id) if elsewhere else None  # worker to worker
+        if records is not None:
+            return records
         raise BlockUnavailableError(
             f"stream {self.stream}: block {self.block_id} is on no live worker (it was kept on "
             f"{', '.join(self.locations)}); with replication=2 a block survives one worker's death, "

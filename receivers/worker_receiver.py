@@ -12,10 +12,13 @@ plugins run on every worker, with nothing to say which one hosts what).
 
 What is stored goes into this worker's block store (`receivers.worker_blocks`)
 and, before `store_batch` returns, into `replication - 1` other workers'
-stores; then the block's reference (id, records, metadata, locations) is put
+stores, sent to them directly (`receivers.block_comms`); then the block's
+reference (id, record count, metadata, locations: never the records) is put
 on the run's `distributed.Queue`, which lives in the scheduler, so it reaches
 the driver even if this worker dies the next instant. Events (started, error,
 stopped) and a fatal error take the same queue, in order with the blocks.
+With the write-ahead log on, the driver fetches the records from a location
+to log them, and tells this worker (directly too) when they are logged.
 
 The driver stops a run with `request_stop`, sent to the worker with
 `Client.run` (no polling of the scheduler). The run also stops when the
@@ -31,15 +34,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import cloudpickle
-
 from ingest.affinity import preferred_worker
 from ingest.clock import SystemClock
 from ingest.errors import StorageError
 from ingest.listener import ReceiverError, ReceiverStarted, ReceiverStopped
-from receivers import worker_blocks
+from receivers import block_comms, worker_blocks
 from receivers.block import Block, BlockInfo
 from receivers.shipping import unpack_receiver
+from receivers.worker_backpressure import Backpressure, UnprocessedGate
 
 log = logging.getLogger("receivers.worker_receiver")
 
@@ -64,6 +66,8 @@ class ReceiverRun:
     recovered_metadata: tuple[Any, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     """ReceiverSupervisor's keyword options (max_rate, restart delays...)."""
+    backpressure: Backpressure | None = None
+    """None: the run stores without waiting for batches."""
 
 
 class _Bus:
@@ -116,6 +120,8 @@ class WorkerReceiverHost:
         self.stop_requested = threading.Event()
         self.stop_order: tuple[bool, float | None] = (False, 10.0)  # (graceful, timeout) once asked
         self._warned_replicas = False
+        self._gate = None if run.backpressure is None else UnprocessedGate(
+            run.stream, run.backpressure, client, self.stop_requested)
 
     def send(self, item: list[Any]) -> None:
         with self._send_lock:
@@ -128,21 +134,22 @@ class WorkerReceiverHost:
     # -- the store -----------------------------------------------------------------------
 
     def store_block(self, block: Block) -> BlockInfo:
+        if self._gate is not None:
+            # Backpressure: wait while the driver holds max_unprocessed_records unprocessed records.
+            self._gate.admit(len(block.records))
         worker_blocks.put(self.address, block.block_id, block.records)
         locations = [self.address, *self._replicate(block)]
         metadata = dict(block.metadata) if block.metadata else None
         if not self.run.write_ahead_log:
             self.send(["block", block.block_id, len(block.records), metadata, locations])
         else:
-            # The log has one writer, the driver: the records go to it, and the block
-            # is durable only once it says so (`acknowledge`).
+            # The log has one writer, the driver: it fetches the records from here
+            # (`receivers.block_comms`, not through the scheduler), and the block is
+            # durable only once it says so (`acknowledge`).
             durable = threading.Event()
             with self._durable_lock:
                 self._durable[block.block_id] = durable
-            # Pickled by us (as partition tasks' results are): the queue's own encoding
-            # would turn lists inside records into tuples.
-            self.send(["block", block.block_id, len(block.records), metadata, locations,
-                       cloudpickle.dumps(block.records)])
+            self.send(["block", block.block_id, len(block.records), metadata, locations, "logged"])
             if not durable.wait(WAL_ACK_TIMEOUT_S):
                 with self._durable_lock:
                     self._durable.pop(block.block_id, None)
@@ -166,13 +173,13 @@ class WorkerReceiverHost:
             assert target is not None
             candidates.remove(target)
             try:
-                done = self.client.run(worker_blocks.put_replica, block.block_id, block.records,
-                                       workers=[target], on_error="return")
+                # Straight to the target worker, not through the scheduler.
+                copied = block_comms.put_copy(self.client, target, block.block_id, block.records)
             except Exception as exc:  # noqa: BLE001 - that worker is gone: the next candidate
                 log.warning("stream %s: copying block %s to %s failed (%s); trying another worker",
                             self.run.stream, block.block_id, target, exc)
                 continue
-            if done.get(target) == target:
+            if copied:
                 placed.append(target)
         if len(placed) < wanted and not self._warned_replicas:
             self._warned_replicas = True

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import operator
 import os
-from pathlib import Path
 
 import pytest
 
 distributed = pytest.importorskip("distributed")
 
 from dask_local import three_worker_client  # noqa: E402
+from worker_faults import kill_this_worker, once_per_marker  # noqa: E402
 
 from ingest import BatchFailedError, DaskExecutor, InlineExecutor, ManualClock, StreamingContext, StreamingListener  # noqa: E402
 
@@ -69,30 +69,6 @@ class CountingExecutor(InlineExecutor):
 
 def identity(x: int) -> int:
     return x
-
-
-def once_per_marker(marker: Path, record: int, action):
-    """A task that does `action` the first time any worker reaches `record`
-    (the marker file makes it once across processes and retries)."""
-    def task(x: int) -> int:
-        if x == record:
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return x
-            from distributed import get_worker
-
-            os.write(fd, f"{os.getpid()} {get_worker().address}".encode())
-            os.close(fd)
-            action()
-        return x
-    return task
-
-
-def kill_this_worker() -> None:
-    import signal
-
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fail() -> None:

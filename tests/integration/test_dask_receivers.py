@@ -12,9 +12,6 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import signal
-import time
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +21,8 @@ from dask_local import three_worker_client  # noqa: E402
 
 from chunk_source import ChunkReceiver, ChunkServer, PreferringReceiver  # noqa: E402
 from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
+from receiver_jobs import kill_worker, receiver_job, wait_until, worker_of  # noqa: E402
+from worker_faults import kill_this_worker, once_per_marker  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -44,33 +43,29 @@ def cluster(client):
     client.wait_for_workers(3, timeout=60)
 
 
-def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
-
-
-def kill_worker(client, address: str) -> int:
-    pid = client.run(os.getpid, workers=[address])[address]
-    os.kill(pid, signal.SIGKILL)
-    return pid
-
-
-def receiver_job(client, receiver, checkpoint: Path | None = None, **options):
-    ssc = StreamingContext(1.0, clock=ManualClock(), executor=DaskExecutor(client), stop_on_signal=False,
-                           write_ahead_log=checkpoint is not None)
-    if checkpoint is not None:
-        ssc.checkpoint(str(checkpoint))
-    stream = ssc.receiver_stream(receiver, **options)
-    out: list[int] = []
-    stream.foreach_batch(lambda b: out.extend(b.collect()))
-    return ssc, stream, out
-
-
-def worker_of(ssc, stream) -> str | None:
-    return ssc.status()["receivers"].get(stream.name, {}).get("worker")
+def run_killing_the_receivers_worker_at_8_blocks(cluster, ssc, stream, server: ChunkServer):
+    """Start the job; with the server holding at 8 acknowledged chunks, SIGKILL
+    the worker running the receiver once it stored them, wait until the
+    receiver runs on another worker, let the rest through and run a batch
+    over everything; stop. Returns (the killed worker, the receiver's new
+    worker, the status before the stop)."""
+    try:
+        ssc.start()
+        server.wait_acked(8)  # with the write-ahead log, acknowledged only once logged
+        wait_until(lambda: stream.records_received == 80, what="8 blocks tracked")
+        first = worker_of(ssc, stream)
+        assert first is not None
+        kill_worker(cluster, first)
+        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
+        second = worker_of(ssc, stream)
+        server.release()
+        server.wait_acked(len(CHUNKS))
+        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
+        ssc.step(1, timeout=60)
+        return first, second, ssc.status()
+    finally:
+        ssc.stop(graceful=False)
+        server.close()
 
 
 def test_receivers_are_spread_over_the_workers_and_a_preferred_worker_is_used(cluster, caplog):
@@ -108,22 +103,7 @@ def test_a_killed_receivers_worker_restarts_it_on_another_and_with_replication_2
     server = ChunkServer(CHUNKS, hold_at=8)
     ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port))
     assert stream.replication == 2  # the default on a cluster
-    try:
-        ssc.start()
-        server.wait_acked(8)
-        wait_until(lambda: stream.records_received == 80, what="8 blocks tracked")
-        first = worker_of(ssc, stream)
-        kill_worker(cluster, first)
-        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
-        second = worker_of(ssc, stream)
-        server.release()
-        server.wait_acked(len(CHUNKS))
-        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
-        ssc.step(1, timeout=60)
-        status = ssc.status()
-    finally:
-        ssc.stop(graceful=False)
-        server.close()
+    first, second, status = run_killing_the_receivers_worker_at_8_blocks(cluster, ssc, stream, server)
     assert second in cluster.nthreads() and second != first
     assert server.connections == 2  # the first worker's connection, then the restarted receiver's
     assert sorted(out) == ALL  # the 8 blocks received on the dead worker were read from their replicas
@@ -135,22 +115,8 @@ def test_a_killed_receivers_worker_restarts_it_on_another_and_with_replication_2
 def test_with_replication_1_and_no_wal_the_blocks_of_a_killed_worker_are_counted_lost_and_logged(cluster, caplog):
     server = ChunkServer(CHUNKS, hold_at=8)
     ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port), replication=1)
-    try:
-        with caplog.at_level(logging.WARNING, logger="receivers"):
-            ssc.start()
-            server.wait_acked(8)
-            wait_until(lambda: stream.records_received == 80, what="8 blocks tracked")
-            first = worker_of(ssc, stream)
-            kill_worker(cluster, first)
-            wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
-            server.release()
-            server.wait_acked(len(CHUNKS))
-            wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
-            ssc.step(1, timeout=60)
-            status = ssc.status()
-    finally:
-        ssc.stop(graceful=False)
-        server.close()
+    with caplog.at_level(logging.WARNING, logger="receivers"):
+        first, _, status = run_killing_the_receivers_worker_at_8_blocks(cluster, ssc, stream, server)
     assert sorted(out) == ALL[80:]  # what the dead worker held is gone; the rest came through
     assert status["inputs"][stream.name]["blocks_lost"] == 8
     assert status["inputs"][stream.name]["records_lost"] == 80
@@ -158,23 +124,6 @@ def test_with_replication_1_and_no_wal_the_blocks_of_a_killed_worker_are_counted
     assert len(lost) == 1
     assert f"Dask worker {first} left the cluster with 8 received block(s) (80 records)" in lost[0]
     assert "replication=1, write-ahead log off" in lost[0]
-
-
-def kill_once(marker: Path, record: int):
-    """A map that SIGKILLs the worker it runs on the first time any worker reaches `record`."""
-    def task(x: int) -> int:
-        if x == record:
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return x
-            from distributed import get_worker
-
-            os.write(fd, f"{os.getpid()} {get_worker().address}".encode())
-            os.close(fd)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x
-    return task
 
 
 def keyed_sums(client, task) -> list[tuple[int, int]]:
@@ -199,7 +148,7 @@ def test_a_worker_killed_mid_batch_the_batch_completes_from_the_replicas_with_th
     expected = keyed_sums(cluster, lambda x: x)
     cluster.wait_for_workers(3, timeout=60)
     marker = tmp_path / "killed"
-    out = keyed_sums(cluster, kill_once(marker, 115))
+    out = keyed_sums(cluster, once_per_marker(marker, 115, kill_this_worker))
     assert out == expected
     pid, _address = marker.read_text().split()
     with pytest.raises(ProcessLookupError):
@@ -209,21 +158,8 @@ def test_a_worker_killed_mid_batch_the_batch_completes_from_the_replicas_with_th
 def test_with_the_wal_and_replication_1_a_killed_workers_blocks_are_read_from_the_log(cluster, tmp_path):
     server = ChunkServer(CHUNKS, hold_at=8)
     ssc, stream, out = receiver_job(cluster, ChunkReceiver(server.port), tmp_path / "ckpt", replication=1)
-    try:
-        ssc.start()
-        server.wait_acked(8)  # acknowledged only once in the log
-        first = worker_of(ssc, stream)
-        kill_worker(cluster, first)
-        wait_until(lambda: worker_of(ssc, stream) not in (None, first), what="the receiver restarted")
-        server.release()
-        server.wait_acked(len(CHUNKS))
-        wait_until(lambda: stream.records_received == len(ALL), what="every block tracked")
-        ssc.step(1, timeout=60)
-        status = ssc.status()
-        logged = stream.block_log.wal.records_written
-    finally:
-        ssc.stop(graceful=False)
-        server.close()
+    _, _, status = run_killing_the_receivers_worker_at_8_blocks(cluster, ssc, stream, server)
+    logged = stream.block_log.wal.records_written
     assert sorted(out) == ALL  # the dead worker's 8 blocks came from the write-ahead log
     assert status["inputs"][stream.name]["records_lost"] == 0
     assert logged >= len(CHUNKS)

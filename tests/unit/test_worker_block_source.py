@@ -15,7 +15,7 @@ pytest.importorskip("distributed")
 
 import distributed  # noqa: E402
 
-from receivers import worker_blocks  # noqa: E402
+from receivers import block_comms, worker_blocks  # noqa: E402
 from receivers.worker_blocks import BlockUnavailableError, WorkerBlockSource  # noqa: E402
 
 HERE, ALIVE, DEAD = "tcp://127.0.0.1:1001", "tcp://127.0.0.1:1002", "tcp://127.0.0.1:1003"
@@ -31,11 +31,14 @@ class FakeClient:
     def nthreads(self) -> dict[str, int]:
         return {w: 1 for w in self.holds}
 
-    def run(self, fn: Any, block_id: str, *, workers: list[str], on_error: str) -> dict[str, Any]:
-        (worker,) = workers
-        self.asked.append(worker)
-        assert worker in self.holds, f"{worker} left the cluster: a connection to it would hang"
-        return {worker: self.holds[worker].get(block_id)}
+    def fetch(self, locations: list[str], block_id: str) -> list[Any] | None:
+        """As `block_comms.fetch`: ask each location directly, the first copy wins."""
+        for worker in locations:
+            self.asked.append(worker)
+            assert worker in self.holds, f"{worker} left the cluster: a connection to it would hang"
+            if block_id in self.holds[worker]:
+                return self.holds[worker][block_id]
+        return None
 
 
 @pytest.fixture
@@ -43,6 +46,7 @@ def on_worker(monkeypatch: pytest.MonkeyPatch):
     def install(client: FakeClient) -> FakeClient:
         monkeypatch.setattr(distributed, "get_worker", lambda: type("W", (), {"address": HERE})())
         monkeypatch.setattr(distributed, "get_client", lambda: client)
+        monkeypatch.setattr(block_comms, "fetch", lambda c, locations, block_id: c.fetch(list(locations), block_id))
         return client
     return install
 
