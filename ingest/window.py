@@ -1,15 +1,17 @@
 """Window operations: results over the last `window` seconds, every `slide` seconds.
 
 `WindowedDStream` keeps the parent's records of the batches inside the window
-as its state (snapshotted with the serde, so a restarted job has the same
-windows). `ReducedWindowedDStream` implements `reduce_by_key_and_window` with an
-inverse function: it keeps a running aggregate per key plus each batch's
-per-key aggregate, adds the batch that enters and subtracts (with the inverse
-function) the batch that leaves, so each slide costs the size of two batches,
-not of the whole window. It also counts, per key, the batches in the window
-that hold it: a key leaves the state exactly when its last batch leaves the
-window, so the result always equals reducing the whole window, and the state
-stays bounded. `filter_fn` only filters the output.
+as its state, on the driver (snapshotted with the serde, so a restarted job has
+the same windows). `ReducedWindowedDStream` implements
+`reduce_by_key_and_window` with an inverse function (and so `reduce_by_window`
+with one, `count_by_window` and `count_by_value_and_window`): keyed state,
+per key its running aggregate and its per-batch values still in the window;
+each batch adds the values that enter and subtracts (with the inverse
+function) those that leave, and a key leaves the state exactly when its last
+batch leaves the window, so the result always equals reducing the whole
+window and the state stays bounded. Being keyed state, it lives on the
+workers of a cluster that keeps state, like `update_state_by_key`'s
+(`ingest.state_store`). `filter_fn` only filters the output.
 
 Durations must be multiples of the parent's slide interval (the batch interval
 for ordinary streams); a windowed stream's output runs only at times that are
@@ -19,12 +21,12 @@ multiples of its slide.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ingest.dataset import Dataset
 from ingest.dstream import DStream
-from ingest.errors import ConfigError
-from ingest.state import SNAPSHOT_VERSION, StatefulDStream, private_copy
+from ingest.errors import ConfigError, StateError
+from ingest.state import SNAPSHOT_VERSION, KeyedStateDStream, StatefulDStream, _Changes, private_copy
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -103,8 +105,27 @@ class WindowedDStream(_WholeStateDStream):
         return sum(len(p) for _, parts in self._committed for p in parts)
 
 
-class ReducedWindowedDStream(_WholeStateDStream):
-    """`reduce_by_key_and_window` with an inverse function."""
+WINDOW_FORMAT = 2
+"""Layout of `reduce_by_key_and_window`'s state files. 1: the whole window as
+one value (aggregates, in-window batch counts, per-batch aggregates), full
+snapshots only. 2: per key its aggregate and its values of the batches in the
+window, as key columns, with deltas (the keys a batch changed) between full
+snapshots. Format 1 is still read; a newer one is refused."""
+
+
+class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
+    """`reduce_by_key_and_window` with an inverse function.
+
+    Keyed state like `update_state_by_key`'s, split into partitions by key, so
+    that on a cluster that keeps state the window lives on the workers
+    (`ingest.state_store`) and only the batch's records go to them. The state
+    of a key is `(aggregate, ((batch time, batch value), ...))`: its running
+    aggregate and its per-batch values still in the window, oldest first.
+    Each batch a partition's task adds the entering batch's values, takes the
+    leaving ones out with the inverse function, and drops a key when its last
+    batch leaves the window; at slide times it also emits every key's
+    aggregate. Finding the leaving values looks at every key of the partition
+    (as Spark's cogroup of the window's state does), on the worker."""
 
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], reduce_fn: Callable[[Any, Any], Any],
                  inv_fn: Callable[[Any, Any], Any], window_duration: float, slide_duration: float | None, *,
@@ -112,79 +133,115 @@ class ReducedWindowedDStream(_WholeStateDStream):
                  name: str | None = None, serde: Any | None = None) -> None:
         self.window_ms = window_ms(parent, "window duration", window_duration, 0)
         slide = window_ms(parent, "slide duration", slide_duration, parent.slide_ms)
-        super().__init__(ssc, [parent], "reduce_by_key_and_window", name, serde)
+        super().__init__(ssc, parent, "reduce_by_key_and_window", num_partitions=num_partitions,
+                         initial_state=None, name=name, serde=serde)
         self.slide_ms = slide
         self._reduce, self._inv, self._filter = reduce_fn, inv_fn, filter_fn
-        self._num_partitions = num_partitions
-        # (aggregate per key, in-window batch count per key, the window's per-batch aggregates)
-        self._committed: tuple[dict[Any, Any], dict[Any, int], deque[tuple[int, dict[Any, Any]]]] = (
-            {}, {}, deque())
-        self._pending: tuple[dict[Any, Any], dict[Any, int], deque[tuple[int, dict[Any, Any]]]] | None = None
-        self._pending_time: int | None = None
 
-    def update(self, time_ms: int) -> None:
-        if self._pending_time == time_ms:
-            return
-        agg = dict(self._committed[0])
-        counts = dict(self._committed[1])
-        batches = deque(self._committed[2])
-        parent = self.parents[0]
-        reduce_fn, inv_fn = self._reduce, self._inv
-        # The functions may change their first argument in place (as
-        # `list.extend` does). So that neither the committed aggregate (which a
-        # retried batch starts from, and an earlier batch output) nor a batch's
-        # own value (which the inverse takes out later) changes with it, an
-        # aggregate is this update's private copy before either function sees it.
-        own: set[Any] = set()
+    def _advances_at(self, time_ms: int) -> bool:
+        # Batches enter and leave the window at the parent's times (the window
+        # is a multiple of its slide), and the stream's own times are among them.
+        return self.parents[0].is_time_valid(time_ms)
 
-        def owned(k: Any) -> Any:
-            if k not in own:
-                agg[k] = private_copy(agg[k])
-                own.add(k)
-            return agg[k]
+    def _task(self) -> Callable[[tuple[int, dict[Any, Any], list[Any], int]], tuple[_Changes, list[Any]]]:
+        reduce_fn, inv_fn, keep = self._reduce, self._inv, self._filter
+        window, slide, zero = self.window_ms, self.slide_ms, self.ssc._graph.zero_time_ms
 
-        if parent.is_time_valid(time_ms):
-            new = dict(parent.get_or_compute(time_ms).reduce_by_key(reduce_fn, self._num_partitions).collect())
-            batches.append((time_ms, new))
-            for k, v in new.items():
-                if k in agg:
-                    agg[k] = reduce_fn(owned(k), v)
+        def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
+            _i, state, records, t = task
+            entering: dict[Any, Any] = {}
+            for k, v in records:
+                entering[k] = reduce_fn(entering[k], v) if k in entering else v
+            changes = _Changes()
+            sets, removes = changes.sets, changes.removes
+            # The functions may change their first argument in place (as
+            # `list.extend` does): an aggregate they get is always this task's
+            # own copy, never the committed one (a retried batch starts from
+            # it, an earlier output holds it) nor a batch's value (the inverse
+            # takes it out later).
+            for k, v in entering.items():
+                old = state.get(k)
+                if old is None:
+                    sets[k] = (private_copy(v), ((t, v),))
                 else:
-                    agg[k] = private_copy(v)
-                    own.add(k)
-                counts[k] = counts.get(k, 0) + 1
-        while batches and batches[0][0] <= time_ms - self.window_ms:
-            _, old = batches.popleft()
-            for k, v in old.items():
-                if counts[k] == 1:
-                    del agg[k], counts[k]
+                    sets[k] = (reduce_fn(private_copy(old[0]), v), old[1] + ((t, v),))
+            cutoff = t - window
+            for k, (agg, hist) in list(sets.items()):
+                if hist[0][0] <= cutoff:
+                    sets[k] = _take_out(inv_fn, agg, hist, cutoff)
+            for k, (agg, hist) in state.items():
+                if hist[0][0] > cutoff or k in entering:
+                    continue
+                if hist[-1][0] <= cutoff:  # its last batch leaves the window
+                    removes.add(k)
                 else:
-                    agg[k] = inv_fn(owned(k), v)
-                    counts[k] -= 1
-        self._pending, self._pending_time = (agg, counts, batches), time_ms
+                    sets[k] = _take_out(inv_fn, private_copy(agg), hist, cutoff)
+            out: list[Any] = []
+            if zero is not None and t > zero and (t - zero) % slide == 0:
+                # Keys in the state's order, then the new ones.
+                out = [(k, (sets[k] if k in sets else value)[0]) for k, value in state.items() if k not in removes]
+                out.extend((k, value[0]) for k, value in sets.items() if k not in state)
+                if keep is not None:
+                    out = [kv for kv in out if keep(kv)]
+            return changes, out
 
-    def compute(self, time_ms: int) -> Dataset[tuple[Any, Any]]:
-        self.update(time_ms)
-        assert self._pending is not None
-        items = list(self._pending[0].items())
-        if self._filter is not None:
-            items = [kv for kv in items if self._filter(kv)]
-        return Dataset.from_records(items, 1, self.ssc.executor)
+        return run
+
+    # Snapshot columns: keys, aggregates, and per key its in-window batch values
+    # as [time, value] lists (one JSON array each, not a tuple object).
+    def _columns(self, items: Iterable[tuple[Any, Any]]) -> dict[str, list[Any]]:
+        keys, aggs, hists = [], [], []
+        for k, (agg, hist) in items:
+            keys.append(k)
+            aggs.append(agg)
+            hists.append([[t, v] for t, v in hist])
+        return {"keys": keys, "aggs": aggs, "hist": hists}
+
+    def _from_columns(self, obj: dict[str, Any], prefix: str = "") -> list[tuple[Any, Any]]:
+        found = obj.get("format", 1)
+        if found == 1 and not prefix and obj.get("kind") == "reduced_window":
+            return _from_whole_window(obj)
+        if found != WINDOW_FORMAT:
+            raise StateError(
+                f"the state of {self.describe()} is in format {found!r} of reduce_by_key_and_window state, and "
+                f"this version of ingest reads formats 1 and {WINDOW_FORMAT}: run the version of ingest that wrote "
+                "the checkpoint, or start from a new checkpoint directory")
+        return [(k, (agg, tuple((int(t), v) for t, v in hist)))
+                for k, agg, hist in zip(obj[prefix + "keys"], obj[prefix + "aggs"], obj[prefix + "hist"])]
 
     def pending_snapshot(self) -> bytes:
-        agg, counts, batches = self._pending if self._pending is not None else self._committed
-        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "reduced_window", "agg": list(agg.items()),
-                                 "counts": list(counts.items()),
-                                 "batches": [[t, list(b.items())] for t, b in batches]})
+        self._snapshot_taken = True
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "reduced_window", "format": WINDOW_FORMAT,
+                                 **self._columns(self._pending_items())})
 
-    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
-        if full is None:
-            self._committed = ({}, {}, deque())
-        else:
-            obj = self._load(full)
-            self._committed = (dict(obj["agg"]), {k: int(n) for k, n in obj["counts"]},
-                               deque((int(t), dict(b)) for t, b in obj["batches"]))
-        self.abort_batch(0)
+    def pending_delta(self) -> bytes | None:
+        # A batch changes only the keys of its entering and leaving batches, so
+        # a delta is about the size of two batches (a full snapshot, the whole
+        # window, is read from the workers once every `full_snapshot_every`).
+        self._snapshot_taken = True
+        pending = self._pending or []
+        columns = self._columns(kv for c in pending for kv in c.sets.items())
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "reduced_window_delta", "format": WINDOW_FORMAT,
+                                 "del": [k for c in pending for k in c.removes],
+                                 **{f"set_{name}": column for name, column in columns.items()}})
 
-    def state_size(self) -> int:
-        return len(self._committed[0])
+
+def _take_out(inv_fn: Callable[[Any, Any], Any], agg: Any, hist: tuple[tuple[int, Any], ...], cutoff: int
+              ) -> tuple[Any, tuple[tuple[int, Any], ...]]:
+    """A key's state after its batches up to `cutoff` left the window (`agg`
+    is the caller's own copy; at least one batch stays)."""
+    n = 0
+    while hist[n][0] <= cutoff:
+        agg = inv_fn(agg, hist[n][1])
+        n += 1
+    return agg, hist[n:]
+
+
+def _from_whole_window(obj: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """Format 1 (the window as one value) as keyed state: each key's values
+    come from the per-batch aggregates that hold it, oldest first."""
+    hists: dict[Any, list[tuple[int, Any]]] = {}
+    for t, batch in obj["batches"]:
+        for k, v in batch:
+            hists.setdefault(k, []).append((int(t), v))
+    return [(k, (agg, tuple(hists.get(k, ())))) for k, agg in obj["agg"]]
