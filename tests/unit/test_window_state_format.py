@@ -1,0 +1,94 @@
+"""The state files of `reduce_by_key_and_window` (with an inverse): format 2
+is keyed (per key its aggregate and its in-window batch values) with deltas
+between full snapshots; a format-1 file (the whole window as one value, as
+earlier versions wrote it) is still read into the same state, and a newer
+format is refused with a message naming both."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+
+from ingest import ManualClock, StreamingContext
+from ingest.errors import StateError
+from ingest.serde import JsonSerde
+from ingest.window import WINDOW_FORMAT, ReducedWindowedDStream
+
+
+def windowed_op() -> ReducedWindowedDStream:
+    ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    op = ssc.queue_stream([]).reduce_by_key_and_window(operator.add, operator.sub, 3.0, num_partitions=2)
+    assert isinstance(op, ReducedWindowedDStream)
+    return op
+
+
+def test_a_format_1_snapshot_is_read_as_each_keys_aggregate_and_in_window_batch_values() -> None:
+    # As the whole-window layout stored batches 2000 and 3000 of a 3 s window.
+    old = JsonSerde().dumps({"v": 1, "kind": "reduced_window",
+                             "agg": [["a", 5], [("t", 1), 7], ["b", 1]],
+                             "counts": [["a", 2], [("t", 1), 1], ["b", 1]],
+                             "batches": [[2000, [["a", 2], [("t", 1), 7]]], [3000, [["a", 3], ["b", 1]]]]})
+    op = windowed_op()
+    op.restore(old, [])
+    assert sorted(op.state_items(), key=repr) == sorted([
+        ("a", (5, ((2000, 2), (3000, 3)))),
+        (("t", 1), (7, ((2000, 7),))),
+        ("b", (1, ((3000, 1),))),
+    ], key=repr)
+    assert op.state_size() == 3
+
+
+def test_a_format_2_snapshot_and_its_deltas_restore_the_state_they_were_written_from() -> None:
+    op = windowed_op()
+    serde = JsonSerde()
+    full = serde.dumps({"v": 1, "kind": "reduced_window", "format": 2, "keys": ["a", "b"], "aggs": [5, 1],
+                        "hist": [[[2000, 2], [3000, 3]], [[3000, 1]]]})
+    delta = serde.dumps({"v": 1, "kind": "reduced_window_delta", "format": 2, "del": ["b"],
+                         "set_keys": ["a"], "set_aggs": [3], "set_hist": [[[3000, 3]]]})
+    op.restore(full, [delta])
+    assert op.state_items() == [("a", (3, ((3000, 3),)))]
+
+
+def test_a_newer_format_is_refused_naming_the_format_found_and_those_this_version_reads() -> None:
+    newer = JsonSerde().dumps({"v": 1, "kind": "reduced_window", "format": WINDOW_FORMAT + 1, "keys": []})
+    op = windowed_op()
+    with pytest.raises(StateError) as info:
+        op.restore(newer, [])
+    message = str(info.value)
+    assert f"format {WINDOW_FORMAT + 1}" in message
+    assert f"reads formats 1 and {WINDOW_FORMAT}" in message
+    assert "reduce_by_key_and_window-0" in message
+
+
+def run(batches, checkpoint, steps, *, restart_after=None):
+    """Sums per key over a 3 s window sliding every 2 s, each output sorted;
+    with `restart_after`, the driver stops after that many batches and a new
+    one goes on from the checkpoint."""
+    out = {}
+
+    def build():
+        ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+        ssc.checkpoint(str(checkpoint), full_snapshot_every=3)
+        ssc.queue_stream(batches, name="pairs").reduce_by_key_and_window(
+            operator.add, operator.sub, 3.0, 2.0, num_partitions=3).foreach_batch(
+            lambda b: out.__setitem__(b.time, sorted(b.collect())))
+        return ssc
+
+    for n in ([restart_after, steps - restart_after] if restart_after else [steps]):
+        ssc = StreamingContext.get_or_create(str(checkpoint), build)
+        ssc.start()
+        try:
+            ssc.step(n)
+        finally:
+            ssc.stop(graceful=False)
+    return out
+
+
+@pytest.mark.parametrize("restart_after", [3, 4, 5])
+def test_a_driver_restarted_from_the_checkpoint_gives_the_uninterrupted_runs_windows(tmp_path, restart_after):
+    batches = [[("a", 1), ("b", 2)], [("a", 3)], [("c", 5), ("a", 1)], [], [("b", 4)], [("a", 2)], [], []]
+    steps = len(batches)
+    whole = run(batches, tmp_path / "whole", steps)
+    assert whole[2000] == [("a", 4), ("b", 2)] and whole[8000] == [("a", 2)]
+    assert run(batches, tmp_path / "restarted", steps, restart_after=restart_after) == whole
