@@ -110,33 +110,44 @@ WINDOW_FORMAT = 2
 one value (aggregates, in-window batch counts, per-batch aggregates), full
 snapshots only. 2: per key its aggregate and its values of the batches in the
 window, as key columns, with deltas (the keys a batch changed) between full
-snapshots. Format 1 is still read; a newer one is refused."""
+snapshots. Format 1 is still read, and so is a `window` file of earlier
+versions (the window's records) for the operator without an inverse function,
+which was `window(...)` followed by a reduce; a newer format is refused."""
 
 
 class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
-    """`reduce_by_key_and_window` with an inverse function.
+    """`reduce_by_key_and_window`, with or without an inverse function.
 
     Keyed state like `update_state_by_key`'s, split into partitions by key, so
     that on a cluster that keeps state the window lives on the workers
     (`ingest.state_store`) and only the batch's records go to them. The state
     of a key is `(aggregate, ((batch time, batch value), ...))`: its running
-    aggregate and its per-batch values still in the window, oldest first.
-    Each batch a partition's task adds the entering batch's values, takes the
-    leaving ones out with the inverse function, and drops a key when its last
-    batch leaves the window; at slide times it also emits every key's
-    aggregate. Finding the leaving values looks at every key of the partition
-    (as Spark's cogroup of the window's state does), on the worker."""
+    aggregate (None without an inverse function) and its per-batch values
+    still in the window, oldest first. Each batch a partition's task adds the
+    entering batch's values, takes the leaving ones out (with the inverse
+    function, when there is one) and drops a key when its last batch leaves
+    the window; at slide times it emits every key's aggregate (without an
+    inverse, its in-window values reduced then). Finding the leaving values
+    looks at every key of the partition (as Spark's cogroup of the window's
+    state does), on the worker.
+
+    Without an inverse function the operator is named `window` (its state id
+    `window-N`, as when it was `window(...)` followed by a reduce), and a
+    `window` state file of earlier versions (the window's records) is read
+    into it: `old_record` turns such a record into its `(key, value)` pair."""
 
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], reduce_fn: Callable[[Any, Any], Any],
-                 inv_fn: Callable[[Any, Any], Any], window_duration: float, slide_duration: float | None, *,
+                 inv_fn: Callable[[Any, Any], Any] | None, window_duration: float, slide_duration: float | None, *,
                  num_partitions: int | None = None, filter_fn: Callable[[tuple[Any, Any]], bool] | None = None,
-                 name: str | None = None, serde: Any | None = None) -> None:
+                 name: str | None = None, serde: Any | None = None,
+                 old_record: Callable[[Any], tuple[Any, Any]] | None = None) -> None:
         self.window_ms = window_ms(parent, "window duration", window_duration, 0)
         slide = window_ms(parent, "slide duration", slide_duration, parent.slide_ms)
-        super().__init__(ssc, parent, "reduce_by_key_and_window", num_partitions=num_partitions,
-                         initial_state=None, name=name, serde=serde)
+        super().__init__(ssc, parent, "reduce_by_key_and_window" if inv_fn is not None else "window",
+                         num_partitions=num_partitions, initial_state=None, name=name, serde=serde)
         self.slide_ms = slide
         self._reduce, self._inv, self._filter = reduce_fn, inv_fn, filter_fn
+        self._old_record = old_record
 
     def _advances_at(self, time_ms: int) -> bool:
         # Batches enter and leave the window at the parent's times (the window
@@ -161,7 +172,9 @@ class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
             # takes it out later).
             for k, v in entering.items():
                 old = state.get(k)
-                if old is None:
+                if inv_fn is None:
+                    sets[k] = (None, ((t, v),) if old is None else old[1] + ((t, v),))
+                elif old is None:
                     sets[k] = (private_copy(v), ((t, v),))
                 else:
                     sets[k] = (reduce_fn(private_copy(old[0]), v), old[1] + ((t, v),))
@@ -175,14 +188,18 @@ class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
                 if hist[-1][0] <= cutoff:  # its last batch leaves the window
                     removes.add(k)
                 else:
-                    sets[k] = _take_out(inv_fn, private_copy(agg), hist, cutoff)
-            out: list[Any] = []
-            if zero is not None and t > zero and (t - zero) % slide == 0:
-                # Keys in the state's order, then the new ones.
-                out = [(k, (sets[k] if k in sets else value)[0]) for k, value in state.items() if k not in removes]
-                out.extend((k, value[0]) for k, value in sets.items() if k not in state)
-                if keep is not None:
-                    out = [kv for kv in out if keep(kv)]
+                    sets[k] = _take_out(inv_fn, None if inv_fn is None else private_copy(agg), hist, cutoff)
+            if zero is None or t <= zero or (t - zero) % slide != 0:
+                return changes, []
+            # Keys in the state's order, then the new ones.
+            out = [(k, sets[k] if k in sets else value) for k, value in state.items() if k not in removes]
+            out.extend((k, value) for k, value in sets.items() if k not in state)
+            if inv_fn is None:
+                out = [(k, _reduce_values(reduce_fn, hist)) for k, (_agg, hist) in out]
+            else:
+                out = [(k, agg) for k, (agg, _hist) in out]
+            if keep is not None:
+                out = [kv for kv in out if keep(kv)]
             return changes, out
 
         return run
@@ -201,6 +218,8 @@ class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
         found = obj.get("format", 1)
         if found == 1 and not prefix and obj.get("kind") == "reduced_window":
             return _from_whole_window(obj)
+        if found == 1 and not prefix and obj.get("kind") == "window" and self._inv is None:
+            return _from_window_records(obj, self._reduce, self._old_record or _as_pair)
         if found != WINDOW_FORMAT:
             raise StateError(
                 f"the state of {self.describe()} is in format {found!r} of reduce_by_key_and_window state, and "
@@ -226,15 +245,25 @@ class ReducedWindowedDStream(KeyedStateDStream[tuple[Any, Any]]):
                                  **{f"set_{name}": column for name, column in columns.items()}})
 
 
-def _take_out(inv_fn: Callable[[Any, Any], Any], agg: Any, hist: tuple[tuple[int, Any], ...], cutoff: int
+def _take_out(inv_fn: Callable[[Any, Any], Any] | None, agg: Any, hist: tuple[tuple[int, Any], ...], cutoff: int
               ) -> tuple[Any, tuple[tuple[int, Any], ...]]:
     """A key's state after its batches up to `cutoff` left the window (`agg`
     is the caller's own copy; at least one batch stays)."""
     n = 0
     while hist[n][0] <= cutoff:
-        agg = inv_fn(agg, hist[n][1])
+        if inv_fn is not None:
+            agg = inv_fn(agg, hist[n][1])
         n += 1
     return agg, hist[n:]
+
+
+def _reduce_values(reduce_fn: Callable[[Any, Any], Any], hist: tuple[tuple[int, Any], ...]) -> Any:
+    """A key's in-window values reduced, oldest first, into a copy of the first
+    (the function may change it in place; the values stay the state's)."""
+    agg = private_copy(hist[0][1])
+    for _t, v in hist[1:]:
+        agg = reduce_fn(agg, v)
+    return agg
 
 
 def _from_whole_window(obj: dict[str, Any]) -> list[tuple[Any, Any]]:
@@ -245,3 +274,24 @@ def _from_whole_window(obj: dict[str, Any]) -> list[tuple[Any, Any]]:
         for k, v in batch:
             hists.setdefault(k, []).append((int(t), v))
     return [(k, (agg, tuple(hists.get(k, ())))) for k, agg in obj["agg"]]
+
+
+def _as_pair(record: Any) -> tuple[Any, Any]:
+    key, value = record
+    return key, value
+
+
+def _from_window_records(obj: dict[str, Any], reduce_fn: Callable[[Any, Any], Any],
+                         as_pair: Callable[[Any], tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """A `window` file of earlier versions (each in-window batch's records) as
+    keyed state without an inverse: per key, each batch's values reduced."""
+    hists: dict[Any, list[tuple[int, Any]]] = {}
+    for t, parts in obj["entries"]:
+        batch: dict[Any, Any] = {}
+        for part in parts:
+            for record in part:
+                k, v = as_pair(record)
+                batch[k] = reduce_fn(batch[k], v) if k in batch else v
+        for k, v in batch.items():
+            hists.setdefault(k, []).append((int(t), v))
+    return [(k, (None, tuple(hist))) for k, hist in hists.items()]

@@ -1,11 +1,12 @@
 """Windowed state kept on the workers of a real Dask cluster (3 worker
-processes). `reduce_by_key_and_window` with an inverse function (and so
-`reduce_by_window` with one, `count_by_window` and `count_by_value_and_window`)
+processes). `reduce_by_key_and_window` with or without an inverse function
+(and so `reduce_by_window`, `count_by_window` and `count_by_value_and_window`)
 keeps its window as keyed state partitions on the workers: every batch's
 output equals the inline executor's, the window is not shipped to the tasks,
 a worker killed with SIGKILL in the middle of a window task loses nothing (its
 partitions come back from the last commit), and a driver restarted from the
-checkpoint gives the uninterrupted run's windows."""
+checkpoint gives the uninterrupted run's windows. (`window()` itself keeps its
+records on the driver.)"""
 
 from __future__ import annotations
 
@@ -75,8 +76,12 @@ def build_job(executor: Any, batches: list, checkpoint: Path, out: dict, *, redu
              "key counts")
         keep(pairs.count_by_window(3.0, 1.0, name="count"), "count")
         keep(pairs.map(value_of).reduce_by_window(operator.add, operator.sub, 4.0, 2.0, name="total"), "total")
-        # Without an inverse function: the window's records, kept by the driver.
-        keep(pairs.reduce_by_key_and_window(operator.add, None, 3.0, 1.0, name="plain-sums"), "plain sums")
+        # Without an inverse function: each slide reduces the in-window batch values.
+        keep(pairs.reduce_by_key_and_window(operator.add, None, 3.0, 1.0, num_partitions=PARTITIONS,
+                                            name="plain-sums"), "plain sums")
+        keep(pairs.map(value_of).reduce_by_window(max, None, 4.0, 2.0, name="maximum"), "maximum")
+        # window() itself: its records stay on the driver, and the output is the same.
+        keep(pairs.window(2.0, 1.0, name="records").map(key_of), "records")
         return ssc
     return build
 
@@ -113,7 +118,7 @@ def test_windows_on_the_workers_give_the_inline_executors_output_batch_by_batch(
     assert len(inline) == len(batches) + 4
     assert inline[-1]["count"] == ["0"]  # the windows emptied in the last batches
     ops = windowed_ops(ssc)
-    assert len(ops) == 7
+    assert len(ops) == 9
     for op in ops:
         assert op._resident is True
         assert op.resident_reloads == 0
@@ -221,6 +226,7 @@ def killing_add(marker: Path):
     return add
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_window_task_loses_nothing_and_the_output_equals_the_inline_run(client,
                                                                                             tmp_path) -> None:
     batches = batches_of(11)
@@ -239,6 +245,7 @@ def test_a_worker_killed_mid_window_task_loses_nothing_and_the_output_equals_the
     client.wait_for_workers(3, timeout=60)  # the nanny restarted it, for the next test
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("restart_after", [4, 7])
 def test_a_driver_restarted_from_the_checkpoint_gives_the_uninterrupted_runs_windows(client, tmp_path,
                                                                                       restart_after) -> None:

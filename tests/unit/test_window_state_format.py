@@ -50,6 +50,29 @@ def test_a_format_2_snapshot_and_its_deltas_restore_the_state_they_were_written_
     assert op.state_items() == [("a", (3, ((3000, 3),)))]
 
 
+def test_a_window_file_of_earlier_versions_is_read_by_the_reduce_without_an_inverse() -> None:
+    # reduce_by_key_and_window(fn, None, ...) was window(...).reduce_by_key(fn):
+    # its state id was window-0 and its file held the window's records.
+    old = JsonSerde().dumps({"v": 1, "kind": "window", "entries": [
+        [2000, [[["a", 1], ["b", 4]], [["a", 2]]]], [3000, [[], [["a", 3]]]]]})
+    ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    op = ssc.queue_stream([]).reduce_by_key_and_window(operator.add, None, 3.0)
+    assert op.state_id == "window-0"
+    op.restore(old, [])
+    assert sorted(op.state_items()) == [("a", (None, ((2000, 3), (3000, 3)))), ("b", (None, ((2000, 4),)))]
+
+
+def test_a_window_file_of_earlier_versions_is_read_by_reduce_by_window_without_an_inverse() -> None:
+    # reduce_by_window(fn, None, ...) was window(...).reduce(fn): plain records.
+    old = JsonSerde().dumps({"v": 1, "kind": "window", "entries": [[2000, [[1, 2], [3]]], [3000, [[4]]]]})
+    ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    ssc.queue_stream([]).reduce_by_window(operator.add, None, 3.0)
+    (op,) = ssc._graph.stateful
+    assert op.state_id == "window-0"
+    op.restore(old, [])
+    assert op.state_items() == [(0, (None, ((2000, 6), (3000, 4))))]
+
+
 def test_a_newer_format_is_refused_naming_the_format_found_and_those_this_version_reads() -> None:
     newer = JsonSerde().dumps({"v": 1, "kind": "reduced_window", "format": WINDOW_FORMAT + 1, "keys": []})
     op = windowed_op()
