@@ -1,15 +1,15 @@
 """Window operations: results over the last `window` seconds, every `slide` seconds.
 
-`WindowedDStream` keeps the parent's records of the batches inside the window
-as its state, on the driver (snapshotted with the serde, so a restarted job has
-the same windows). `ReducedWindowedDStream` implements
-`reduce_by_key_and_window` with an inverse function (and so `reduce_by_window`
-with one, `count_by_window` and `count_by_value_and_window`): keyed state,
-per key its running aggregate and its per-batch values still in the window;
-each batch adds the values that enter and subtracts (with the inverse
-function) those that leave, and a key leaves the state exactly when its last
-batch leaves the window, so the result always equals reducing the whole
-window and the state stays bounded. Being keyed state, it lives on the
+`WindowedDStream` (`window()`) keeps the parent's records of the batches
+inside the window as its state, on the driver (snapshotted with the serde, so
+a restarted job has the same windows). `ReducedWindowedDStream` implements
+`reduce_by_key_and_window` (and so `reduce_by_window`, `count_by_window` and
+`count_by_value_and_window`) as keyed state: per key its per-batch values
+still in the window and, with an inverse function, its running aggregate.
+Each batch adds the values that enter and takes out those that leave (with the
+inverse function, when there is one), and a key leaves the state exactly when
+its last batch leaves the window, so the result always equals reducing the
+whole window and the state stays bounded. Being keyed state, it lives on the
 workers of a cluster that keeps state, like `update_state_by_key`'s
 (`ingest.state_store`). `filter_fn` only filters the output.
 
