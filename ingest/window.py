@@ -20,13 +20,15 @@ multiples of its slide.
 
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ingest.dataset import Dataset
+from ingest.dataset import Dataset, Partition, portable_hash
 from ingest.dstream import DStream
-from ingest.errors import ConfigError, StateError
-from ingest.state import SNAPSHOT_VERSION, KeyedStateDStream, StatefulDStream, _Changes, private_copy
+from ingest.errors import ConfigError, IngestError, StateError
+from ingest.state import (SNAPSHOT_VERSION, KeyedStateDStream, _apply_changes, _Changes, _is_missing, _overlay,
+                          private_copy)
+from ingest.state_store import ReadTask, read_resident
 
 if TYPE_CHECKING:
     from ingest.context import StreamingContext
@@ -44,65 +46,135 @@ def window_ms(parent: DStream[Any], what: str, seconds: float | None, default_ms
     return ms
 
 
-class _WholeStateDStream(StatefulDStream[Any]):
-    """State kept as one value: `update` builds the pending value, a commit
-    makes it the committed one, an abort drops it."""
-
-    _committed: Any
-    _pending: Any = None
-    _pending_time: int | None = None
-
-    def commit_batch(self, time_ms: int) -> None:
-        if self._pending is not None:
-            self._committed = self._pending
-        self._pending, self._pending_time = None, None
-
-    def abort_batch(self, time_ms: int) -> None:
-        self._pending, self._pending_time = None, None
+class WindowSliceLostError(IngestError):
+    """A partition of `window()`'s records is on no live worker (its worker
+    died during the batch): the batch attempt fails, and its retry sends the
+    partition again from the last commit."""
 
 
-class WindowedDStream(_WholeStateDStream):
+class WindowedDStream(KeyedStateDStream[Any]):
+    """`window()`: the records of the batches in the window.
+
+    Keyed state whose keys are the window's slices, `(batch time, parent
+    partition)`, and whose values are their records, spread over the state
+    partitions by key: so on a cluster that keeps state the slices live on
+    the workers (`ingest.state_store`) like keyed state, each batch's task
+    adds the entering slices and drops the leaving ones there, and the
+    window's dataset is one partition per state partition that reads its
+    slices on the worker holding them (only the batch's records go to the
+    workers, and no record of the window comes back unless an output asks).
+    Elsewhere the slices are in the driver, as keyed state is. Snapshots are
+    keyed too: a delta is the entering slices and the keys of the leaving ones
+    (format 2); the `window` file of earlier versions (every in-window
+    batch's partitions) is still read."""
+
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], window_duration: float,
                  slide_duration: float | None, *, name: str | None = None, serde: Any | None = None) -> None:
         self.window_ms = window_ms(parent, "window duration", window_duration, 0)
         slide = window_ms(parent, "slide duration", slide_duration, parent.slide_ms)
-        super().__init__(ssc, [parent], "window", name, serde)
+        super().__init__(ssc, parent, "window", num_partitions=None, initial_state=None, name=name, serde=serde)
         self.slide_ms = slide
-        self._committed: deque[tuple[int, list[list[Any]]]] = deque()
-        self._pending: deque[tuple[int, list[list[Any]]]] | None = None
-        self._pending_time: int | None = None
 
-    def update(self, time_ms: int) -> None:
-        if self._pending_time == time_ms:
-            return
-        entries = deque(self._committed)
-        parent = self.parents[0]
-        if parent.is_time_valid(time_ms):
-            entries.append((time_ms, parent.get_or_compute(time_ms).glom()))
-        while entries and entries[0][0] <= time_ms - self.window_ms:
-            entries.popleft()
-        self._pending, self._pending_time = entries, time_ms
+    def _advances_at(self, time_ms: int) -> bool:
+        return self.parents[0].is_time_valid(time_ms)
+
+    def _batch_records(self, time_ms: int) -> list[list[Any]]:
+        n = self.num_partitions
+        out: list[list[Any]] = [[] for _ in range(n)]
+        for j, part in enumerate(self._parent_dataset(time_ms).glom()):
+            if part:
+                out[portable_hash((time_ms, j)) % n].append(((time_ms, j), list(part)))
+        return out
+
+    def _task(self) -> Callable[[tuple[int, dict[Any, Any], list[Any], int]], tuple[_Changes, list[Any]]]:
+        window = self.window_ms
+
+        def run(task: tuple[int, dict[Any, Any], list[Any], int]) -> tuple[_Changes, list[Any]]:
+            _i, state, slices, t = task
+            changes = _Changes()
+            changes.sets.update(slices)
+            cutoff = t - window
+            changes.removes.update(key for key in state if key[0] <= cutoff)
+            return changes, []
+
+        return run
 
     def compute(self, time_ms: int) -> Dataset[Any]:
         self.update(time_ms)
-        assert self._pending is not None
-        return Dataset.from_partitions([p for _, parts in self._pending for p in parts], self.ssc.executor)
+        if self._resident:
+            new = self._pending_version if self._pending is not None else None
+            return Dataset([Partition(WindowSlices(self._token, i, self._base_version, new, key, self.describe()))
+                            for i, key in enumerate(self._affinity())], self.ssc.executor)
+        parts = []
+        for i, part in enumerate(self._committed or ()):
+            changes = self._pending[i] if self._pending is not None else _Changes()
+            parts.append([r for _, records in _overlay(part, changes) for r in records])
+        return Dataset.from_partitions(parts, self.ssc.executor)
+
+    def _in_update_order(self, part: dict[Any, Any]) -> dict[Any, Any]:
+        return dict(sorted(part.items()))  # slices oldest first, whatever partitions they came from
+
+    def _from_columns(self, obj: dict[str, Any], prefix: str = "") -> list[tuple[Any, Any]]:
+        found = obj.get("format", 1)
+        if found == 1 and not prefix and obj.get("kind") == "window":
+            return [((int(t), j), list(part)) for t, parts in obj["entries"] for j, part in enumerate(parts) if part]
+        if found != WINDOW_FORMAT:
+            raise StateError(
+                f"the state of {self.describe()} is in format {found!r} of window state, and this version of "
+                f"ingest reads formats 1 and {WINDOW_FORMAT}: run the version of ingest that wrote the checkpoint, "
+                "or start from a new checkpoint directory")
+        return [((int(k[0]), int(k[1])), list(v)) for k, v in zip(obj[prefix + "keys"], obj[prefix + "values"])]
 
     def pending_snapshot(self) -> bytes:
-        entries = self._pending if self._pending is not None else self._committed
-        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "window",
-                                 "entries": [[t, parts] for t, parts in entries]})
+        self._snapshot_taken = True
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "window", "format": WINDOW_FORMAT,
+                                 **self._columns(self._pending_items())})
 
-    def restore(self, full: bytes | None, deltas: list[bytes]) -> None:
-        entries: deque[tuple[int, list[list[Any]]]] = deque()
-        if full is not None:
-            for t, parts in self._load(full)["entries"]:
-                entries.append((int(t), [list(p) for p in parts]))
-        self._committed = entries
-        self.abort_batch(0)
+    def pending_delta(self) -> bytes | None:
+        # The entering slices and the keys of the leaving ones: one batch's records.
+        self._snapshot_taken = True
+        pending = self._pending or []
+        columns = self._columns(kv for c in pending for kv in c.sets.items())
+        return self.serde.dumps({"v": SNAPSHOT_VERSION, "kind": "window_delta", "format": WINDOW_FORMAT,
+                                 "del": [k for c in pending for k in c.removes],
+                                 **{f"set_{name}": column for name, column in columns.items()}})
 
-    def state_size(self) -> int:
-        return sum(len(p) for _, parts in self._committed for p in parts)
+
+@dataclass(frozen=True)
+class WindowSlices:
+    """A partition of `window()`'s dataset on a cluster: the records of state
+    partition `partition`'s slices as of version `base` plus the batch
+    attempt `new`, read on the worker that keeps them (`affinity` places the
+    task there, loosely: elsewhere, the slices are asked of every worker)."""
+
+    token: str
+    partition: int
+    base: str | None
+    new: str | None
+    affinity: str
+    operator: str
+
+    def read(self) -> list[Any]:
+        task = ReadTask(self.token, self.partition, self.base, self.new)
+        items = read_resident(_apply_changes, _overlay, task)
+        if _is_missing(items):
+            items = self._from_another_worker(task)
+        return [r for _, records in items for r in records]
+
+    def _from_another_worker(self, task: ReadTask) -> list[Any]:
+        from distributed import get_client
+
+        try:
+            found = get_client().run(read_resident, _apply_changes, _overlay, task, on_error="return")
+        except Exception:  # noqa: BLE001 - the cluster is going away: reported as the lost partition below
+            found = {}
+        for items in found.values():
+            if isinstance(items, list):
+                return items
+        raise WindowSliceLostError(
+            f"partition {self.partition} of {self.operator}'s window is on no live worker (its worker died during "
+            "the batch); the batch attempt fails, and with StreamingContext(max_batch_retries=N) its retry sends "
+            "the partition again from the last commit")
 
 
 WINDOW_FORMAT = 2

@@ -26,7 +26,7 @@ from dask_local import three_worker_client  # noqa: E402
 
 from ingest import DaskExecutor, ManualClock, StreamingContext  # noqa: E402
 from ingest.state_store import ResidentTask, held_partitions  # noqa: E402
-from ingest.window import ReducedWindowedDStream  # noqa: E402
+from ingest.window import ReducedWindowedDStream, WindowedDStream  # noqa: E402
 
 PARTITIONS = 4
 KILL_MARK = -4000  # a value that makes the killing reduce function kill its worker (twice in one batch)
@@ -80,8 +80,9 @@ def build_job(executor: Any, batches: list, checkpoint: Path, out: dict, *, redu
         keep(pairs.reduce_by_key_and_window(operator.add, None, 3.0, 1.0, num_partitions=PARTITIONS,
                                             name="plain-sums"), "plain sums")
         keep(pairs.map(value_of).reduce_by_window(max, None, 4.0, 2.0, name="maximum"), "maximum")
-        # window() itself: its records stay on the driver, and the output is the same.
+        # window() itself: its slices on the workers, read there by the tasks that follow.
         keep(pairs.window(2.0, 1.0, name="records").map(key_of), "records")
+        keep(pairs.window(4.0, 2.0, name="grouped").group_by_key(3).map_values(sorted), "grouped")
         return ssc
     return build
 
@@ -105,8 +106,8 @@ def run_job(executor: Any, batches: list, checkpoint: Path, *, reduce_fn=operato
     return [out[t] for t in sorted(out)], ssc
 
 
-def windowed_ops(ssc: StreamingContext) -> list[ReducedWindowedDStream]:
-    return [s for s in ssc._graph.stateful if isinstance(s, ReducedWindowedDStream)]
+def windowed_ops(ssc: StreamingContext) -> list[ReducedWindowedDStream | WindowedDStream]:
+    return [s for s in ssc._graph.stateful if isinstance(s, (ReducedWindowedDStream, WindowedDStream))]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -114,11 +115,13 @@ def test_windows_on_the_workers_give_the_inline_executors_output_batch_by_batch(
     batches = batches_of(seed)
     inline, _ = run_job("inline", batches, tmp_path / "inline")
     on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster")
+    assert [sorted(name for name in b if b[name] != inline[i].get(name)) for i, b in enumerate(on_cluster)] == [
+        [] for _ in inline]
     assert on_cluster == inline
     assert len(inline) == len(batches) + 4
     assert inline[-1]["count"] == ["0"]  # the windows emptied in the last batches
     ops = windowed_ops(ssc)
-    assert len(ops) == 9
+    assert len(ops) == 11
     for op in ops:
         assert op._resident is True
         assert op.resident_reloads == 0
