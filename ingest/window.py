@@ -172,9 +172,9 @@ class WindowSlices:
             if isinstance(items, list):
                 return items
         raise WindowSliceLostError(
-            f"partition {self.partition} of {self.operator}'s window is on no live worker (its worker died during "
-            "the batch); the batch attempt fails, and with StreamingContext(max_batch_retries=N) its retry sends "
-            "the partition again from the last commit")
+            f"partition {self.partition} of the window of {self.operator} is on no live worker (its worker died "
+            "during the batch); the batch attempt fails, and with StreamingContext(max_batch_retries=N) its retry "
+            "sends the partition again from the last commit")
 
 
 WINDOW_FORMAT = 2

@@ -211,6 +211,115 @@ def test_the_window_is_not_shipped_to_the_tasks_each_batch(client, tmp_path) -> 
     assert bytes_per_batch[True] < bytes_per_batch[False] / 10  # about 2.2 kB measured
 
 
+class CountingAllExecutor(DaskExecutor):
+    """A DaskExecutor that measures every task it sends (pickled)."""
+
+    def __init__(self, client: Any, *, keep_on_workers: bool) -> None:
+        super().__init__(client)
+        self.keeps_state = keep_on_workers
+        self.task_bytes = 0
+
+    def map(self, fn, items, affinity=None):
+        self.task_bytes += sum(len(cloudpickle.dumps(item)) for item in items)
+        return super().map(fn, items, affinity)
+
+
+def test_the_records_of_window_are_not_shipped_to_the_tasks_each_batch(client, tmp_path) -> None:
+    # 3,000 records in a 10-batch window; each batch brings 100. An output
+    # counts the window's records every batch (the count comes back, not the records).
+    batches = [[f"first-{i}" for i in range(3_000)]] + [[f"r-{b}-{i}" for i in range(100)] for b in range(8)]
+    bytes_per_batch, counts = {}, {}
+    for keep in (True, False):
+        executor = CountingAllExecutor(client, keep_on_workers=keep)
+        ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False)
+        ssc.checkpoint(str(tmp_path / f"keep-{keep}"))
+        seen = counts.setdefault(keep, [])
+        ssc.queue_stream(batches, num_partitions=3).window(10.0, name="records").foreach_batch(
+            lambda b, seen=seen: seen.append(b.count()))
+        ssc.start()
+        try:
+            ssc.step(1, timeout=120)
+            executor.task_bytes = 0
+            ssc.step(len(batches) - 1, timeout=120)
+        finally:
+            ssc.stop(graceful=False)
+        bytes_per_batch[keep] = executor.task_bytes / (len(batches) - 1)
+    assert counts[True] == counts[False] == [3_000 + 100 * b for b in range(len(batches))]
+    # Shipped, the window's 3,000+ records go to the tasks every batch; on
+    # the workers, only the batch's 100 (to its source's task and to the
+    # window's) and the references of the window's partitions.
+    assert bytes_per_batch[False] > 40_000  # about 87 kB measured
+    assert bytes_per_batch[True] < bytes_per_batch[False] / 5  # about 5.4 kB measured
+
+
+def pid_of_worker() -> int:
+    return os.getpid()
+
+
+def test_a_worker_killed_between_batches_loses_no_window_and_the_output_equals_the_inline_run(client,
+                                                                                              tmp_path) -> None:
+    batches = batches_of(13)
+    inline, _ = run_job("inline", batches, tmp_path / "inline")
+    out: dict = {}
+    build = build_job(DaskExecutor(client), batches, tmp_path / "cluster", out)
+    ssc = StreamingContext.get_or_create(str(tmp_path / "cluster"), build)
+    ssc.start()
+    try:
+        ssc.step(5, timeout=120)
+        holders = client.run(held_partitions, [op._token for op in windowed_ops(ssc)])
+        victim = max(holders, key=lambda w: len(holders[w]))  # the worker holding the most window partitions
+        assert holders[victim]
+        os.kill(client.run(pid_of_worker, workers=[victim])[victim], signal.SIGKILL)
+        ssc.step(len(batches) + 4 - 5, timeout=120)
+    finally:
+        ssc.stop(graceful=False)
+    assert [out[t] for t in sorted(out)] == inline
+    assert sum(op.resident_reloads for op in windowed_ops(ssc)) >= len(holders[victim])
+    client.wait_for_workers(3, timeout=60)
+
+
+def killing_map(marker: Path):
+    """A map after window() that SIGKILLs its own worker process the first
+    time it meets the kill mark: in the middle of a task reading the window."""
+    def fn(kv: tuple[str, int]) -> str:
+        if kv[1] == KILL_MARK:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return kv[0]
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return kv[0]
+    return fn
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_a_task_reads_the_window_fails_that_attempt_and_the_retry_equals_the_inline_run(
+        client, tmp_path) -> None:
+    batches = batches_of(17)
+    batches[5] = [("k4", KILL_MARK)] + batches[5]
+
+    def job(executor: Any, checkpoint: Path, fn) -> list:
+        out: dict = {}
+        ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False,
+                               log_batches=False, max_batch_retries=1)
+        ssc.checkpoint(str(checkpoint))
+        ssc.queue_stream(batches, num_partitions=3).window(3.0, name="records").map(fn).foreach_batch(
+            lambda b: out.__setitem__(b.time, sorted(b.collect())))
+        ssc.start()
+        try:
+            ssc.step(len(batches), timeout=120)
+        finally:
+            ssc.stop(graceful=False)
+        return [out[t] for t in sorted(out)]
+
+    inline = job("inline", tmp_path / "inline", key_of)
+    on_cluster = job(DaskExecutor(client), tmp_path / "cluster", killing_map(tmp_path / "killed"))
+    assert (tmp_path / "killed").exists()
+    assert on_cluster == inline
+    client.wait_for_workers(3, timeout=60)
+
+
 def killing_add(marker: Path):
     """operator.add that SIGKILLs its own worker process the first time it
     adds the kill mark (inside a window task, mid-batch)."""
