@@ -10,6 +10,7 @@ records on the driver.)"""
 
 from __future__ import annotations
 
+import logging
 import operator
 import os
 import random
@@ -295,7 +296,7 @@ def killing_map(marker: Path):
 
 @pytest.mark.slow
 def test_a_worker_killed_while_a_task_reads_the_window_fails_that_attempt_and_the_retry_equals_the_inline_run(
-        client, tmp_path) -> None:
+        client, tmp_path, caplog) -> None:
     batches = batches_of(17)
     batches[5] = [("k4", KILL_MARK)] + batches[5]
 
@@ -314,9 +315,12 @@ def test_a_worker_killed_while_a_task_reads_the_window_fails_that_attempt_and_th
         return [out[t] for t in sorted(out)]
 
     inline = job("inline", tmp_path / "inline", key_of)
-    on_cluster = job(DaskExecutor(client), tmp_path / "cluster", killing_map(tmp_path / "killed"))
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        on_cluster = job(DaskExecutor(client), tmp_path / "cluster", killing_map(tmp_path / "killed"))
     assert (tmp_path / "killed").exists()
     assert on_cluster == inline
+    retried = [r.getMessage() for r in caplog.records if "attempt 1/2 failed" in r.getMessage()]
+    assert len(retried) == 1 and "WindowSliceLostError" in retried[0] and "is on no live worker" in retried[0]
     client.wait_for_workers(3, timeout=60)
 
 
