@@ -1,17 +1,17 @@
 """Window operations: results over the last `window` seconds, every `slide` seconds.
 
-`WindowedDStream` (`window()`) keeps the parent's records of the batches
-inside the window as its state, on the driver (snapshotted with the serde, so
-a restarted job has the same windows). `ReducedWindowedDStream` implements
+Both are keyed state (`ingest.state.KeyedStateDStream`), so on a cluster that
+keeps state their windows live on the workers (`ingest.state_store`), and a
+checkpoint stores deltas between full snapshots. `WindowedDStream`
+(`window()`) keeps the slices of the window (one per batch and parent
+partition) as its keys. `ReducedWindowedDStream` implements
 `reduce_by_key_and_window` (and so `reduce_by_window`, `count_by_window` and
-`count_by_value_and_window`) as keyed state: per key its per-batch values
-still in the window and, with an inverse function, its running aggregate.
-Each batch adds the values that enter and takes out those that leave (with the
-inverse function, when there is one), and a key leaves the state exactly when
-its last batch leaves the window, so the result always equals reducing the
-whole window and the state stays bounded. Being keyed state, it lives on the
-workers of a cluster that keeps state, like `update_state_by_key`'s
-(`ingest.state_store`). `filter_fn` only filters the output.
+`count_by_value_and_window`): per key its per-batch values still in the window
+and, with an inverse function, its running aggregate. Each batch adds the
+values that enter and takes out those that leave (with the inverse function,
+when there is one), and a key leaves the state exactly when its last batch
+leaves the window, so the result always equals reducing the whole window and
+the state stays bounded. `filter_fn` only filters the output.
 
 Durations must be multiples of the parent's slide interval (the batch interval
 for ordinary streams); a windowed stream's output runs only at times that are

@@ -1,12 +1,13 @@
-"""Windowed state kept on the workers of a real Dask cluster (3 worker
-processes). `reduce_by_key_and_window` with or without an inverse function
-(and so `reduce_by_window`, `count_by_window` and `count_by_value_and_window`)
-keeps its window as keyed state partitions on the workers: every batch's
+"""Windows kept on the workers of a real Dask cluster (3 worker processes).
+`window()` and `reduce_by_key_and_window` with or without an inverse function
+(and so `reduce_by_window`, `count_by_window`, `count_by_value_and_window`)
+keep their windows as keyed state partitions on the workers: every batch's
 output equals the inline executor's, the window is not shipped to the tasks,
-a worker killed with SIGKILL in the middle of a window task loses nothing (its
-partitions come back from the last commit), and a driver restarted from the
-checkpoint gives the uninterrupted run's windows. (`window()` itself keeps its
-records on the driver.)"""
+a worker killed with SIGKILL between batches or in the middle of a window
+task loses nothing (its partitions come back from the last commit; a worker
+dying while a task reads `window()`'s records fails that attempt, and the
+retry succeeds), and a driver restarted from the checkpoint gives the
+uninterrupted run's windows."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The state files of `reduce_by_key_and_window` (with an inverse): format 2
-is keyed (per key its aggregate and its in-window batch values) with deltas
-between full snapshots; a format-1 file (the whole window as one value, as
-earlier versions wrote it) is still read into the same state, and a newer
-format is refused with a message naming both."""
+"""The state files of the windows. `reduce_by_key_and_window` (with or
+without an inverse) and `window()` write format 2: keyed (per key its
+aggregate and in-window batch values; per slice of `window()` its records),
+with deltas between full snapshots. Files of earlier versions (format 1: the
+whole window as one value; `window` files of the window's records) are still
+read into the same state, and a newer format is refused naming both."""
 
 from __future__ import annotations
 
@@ -115,3 +116,26 @@ def test_a_driver_restarted_from_the_checkpoint_gives_the_uninterrupted_runs_win
     whole = run(batches, tmp_path / "whole", steps)
     assert whole[2000] == [("a", 4), ("b", 2)] and whole[8000] == [("a", 2)]
     assert run(batches, tmp_path / "restarted", steps, restart_after=restart_after) == whole
+
+
+def test_window_reads_its_file_of_earlier_versions_and_writes_format_2() -> None:
+    # window() kept every in-window batch's partitions as one value.
+    old = JsonSerde().dumps({"v": 1, "kind": "window", "entries": [[2000, [["x", "y"], [], ["z"]]], [3000, [[1]]]]})
+    ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    op = ssc.queue_stream([]).window(3.0)
+    op.restore(old, [])
+    assert op.state_items() == [((2000, 0), ["x", "y"]), ((2000, 2), ["z"]), ((3000, 0), [1])]
+    written = JsonSerde().loads(op.pending_snapshot())
+    assert (written["kind"], written["format"]) == ("window", WINDOW_FORMAT)
+    again = windowed_op().ssc.queue_stream([]).window(3.0)
+    again.restore(op.pending_snapshot(), [])
+    assert again.state_items() == op.state_items()
+
+
+def test_window_refuses_a_newer_format_naming_both() -> None:
+    newer = JsonSerde().dumps({"v": 1, "kind": "window", "format": WINDOW_FORMAT + 1, "keys": [], "values": []})
+    ssc = StreamingContext(1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False)
+    op = ssc.queue_stream([]).window(3.0)
+    with pytest.raises(StateError, match=f"format {WINDOW_FORMAT + 1} of window state.*reads formats 1 and "
+                                         f"{WINDOW_FORMAT}"):
+        op.restore(newer, [])
