@@ -57,12 +57,13 @@ def value_of(kv: tuple[str, int]) -> int:
     return kv[1]
 
 
-def build_job(executor: Any, batches: list, checkpoint: Path, out: dict, *, reduce_fn=operator.add):
+def build_job(executor: Any, batches: list, checkpoint: Path, out: dict, *, reduce_fn=operator.add,
+              max_batch_retries: int = 0):
     """Every windowed operator, over several windows and slides; each
     output's records per batch, sorted. Returns a factory for get_or_create."""
     def build() -> StreamingContext:
         ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False,
-                               log_batches=False)
+                               log_batches=False, max_batch_retries=max_batch_retries)
         ssc.checkpoint(str(checkpoint), full_snapshot_every=3)
         pairs = ssc.queue_stream(batches, num_partitions=3, name="pairs")
 
@@ -89,7 +90,7 @@ def build_job(executor: Any, batches: list, checkpoint: Path, out: dict, *, redu
     return build
 
 
-def run_job(executor: Any, batches: list, checkpoint: Path, *, reduce_fn=operator.add,
+def run_job(executor: Any, batches: list, checkpoint: Path, *, reduce_fn=operator.add, max_batch_retries: int = 0,
             restart_after: int | None = None, extra_steps: int = 4) -> tuple[list[dict], StreamingContext]:
     """All batches and `extra_steps` empty ones after them (the windows
     empty); with `restart_after`, the driver stops after that many batches
@@ -99,7 +100,8 @@ def run_job(executor: Any, batches: list, checkpoint: Path, *, reduce_fn=operato
     ssc = None
     for n in ([restart_after, steps - restart_after] if restart_after else [steps]):
         ssc = StreamingContext.get_or_create(str(checkpoint), build_job(executor, batches, checkpoint, out,
-                                                                       reduce_fn=reduce_fn))
+                                                                       reduce_fn=reduce_fn,
+                                                                       max_batch_retries=max_batch_retries))
         ssc.start()
         try:
             ssc.step(n, timeout=120)
@@ -350,8 +352,10 @@ def test_a_worker_killed_mid_window_task_loses_nothing_and_the_output_equals_the
     batches[4] = [("k3", KILL_MARK), ("k3", KILL_MARK)] + batches[4]  # batch 5000: two values to add
     inline, _ = run_job("inline", batches, tmp_path / "inline")
     workers_before = set(client.scheduler_info()["workers"])
+    # One retry, as the README asks of a job with window(): a task reading the
+    # window's records while the worker dies fails that attempt.
     on_cluster, ssc = run_job(DaskExecutor(client), batches, tmp_path / "cluster",
-                              reduce_fn=killing_add(tmp_path / "killed"))
+                              reduce_fn=killing_add(tmp_path / "killed"), max_batch_retries=1)
     pid, address = (tmp_path / "killed").read_text().split()
     assert address in workers_before
     with pytest.raises(ProcessLookupError):
