@@ -20,7 +20,11 @@
   workers, with a checkpoint (full snapshots every 10 commits, deltas
   between). Then the same stateful job with a worker killed with SIGKILL by its
   own state task: the time from the kill to the next completed batch (the
-  dead worker's partitions are sent again from the last commit).
+  dead worker's partitions are sent again from the last commit). And the
+  same comparison for a windowed reduce (``reduce_by_key_and_window`` with its
+  inverse, whose window is keyed state), and for ``window()`` over the same
+  records: ms per batch with the window's partitions on the workers vs
+  shipped.
   No Kafka needed (a queue stream).
 - ``receivers`` (no Kafka needed): records/s of the
   same CPU-heavy map over receivers running on the workers (one receiver per
@@ -231,6 +235,61 @@ def state_cost(keys: int, batches: int, touched: int = 2_000) -> tuple[dict[bool
     return result, shipped
 
 
+def _window_job(client: Any, checkpoint: str, keys: int, batches: int, touched: int, *,
+                keep_on_workers: bool, records: bool = False) -> tuple[StreamingContext, _Timed]:
+    """reduce_by_key_and_window (with its inverse) over `keys` keys (the first
+    batch brings them all), then `batches` batches of `touched` records each
+    on distinct keys; a 60 s window sliding every 60 s, so that every key
+    stays in the window and the timed batches maintain it without emitting
+    it (output costs the same either way). With `records`, `window()` over
+    the same records instead (the window holds them all)."""
+    import operator
+
+    executor = DaskExecutor(client)
+    executor.keeps_state = keep_on_workers
+    ssc = StreamingContext(1.0, clock=ManualClock(), executor=executor, stop_on_signal=False, log_batches=False)
+    ssc.checkpoint(checkpoint)
+    data = [[(f"key-{k}", 1) for k in range(keys)]] + [
+        [(f"key-{(b * touched + i) * 7919 % keys}", 1) for i in range(touched)] for b in range(batches)]
+    pairs = ssc.queue_stream(data, num_partitions=6)
+    if records:
+        pairs.window(60.0, 60.0, name="window-records").foreach_batch(lambda b: None)
+    else:
+        pairs.reduce_by_key_and_window(operator.add, operator.sub, 60.0, 60.0, num_partitions=6,
+                                       name="window-counts").foreach_batch(lambda b: None)
+    timed = _Timed()
+    ssc.add_listener(timed)
+    return ssc, timed
+
+
+def window_cost(keys: int, batches: int, touched: int = 2_000, *, records: bool = False
+                ) -> tuple[dict[bool, float], int]:
+    """As `state_cost`, for a windowed reduce: ms per batch with the window's
+    partitions on the workers vs shipped, and the bytes of window state the
+    shipped mode sends to the tasks per batch."""
+    import statistics
+
+    import cloudpickle
+    import distributed
+
+    result, shipped = {}, 0
+    with cluster(3) as local, distributed.Client(local) as client:
+        for keep in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                ssc, timed = _window_job(client, tmp, keys, batches + 1, touched, keep_on_workers=keep,
+                                         records=records)
+                ssc.start()
+                try:
+                    ssc.step(batches + 2, timeout=600)  # the first two (all keys brought, seeds sent) untimed
+                    if not keep:
+                        shipped = len(cloudpickle.dumps(ssc._graph.stateful[0]._committed))
+                finally:
+                    ssc.stop(graceful=False)
+                times = [(i.processing_end_time - i.processing_start_time) * 1000 for i in timed.infos[2:]]
+                result[keep] = statistics.median(times)
+    return result, shipped
+
+
 def _kill_once(marker: str, key: str):
     def fn(k: Any, value: Any, state: Any) -> None:
         if k == key and value == 2:  # the marked record of the chosen batch
@@ -274,6 +333,17 @@ def state_figures(keys: int, batches: int) -> None:
     print(f"state: map_with_state over {keys:,} keys, 2,000 touched per batch, 3 workers: "
           f"{cost[True]:.0f} ms per batch with the state on the workers, {cost[False]:.0f} ms with it shipped "
           f"to the tasks and back ({cost[False] / cost[True]:.1f}x; {shipped / 1e6:.1f} MB of state sent to "
+          "the tasks per batch when shipped, none when on the workers)", flush=True)
+    cost, shipped = window_cost(keys, batches)
+    print(f"window state: reduce_by_key_and_window (with inverse) over {keys:,} keys in the window, 2,000 "
+          f"touched per batch, 3 workers: {cost[True]:.0f} ms per batch with the window on the workers, "
+          f"{cost[False]:.0f} ms with it shipped to the tasks and back ({cost[False] / cost[True]:.1f}x; "
+          f"{shipped / 1e6:.1f} MB of window state sent to the tasks per batch when shipped, none when on the "
+          "workers)", flush=True)
+    cost, shipped = window_cost(keys, batches, records=True)
+    print(f"window records: window() holding {keys:,} records and 2,000 more per batch, 3 workers: "
+          f"{cost[True]:.0f} ms per batch with the slices on the workers, {cost[False]:.0f} ms with them shipped "
+          f"to the tasks and back ({cost[False] / cost[True]:.1f}x; {shipped / 1e6:.1f} MB of the window sent to "
           "the tasks per batch when shipped, none when on the workers)", flush=True)
     seconds, normal, reloads = state_recovery(keys)
     print(f"state recovery: a state task's worker killed -> the next batch completed {seconds:.2f} s later "

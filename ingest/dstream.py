@@ -257,12 +257,14 @@ class DStream(Generic[T]):
                          name: str | None = None) -> "DStream[T]":
         """All records of each window reduced with `fn` (one record per slide).
         With `inv_fn`, windows are updated incrementally."""
-        if inv_fn is None:
-            return self.window(window_duration, slide_duration, name=name).reduce(fn)
-        # One running value under a single key; an empty window yields no record,
-        # as without the inverse function.
-        return self.map(lambda x: (0, x)).reduce_by_key_and_window(
-            fn, inv_fn, window_duration, slide_duration, num_partitions=1, name=name).map(lambda kv: kv[1])
+        from ingest.window import ReducedWindowedDStream
+
+        # One value under a single key; an empty window yields no record.
+        # Without the inverse function a checkpoint of earlier versions holds
+        # the window's records themselves: each is the value of that key.
+        return ReducedWindowedDStream(self.ssc, self.map(lambda x: (0, x)), fn, inv_fn, window_duration,
+                                      slide_duration, num_partitions=1, name=name,
+                                      old_record=lambda x: (0, x)).map(lambda kv: kv[1])
 
     def reduce_by_key_and_window(self, fn: Callable[[Any, Any], Any], inv_fn: Callable[[Any, Any], Any] | None = None,
                                  window_duration: float | None = None, slide_duration: float | None = None, *,
@@ -275,8 +277,6 @@ class DStream(Generic[T]):
         result is the same either way. `filter_fn` filters the output records."""
         if window_duration is None:
             raise ConfigError("reduce_by_key_and_window needs window_duration (seconds)")
-        if inv_fn is None:
-            return self.window(window_duration, slide_duration, name=name).reduce_by_key(fn, num_partitions)
         from ingest.window import ReducedWindowedDStream
 
         return ReducedWindowedDStream(self.ssc, self, fn, inv_fn, window_duration, slide_duration,

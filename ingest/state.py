@@ -155,6 +155,16 @@ class KeyedStateDStream(StatefulDStream[T]):
     def _task(self) -> Callable[[tuple[int, dict[Any, Any], list[Any], int]], tuple[_Changes, list[Any]]]:
         raise NotImplementedError
 
+    def _batch_records(self, time_ms: int) -> list[list[Any]]:
+        """The batch's records for each state partition (by key)."""
+        shuffled = self._parent_dataset(time_ms).partition_by(self.num_partitions).glom()
+        return shuffled or [[] for _ in range(self.num_partitions)]
+
+    def _advances_at(self, time_ms: int) -> bool:
+        """Whether the state changes at batch `time_ms`: at the stream's own
+        times by default (a window's state moves with every batch instead)."""
+        return self.is_time_valid(time_ms)
+
     def _attempts_may_retry(self) -> bool:
         """Whether a failed attempt of a batch is retried from the committed
         state (which user functions must then see only copies of)."""
@@ -163,12 +173,10 @@ class KeyedStateDStream(StatefulDStream[T]):
     def update(self, time_ms: int) -> None:
         if self._pending_time == time_ms:
             return
-        if not self.is_time_valid(time_ms):  # the parent slides slower than the batch interval
+        if not self._advances_at(time_ms):  # the parent slides slower than the batch interval
             self._pending, self._outputs, self._pending_time = None, [], time_ms
             return
-        shuffled = self._parent_dataset(time_ms).partition_by(self.num_partitions).glom()
-        if not shuffled:
-            shuffled = [[] for _ in range(self.num_partitions)]
+        shuffled = self._batch_records(time_ms)
         if self._resident is None:
             self._resident = bool(getattr(self.ssc.executor, "keeps_state", False) and self.ssc._log.durable)
             where = hashlib.blake2b(str(self.ssc.checkpoint_dir).encode(), digest_size=6).hexdigest()

@@ -424,11 +424,14 @@ def test_clean_up_keeps_exactly_the_retained_commits_their_intents_and_state_fil
             assert on_disk == referenced
     finally:
         ssc.stop(graceful=False)
-    # map_with_state wrote deltas between full snapshots; the others only full ones.
+    # map_with_state and the windows wrote deltas between full snapshots;
+    # update_state_by_key only full ones.
     newest_commit = read_record(tmp_path / "commits" / f"{N * MS:020d}")["state"]
-    assert [f.rsplit(".", 1)[1] for f in newest_commit["map_with_state-0"]] == ["full", "delta"]
+    with_deltas = ("map_with_state-0", "reduce_by_key_and_window-0", "window-0")
+    for sid in with_deltas:
+        assert [f.rsplit(".", 1)[1] for f in newest_commit[sid]] == ["full", "delta"]
     assert all(len(files) == 1 and files[0].endswith(".full")
-               for sid, files in newest_commit.items() if sid != "map_with_state-0")
+               for sid, files in newest_commit.items() if sid not in with_deltas)
 
 
 def test_clean_up_leaves_no_temporary_files(tmp_path):

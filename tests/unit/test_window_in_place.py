@@ -24,7 +24,7 @@ def drop_oldest(acc: list[int], old: list[int]) -> list[int]:
     return acc
 
 
-def windows(retries: int, fail_once_at: set[int]) -> list[tuple[int, list[Any]]]:
+def windows(retries: int, fail_once_at: set[int], *, inverse: bool = True) -> list[tuple[int, list[Any]]]:
     ssc = StreamingContext(batch_interval=1.0, clock=ManualClock(), stop_on_signal=False, log_batches=False,
                            max_batch_retries=retries)
     seen: list[tuple[int, list[Any]]] = []
@@ -35,7 +35,7 @@ def windows(retries: int, fail_once_at: set[int]) -> list[tuple[int, list[Any]]]
             raise RuntimeError("sink unavailable")
 
     windowed = ssc.queue_stream(BATCHES).map(lambda kv: (kv[0], [kv[1]])).reduce_by_key_and_window(
-        extend, drop_oldest, 2.0)
+        extend, drop_oldest if inverse else None, 2.0)
     windowed.foreach_batch(lambda b: seen.append((b.time, sorted((k, list(v)) for k, v in b.collect()))))
     windowed.foreach_batch(flaky)
     ssc.start()
@@ -58,3 +58,10 @@ def test_in_place_reduce_in_a_retried_batch_applies_the_batch_once():
     seen = windows(1, {3000})
     assert [s for s in seen if s[0] != 3000] == [s for s in EXPECTED if s[0] != 3000]
     assert [s for s in seen if s[0] == 3000][-1] == (3000, [("a", [2, 3])])
+
+
+def test_in_place_reduce_without_an_inverse_leaves_the_windows_values_alone():
+    # Each slide reduces the key's in-window values into a copy of the first.
+    assert windows(0, set(), inverse=False) == EXPECTED
+    seen = windows(1, {3000}, inverse=False)
+    assert [s for s in seen if s[0] != 3000] == [s for s in EXPECTED if s[0] != 3000]
