@@ -45,7 +45,7 @@ from ingest.kafka.committer import GroupCommitter
 from ingest.kafka.config import connection_settings
 from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
 from ingest.kafka.errors import DataLossError
-from ingest.kafka.lazy_records import LazyRecords
+from ingest.kafka.lazy_records import DecodedRecords, LazyRecords
 from ingest.kafka.records import KafkaRecord
 from ingest.kafka.stall import StallWatch
 from ingest.rate import PIDRateEstimator, RateController
@@ -111,16 +111,17 @@ class KafkaRangeSource:
             return LazyRecords(raw, convert)
         return self._decode(raw, convert)
 
-    def _decode(self, raw: list[Any], convert: Any) -> list[KafkaRecord]:
+    def _decode(self, raw: list[Any], convert: Any) -> Sequence[KafkaRecord]:
         r = self.range
+        try:  # every record decodes: keys and values decoded now, records built as iterated
+            keys, values = self.reader.columns(raw, self.key_de, self.value_de)
+            return DecodedRecords(raw, keys, values, self.reader.builder(r.topic, r.partition))
+        except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
+            pass
         # Decoding fused into building the record (one tuple per record): the
         # profile of a decode-and-filter job had a raw record, then a decoded
         # copy through NamedTuple._replace, as its largest cost.
         decode = self.reader.converter(r.topic, r.partition, self.key_de, self.value_de)
-        try:  # every record decodes: one C-level loop, no per-record try and append
-            return list(map(decode, raw))
-        except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
-            pass
         out: list[KafkaRecord] = []
         append = out.append
         failed: list[tuple[Any, BaseException]] = []

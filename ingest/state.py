@@ -272,6 +272,9 @@ class KeyedStateDStream(StatefulDStream[T]):
     _changes_are_whole_state = False
     """Whether a batch's changes set every key that stays (so they are the whole pending state)."""
 
+    _in_update_order_needed = False
+    """Whether each partition must list its keys oldest update first (see `_in_update_order`)."""
+
     def _driver_pending_items(self) -> Iterable[tuple[Any, Any]]:
         assert self._committed is not None
         for i, part in enumerate(self._committed):
@@ -307,7 +310,7 @@ class KeyedStateDStream(StatefulDStream[T]):
             return
         if self._committed is not None:
             for part, changes in zip(self._committed, self._pending):
-                _apply(part, changes.sets, changes.removes)
+                _apply(part, changes.sets, changes.removes, self._in_update_order_needed)
         self._pending = None
         self._pending_time = None
         self._outputs = []
@@ -355,7 +358,7 @@ class KeyedStateDStream(StatefulDStream[T]):
                 sets.setdefault(portable_hash(k) % n, {})[k] = v
             removes = set(delta["del"])
             for i, part in enumerate(parts):
-                _apply(part, sets.get(i, {}), removes)
+                _apply(part, sets.get(i, {}), removes, self._in_update_order_needed)
         return [self._in_update_order(part) for part in parts]
 
     def _in_update_order(self, part: dict[Any, Any]) -> dict[Any, Any]:
@@ -444,9 +447,16 @@ def _run_sized(inner: Callable[[Any], tuple[_Changes, list[Any]]], task: tuple[i
     return changes, out, len(state) + added - len(changes.removes)
 
 
-def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any]) -> None:
+def _apply(part: dict[Any, Any], sets: dict[Any, Any], removes: Iterable[Any], ordered: bool = True) -> None:
+    """`ordered`: keep the partition's keys in the order of their last update
+    (the timeout scan of map_with_state needs it); otherwise updated keys keep
+    their place, and one C-level update applies the batch (re-inserting every
+    key was a stateful job's largest cost per batch)."""
     for k in removes:
         part.pop(k, None)
+    if not ordered:
+        part.update(sets)
+        return
     for k, v in sets.items():
         part.pop(k, None)  # re-insert: a dict's order is then the order of last update
         part[k] = v
@@ -502,15 +512,16 @@ class State(Generic[S]):
     call may neither `update()` nor `remove()` again. Breaking a rule raises
     `StateError` naming the key, which fails the batch."""
 
-    __slots__ = ("_key", "_exists", "_value", "_timing_out", "_updated", "_removed", "_shared")
+    __slots__ = ("_key", "_exists", "_value", "_timing_out", "_removed", "_shared")
 
     def __init__(self, exists: bool, value: Any = None, timing_out: bool = False, *, key: Any = None,
                  shared: bool = False) -> None:
+        # map_with_state's per-record loop builds its States without this
+        # __init__ (MapWithStateDStream._task): a field added here must be set there too.
         self._key = key
         self._exists = exists
         self._value = value
         self._timing_out = timing_out
-        self._updated = False
         self._removed = False
         # `value` is the committed state itself: copied before the function
         # first sees it (see private_copy).
@@ -541,7 +552,7 @@ class State(Generic[S]):
         if self._removed:
             raise StateError(f"State.update() for key {self._key!r}, which was removed in this call: "
                              "update or remove a key, not both")
-        self._value, self._exists, self._updated, self._shared = value, True, True, False
+        self._value, self._exists, self._shared = value, True, False
 
     def remove(self) -> None:
         if self._timing_out:
@@ -550,10 +561,13 @@ class State(Generic[S]):
         if self._removed:
             raise StateError(f"State.remove() for key {self._key!r}, which was already removed in this call: "
                              "remove a key once")
-        self._value, self._exists, self._removed, self._updated, self._shared = None, False, True, False, False
+        self._value, self._exists, self._removed, self._shared = None, False, True, False
 
     def is_timing_out(self) -> bool:
         return self._timing_out
+
+
+_new_state = object.__new__  # a State without running State.__init__ (see MapWithStateDStream._task)
 
 
 class MapWithStateDStream(KeyedStateDStream[Any]):
@@ -568,6 +582,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             raise ConfigError(f"map_with_state timeout must be a positive number of seconds or None, got {timeout!r}")
         self._fn = fn
         self._timeout_ms = None if timeout is None else int(round(timeout * 1000))
+        self._in_update_order_needed = self._timeout_ms is not None
         super().__init__(ssc, parent, "map_with_state", **kw)
 
     def _initial_value(self, value: Any) -> Any:
@@ -582,19 +597,32 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             changes = _Changes()
             out = []
             # Bound once: this loop runs once per record (the top of a stateful job's profile).
-            sets, removes, append, get = changes.sets, changes.removes, out.append, state.get
+            sets, removes, append, get, new = changes.sets, changes.removes, out.append, state.get, _new_state
             for k, v in records:
                 pending = sets.get(k)
                 if pending is not None:
-                    value = pending[0]
+                    exists, value = True, pending[0]
                     # Still the committed object when no earlier call read or replaced it.
-                    cur = State(True, value, key=k, shared=isolate and k in state and value is state[k][0])
+                    shared = isolate and type(value) not in _IMMUTABLE and k in state and value is state[k][0]
                 elif k in removes:
-                    cur = State(False, key=k)
+                    exists, value, shared = False, None, False
                 else:
                     committed = get(k)
-                    cur = State(False, key=k) if committed is None else State(True, committed[0], key=k,
-                                                                              shared=isolate)
+                    if committed is None:
+                        exists, value, shared = False, None, False
+                    else:
+                        exists, value = True, committed[0]
+                        shared = isolate and type(value) not in _IMMUTABLE
+                # State(exists, value, key=k, shared=shared) without its __init__:
+                # that keyword call to a Python __init__ was this loop's largest
+                # own cost. The same fields as State.__init__ sets.
+                cur = new(State)
+                cur._key = k
+                cur._exists = exists
+                cur._value = value
+                cur._timing_out = False
+                cur._removed = False
+                cur._shared = shared
                 result = fn(k, v, cur)
                 if result is not None:
                     append(result)

@@ -19,6 +19,14 @@ Python streaming peers (Quix Streams, Bytewax, Faust, PySpark Structured Streami
 - Every job's output is checked (counts, kept records, records in the output topic,
   keys of the stateful job); a run whose output is wrong is reported as failed, not timed.
 Writes results/latest.md and results/latest.png (matplotlib, in the bench venv).
+
+    python bench/peers/run.py --from-log RUN.log [--records N] [--rounds R] [--faust-records N]
+
+renders the table and chart from the lines a run printed (its stdout saved to
+RUN.log) when the run was stopped before its end: per job, only the measured
+rounds that every peer finished are counted, and the header says how many of
+the planned rounds those are (pass the run's own --records, --rounds,
+--faust-records).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -259,6 +268,8 @@ def main() -> None:
                         help=f"records Faust reads (default {FAUST_RECORDS:,}): at ~2-4k records/s it takes "
                              "most of a run's time")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--from-log", type=Path, default=None,
+                        help="render the results of a stopped run from its saved output instead of running")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -267,23 +278,30 @@ def main() -> None:
     peers = [p for p in PEERS if not only or p.name in only or p.name.split()[0] in only]
     peers = [dataclasses.replace(p, max_records=args.faust_records) if p.name == "faust" else p for p in peers]
 
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        sys.path.insert(0, str(REPO))
-        from ingest.testing.kafka import KafkaBroker
-        broker = KafkaBroker().start()
-        bootstrap = broker.bootstrap
-    try:
-        results, skipped = run_all(args, peers, jobs, bootstrap)
-    finally:
-        if broker is not None:
-            broker.stop()
+    rounds_note = f"{args.rounds} measured rounds after a warm-up round"
+    if args.from_log is not None:
+        results, skipped, done = results_from_log(args.from_log.read_text(), peers, jobs, args.records)
+        per_job = ", ".join(f"{job} {n}" for job, n in done.items())
+        rounds_note = (f"PARTIAL RUN, stopped before its end: of the {args.rounds} planned measured rounds (after "
+                       f"a warm-up round), only those every peer finished are counted, per job: {per_job}")
+    else:
+        broker = None
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            sys.path.insert(0, str(REPO))
+            from ingest.testing.kafka import KafkaBroker
+            broker = KafkaBroker().start()
+            bootstrap = broker.bootstrap
+        try:
+            results, skipped = run_all(args, peers, jobs, bootstrap)
+        finally:
+            if broker is not None:
+                broker.stop()
     load = os.getloadavg()
     header = (f"Machine: {machine()}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.\n"
               f"{args.records:,} records of {spec.RECORD_BYTES} B on {spec.PARTITIONS} partitions "
-              f"(Faust: the first {min(args.records, args.faust_records):,}), {args.rounds} measured rounds after a "
-              f"warm-up round, interleaved; records/s from each job process's start until its output was "
+              f"(Faust: the first {min(args.records, args.faust_records):,}), {rounds_note}, interleaved; "
+              f"records/s from each job process's start until its output was "
               f"complete; peak RSS of the job's process tree.\n")
     text = header + "\n" + table(results, skipped)
     print("\n" + text)
@@ -291,6 +309,49 @@ def main() -> None:
     (args.out / "latest.md").write_text(text + "\n")
     chart(results, args.out / "latest.png")
     print(f"\nwrote {args.out / 'latest.md'} and {args.out / 'latest.png'}")
+
+
+_LINE = re.compile(r"^round (\d+) (\S+) +(.+?) +(?:FAILED: (.*)|([\d,]+) rec/s +(\d+) MB(?:  warm ([\d,]+) rec/s)?)")
+
+
+def results_from_log(text: str, peers: list[Peer], jobs: list[str], records: int
+                     ) -> tuple[list[Result], list[tuple[str, str, str]], dict[str, int]]:
+    """The results in a run's printed lines and, per job, how many measured
+    rounds they count: only rounds in which every peer ran the job (a run goes
+    job by job within a round, so a stopped round leaves its first jobs whole)."""
+    lines: dict[tuple[int, str, str], re.Match[str]] = {}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m:
+            lines[int(m[1]), m[2], m[3]] = m
+    skipped: list[tuple[str, str, str]] = []
+    for peer in peers:
+        for job in jobs:
+            if job not in peer.jobs:
+                skipped.append((peer.name, job, peer.unsupported.get(job, "not written")))
+    failures = {(m[3], m[2]): m[4] for m in lines.values() if m[4]}
+    results: list[Result] = []
+    rounds: dict[str, int] = {}
+    for job in jobs:
+        runners = [p for p in peers if job in p.jobs]
+        done = 0
+        while all((done + 1, job, p.name) in lines or (p.name, job) in failures for p in runners):
+            done += 1
+        rounds[job] = done
+        for peer in runners:
+            result = Result(peer.name, job, min(records, peer.max_records or records))
+            result.failure = failures.get((peer.name, job))
+            for round_no in range(1, done + 1):
+                m = lines.get((round_no, job, peer.name))
+                if m is None or m[4]:
+                    break
+                result.rates.append(float(m[5].replace(",", "")))
+                result.rss_mb.append(float(m[6]))
+                if m[7]:
+                    result.warm_rates.append(float(m[7].replace(",", "")))
+            if result.failure or result.rates:
+                results.append(result)
+    return results, skipped, rounds
 
 
 def run_all(args, peers: list[Peer], jobs: list[str], bootstrap: str):

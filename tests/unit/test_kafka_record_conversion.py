@@ -1,16 +1,21 @@
 """Building `KafkaRecord`s from client messages, with deserialization fused into
 the build (one tuple per record): the decoded records equal the raw records with
-key and value decoded, for both clients, and an unset deserializer keeps bytes."""
+key and value decoded, for both clients, and an unset deserializer keeps bytes.
+A direct stream decodes keys and values when it reads a range and builds the
+records as they are iterated (`DecodedRecords`): the same records."""
 
 from __future__ import annotations
 
 import json
+import pickle
 from types import SimpleNamespace
 
 import pytest
 
 from ingest.kafka.deserializers import deserializer_for
-from ingest.kafka.records import KafkaRecord, confluent_converter, kafka_python_converter
+from ingest.kafka.lazy_records import DecodedRecords
+from ingest.kafka.records import (KafkaRecord, confluent_builder, confluent_columns, confluent_converter,
+                                  kafka_python_builder, kafka_python_columns, kafka_python_converter)
 
 
 class ConfluentMessage:
@@ -63,3 +68,24 @@ def test_a_value_that_cannot_be_decoded_raises_from_the_converter() -> None:
     convert = confluent_converter("t", 0, None, deserializer_for("json", "value"))
     with pytest.raises(json.JSONDecodeError):
         convert(ConfluentMessage(3, None, b"not json"))
+
+
+@pytest.mark.parametrize("make, converter, columns, builder", [
+    (ConfluentMessage, confluent_converter, confluent_columns, confluent_builder),
+    (kafka_python_message, kafka_python_converter, kafka_python_columns, kafka_python_builder)])
+def test_records_decoded_when_read_and_built_when_iterated_equal_the_fused_build(make, converter, columns,
+                                                                                   builder) -> None:
+    messages = [make(7, b"k1", b'{"n": 1}', [("h", b"v")]), make(8, None, None), make(9, b"k3", b"[2]")]
+    key_de, value_de = deserializer_for("utf-8", "key"), deserializer_for("json", "value")
+    fused = [converter("t", 2, key_de, value_de)(m) for m in messages]
+    keys, values = columns(messages, key_de, value_de)
+    records = DecodedRecords(messages, keys, values, builder("t", 2))
+    assert list(records) == fused and list(records) == fused  # each iteration builds the same records
+    assert all(type(r) is KafkaRecord for r in records)
+    assert len(records) == 3 and records[1] == fused[1] and records[-1] == fused[2] and records[1:] == fused[1:]
+    assert pickle.loads(pickle.dumps(records)) == fused  # a worker process returns a plain list
+
+
+def test_columns_propagate_a_deserializer_error_so_the_stream_applies_its_policy() -> None:
+    with pytest.raises(ValueError):
+        confluent_columns([ConfluentMessage(1, b"k", b"{not json")], None, deserializer_for("json", "value"))
