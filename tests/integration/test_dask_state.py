@@ -171,7 +171,10 @@ def test_the_workers_hold_the_partitions_until_the_context_stops(client, tmp_pat
             assert part not in owners, f"{part} on two workers"
             owners[part] = worker
     assert len(owners) == 2 * PARTITIONS
-    assert len(set(owners.values())) == 3  # spread over every worker
+    # Spread: rendezvous hashing over 3 workers on random ports leaves one of
+    # them without any of the 12 partitions about once in 40 runs, so "every
+    # worker" would be a coin toss; more than one worker is what pinning promises.
+    assert len(set(owners.values())) >= 2
     # Stopping the context freed them.
     tokens = [op._token for op in stateful_ops(ssc).values()]
     assert all(parts == [] for parts in client.run(held_partitions, tokens).values())
