@@ -10,8 +10,9 @@ the package (`direct.files`, `direct.plugin`) does not load the Kafka client.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from offsets.lazy_names import lazy_getattr
 
 _EXPORTS = {
     "DirectKafkaInputDStream": "direct.stream", "OffsetStore": "direct.stream", "kafka_direct_stream": "direct.stream",
@@ -27,13 +28,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'direct' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('direct', _EXPORTS, globals())
 
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ record codec, which only checkpoints need.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from offsets.lazy_names import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     **{name: "offsets.positions" for name in (
@@ -27,13 +28,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'offsets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('offsets', _EXPORTS, globals())
 
 
 if TYPE_CHECKING:

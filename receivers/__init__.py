@@ -12,8 +12,9 @@ client, the write-ahead log).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from offsets.lazy_names import lazy_getattr
 
 _EXPORTS = {
     "BlockInfo": "receivers.block",
@@ -32,17 +33,15 @@ _EXPORTS = {
 _FLUME = ("FlumeEvent", "FlumePollingReceiver", "FlumePushReceiver", "flume_polling_stream", "flume_stream")
 
 
+_lazy = lazy_getattr("receivers", _EXPORTS, globals())
+
+
 def __getattr__(name: str) -> Any:
     if name in _FLUME:
         from receivers.flume_extra import flume_module
 
         return getattr(flume_module(), name)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'receivers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
 
 
 __all__ = [

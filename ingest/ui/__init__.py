@@ -7,8 +7,9 @@ library's default) and the `ingest` command never import the HTTP server."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from offsets.lazy_names import lazy_getattr
 
 _EXPORTS = {
     "UIHistory": "ingest.ui.history",
@@ -20,13 +21,7 @@ _EXPORTS = {
 __all__ = ["UIHistory", "UIOptions", "UIServer", "Views", "resolve", "set_process_default"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ingest.ui' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('ingest.ui', _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
