@@ -31,6 +31,8 @@ def main(job: str, bootstrap: str, topic: str, records: int, out_topic: str) -> 
             producer.init_transactions()
     seen = kept = 0
     counts: dict[bytes, int] = {}
+    emitted: list[tuple[bytes, int]] = []
+    latest: dict[bytes, int] = {}  # what a downstream table would hold: the last count emitted per key
     while seen < records:
         msgs = consumer.consume(min(10_000, records - seen), 1.0)
         if job == "eos" and msgs:
@@ -50,7 +52,11 @@ def main(job: str, bootstrap: str, topic: str, records: int, out_topic: str) -> 
                     producer.poll(0)
             elif job == "stateful":
                 key = msg.key()
-                counts[key] = counts.get(key, 0) + 1
+                n = counts[key] = counts.get(key, 0) + 1
+                emitted.append((key, n))
+        if job == "stateful":  # the job's output: each record's running count, emitted per fetch
+            latest.update(emitted)
+            emitted.clear()
         if job == "eos" and msgs:
             ends = {m.partition(): m.offset() + 1 for m in msgs if m.error() is None}
             positions = [TopicPartition(topic, p, end) for p, end in ends.items()]
@@ -65,7 +71,7 @@ def main(job: str, bootstrap: str, topic: str, records: int, out_topic: str) -> 
     elif job in ("filter", "json", "eos"):
         spec.report(seconds, count=seen, kept=kept)
     elif job == "stateful":
-        spec.report(seconds, count=sum(counts.values()), keys=len(counts))
+        spec.report(seconds, count=sum(latest.values()), keys=len(latest))
 
 
 if __name__ == "__main__":

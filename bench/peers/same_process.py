@@ -12,8 +12,10 @@ Also the CPU seconds of the process during each run (every thread, librdkafka's
 included: ingest's four partition consumers count against it) and their ratio,
 which a busy machine sways less than wall time; and the load average.
 Jobs that produce (json, eos) write to a fresh output topic per run. The
-stateful job's bare loop keeps a dict of counts per key; ours also emits the
-keys each batch touched and checkpoints their counts (map_with_state). The eos
+stateful job's bare loop keeps a dict of counts per key and emits each
+record's running count per fetch (the job's output, as ours emits it per
+batch); ours also checkpoints the counts of the keys each batch touched
+(map_with_state). The eos
 job's bare loop commits a transaction per fetch of up to 10,000 records, ours
 one per batch (KafkaTransactionalSink). Each run's check line (counts, keys,
 kept records) is compared with the bare loop's, so no ratio comes from a run
