@@ -114,8 +114,7 @@ class KafkaRangeSource:
     def _decode(self, raw: list[Any], convert: Any) -> Sequence[KafkaRecord]:
         r = self.range
         try:  # every record decodes: keys and values decoded now, records built as iterated
-            keys, values = self.reader.columns(raw, self.key_de, self.value_de)
-            return DecodedRecords(raw, keys, values, self.reader.builder(r.topic, r.partition))
+            return DecodedRecords(r.topic, r.partition, self.reader.columns(raw, self.key_de, self.value_de))
         except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
             pass
         # Decoding fused into building the record (one tuple per record): the

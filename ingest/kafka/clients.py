@@ -31,8 +31,8 @@ from ingest.kafka.calls import BrokerCallError, call, retriable_confluent, retri
 from ingest.kafka.client_logs import ClientLogRelay, route_kafka_python_logs, shared_relay, with_client_logs
 from ingest.kafka.config import OURS, check_common, kafka_python_config, params_fingerprint, redact
 from ingest.kafka.errors import rerun_data_loss
-from ingest.kafka.records import (confluent_builder, confluent_columns, confluent_converter, kafka_python_builder,
-                                  kafka_python_columns, kafka_python_converter)
+from ingest.kafka.records import (confluent_columns, confluent_converter, kafka_python_columns,
+                                  kafka_python_converter)
 from ingest.kafka.security import (
     ConfluentCauses,
     HandshakeRefusedError,
@@ -498,7 +498,6 @@ class ConfluentReader(_Reader):
 
     converter = staticmethod(confluent_converter)
     columns = staticmethod(confluent_columns)
-    builder = staticmethod(confluent_builder)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:
@@ -697,7 +696,6 @@ class KafkaPythonReader(_Reader):
 
     converter = staticmethod(kafka_python_converter)
     columns = staticmethod(kafka_python_columns)
-    builder = staticmethod(kafka_python_builder)
 
     @staticmethod
     def raw_parts(m: Any) -> tuple[Any, Any, int]:

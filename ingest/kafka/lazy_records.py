@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+from itertools import repeat
 from typing import Any, Callable, Iterator, Sequence
 
-from ingest.kafka.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord, RecordColumns
+
+_record = partial(tuple.__new__, KafkaRecord)  # a record from a tuple of its fields
 
 
 class LazyRecords(Sequence[KafkaRecord]):
@@ -37,35 +41,47 @@ class LazyRecords(Sequence[KafkaRecord]):
 
 
 class DecodedRecords(Sequence[KafkaRecord]):
-    """The records of one offset range whose keys and values were decoded when
-    the range was read (so a record that cannot be decoded is found then and
-    goes through the stream's policy), built as they are iterated.
+    """The records of one offset range, kept as columns (`RecordColumns`)
+    made when the range was read, keys and values decoded (so a record that
+    cannot be decoded is found then and goes through the stream's policy),
+    and built as they are iterated.
 
     Built at once, a batch's records all lived until its first operation had
     read them: the garbage collector moved each one through its generations
     and scanned the batch's lists again and again (a quarter of a stateful
     job's time). Built as iterated, each is freed when the operation is done
-    with it. Pickling (to return from a worker process) converts to a list."""
+    with it; and the client's messages, which the collector tracks, are freed
+    once the columns are made. Pickling (to return from a worker process)
+    converts to a list."""
 
-    __slots__ = ("_raw", "_keys", "_values", "_build")
+    __slots__ = ("_topic", "_partition", "_columns")
 
-    def __init__(self, raw: list[Any], keys: list[Any], values: list[Any],
-                 build: Callable[[Any, Any, Any], KafkaRecord]) -> None:
-        self._raw, self._keys, self._values, self._build = raw, keys, values, build
+    def __init__(self, topic: str, partition: int, columns: RecordColumns) -> None:
+        self._topic, self._partition, self._columns = topic, partition, columns
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._columns.offsets)
 
     def __getitem__(self, index: Any) -> Any:
+        c = self._columns
         if isinstance(index, slice):
-            return list(map(self._build, self._raw[index], self._keys[index], self._values[index]))
-        return self._build(self._raw[index], self._keys[index], self._values[index])
+            return list(self._build(c.offsets[index], c.timestamps[index], c.keys[index], c.values[index],
+                                    None if c.headers is None else c.headers[index]))
+        return _record((self._topic, self._partition, c.offsets[index], c.timestamps[index], c.keys[index],
+                        c.values[index], None if c.headers is None else c.headers[index]))
 
     def __iter__(self) -> Iterator[KafkaRecord]:
-        return map(self._build, self._raw, self._keys, self._values)
+        return self._build(*self._columns)
+
+    def _build(self, offsets: list[int], timestamps: list[Any], keys: list[Any], values: list[Any],
+               headers: list[Any] | None) -> Iterator[KafkaRecord]:
+        # One C-level pass (map, zip): no Python call per record.
+        n = len(offsets)
+        return map(_record, zip(repeat(self._topic, n), repeat(self._partition, n), offsets, timestamps, keys,
+                                values, repeat(None, n) if headers is None else headers))
 
     def __reduce__(self) -> Any:
         return (list, (list(self),))
 
     def __repr__(self) -> str:
-        return f"DecodedRecords({len(self._raw)} records)"
+        return f"DecodedRecords({len(self)} records)"

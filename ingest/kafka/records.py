@@ -57,44 +57,38 @@ def confluent_converter(topic: str, partition: int, key_de: Callable[[Any], Any]
     return convert_decoding
 
 
+class RecordColumns(NamedTuple):
+    """A range's records as columns: what `DecodedRecords` builds them from,
+    so that the client's messages are freed as soon as the range is read."""
+
+    offsets: list[int]
+    timestamps: list[int | None]
+    keys: list[Any]
+    values: list[Any]
+    headers: list[Any] | None
+    """None when no record has headers (the usual case)."""
+
+
 def confluent_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,
-                      value_de: Callable[[Any], Any] | None) -> tuple[list[Any], list[Any]]:
-    """The decoded keys and values of confluent-kafka messages (a deserializer's
-    error propagates: the caller then finds the record and applies its policy)."""
+                      value_de: Callable[[Any], Any] | None) -> RecordColumns:
+    """The columns of confluent-kafka messages, keys and values decoded (a
+    deserializer's error propagates: the caller then finds the record and
+    applies its policy)."""
     keys = [m.key() for m in raw] if key_de is None else [key_de(m.key()) for m in raw]
     values = [m.value() for m in raw] if value_de is None else [value_de(m.value()) for m in raw]
-    return keys, values
-
-
-def confluent_builder(topic: str, partition: int) -> Callable[[Any, Any, Any], KafkaRecord]:
-    """A record from a confluent-kafka message of one partition and its key and
-    value as already decoded (`confluent_columns`)."""
-
-    def build(m: Any, key: Any, value: Any) -> KafkaRecord:
-        ts_type, ts = m.timestamp()
-        headers = m.headers()
-        return _new(KafkaRecord, (topic, partition, m.offset(), ts if ts_type else None, key, value,
-                                  tuple(headers) if headers else None))
-
-    return build
+    headers = [m.headers() for m in raw]
+    return RecordColumns([m.offset() for m in raw], [t[1] if (t := m.timestamp())[0] else None for m in raw],
+                         keys, values, [tuple(h) if h else None for h in headers] if any(headers) else None)
 
 
 def kafka_python_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,
-                         value_de: Callable[[Any], Any] | None) -> tuple[list[Any], list[Any]]:
+                         value_de: Callable[[Any], Any] | None) -> RecordColumns:
     """`confluent_columns` for kafka-python `ConsumerRecord`s."""
     keys = [m.key for m in raw] if key_de is None else [key_de(m.key) for m in raw]
     values = [m.value for m in raw] if value_de is None else [value_de(m.value) for m in raw]
-    return keys, values
-
-
-def kafka_python_builder(topic: str, partition: int) -> Callable[[Any, Any, Any], KafkaRecord]:
-    """`confluent_builder` for kafka-python `ConsumerRecord`s."""
-
-    def build(m: Any, key: Any, value: Any) -> KafkaRecord:
-        return _new(KafkaRecord, (topic, partition, m.offset, m.timestamp if m.timestamp >= 0 else None, key, value,
-                                  tuple(m.headers) if m.headers else None))
-
-    return build
+    headers = [m.headers for m in raw]
+    return RecordColumns([m.offset for m in raw], [m.timestamp if m.timestamp >= 0 else None for m in raw],
+                         keys, values, [tuple(h) if h else None for h in headers] if any(headers) else None)
 
 
 def kafka_python_converter(topic: str, partition: int, key_de: Callable[[Any], Any] | None = None,

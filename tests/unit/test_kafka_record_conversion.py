@@ -14,8 +14,8 @@ import pytest
 
 from ingest.kafka.deserializers import deserializer_for
 from ingest.kafka.lazy_records import DecodedRecords
-from ingest.kafka.records import (KafkaRecord, confluent_builder, confluent_columns, confluent_converter,
-                                  kafka_python_builder, kafka_python_columns, kafka_python_converter)
+from ingest.kafka.records import (KafkaRecord, confluent_columns, confluent_converter, kafka_python_columns,
+                                  kafka_python_converter)
 
 
 class ConfluentMessage:
@@ -70,20 +70,34 @@ def test_a_value_that_cannot_be_decoded_raises_from_the_converter() -> None:
         convert(ConfluentMessage(3, None, b"not json"))
 
 
-@pytest.mark.parametrize("make, converter, columns, builder", [
-    (ConfluentMessage, confluent_converter, confluent_columns, confluent_builder),
-    (kafka_python_message, kafka_python_converter, kafka_python_columns, kafka_python_builder)])
+@pytest.mark.parametrize("make, converter, columns", [(ConfluentMessage, confluent_converter, confluent_columns),
+                                                      (kafka_python_message, kafka_python_converter,
+                                                       kafka_python_columns)])
+@pytest.mark.parametrize("headers", [[("h", b"v")], None])  # some records with headers / none (no column)
 def test_records_decoded_when_read_and_built_when_iterated_equal_the_fused_build(make, converter, columns,
-                                                                                   builder) -> None:
-    messages = [make(7, b"k1", b'{"n": 1}', [("h", b"v")]), make(8, None, None), make(9, b"k3", b"[2]")]
+                                                                                   headers) -> None:
+    messages = [make(7, b"k1", b'{"n": 1}', headers), make(8, None, None), make(9, b"k3", b"[2]")]
     key_de, value_de = deserializer_for("utf-8", "key"), deserializer_for("json", "value")
     fused = [converter("t", 2, key_de, value_de)(m) for m in messages]
-    keys, values = columns(messages, key_de, value_de)
-    records = DecodedRecords(messages, keys, values, builder("t", 2))
+    records = DecodedRecords("t", 2, columns(messages, key_de, value_de))
     assert list(records) == fused and list(records) == fused  # each iteration builds the same records
     assert all(type(r) is KafkaRecord for r in records)
     assert len(records) == 3 and records[1] == fused[1] and records[-1] == fused[2] and records[1:] == fused[1:]
+    assert type(records[0]) is KafkaRecord and records[0].headers == (None if headers is None else (("h", b"v"),))
+    assert records[::2] == fused[::2] and records[5:] == []
+    with pytest.raises(IndexError):
+        records[3]  # noqa: B018 - a list's error
     assert pickle.loads(pickle.dumps(records)) == fused  # a worker process returns a plain list
+
+
+def test_a_record_without_a_timestamp_has_none() -> None:
+    class Untimed(ConfluentMessage):
+        def timestamp(self) -> tuple[int, int]:
+            return (0, -1)  # TIMESTAMP_NOT_AVAILABLE
+
+    records = DecodedRecords("t", 0, confluent_columns([Untimed(1, b"k", b"v")], None, None))
+    assert list(records) == [confluent_converter("t", 0)(Untimed(1, b"k", b"v"))]
+    assert records[0].timestamp is None
 
 
 def test_columns_propagate_a_deserializer_error_so_the_stream_applies_its_policy() -> None:
