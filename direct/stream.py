@@ -46,7 +46,7 @@ from ingest.kafka.config import connection_settings
 from ingest.kafka.deserializers import DeadLetterTopic, DeserializationError, check_policy, deserializer_for
 from ingest.kafka.errors import DataLossError
 from ingest.kafka.lazy_records import DecodedRecords, LazyRecords
-from ingest.kafka.records import KafkaRecord
+from ingest.kafka.records import KafkaRecord, RecordColumns
 from ingest.kafka.stall import StallWatch
 from ingest.rate import PIDRateEstimator, RateController
 from offsets import KafkaOffsets, KafkaRanges, OffsetRange, Position
@@ -105,25 +105,47 @@ class KafkaRangeSource:
 
     def read(self) -> Sequence[KafkaRecord]:
         r = self.range
-        raw = self.reader.read(r, self.poll_timeout)
         convert = self.reader.converter(r.topic, r.partition)
         if self.key_de is None and self.value_de is None:
-            return LazyRecords(raw, convert)
-        return self._decode(raw, convert)
+            return LazyRecords(self.reader.read(r, self.poll_timeout), convert)
+        chunks = self.reader.read_converted(r, self.poll_timeout, self._columns_or_raw)
+        if all(type(c) is RecordColumns for c in chunks):  # every record decodes: records built as iterated
+            return DecodedRecords(r.topic, r.partition, RecordColumns.concat(chunks))
+        # A chunk with a record that cannot be decoded is a list of its messages.
+        failed: list[tuple[Any, BaseException]] = []
+        out: list[KafkaRecord] = []
+        for c in chunks:
+            out.extend(DecodedRecords(r.topic, r.partition, c) if type(c) is RecordColumns
+                       else self._decode_each(c, convert, failed))
+        if failed:
+            counters = COUNTERS.setdefault(self.stream, _counters())
+            if isinstance(self.policy, DeadLetterTopic):
+                self._dead_letter(failed)
+                counters.add("dead_lettered", len(failed))
+            else:
+                counters.add("decode_errors_skipped", len(failed))
+                log.warning("stream %s: skipped %d record(s) of %s that cannot be decoded (first: offset %d: %s)",
+                            self.stream, len(failed), self.range, failed[0][0].offset, failed[0][1])
+        return out
 
-    def _decode(self, raw: list[Any], convert: Any) -> Sequence[KafkaRecord]:
-        r = self.range
-        try:  # every record decodes: keys and values decoded now, records built as iterated
-            return DecodedRecords(r.topic, r.partition, self.reader.columns(raw, self.key_de, self.value_de))
-        except Exception:  # noqa: BLE001 - the loop below finds which record failed and applies the policy
-            pass
+    def _columns_or_raw(self, msgs: list[Any]) -> Any:
+        """A fetched chunk's columns, keys and values decoded; the messages
+        themselves when one cannot be decoded (`_decode_each` then applies the
+        stream's policy record by record)."""
+        try:
+            return self.reader.columns(msgs, self.key_de, self.value_de)
+        except Exception:  # noqa: BLE001 - any decoder failure: the chunk is decoded one record at a time
+            return msgs
+
+    def _decode_each(self, raw: list[Any], convert: Any, failed: list[tuple[Any, BaseException]]
+                     ) -> list[KafkaRecord]:
         # Decoding fused into building the record (one tuple per record): the
         # profile of a decode-and-filter job had a raw record, then a decoded
         # copy through NamedTuple._replace, as its largest cost.
+        r = self.range
         decode = self.reader.converter(r.topic, r.partition, self.key_de, self.value_de)
         out: list[KafkaRecord] = []
         append = out.append
-        failed: list[tuple[Any, BaseException]] = []
         for m in raw:
             try:
                 append(decode(m))
@@ -135,15 +157,6 @@ class KafkaRangeSource:
                         f"decoded ({type(exc).__name__}: {exc}); set on_decode_error='skip' or "
                         "DeadLetterTopic(...) to go on without it", rec.topic, rec.partition, rec.offset) from exc
                 failed.append((rec, exc))
-        if failed:
-            counters = COUNTERS.setdefault(self.stream, _counters())
-            if isinstance(self.policy, DeadLetterTopic):
-                self._dead_letter(failed)
-                counters.add("dead_lettered", len(failed))
-            else:
-                counters.add("decode_errors_skipped", len(failed))
-                log.warning("stream %s: skipped %d record(s) of %s that cannot be decoded (first: offset %d: %s)",
-                            self.stream, len(failed), self.range, failed[0][0].offset, failed[0][1])
         return out
 
     def _dead_letter(self, failed: list[tuple[KafkaRecord, BaseException]]) -> None:

@@ -4,6 +4,7 @@ stream and the receiver produce equal records for equal messages)."""
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Callable, NamedTuple
 
 
@@ -67,6 +68,21 @@ class RecordColumns(NamedTuple):
     values: list[Any]
     headers: list[Any] | None
     """None when no record has headers (the usual case)."""
+
+    @staticmethod
+    def concat(parts: list["RecordColumns"]) -> "RecordColumns":
+        """The columns of consecutive chunks as one."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return RecordColumns([], [], [], [], None)
+        joined = [list(chain.from_iterable(column)) for column in zip(*(p[:4] for p in parts))]
+        if all(p.headers is None for p in parts):
+            headers = None
+        else:
+            headers = list(chain.from_iterable([None] * len(p.offsets) if p.headers is None else p.headers
+                                               for p in parts))
+        return RecordColumns(*joined, headers)
 
 
 def confluent_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,

@@ -14,8 +14,8 @@ import pytest
 
 from ingest.kafka.deserializers import deserializer_for
 from ingest.kafka.lazy_records import DecodedRecords
-from ingest.kafka.records import (KafkaRecord, confluent_columns, confluent_converter, kafka_python_columns,
-                                  kafka_python_converter)
+from ingest.kafka.records import (KafkaRecord, RecordColumns, confluent_columns, confluent_converter,
+                                  kafka_python_columns, kafka_python_converter)
 
 
 class ConfluentMessage:
@@ -103,3 +103,15 @@ def test_a_record_without_a_timestamp_has_none() -> None:
 def test_columns_propagate_a_deserializer_error_so_the_stream_applies_its_policy() -> None:
     with pytest.raises(ValueError):
         confluent_columns([ConfluentMessage(1, b"k", b"{not json")], None, deserializer_for("json", "value"))
+
+
+def test_columns_of_chunks_concatenate_in_order_with_headers_where_any_chunk_has_them() -> None:
+    chunks = [[ConfluentMessage(1, b"a", b"1")], [ConfluentMessage(2, b"b", b"2", [("h", b"v")])],
+              [ConfluentMessage(3, None, b"3")]]
+    whole = [m for chunk in chunks for m in chunk]
+    joined = RecordColumns.concat([confluent_columns(c, None, None) for c in chunks])
+    assert joined == confluent_columns(whole, None, None)
+    assert list(DecodedRecords("t", 0, joined)) == [confluent_converter("t", 0)(m) for m in whole]
+    plain = RecordColumns.concat([confluent_columns(c, None, None) for c in (chunks[0], chunks[2])])
+    assert plain.headers is None and plain.offsets == [1, 3]
+    assert RecordColumns.concat([]) == RecordColumns([], [], [], [], None)
