@@ -511,14 +511,17 @@ class State(Generic[S]):
     `get_option()`); `update()` and `remove()` are refused for a key that is
     timing out (it is removed after the call anyway); after `remove()` the
     call may neither `update()` nor `remove()` again. Breaking a rule raises
-    `StateError` naming the key, which fails the batch."""
+    `StateError` naming the key, which fails the batch. As in Spark, a State
+    is valid only during the call it is passed to (the next call may reuse
+    it for another key): keep its value, not the State."""
 
     __slots__ = ("_key", "_exists", "_value", "_timing_out", "_removed", "_shared")
 
     def __init__(self, exists: bool, value: Any = None, timing_out: bool = False, *, key: Any = None,
                  shared: bool = False) -> None:
-        # map_with_state's per-record loop builds its States without this
-        # __init__ (MapWithStateDStream._task): a field added here must be set there too.
+        # map_with_state's per-record loop re-points one State at each key
+        # (MapWithStateDStream._task): a field added here that a call can
+        # change must be reset there too.
         self._key = key
         self._exists = exists
         self._value = value
@@ -574,7 +577,6 @@ class State(Generic[S]):
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _ABSENT = object()  # no entry (a state may be None)
-_new_state = object.__new__  # a State without running State.__init__ (see MapWithStateDStream._task)
 
 
 class MapWithStateDStream(KeyedStateDStream[Any]):
@@ -610,33 +612,31 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
             changes = _Changes()
             out = []
             # Bound once: this loop runs once per record (the top of a stateful job's profile).
-            sets, removes, append, get, new = changes.sets, changes.removes, out.append, state.get, _new_state
+            sets, removes, append, get = changes.sets, changes.removes, out.append, state.get
+            # One State for the partition, pointed at each record's key in
+            # turn (as Spark's StateImpl is): building one per record was this
+            # loop's largest own cost. It is valid only during the call.
+            cur: State[Any] = State(False)
             for k, v in records:
+                cur._key = k
+                cur._removed = False
                 pending = sets.get(k, _ABSENT)
                 if pending is not _ABSENT:
-                    exists, value = True, pending[0] if timed else pending
+                    value = pending[0] if timed else pending
+                    cur._exists, cur._value = True, value
                     # Still the committed object when no earlier call read or replaced it.
-                    shared = (isolate and type(value) not in _IMMUTABLE and k in state
-                              and value is (state[k][0] if timed else state[k]))
+                    cur._shared = (isolate and type(value) not in _IMMUTABLE and k in state
+                                   and value is (state[k][0] if timed else state[k]))
                 elif k in removes:
-                    exists, value, shared = False, None, False
+                    cur._exists, cur._value, cur._shared = False, None, False
                 else:
                     committed = get(k, _ABSENT)
                     if committed is _ABSENT:
-                        exists, value, shared = False, None, False
+                        cur._exists, cur._value, cur._shared = False, None, False
                     else:
-                        exists, value = True, committed[0] if timed else committed
-                        shared = isolate and type(value) not in _IMMUTABLE
-                # State(exists, value, key=k, shared=shared) without its __init__:
-                # that keyword call to a Python __init__ was this loop's largest
-                # own cost. The same fields as State.__init__ sets.
-                cur = new(State)
-                cur._key = k
-                cur._exists = exists
-                cur._value = value
-                cur._timing_out = False
-                cur._removed = False
-                cur._shared = shared
+                        value = committed[0] if timed else committed
+                        cur._exists, cur._value = True, value
+                        cur._shared = isolate and type(value) not in _IMMUTABLE
                 result = fn(k, v, cur)
                 if result is not None:
                     append(result)

@@ -102,3 +102,26 @@ def test_numbers_kept_without_a_timeout_are_a_partition_the_garbage_collector_sk
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_each_record_sees_its_own_key_state_whatever_the_call_before_did() -> None:
+    # One State is re-pointed at each record's key: a removal, an update or a
+    # read of the key before must not leak into the next call.
+    def act(key: str, value: Any, state: Any) -> Any:
+        before = (state.exists(), state.get_option(None))
+        if value == "remove":
+            state.remove()
+        else:
+            state.update(value)
+        return (key, before)
+
+    seen: list[tuple[int, Any]] = []
+    batches = [[("a", 1), ("b", 2)], [("a", "remove"), ("b", 3), ("a", 4), ("c", "remove"), ("b", 5)]]
+    ssc = factory(batches, None, seen, act)()
+    ssc.start()
+    try:
+        ssc.step(2)
+    finally:
+        ssc.stop(graceful=False)
+    assert [r for _t, r in seen] == sorted([("a", (False, None)), ("b", (False, None))], key=repr) + sorted(
+        [("a", (True, 1)), ("b", (True, 2)), ("a", (False, None)), ("c", (False, None)), ("b", (True, 3))], key=repr)
