@@ -230,8 +230,13 @@ def _inner_session(tmp_path: Path, wait: bool) -> tuple[subprocess.Popen, Path, 
     env.update(INNER_RECORD=str(record), INGEST_SERVICES_DIR=str(services), INGEST_USE_DOCKER="0")
     if wait:
         env["INNER_WAIT"] = "1"
+    # SIGINT raises KeyboardInterrupt as in a terminal even when this suite was
+    # started with `&` from a script: such a process inherits an ignored SIGINT,
+    # and Python then leaves it ignored.
+    run_pytest = ("import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "sys.exit(pytest.main(sys.argv[1:]))")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_inner.py"],
+        [sys.executable, "-c", run_pytest, "-q", "-p", "no:cacheprovider", "test_inner.py"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     return proc, record, services
