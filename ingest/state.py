@@ -588,8 +588,9 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
     saves a tuple per record, and a partition of plain values (numbers,
     strings) is a dict the garbage collector never scans: each batch's new
     tuples made it one that every full collection walked key by key (with the
-    rest of a stateful job's collections, a fifth of its CPU). Checkpoints hold the same columns either way (`seen` is null without
-    a timeout), so a job may add or drop its timeout across a restart."""
+    rest of a stateful job's collections, a fifth of its CPU). Checkpoints
+    hold the same columns either way (`seen` is null without a timeout), so a
+    job may add or drop its timeout across a restart."""
 
     def __init__(self, ssc: "StreamingContext", parent: DStream[Any], fn: Callable[[Any, Any, State[Any]], Any],
                  timeout: float | None, **kw: Any) -> None:
@@ -709,8 +710,11 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
     def state_items(self) -> list[tuple[Any, Any]]:
         """The committed `(key, state)` pairs (for tests and inspection), without
         the times of last update that a timeout keeps."""
-        items = super().state_items()
-        return [(k, v[0]) for k, v in items] if self._timed else items
+        return self._values_only(super().state_items())
+
+    def _values_only(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """`(key, value)` pairs of stored items, without a timeout's times."""
+        return [(k, v[0]) for k, v in items] if self._timed else list(items)
 
     def state_snapshots(self) -> DStream[tuple[Any, Any]]:
         """A stream of `(key, state)` for every key after each batch."""
@@ -718,9 +722,7 @@ class MapWithStateDStream(KeyedStateDStream[Any]):
 
         def snapshot(_datasets: Any, time_ms: int) -> Dataset[Any]:
             self.update(time_ms)
-            items = self._pending_items()
-            pairs = [(k, v[0]) for k, v in items] if self._timed else list(items)
-            return Dataset.from_records(pairs, 1, self.ssc.executor)
+            return Dataset.from_records(self._values_only(self._pending_items()), 1, self.ssc.executor)
 
         return TransformedDStream(self.ssc, [self], snapshot, "state_snapshots")
 

@@ -92,9 +92,8 @@ def confluent_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,
     applies its policy)."""
     keys = [m.key() for m in raw] if key_de is None else [key_de(m.key()) for m in raw]
     values = [m.value() for m in raw] if value_de is None else [value_de(m.value()) for m in raw]
-    headers = [m.headers() for m in raw]
     return RecordColumns([m.offset() for m in raw], [t[1] if (t := m.timestamp())[0] else None for m in raw],
-                         keys, values, [tuple(h) if h else None for h in headers] if any(headers) else None)
+                         keys, values, _headers_column([m.headers() for m in raw]))
 
 
 def kafka_python_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,
@@ -102,9 +101,13 @@ def kafka_python_columns(raw: list[Any], key_de: Callable[[Any], Any] | None,
     """`confluent_columns` for kafka-python `ConsumerRecord`s."""
     keys = [m.key for m in raw] if key_de is None else [key_de(m.key) for m in raw]
     values = [m.value for m in raw] if value_de is None else [value_de(m.value) for m in raw]
-    headers = [m.headers for m in raw]
     return RecordColumns([m.offset for m in raw], [m.timestamp if m.timestamp >= 0 else None for m in raw],
-                         keys, values, [tuple(h) if h else None for h in headers] if any(headers) else None)
+                         keys, values, _headers_column([m.headers for m in raw]))
+
+
+def _headers_column(headers: list[Any]) -> list[Any] | None:
+    """Each record's headers as a tuple (None without), or None when no record has any."""
+    return [tuple(h) if h else None for h in headers] if any(headers) else None
 
 
 def kafka_python_converter(topic: str, partition: int, key_de: Callable[[Any], Any] | None = None,
